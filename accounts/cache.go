@@ -1,0 +1,285 @@
+package accounts
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"mellium.im/sasl"
+)
+
+// Reload pacing after a failed watch: etcd may be down for a while, so back off.
+const (
+	reloadBackoffMin = 100 * time.Millisecond
+	reloadBackoffMax = 5 * time.Second
+	reloadTimeout    = 10 * time.Second
+)
+
+type userKey struct{ host, local string }
+
+// Cache is an in-memory copy of every account under the store's prefix, loaded once and
+// then kept current by an etcd watch, so that logins and "does this user exist" checks
+// never wait for etcd. A miss is authoritative: nothing falls back to etcd, so unknown
+// names cannot be used to load etcd. After Store.Add an account becomes visible here as
+// soon as the watch delivers the event (normally milliseconds).
+//
+// When the watch fails (etcd unreachable long enough for the stream to break, no
+// leader, history compacted) the cache keeps serving what it has, reloads everything
+// with backoff and watches again from the reloaded revision.
+type Cache struct {
+	store *Store
+	log   *slog.Logger
+
+	// fakeKey makes the fake SCRAM salts of unknown users stable for this process but
+	// unpredictable from outside.
+	fakeKey []byte
+	// fakeIters follows the iteration count of real accounts so fake ones look alike.
+	fakeIters atomic.Int64
+
+	mu       sync.RWMutex
+	accounts map[userKey]*Account
+
+	lifeMu sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewCache returns a Cache over store; call Start to fill it.
+func NewCache(store *Store, log *slog.Logger) *Cache {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		panic(fmt.Sprintf("accounts: crypto/rand: %v", err)) // crypto/rand does not fail on supported platforms
+	}
+	c := &Cache{
+		store:    store,
+		log:      log.With("component", "accounts"),
+		fakeKey:  key,
+		accounts: map[userKey]*Account{},
+	}
+	c.fakeIters.Store(DefaultIterations)
+	return c
+}
+
+// Start loads all accounts (one Get; its error is returned) and then follows changes in
+// the background until Stop. ctx bounds the initial load only.
+func (c *Cache) Start(ctx context.Context) error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.cancel != nil {
+		return errors.New("accounts: cache already started")
+	}
+	rev, err := c.load(ctx)
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.done = make(chan struct{})
+	go c.run(runCtx, rev)
+	return nil
+}
+
+// Stop ends the watch and waits for it. The cache keeps answering from what it has.
+func (c *Cache) Stop() {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.cancel == nil {
+		return
+	}
+	c.cancel()
+	<-c.done
+	c.cancel = nil
+}
+
+// Lookup returns the account, if known. host and localpart are normalized if they are
+// not found as given. The returned Account is shared: do not modify it.
+func (c *Cache) Lookup(host, localpart string) (*Account, bool) {
+	if a, ok := c.get(host, localpart); ok {
+		return a, true
+	}
+	h, l, err := normalize(host, localpart)
+	if err != nil || (h == host && l == localpart) {
+		return nil, false
+	}
+	return c.get(h, l)
+}
+
+// Exists reports whether the account is known.
+func (c *Cache) Exists(host, localpart string) bool {
+	_, ok := c.Lookup(host, localpart)
+	return ok
+}
+
+func (c *Cache) get(host, localpart string) (*Account, bool) {
+	c.mu.RLock()
+	a, ok := c.accounts[userKey{host, localpart}]
+	c.mu.RUnlock()
+	return a, ok
+}
+
+// Fetcher returns the SCRAM credential lookup for host's users. An unknown user, or one
+// without a credential for the mechanism, gets a made-up credential (a salt that is
+// stable per user name, a random salted password), so the exchange looks the same as for
+// a real user and fails only at the proof, as with Prosody. The authorization identity
+// is ignored here; the caller checks it.
+func (c *Cache) Fetcher(host string) sasl.SaltedCredentialsFetcher {
+	return func(username, _ []byte, mech string) ([]byte, []byte, int64, error) {
+		h, name := host, string(username)
+		if a, ok := c.Lookup(h, name); ok {
+			if cr, ok := a.SCRAM[baseMechanism(mech)]; ok && cr.Iterations > 0 && len(cr.Salt) > 0 && len(cr.SaltedPassword) > 0 {
+				return cr.Salt, cr.SaltedPassword, cr.Iterations, nil
+			}
+			h, name = a.Host, a.Localpart
+		} else if nh, nl, err := normalize(h, name); err == nil {
+			// The same salt for every spelling of a name, as a real account would show.
+			h, name = nh, nl
+		}
+		return c.fake(h, name, mech)
+	}
+}
+
+func (c *Cache) fake(host, localpart, mech string) ([]byte, []byte, int64, error) {
+	m := hmac.New(sha256.New, c.fakeKey)
+	m.Write([]byte(baseMechanism(mech)))
+	m.Write([]byte{0})
+	m.Write([]byte(host))
+	m.Write([]byte{0})
+	m.Write([]byte(localpart))
+	salt := m.Sum(nil)[:16]
+	size := sha256.Size
+	if h := hashFor(mech); h != nil {
+		size = h().Size()
+	}
+	salted := make([]byte, size)
+	if _, err := rand.Read(salted); err != nil {
+		return nil, nil, 0, err
+	}
+	return salt, salted, c.fakeIters.Load(), nil
+}
+
+func (c *Cache) noteIterations(a *Account) {
+	if cr, ok := a.SCRAM[SCRAMSHA256]; ok && cr.Iterations > 0 {
+		c.fakeIters.Store(cr.Iterations)
+	}
+}
+
+// load replaces the whole view with a fresh read and returns its revision.
+func (c *Cache) load(ctx context.Context) (int64, error) {
+	resp, err := c.store.cli.Get(ctx, c.store.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("accounts: load %s: %w", c.store.prefix, err)
+	}
+	m := make(map[userKey]*Account, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		host, local, ok := c.store.parseKey(kv.Key)
+		if !ok {
+			continue
+		}
+		a, err := decode(host, local, kv.Value)
+		if err != nil {
+			c.log.Warn("skipping unreadable account", "jid", local+"@"+host, "err", err)
+			continue
+		}
+		c.noteIterations(a)
+		m[userKey{host, local}] = a
+	}
+	c.mu.Lock()
+	c.accounts = m
+	c.mu.Unlock()
+	c.log.Debug("accounts loaded", "count", len(m), "revision", resp.Header.Revision)
+	return resp.Header.Revision, nil
+}
+
+func (c *Cache) run(ctx context.Context, rev int64) {
+	defer close(c.done)
+	for {
+		err := c.watch(ctx, rev)
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("account watch ended, reloading", "err", err)
+		backoff := reloadBackoffMin
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			lctx, cancel := context.WithTimeout(ctx, reloadTimeout)
+			r, err := c.load(lctx)
+			cancel()
+			if err == nil {
+				rev = r
+				c.log.Info("accounts reloaded", "revision", rev)
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("account reload failed, retrying", "err", err, "in", backoff)
+			backoff = min(2*backoff, reloadBackoffMax)
+		}
+	}
+}
+
+// watch applies changes after rev until the watch fails; it returns why.
+func (c *Cache) watch(ctx context.Context, rev int64) error {
+	// RequireLeader: a member cut off from its cluster ends the watch instead of going
+	// silent, and the reload then waits for a usable member.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := c.store.cli.Watch(wctx, c.store.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			return fmt.Errorf("history compacted at revision %d", resp.CompactRevision)
+		}
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		if resp.Canceled {
+			return errors.New("watch canceled")
+		}
+		c.apply(resp.Events)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.New("watch channel closed")
+}
+
+func (c *Cache) apply(events []*clientv3.Event) {
+	for _, ev := range events {
+		host, local, ok := c.store.parseKey(ev.Kv.Key)
+		if !ok {
+			continue
+		}
+		k := userKey{host, local}
+		var a *Account
+		if ev.Type == clientv3.EventTypePut {
+			var err error
+			if a, err = decode(host, local, ev.Kv.Value); err != nil {
+				c.log.Warn("ignoring unreadable account", "jid", local+"@"+host, "err", err)
+			} else {
+				c.noteIterations(a)
+			}
+		}
+		c.mu.Lock()
+		if a != nil {
+			c.accounts[k] = a
+		} else {
+			delete(c.accounts, k)
+		}
+		c.mu.Unlock()
+	}
+}

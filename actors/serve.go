@@ -1,0 +1,150 @@
+package actors
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// ServeC2S runs a negotiated client connection (authenticated, binding offered) until it
+// ends: it handles the bind request, then reads and routes every stanza.
+func (r *Router) ServeC2S(c *xmpp.Conn) {
+	var s *Session
+	defer func() {
+		if s == nil {
+			_ = c.Close()
+			return
+		}
+		r.unbindUser(s)
+		if !s.replaced.Load() {
+			r.goOffline(s)
+		}
+		r.stopSession(s)
+	}()
+	for {
+		if s != nil && r.limits.IdleTimeout > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(r.limits.IdleTimeout))
+		}
+		env, err := c.R.Next()
+		if err != nil {
+			r.endWith(c, s, err)
+			return
+		}
+		if s == nil {
+			res, ok := xmpp.ParseBind(env)
+			if !ok {
+				c.Fail(&xmpp.StreamError{Condition: "not-authorized", Text: "bind a resource first"}, c.Host)
+				return
+			}
+			if res == "" {
+				res = xmpp.NewID()[:12]
+			}
+			full, err := jid.New(c.User, c.Host, res)
+			if err != nil {
+				if err := c.WriteRaw(xmpp.ErrorReply(env, "", "", xmpp.ErrBadRequest)); err != nil {
+					return
+				}
+				continue
+			}
+			s = r.newSession(KindC2S, c)
+			s.Host, s.Local, s.Res = c.Host, full.Localpart(), full.Resourcepart()
+			s.Bare, s.Full = full.Bare().String(), full.String()
+			s.log = r.log.With("jid", s.Full)
+			s.Send(xmpp.BindResult(env.ID, s.Full))
+			r.bindUser(s)
+			c.Deadline(0)
+			s.log.Debug("session bound")
+			continue
+		}
+		if env.Kind == xmpp.KindOther {
+			s.Close(&xmpp.StreamError{Condition: "unsupported-stanza-type", Text: env.Name.Local})
+			return
+		}
+		if env.Kind == xmpp.KindIQ && !validIQ(env) {
+			s.Send(xmpp.ErrorReply(env, "", s.Full, xmpp.ErrBadRequest))
+			continue
+		}
+		r.Route(s, s.Full, env)
+	}
+}
+
+func validIQ(env *xmpp.Envelope) bool {
+	if env.ID == "" {
+		return false
+	}
+	switch env.Type {
+	case "get", "set":
+		return env.HasChild
+	case "result", "error":
+		return true
+	}
+	return false
+}
+
+// endWith reports why a reading loop ended: bad input gets its stream error.
+func (r *Router) endWith(c *xmpp.Conn, s *Session, err error) {
+	se, ok := xmpp.AsStreamError(err)
+	if !ok {
+		if errors.Is(err, xmpp.ErrStreamEnd) && s != nil {
+			s.Close(nil)
+		}
+		if s == nil || !errors.Is(err, io.EOF) {
+			_ = c.Close()
+		}
+		return
+	}
+	if s == nil {
+		c.Fail(se, c.Host)
+		return
+	}
+	s.Close(se)
+}
+
+// ServeComponent runs an authenticated XEP-0114 connection. Its stanzas must come from
+// the component's domain or a subdomain of it (else invalid-from, RFC 6120 §4.9.3.9).
+func (r *Router) ServeComponent(c *xmpp.Conn) {
+	s := r.newSession(KindComponent, c)
+	s.Host, s.Bare, s.Full = c.Host, c.Host, c.Host
+	s.log = r.log.With("component", c.Host)
+	s.Send(xmpp.HandshakeOK)
+	r.addComponent(s)
+	s.log.Info("component connected")
+	defer func() {
+		r.removeComponent(s)
+		r.stopSession(s)
+		s.log.Info("component disconnected")
+	}()
+	if r.limits.IdleTimeout > 0 {
+		c.Deadline(0)
+	}
+	for {
+		env, err := c.R.Next()
+		if err != nil {
+			r.endWith(c, s, err)
+			return
+		}
+		if env.Kind == xmpp.KindOther {
+			s.Close(&xmpp.StreamError{Condition: "unsupported-stanza-type", Text: env.Name.Local})
+			return
+		}
+		if env.From == "" {
+			s.Close(&xmpp.StreamError{Condition: "improper-addressing", Text: "missing 'from'"})
+			return
+		}
+		from, err := jid.Parse(env.From)
+		if err != nil || !(from.Domainpart() == c.Host || strings.HasSuffix(from.Domainpart(), "."+c.Host)) {
+			s.Close(&xmpp.StreamError{Condition: "invalid-from", Text: env.From})
+			return
+		}
+		if env.Kind == xmpp.KindIQ && !validIQ(env) {
+			s.Send(xmpp.ErrorReply(env, "", env.From, xmpp.ErrBadRequest))
+			continue
+		}
+		r.Route(s, env.From, env)
+	}
+}

@@ -1,0 +1,154 @@
+// Package actors holds Switchboard's protoactor-go actors: one per connected session
+// (client or component) that owns the socket's writing side, one per served host that
+// answers what the server itself handles, and the router glue that decides where a
+// stanza goes. Routing runs in each connection's reader goroutine; actors only write.
+package actors
+
+import (
+	"bufio"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// SessionKind tells clients from components.
+type SessionKind uint8
+
+const (
+	KindC2S SessionKind = iota + 1
+	KindComponent
+)
+
+// deliver carries stanza bytes to a session actor.
+type deliver struct{ data []byte }
+
+// closeStream asks the session actor to end the stream (with an error, if set).
+type closeStream struct{ err *xmpp.StreamError }
+
+// Session is one authenticated connection. Its reader goroutine reads and routes; its
+// actor is the only writer once the session is bound.
+type Session struct {
+	Kind   SessionKind
+	Host   string // c2s: the user's host; component: the component domain
+	Bare   string // c2s: user@host; component: the domain
+	Full   string // c2s: user@host/resource; component: the domain
+	Local  string
+	Res    string
+	conn   *xmpp.Conn
+	pid    *actor.PID
+	router *Router
+	log    *slog.Logger
+
+	w      *bufio.Writer // only the actor touches it
+	closed atomic.Bool
+	queued atomic.Int64
+
+	// presence state (c2s)
+	available    atomic.Bool
+	replaced     atomic.Bool
+	priority     atomic.Int32
+	lastPresence atomic.Pointer[[]byte]
+	dmu          sync.Mutex
+	directed     map[string]struct{}
+}
+
+// Send queues bytes for the peer. A peer that does not read while its queue grows past
+// limits.max_send_queue_bytes is disconnected rather than buffered without bound.
+func (s *Session) Send(b []byte) {
+	if b == nil || s.closed.Load() {
+		return
+	}
+	if q := s.queued.Add(int64(len(b))); q > s.router.limits.MaxSendQueue {
+		s.Close(&xmpp.StreamError{Condition: "policy-violation", Text: "send queue overflow"})
+		return
+	}
+	s.router.sys.Root.Send(s.pid, &deliver{data: b})
+}
+
+// Close ends the stream after everything already queued is written.
+func (s *Session) Close(err *xmpp.StreamError) {
+	s.router.sys.Root.Send(s.pid, &closeStream{err: err})
+}
+
+// PID is the session actor.
+func (s *Session) PID() *actor.PID { return s.pid }
+
+// Receive is the actor's behaviour: write, or close.
+func (s *Session) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *deliver:
+		if s.closed.Load() {
+			s.queued.Add(-int64(len(m.data)))
+			return
+		}
+		if _, err := s.w.Write(m.data); err != nil {
+			s.abort()
+			return
+		}
+		// Send counts bytes in before posting, so nothing left queued means no
+		// message is waiting behind this one: flush now. Under load the count
+		// rarely reaches zero and many stanzas share one write.
+		if s.queued.Add(-int64(len(m.data))) == 0 {
+			s.flush()
+		}
+	case *closeStream:
+		if s.closed.Load() {
+			return
+		}
+		if m.err != nil {
+			_, _ = s.w.Write(m.err.Bytes())
+		}
+		_, _ = s.w.WriteString("</stream:stream>")
+		_ = s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_ = s.w.Flush()
+		s.abort()
+	}
+}
+
+func (s *Session) abort() {
+	if s.closed.CompareAndSwap(false, true) {
+		_ = s.conn.Close()
+	}
+}
+
+func (s *Session) flush() {
+	if s.w.Buffered() == 0 {
+		return
+	}
+	_ = s.conn.SetWriteDeadline(time.Now().Add(s.router.limits.WriteTimeout))
+	if err := s.w.Flush(); err != nil {
+		s.log.Debug("write failed", "err", err)
+		s.abort()
+	}
+}
+
+func (s *Session) addDirected(to string) {
+	s.dmu.Lock()
+	if s.directed == nil {
+		s.directed = make(map[string]struct{})
+	}
+	s.directed[to] = struct{}{}
+	s.dmu.Unlock()
+}
+
+func (s *Session) removeDirected(to string) {
+	s.dmu.Lock()
+	delete(s.directed, to)
+	s.dmu.Unlock()
+}
+
+func (s *Session) takeDirected() []string {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	out := make([]string, 0, len(s.directed))
+	for k := range s.directed {
+		out = append(out, k)
+	}
+	s.directed = nil
+	return out
+}

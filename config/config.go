@@ -1,0 +1,718 @@
+// Package config holds Switchboard's node configuration: the YAML file format,
+// its defaults, environment-variable overrides and validation.
+//
+// A configuration is built in three layers, each overriding the one before:
+// the defaults ([Default]), the YAML file ([Load]) and the environment
+// ([Config.ApplyEnv]). Keys missing from the file keep their default, so an
+// explicit zero value in the file (for example `tls: {required: false}`) is
+// honoured rather than replaced by the default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Namespaces of XEP-0355 Namespace Delegation.
+const (
+	// DelegationNS2 is the current namespace of XEP-0355 (urn:xmpp:delegation:2).
+	DelegationNS2 = "urn:xmpp:delegation:2"
+	// DelegationNS1 is the older namespace still spoken by ejabberd-style
+	// components (urn:xmpp:delegation:1).
+	DelegationNS1 = "urn:xmpp:delegation:1"
+)
+
+// Balancing policies for the delegated IQs of a component with several sessions.
+const (
+	// BalanceRoundRobin hands each IQ to the next session in turn.
+	BalanceRoundRobin = "round-robin"
+	// BalanceLeastPending hands each IQ to the session with the fewest IQs
+	// awaiting a reply.
+	BalanceLeastPending = "least-pending"
+	// BalanceSender keeps all IQs of one sender bare JID on the same session.
+	BalanceSender = "sender"
+)
+
+// Log levels and formats accepted in log.level and log.format.
+const (
+	LogLevelDebug = "debug"
+	LogLevelInfo  = "info"
+	LogLevelWarn  = "warn"
+	LogLevelError = "error"
+
+	LogFormatText = "text"
+	LogFormatJSON = "json"
+)
+
+// Defaults that are not obvious from [Default] alone.
+const (
+	// DefaultNodeID is the node id used when the hostname is unknown.
+	DefaultNodeID = "node1"
+	// MinSCRAMIterations is the smallest accepted accounts.scram_iterations
+	// (RFC 7677 recommends at least 4096).
+	MinSCRAMIterations = 4096
+)
+
+// Duration is a time.Duration written in YAML (and in environment variables)
+// as a Go duration string such as "30s", "5m" or "1h30m". It marshals back to
+// the same form.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats d like time.Duration does ("30s", "10m0s").
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler; it parses a Go duration
+// string ("30s"). A bare number other than 0 is rejected: the unit is required.
+func (d *Duration) UnmarshalText(text []byte) error {
+	v, err := time.ParseDuration(strings.TrimSpace(string(text)))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. \"30s\", \"5m\")", string(text))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{
+			fmt.Sprintf("line %d: a duration must be a string such as \"30s\"", n.Line)}}
+	}
+	if err := d.UnmarshalText([]byte(n.Value)); err != nil {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
+	}
+	return nil
+}
+
+// Config is the configuration of one Switchboard node.
+//
+// Every scalar key and every list of strings can also be set from the
+// environment; see [Config.ApplyEnv].
+type Config struct {
+	// Node identifies this node and where it keeps local state.
+	Node NodeConfig `yaml:"node"`
+	// Listen holds the addresses of the node's listeners.
+	Listen ListenConfig `yaml:"listen"`
+	// TLS configures the certificate used by the c2s listeners.
+	TLS TLSConfig `yaml:"tls"`
+	// Etcd configures the store for shared state (delegation rules, accounts).
+	Etcd EtcdConfig `yaml:"etcd"`
+	// Cluster configures membership (memberlist) and node-to-node messaging.
+	Cluster ClusterConfig `yaml:"cluster"`
+	// Hosts lists the XMPP domains this cluster serves.
+	// Default: a single host "localhost" without delegations.
+	// Not settable from the environment.
+	Hosts []HostConfig `yaml:"hosts"`
+	// Components lists the external components (XEP-0114) allowed to connect.
+	// Default: none. Not settable from the environment.
+	Components []ComponentConfig `yaml:"components"`
+	// Delegation tunes XEP-0355 namespace delegation.
+	Delegation DelegationConfig `yaml:"delegation"`
+	// Limits bounds the resources one connection may use.
+	Limits LimitsConfig `yaml:"limits"`
+	// Accounts configures how user credentials are stored.
+	Accounts AccountsConfig `yaml:"accounts"`
+	// Log configures the process log.
+	Log LogConfig `yaml:"log"`
+}
+
+// NodeConfig identifies this node (key `node`).
+type NodeConfig struct {
+	// ID is the node's name in the cluster; it must be unique among the nodes
+	// and must not contain whitespace or "/".
+	// Default: the machine's hostname, or "node1" if that is unknown.
+	ID string `yaml:"id"`
+	// DataDir is the directory for the node's local state: the embedded etcd
+	// data and the self-signed TLS pair when none is configured.
+	// Default: "./data".
+	DataDir string `yaml:"data_dir"`
+}
+
+// ListenConfig holds listener addresses as host:port (key `listen`). An empty
+// address disables that listener. Port 0 picks a free port.
+type ListenConfig struct {
+	// C2S is the client-to-server listener with STARTTLS (RFC 6120).
+	// Default: "127.0.0.1:5222".
+	C2S string `yaml:"c2s"`
+	// C2STLS is the client-to-server listener with direct TLS (XEP-0368).
+	// Default: "127.0.0.1:5223".
+	C2STLS string `yaml:"c2s_tls"`
+	// Component is the external component listener (XEP-0114).
+	// Default: "127.0.0.1:5347".
+	Component string `yaml:"component"`
+	// Admin is the HTTP listener for /healthz, /readyz and /metrics.
+	// Default: "127.0.0.1:5280".
+	Admin string `yaml:"admin"`
+}
+
+// TLSConfig configures the c2s certificate (key `tls`).
+type TLSConfig struct {
+	// Cert is the path to the PEM certificate chain. Set both Cert and Key, or
+	// neither: when both are empty a self-signed pair is generated in
+	// node.data_dir. Default: "".
+	Cert string `yaml:"cert"`
+	// Key is the path to the PEM private key of Cert. Default: "".
+	Key string `yaml:"key"`
+	// Required makes STARTTLS mandatory on the c2s listener: no
+	// authentication happens on a plain-text stream. Default: true.
+	Required bool `yaml:"required"`
+}
+
+// EtcdConfig configures the etcd store (key `etcd`).
+type EtcdConfig struct {
+	// Endpoints are the client URLs of an external etcd cluster
+	// (e.g. "http://etcd1:2379"). When empty, the node runs an embedded
+	// single-member etcd in node.data_dir. Default: [] (embedded).
+	// In the environment: comma-separated.
+	Endpoints []string `yaml:"endpoints"`
+	// Prefix is prepended to every key Switchboard stores; it must start with
+	// "/" and must not end with "/". Default: "/switchboard".
+	Prefix string `yaml:"prefix"`
+	// DialTimeout bounds the initial connection to etcd. Default: 5s.
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// Embedded configures the embedded etcd, used when Endpoints is empty.
+	Embedded EmbeddedEtcdConfig `yaml:"embedded"`
+}
+
+// EmbeddedEtcdConfig holds the addresses of the embedded etcd
+// (key `etcd.embedded`), as host:port.
+type EmbeddedEtcdConfig struct {
+	// Client is the address etcd clients connect to. Default: "127.0.0.1:2379".
+	Client string `yaml:"client"`
+	// Peer is the etcd peer (raft) address. Default: "127.0.0.1:2380".
+	Peer string `yaml:"peer"`
+}
+
+// ClusterConfig configures how nodes find and talk to each other (key `cluster`).
+type ClusterConfig struct {
+	// Bind is the memberlist (gossip) address, host:port, TCP and UDP.
+	// Default: "127.0.0.1:7946".
+	Bind string `yaml:"bind"`
+	// Advertise is the memberlist address announced to other nodes, host:port,
+	// when it differs from Bind (NAT, containers). Default: "" (use Bind).
+	Advertise string `yaml:"advertise"`
+	// Remote is the address, host:port, of the actor remoting (gRPC) endpoint
+	// that carries stanzas between nodes. Default: "127.0.0.1:8946".
+	Remote string `yaml:"remote"`
+	// Join lists seed nodes' memberlist addresses (host or host:port; DNS
+	// names allowed) to join at start. Default: [] (start a new cluster).
+	// In the environment: comma-separated.
+	Join []string `yaml:"join"`
+}
+
+// HostConfig is one served XMPP domain (an entry of `hosts`).
+type HostConfig struct {
+	// Domain is the XMPP domain, e.g. "example.com". It is lowercased;
+	// it must be unique and must not also be a component JID.
+	Domain string `yaml:"domain"`
+	// Delegations are the static XEP-0355 delegation rules of this host,
+	// keyed by the delegated namespace (e.g. "urn:xmpp:mam:2"). Rules stored
+	// in etcd for the same namespace take precedence. The delegation
+	// namespaces themselves cannot be delegated. Default: none.
+	Delegations map[string]DelegationRule `yaml:"delegations,omitempty"`
+}
+
+// DelegationRule delegates one namespace to a managing entity.
+type DelegationRule struct {
+	// JID is the bare JID of the managing entity, normally a component
+	// domain such as "pubsub.example.com". Required.
+	JID string `yaml:"jid"`
+	// Filtering lists attribute names that must all be present on the IQ's
+	// first child for the IQ to be delegated (XEP-0355 §4.2). Default: none
+	// (every IQ of the namespace is delegated).
+	Filtering []string `yaml:"filtering,omitempty"`
+}
+
+// ComponentConfig is one external component allowed to connect (an entry of
+// `components`).
+type ComponentConfig struct {
+	// JID is the component's domain, e.g. "pubsub.example.com" (no "@" or
+	// "/"). It is lowercased; it must be unique and must not be a host domain.
+	// Required.
+	JID string `yaml:"jid"`
+	// Secret is the XEP-0114 handshake secret. Required.
+	Secret string `yaml:"secret"`
+	// DelegationNS is the XEP-0355 namespace spoken with this component:
+	// "urn:xmpp:delegation:2", or "urn:xmpp:delegation:1" for ejabberd-style
+	// components. Default: "urn:xmpp:delegation:2".
+	DelegationNS string `yaml:"delegation_ns"`
+	// Balance is how delegated IQs are spread over several sessions of this
+	// component: "round-robin", "least-pending" (fewest IQs awaiting a reply)
+	// or "sender" (by sender bare JID). Default: "round-robin".
+	Balance string `yaml:"balance"`
+}
+
+// DelegationConfig tunes namespace delegation (key `delegation`).
+type DelegationConfig struct {
+	// Timeout is how long a delegated IQ waits for the managing entity's
+	// reply before the requester gets service-unavailable. Must be > 0.
+	// Default: 30s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// LimitsConfig bounds per-connection resources (key `limits`).
+type LimitsConfig struct {
+	// MaxStanzaBytes is the largest stanza accepted; a bigger one closes the
+	// stream with policy-violation. Default: 262144 (256 KiB).
+	MaxStanzaBytes int `yaml:"max_stanza_bytes"`
+	// NegotiationTimeout bounds stream negotiation (TLS, SASL, bind or the
+	// component handshake). Default: 30s.
+	NegotiationTimeout Duration `yaml:"negotiation_timeout"`
+	// IdleTimeout closes a connection that sent nothing (not even whitespace
+	// keepalives) for this long; 0 never closes. Default: 10m.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// WriteTimeout bounds one write to a connection; a peer that does not
+	// read for this long is disconnected. Default: 30s.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// MaxAuthAttempts is how many failed SASL attempts a connection may make
+	// before it is closed. Default: 3.
+	MaxAuthAttempts int `yaml:"max_auth_attempts"`
+	// MaxSendQueueBytes is how many bytes may wait to be written to one
+	// connection; beyond that the slow peer is disconnected.
+	// Default: 8388608 (8 MiB).
+	MaxSendQueueBytes int `yaml:"max_send_queue_bytes"`
+}
+
+// AccountsConfig configures user accounts (key `accounts`).
+type AccountsConfig struct {
+	// SCRAMIterations is the PBKDF2 iteration count for newly stored SCRAM
+	// credentials; at least 4096. Default: 4096.
+	SCRAMIterations int `yaml:"scram_iterations"`
+}
+
+// LogConfig configures logging (key `log`).
+type LogConfig struct {
+	// Level is the least severe level logged: "debug", "info", "warn" or
+	// "error". Default: "info".
+	Level string `yaml:"level"`
+	// Format is "text" (slog text handler) or "json". Default: "text".
+	Format string `yaml:"format"`
+}
+
+// SlogLevel returns Level as a slog.Level (info for an unknown level).
+func (l LogConfig) SlogLevel() slog.Level {
+	switch strings.ToLower(l.Level) {
+	case LogLevelDebug:
+		return slog.LevelDebug
+	case LogLevelWarn:
+		return slog.LevelWarn
+	case LogLevelError:
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// Default returns a configuration with every default filled in: one node for
+// host "localhost" on loopback, with an embedded etcd under ./data.
+func Default() *Config {
+	id := DefaultNodeID
+	if h, err := os.Hostname(); err == nil && h != "" && !strings.ContainsAny(h, " \t\n/") {
+		id = h
+	}
+	return &Config{
+		Node: NodeConfig{ID: id, DataDir: "./data"},
+		Listen: ListenConfig{
+			C2S:       "127.0.0.1:5222",
+			C2STLS:    "127.0.0.1:5223",
+			Component: "127.0.0.1:5347",
+			Admin:     "127.0.0.1:5280",
+		},
+		TLS: TLSConfig{Required: true},
+		Etcd: EtcdConfig{
+			Endpoints:   []string{},
+			Prefix:      "/switchboard",
+			DialTimeout: Duration(5 * time.Second),
+			Embedded:    EmbeddedEtcdConfig{Client: "127.0.0.1:2379", Peer: "127.0.0.1:2380"},
+		},
+		Cluster: ClusterConfig{
+			Bind:   "127.0.0.1:7946",
+			Remote: "127.0.0.1:8946",
+			Join:   []string{},
+		},
+		Hosts:      []HostConfig{{Domain: "localhost"}},
+		Components: []ComponentConfig{},
+		Delegation: DelegationConfig{Timeout: Duration(30 * time.Second)},
+		Limits: LimitsConfig{
+			MaxStanzaBytes:     262144,
+			NegotiationTimeout: Duration(30 * time.Second),
+			IdleTimeout:        Duration(10 * time.Minute),
+			WriteTimeout:       Duration(30 * time.Second),
+			MaxAuthAttempts:    3,
+			MaxSendQueueBytes:  8 << 20,
+		},
+		Accounts: AccountsConfig{SCRAMIterations: MinSCRAMIterations},
+		Log:      LogConfig{Level: LogLevelInfo, Format: LogFormatText},
+	}
+}
+
+// Load reads the YAML file at path on top of [Default], applies the
+// SWITCHBOARD_* environment variables ([Config.ApplyEnv]) and validates the
+// result ([Config.Validate]). An empty path means no file: defaults plus
+// environment. Unknown keys in the file are errors. Every error names the file.
+func Load(path string) (*Config, error) {
+	return load(path, os.Environ())
+}
+
+func load(path string, environ []string) (*Config, error) {
+	c := Default()
+	src := "environment"
+	if path != "" {
+		src = path
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := c.decode(data); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := c.ApplyEnv(environ); err != nil {
+		return nil, fmt.Errorf("config %s: %w", src, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", src, err)
+	}
+	return c, nil
+}
+
+// decode reads one YAML document onto c; keys absent from the document keep
+// their current value.
+func (c *Config) decode(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) { // empty file: defaults
+			return nil
+		}
+		return err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("line %d: more than one YAML document", extra.Line)
+	}
+	return nil
+}
+
+// FieldError is one problem found by [Config.Validate].
+type FieldError struct {
+	// Path is the key path, e.g. "limits.max_stanza_bytes" or "hosts[1].domain".
+	Path string
+	// Problem says what is wrong, e.g. "must be > 0".
+	Problem string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Problem }
+
+// Validate checks the whole configuration and reports every problem at once,
+// joined with errors.Join; each one is a *[FieldError] naming its key path.
+// It first normalizes c: host domains, component JIDs, delegation JIDs and
+// log settings are lowercased, and empty per-component settings
+// (delegation_ns, balance) get their defaults.
+func (c *Config) Validate() error {
+	c.normalize()
+	var v validator
+
+	// node
+	if c.Node.ID == "" {
+		v.add("node.id", "must not be empty")
+	} else if strings.ContainsAny(c.Node.ID, " \t\r\n/") {
+		v.addf("node.id", "%q must not contain whitespace or \"/\"", c.Node.ID)
+	}
+	if c.Node.DataDir == "" {
+		v.add("node.data_dir", "must not be empty")
+	}
+
+	// listen and other addresses; empty listen addresses are disabled listeners.
+	addrs := addrSet{}
+	v.addr(addrs, "listen.c2s", c.Listen.C2S, false)
+	v.addr(addrs, "listen.c2s_tls", c.Listen.C2STLS, false)
+	v.addr(addrs, "listen.component", c.Listen.Component, false)
+	v.addr(addrs, "listen.admin", c.Listen.Admin, false)
+	v.addr(addrs, "cluster.bind", c.Cluster.Bind, true)
+	v.addr(addrs, "cluster.remote", c.Cluster.Remote, true)
+	if c.Cluster.Advertise != "" {
+		v.addr(nil, "cluster.advertise", c.Cluster.Advertise, true)
+	}
+	for i, j := range c.Cluster.Join {
+		if strings.TrimSpace(j) == "" {
+			v.add(fmt.Sprintf("cluster.join[%d]", i), "must not be empty")
+		}
+	}
+
+	// tls
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		if c.TLS.Cert == "" {
+			v.add("tls.cert", "must be set when tls.key is set (set both or neither)")
+		} else {
+			v.add("tls.key", "must be set when tls.cert is set (set both or neither)")
+		}
+	}
+
+	// etcd
+	for i, e := range c.Etcd.Endpoints {
+		if strings.TrimSpace(e) == "" {
+			v.add(fmt.Sprintf("etcd.endpoints[%d]", i), "must not be empty")
+		}
+	}
+	switch p := c.Etcd.Prefix; {
+	case !strings.HasPrefix(p, "/"):
+		v.addf("etcd.prefix", "%q must start with \"/\"", p)
+	case strings.HasSuffix(p, "/"):
+		v.addf("etcd.prefix", "%q must not end with \"/\"", p)
+	}
+	v.positive("etcd.dial_timeout", int64(c.Etcd.DialTimeout))
+	if c.EmbeddedEtcd() {
+		v.addr(addrs, "etcd.embedded.client", c.Etcd.Embedded.Client, true)
+		v.addr(addrs, "etcd.embedded.peer", c.Etcd.Embedded.Peer, true)
+	}
+
+	// hosts
+	if len(c.Hosts) == 0 {
+		v.add("hosts", "at least one host is required")
+	}
+	domains := map[string]bool{}
+	for i, h := range c.Hosts {
+		p := fmt.Sprintf("hosts[%d]", i)
+		if msg := checkDomain(h.Domain); msg != "" {
+			v.add(p+".domain", msg)
+		} else if domains[h.Domain] {
+			v.addf(p+".domain", "duplicate %q", h.Domain)
+		}
+		domains[h.Domain] = true
+		for _, ns := range slices.Sorted(maps.Keys(h.Delegations)) {
+			r := h.Delegations[ns]
+			rp := fmt.Sprintf("%s.delegations[%q]", p, ns)
+			switch ns {
+			case "":
+				v.add(rp, "namespace must not be empty")
+			case DelegationNS2, DelegationNS1:
+				v.addf(rp, "namespace %s cannot be delegated", ns)
+			}
+			if r.JID == "" {
+				v.add(rp+".jid", "must not be empty")
+			} else if strings.Contains(r.JID, "/") {
+				v.addf(rp+".jid", "%q must be a bare JID (no \"/\")", r.JID)
+			}
+			for k, a := range r.Filtering {
+				if strings.TrimSpace(a) == "" {
+					v.add(fmt.Sprintf("%s.filtering[%d]", rp, k), "must not be empty")
+				}
+			}
+		}
+	}
+
+	// components
+	jids := map[string]bool{}
+	for i, comp := range c.Components {
+		p := fmt.Sprintf("components[%d]", i)
+		switch {
+		case comp.JID == "":
+			v.add(p+".jid", "must not be empty")
+		case strings.Contains(comp.JID, "@"):
+			v.addf(p+".jid", "%q must be a domain (no \"@\")", comp.JID)
+		case strings.Contains(comp.JID, "/"):
+			v.addf(p+".jid", "%q must be a domain (no \"/\")", comp.JID)
+		default:
+			if msg := checkDomain(comp.JID); msg != "" {
+				v.add(p+".jid", msg)
+			} else if jids[comp.JID] {
+				v.addf(p+".jid", "duplicate %q", comp.JID)
+			} else if domains[comp.JID] {
+				v.addf(p+".jid", "%q is also a host domain", comp.JID)
+			}
+		}
+		jids[comp.JID] = true
+		if comp.Secret == "" {
+			v.add(p+".secret", "must not be empty")
+		}
+		if comp.DelegationNS != DelegationNS2 && comp.DelegationNS != DelegationNS1 {
+			v.addf(p+".delegation_ns", "%q is not one of %s, %s", comp.DelegationNS, DelegationNS2, DelegationNS1)
+		}
+		switch comp.Balance {
+		case BalanceRoundRobin, BalanceLeastPending, BalanceSender:
+		default:
+			v.addf(p+".balance", "%q is not one of %s, %s, %s",
+				comp.Balance, BalanceRoundRobin, BalanceLeastPending, BalanceSender)
+		}
+	}
+
+	// delegation, limits, accounts
+	v.positive("delegation.timeout", int64(c.Delegation.Timeout))
+	v.positive("limits.max_stanza_bytes", int64(c.Limits.MaxStanzaBytes))
+	v.positive("limits.negotiation_timeout", int64(c.Limits.NegotiationTimeout))
+	if c.Limits.IdleTimeout < 0 {
+		v.add("limits.idle_timeout", "must be >= 0 (0 = never)")
+	}
+	v.positive("limits.write_timeout", int64(c.Limits.WriteTimeout))
+	v.positive("limits.max_auth_attempts", int64(c.Limits.MaxAuthAttempts))
+	v.positive("limits.max_send_queue_bytes", int64(c.Limits.MaxSendQueueBytes))
+	if c.Limits.MaxSendQueueBytes > 0 && c.Limits.MaxStanzaBytes > c.Limits.MaxSendQueueBytes {
+		v.addf("limits.max_send_queue_bytes", "must be >= limits.max_stanza_bytes (%d)", c.Limits.MaxStanzaBytes)
+	}
+	if c.Accounts.SCRAMIterations < MinSCRAMIterations {
+		v.addf("accounts.scram_iterations", "must be >= %d", MinSCRAMIterations)
+	}
+
+	// log
+	switch c.Log.Level {
+	case LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError:
+	default:
+		v.addf("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case LogFormatText, LogFormatJSON:
+	default:
+		v.addf("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	return errors.Join(v.errs...)
+}
+
+// normalize lowercases case-insensitive values and fills per-entry defaults
+// that decoding a list cannot keep (a decoded list starts from zero values).
+func (c *Config) normalize() {
+	for i := range c.Hosts {
+		h := &c.Hosts[i]
+		h.Domain = strings.ToLower(strings.TrimSpace(h.Domain))
+		for ns, r := range h.Delegations {
+			r.JID = strings.ToLower(strings.TrimSpace(r.JID))
+			h.Delegations[ns] = r
+		}
+	}
+	for i := range c.Components {
+		comp := &c.Components[i]
+		comp.JID = strings.ToLower(strings.TrimSpace(comp.JID))
+		if comp.DelegationNS == "" {
+			comp.DelegationNS = DelegationNS2
+		}
+		if comp.Balance == "" {
+			comp.Balance = BalanceRoundRobin
+		}
+	}
+	c.Log.Level = strings.ToLower(c.Log.Level)
+	c.Log.Format = strings.ToLower(c.Log.Format)
+}
+
+// Host returns the host with the given domain (case-insensitive), or nil.
+func (c *Config) Host(domain string) *HostConfig {
+	for i := range c.Hosts {
+		if strings.EqualFold(c.Hosts[i].Domain, domain) {
+			return &c.Hosts[i]
+		}
+	}
+	return nil
+}
+
+// Component returns the component with the given JID (case-insensitive), or nil.
+func (c *Config) Component(jid string) *ComponentConfig {
+	for i := range c.Components {
+		if strings.EqualFold(c.Components[i].JID, jid) {
+			return &c.Components[i]
+		}
+	}
+	return nil
+}
+
+// EmbeddedEtcd reports whether the node runs an embedded etcd, which it does
+// when no external etcd.endpoints are configured.
+func (c *Config) EmbeddedEtcd() bool { return len(c.Etcd.Endpoints) == 0 }
+
+type validator struct{ errs []error }
+
+func (v *validator) add(path, problem string) {
+	v.errs = append(v.errs, &FieldError{Path: path, Problem: problem})
+}
+
+func (v *validator) addf(path, format string, args ...any) {
+	v.add(path, fmt.Sprintf(format, args...))
+}
+
+func (v *validator) positive(path string, n int64) {
+	if n <= 0 {
+		v.add(path, "must be > 0")
+	}
+}
+
+// addrSet remembers which key uses which fixed host:port, to catch two
+// listeners configured on the same address. Port 0 (any free port) is exempt.
+type addrSet map[string]string
+
+// addr checks a host:port address; an empty one is an error only if required.
+// With a non-nil seen it also reports an address already used by another key.
+func (v *validator) addr(seen addrSet, path, addr string, required bool) {
+	if addr == "" {
+		if required {
+			v.add(path, "must not be empty")
+		}
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.addf(path, "%q is not a host:port address", addr)
+		return
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		v.addf(path, "%q: port must be a number 0-65535", addr)
+		return
+	}
+	if seen == nil || n == 0 {
+		return
+	}
+	if other, ok := seen[addr]; ok {
+		v.addf(path, "%q is already used by %s", addr, other)
+		return
+	}
+	seen[addr] = path
+}
+
+// checkDomain returns what is wrong with a lowercased DNS domain name, or "".
+func checkDomain(d string) string {
+	if d == "" {
+		return "must not be empty"
+	}
+	if len(d) > 253 {
+		return fmt.Sprintf("%q is longer than 253 characters", d)
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" {
+			return fmt.Sprintf("%q is not a valid domain (empty label)", d)
+		}
+		if len(label) > 63 {
+			return fmt.Sprintf("%q is not a valid domain (label longer than 63 characters)", d)
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Sprintf("%q is not a valid domain (label starts or ends with \"-\")", d)
+		}
+		for i := 0; i < len(label); i++ {
+			b := label[i]
+			if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '-') {
+				return fmt.Sprintf("%q is not a valid domain (letters, digits, \"-\" and \".\" only; use the punycode form of an IDN)", d)
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,142 @@
+package etcdx
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func start(t *testing.T, client, peer string) *Embedded {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e, err := StartEmbedded(ctx, EmbeddedConfig{Dir: t.TempDir(), ClientAddr: client, PeerAddr: peer, Name: "t"},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	return e
+}
+
+func TestEmbeddedFreeAddr(t *testing.T) {
+	client, err := FreeAddr("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := FreeAddr("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := start(t, client, peer)
+	if got := e.Endpoints(); len(got) != 1 || got[0] != "http://"+client {
+		t.Fatalf("endpoints %v, want [http://%s]", got, client)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Get(ctx, "k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+		t.Fatalf("get: %v %v", resp, err)
+	}
+	e.Stop()
+	e.Stop() // idempotent
+}
+
+func TestEmbeddedPortZero(t *testing.T) {
+	e := start(t, "127.0.0.1:0", "127.0.0.1:0")
+	eps := e.Endpoints()
+	if len(eps) != 1 || strings.HasSuffix(eps[0], ":0") {
+		t.Fatalf("endpoints %v", eps)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := Connect(ctx, eps, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+}
+
+func TestEmbeddedRestartKeepsData(t *testing.T) {
+	dir := t.TempDir()
+	client, _ := FreeAddr("127.0.0.1")
+	peer, _ := FreeAddr("127.0.0.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer}
+	e, err := StartEmbedded(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "k", "kept"); err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	e.Stop()
+
+	e, err = StartEmbedded(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	cli, err = Connect(ctx, e.Endpoints(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, "k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "kept" {
+		t.Fatalf("get after restart: %v %v", resp, err)
+	}
+}
+
+func TestEmbeddedPortInUse(t *testing.T) {
+	e := start(t, "127.0.0.1:0", "127.0.0.1:0")
+	addr := strings.TrimPrefix(e.Endpoints()[0], "http://")
+	peer, _ := FreeAddr("127.0.0.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if e2, err := StartEmbedded(ctx, EmbeddedConfig{Dir: t.TempDir(), ClientAddr: addr, PeerAddr: peer}, nil); err == nil {
+		e2.Stop()
+		t.Fatal("second etcd on a used client port started")
+	}
+}
+
+func TestConnectDead(t *testing.T) {
+	addr, err := FreeAddr("127.0.0.1") // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	cli, err := Connect(context.Background(), []string{"http://" + addr}, 500*time.Millisecond)
+	if err == nil {
+		cli.Close()
+		t.Fatal("connect to a dead endpoint succeeded")
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Fatalf("connect took %s", d)
+	}
+	if !strings.Contains(err.Error(), addr) {
+		t.Fatalf("error does not name the endpoint: %v", err)
+	}
+}
+
+func TestConnectNoEndpoints(t *testing.T) {
+	if _, err := Connect(context.Background(), nil, time.Second); err == nil {
+		t.Fatal("want error")
+	}
+}

@@ -1,0 +1,333 @@
+// Package node wires one Switchboard node together: etcd (embedded or external), the
+// account cache, the actor system and router, the listeners and the admin HTTP server.
+// Subsystems start in order in Start and stop in reverse order in Stop.
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"mellium.im/sasl"
+
+	"github.com/switchboard-im/switchboard/accounts"
+	"github.com/switchboard-im/switchboard/actors"
+	"github.com/switchboard-im/switchboard/config"
+	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// Version is set at build time (-ldflags "-X .../node.Version=...").
+var Version = "dev"
+
+// Addrs are the addresses the listeners actually bound (useful with port 0).
+type Addrs struct {
+	C2S, C2STLS, Component, Admin string
+	EtcdClient                    []string
+}
+
+// Node is one running Switchboard node.
+type Node struct {
+	cfg *config.Config
+	log *slog.Logger
+
+	embedded *etcdx.Embedded
+	etcd     *clientv3.Client
+	accounts *accounts.Cache
+	sys      *actor.ActorSystem
+	router   *actors.Router
+	tls      *tls.Config
+
+	listeners []net.Listener
+	admin     *http.Server
+	conns     sync.WaitGroup
+	ready     atomic.Bool
+	metrics   *metrics
+
+	Addrs Addrs
+}
+
+// New prepares a node; nothing runs until Start.
+func New(cfg *config.Config, log *slog.Logger) *Node {
+	return &Node{cfg: cfg, log: log.With("node", cfg.Node.ID)}
+}
+
+// Start brings every subsystem up, in order; on error what started is stopped again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			_ = n.Stop(context.Background())
+		}
+	}()
+	cfg := n.cfg
+	endpoints := cfg.Etcd.Endpoints
+	if cfg.EmbeddedEtcd() {
+		n.embedded, err = etcdx.StartEmbedded(ctx, etcdx.EmbeddedConfig{
+			Dir:        filepath.Join(cfg.Node.DataDir, "etcd"),
+			ClientAddr: cfg.Etcd.Embedded.Client,
+			PeerAddr:   cfg.Etcd.Embedded.Peer,
+			Name:       cfg.Node.ID,
+		}, n.log)
+		if err != nil {
+			return fmt.Errorf("embedded etcd: %w", err)
+		}
+		endpoints = n.embedded.Endpoints()
+		n.log.Info("embedded etcd running", "dir", filepath.Join(cfg.Node.DataDir, "etcd"), "client", endpoints)
+	}
+	n.Addrs.EtcdClient = endpoints
+	n.etcd, err = etcdx.Connect(ctx, endpoints, cfg.Etcd.DialTimeout.D())
+	if err != nil {
+		return err
+	}
+	n.accounts = accounts.NewCache(accounts.New(n.etcd, cfg.Etcd.Prefix), n.log)
+	if err = n.accounts.Start(ctx); err != nil {
+		return fmt.Errorf("accounts: %w", err)
+	}
+
+	var hosts []string
+	for _, h := range cfg.Hosts {
+		hosts = append(hosts, h.Domain)
+	}
+	var comps []string
+	for _, c := range cfg.Components {
+		comps = append(comps, c.JID)
+	}
+	n.tls, err = loadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Node.DataDir, hosts, n.log)
+	if err != nil {
+		return err
+	}
+
+	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return n.log.With("lib", "protoactor")
+	}))
+	n.router = actors.NewRouter(actors.Config{
+		System: n.sys,
+		Log:    n.log,
+		Limits: actors.Limits{
+			MaxSendQueue: int64(cfg.Limits.MaxSendQueueBytes),
+			WriteTimeout: cfg.Limits.WriteTimeout.D(),
+			IdleTimeout:  cfg.Limits.IdleTimeout.D(),
+		},
+		Accounts:   n.accounts,
+		Hosts:      hosts,
+		Components: comps,
+		Version:    Version,
+	})
+	n.metrics = newMetrics()
+
+	if err = n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn) { n.serveC2S(c, false) }); err != nil {
+		return err
+	}
+	if err = n.listen(cfg.Listen.C2STLS, &n.Addrs.C2STLS, func(c net.Conn) { n.serveC2S(c, true) }); err != nil {
+		return err
+	}
+	if err = n.listen(cfg.Listen.Component, &n.Addrs.Component, n.serveComponent); err != nil {
+		return err
+	}
+	if err = n.startAdmin(); err != nil {
+		return err
+	}
+	n.ready.Store(true)
+	n.log.Info("node ready", "c2s", n.Addrs.C2S, "c2s_tls", n.Addrs.C2STLS, "component", n.Addrs.Component,
+		"admin", n.Addrs.Admin, "hosts", hosts)
+	return nil
+}
+
+// Stop shuts down in reverse order: stop accepting, end sessions with system-shutdown,
+// then the actor system, the account cache and etcd.
+func (n *Node) Stop(ctx context.Context) error {
+	n.ready.Store(false)
+	for _, l := range n.listeners {
+		_ = l.Close()
+	}
+	n.listeners = nil
+	if n.router != nil {
+		n.router.Stop()
+		done := make(chan struct{})
+		go func() { n.conns.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+		n.router = nil
+	}
+	if n.admin != nil {
+		_ = n.admin.Shutdown(ctx)
+		n.admin = nil
+	}
+	if n.sys != nil {
+		n.sys.Shutdown()
+		n.sys = nil
+	}
+	if n.accounts != nil {
+		n.accounts.Stop()
+		n.accounts = nil
+	}
+	if n.etcd != nil {
+		_ = n.etcd.Close()
+		n.etcd = nil
+	}
+	if n.embedded != nil {
+		n.embedded.Stop()
+		n.embedded = nil
+	}
+	return nil
+}
+
+func (n *Node) listen(addr string, bound *string, serve func(net.Conn)) error {
+	if addr == "" {
+		return nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	n.listeners = append(n.listeners, l)
+	*bound = l.Addr().String()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				n.log.Warn("accept failed", "addr", addr, "err", err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			n.conns.Add(1)
+			go func() {
+				defer n.conns.Done()
+				defer func() {
+					if r := recover(); r != nil {
+						n.log.Error("connection handler panicked", "panic", r, "remote", c.RemoteAddr().String())
+						_ = c.Close()
+					}
+				}()
+				serve(c)
+			}()
+		}
+	}()
+	return nil
+}
+
+func (n *Node) serveC2S(raw net.Conn, direct bool) {
+	lim := n.cfg.Limits
+	var nc net.Conn = raw
+	if direct {
+		nc = tls.Server(raw, n.tls)
+	}
+	c := xmpp.NewConn(nc, lim.MaxStanzaBytes, direct)
+	c.Deadline(lim.NegotiationTimeout.D())
+	ctx, cancel := context.WithTimeout(context.Background(), lim.NegotiationTimeout.D())
+	defer cancel()
+	if direct {
+		if err := nc.(*tls.Conn).HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			return
+		}
+	}
+	err := xmpp.NegotiateC2S(ctx, c, &xmpp.C2SOptions{
+		TLS:             n.tls,
+		RequireTLS:      n.cfg.TLS.Required,
+		IsHost:          n.router.IsHost,
+		DefaultHost:     n.cfg.Hosts[0].Domain,
+		Auth:            authenticator{n.accounts},
+		MaxAuthAttempts: lim.MaxAuthAttempts,
+		Log:             n.log,
+	})
+	if err != nil {
+		n.log.Debug("c2s negotiation failed", "remote", raw.RemoteAddr().String(), "err", err)
+		return
+	}
+	n.metrics.conns.WithLabelValues("c2s").Inc()
+	defer n.metrics.conns.WithLabelValues("c2s").Dec()
+	n.router.ServeC2S(c)
+}
+
+func (n *Node) serveComponent(raw net.Conn) {
+	lim := n.cfg.Limits
+	c := xmpp.NewConn(raw, lim.MaxStanzaBytes, false)
+	c.Deadline(lim.NegotiationTimeout.D())
+	err := xmpp.NegotiateComponent(c, &xmpp.ComponentOptions{Secret: func(domain string) (string, bool) {
+		if cc := n.cfg.Component(domain); cc != nil {
+			return cc.Secret, true
+		}
+		return "", false
+	}})
+	if err != nil {
+		n.log.Info("component handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+		return
+	}
+	c.Deadline(0)
+	n.metrics.conns.WithLabelValues("component").Inc()
+	defer n.metrics.conns.WithLabelValues("component").Dec()
+	n.router.ServeComponent(c)
+}
+
+// authenticator adapts the account cache to the SASL layer.
+type authenticator struct{ c *accounts.Cache }
+
+func (a authenticator) Fetcher(host string) sasl.SaltedCredentialsFetcher { return a.c.Fetcher(host) }
+func (a authenticator) VerifyPlain(host, local, password string) bool {
+	acc, ok := a.c.Lookup(host, local)
+	return ok && acc.VerifyPassword(password)
+}
+
+type metrics struct {
+	reg   *prometheus.Registry
+	conns *prometheus.GaugeVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "switchboard_connections", Help: "Open authenticated connections by kind.",
+	}, []string{"kind"})
+	m.reg.MustRegister(m.conns, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (n *Node) startAdmin() error {
+	if n.cfg.Listen.Admin == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !n.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := n.etcd.Get(ctx, n.cfg.Etcd.Prefix+"/health", clientv3.WithCountOnly()); err != nil {
+			http.Error(w, "etcd unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	l, err := net.Listen("tcp", n.cfg.Listen.Admin)
+	if err != nil {
+		return fmt.Errorf("listen admin %s: %w", n.cfg.Listen.Admin, err)
+	}
+	n.Addrs.Admin = l.Addr().String()
+	n.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = n.admin.Serve(l) }()
+	return nil
+}

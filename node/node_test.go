@@ -1,0 +1,440 @@
+package node_test
+
+import (
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/hex"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+
+	"github.com/switchboard-im/switchboard/config"
+)
+
+const wait = 5 * time.Second
+
+func TestLoginEachMechanism(t *testing.T) {
+	s := startNode(t)
+	s.addUser("alice", "pw-alice")
+	for _, m := range []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha1, sasl.Plain} {
+		t.Run(m.Name, func(t *testing.T) {
+			c, err := s.dialClient("alice", "pw-alice", "", m)
+			if err != nil {
+				t.Fatalf("login with %s: %v", m.Name, err)
+			}
+			defer c.close()
+			if !strings.HasPrefix(c.jid, "alice@localhost/") || len(c.jid) <= len("alice@localhost/") {
+				t.Fatalf("bound JID %q, want alice@localhost/<generated>", c.jid)
+			}
+			// The session works: ping the server.
+			c.send(`<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+			if r := c.next(wait); r.attr("type") != "result" || r.attr("id") != "p1" || r.attr("from") != "localhost" {
+				t.Fatalf("ping reply %s", r)
+			}
+		})
+	}
+	for _, m := range []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha1, sasl.Plain} {
+		if _, err := s.dialClient("alice", "wrong", "", m); err == nil {
+			t.Fatalf("%s with a wrong password succeeded", m.Name)
+		}
+		if _, err := s.dialClient("nobody", "pw", "", m); err == nil {
+			t.Fatalf("%s for an unknown user succeeded", m.Name)
+		}
+	}
+}
+
+func TestSASLWireDetails(t *testing.T) {
+	s := startNode(t, func(c *config.Config) { c.TLS.Required = false })
+	s.addUser("bob", "pw-bob")
+	r := s.raw(s.n.Addrs.C2S)
+	r.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`)
+	got := r.readFor(300 * time.Millisecond)
+	if strings.Contains(got, "<mechanism>PLAIN</mechanism>") {
+		t.Fatalf("PLAIN offered without TLS: %s", got)
+	}
+	if !strings.Contains(got, "SCRAM-SHA-256") || !strings.Contains(got, "<starttls") {
+		t.Fatalf("features: %s", got)
+	}
+	// PLAIN refused without TLS even if asked for.
+	r.write(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGJvYgBwdy1ib2I=</auth>`)
+	if got := r.readFor(300 * time.Millisecond); !strings.Contains(got, "<encryption-required/>") {
+		t.Fatalf("PLAIN without TLS: %s", got)
+	}
+	r.write(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-UNKNOWN'/>`)
+	if got := r.readFor(300 * time.Millisecond); !strings.Contains(got, "<invalid-mechanism/>") {
+		t.Fatalf("unknown mechanism: %s", got)
+	}
+	// Third failure ends the stream (limits.max_auth_attempts = 3).
+	r.write(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>!!notbase64</auth>`)
+	if got := r.readUntilClosed(wait); !strings.Contains(got, "<incorrect-encoding/>") || !strings.Contains(got, "<policy-violation") {
+		t.Fatalf("third failure: %s", got)
+	}
+}
+
+func TestPlainWithAuthzidLikeSendxmpp(t *testing.T) {
+	s := startNode(t)
+	s.addUser("carol", "pw-carol")
+	r := s.raw(s.n.Addrs.C2STLS)
+	tc := tls.Client(r.c, &tls.Config{ServerName: "localhost", InsecureSkipVerify: true})
+	r.c = tc
+	r.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='carol@localhost' version='1.0'>`)
+	if got := r.readFor(300 * time.Millisecond); !strings.Contains(got, "<mechanism>PLAIN</mechanism>") || strings.Contains(got, "starttls") {
+		t.Fatalf("direct TLS features: %s", got)
+	}
+	// authzid carol@localhost, authcid carol, password pw-carol
+	r.write(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>Y2Fyb2xAbG9jYWxob3N0AGNhcm9sAHB3LWNhcm9s</auth>`)
+	if got := r.readFor(300 * time.Millisecond); !strings.Contains(got, "<success") {
+		t.Fatalf("PLAIN with authzid: %s", got)
+	}
+	r.write(`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`)
+	if got := r.readFor(300 * time.Millisecond); !strings.Contains(got, "urn:ietf:params:xml:ns:xmpp-bind") {
+		t.Fatalf("post-auth features: %s", got)
+	}
+	r.write(`<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>cli</resource></bind></iq>` +
+		`<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>`)
+	got := r.readFor(300 * time.Millisecond)
+	if !strings.Contains(got, "<jid>carol@localhost/cli</jid>") || !regexp.MustCompile(`<iq type='result' id='s'`).MatchString(got) {
+		t.Fatalf("bind+session: %s", got)
+	}
+}
+
+func TestBindConflictReplacesOldSession(t *testing.T) {
+	s := startNode(t)
+	s.addUser("dave", "pw")
+	old, err := s.dialClient("dave", "pw", "phone", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.close()
+	if old.jid != "dave@localhost/phone" {
+		t.Fatalf("bound %q", old.jid)
+	}
+	nw, err := s.dialClient("dave", "pw", "phone", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.close()
+	// The old stream ends with a conflict stream error.
+	select {
+	case e, ok := <-old.in:
+		if ok {
+			t.Fatalf("old session got %s, want the stream to end", e)
+		}
+		if err := <-old.errc; err == nil || !strings.Contains(err.Error(), "conflict") {
+			t.Fatalf("old session ended with %v, want conflict", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("old session not closed")
+	}
+	// The new one gets what is addressed to the full JID.
+	s.addUser("erin", "pw")
+	e := s.client("erin", "pw")
+	e.send(`<message to='dave@localhost/phone' id='m1' type='chat'><body>hi</body></message>`)
+	if m := nw.next(wait); m.attr("id") != "m1" || m.attr("from") != e.jid {
+		t.Fatalf("new session got %s", m)
+	}
+}
+
+func TestMessagesBetweenClients(t *testing.T) {
+	s := startNode(t)
+	s.addUser("alice", "a")
+	s.addUser("bob", "b")
+	a := s.client("alice", "a")
+	b := s.client("bob", "b")
+	b.send(`<presence/>`)
+	b.sync()
+	// To the full JID, with a forged from that the server overwrites.
+	a.send(`<message to='` + b.jid + `' from='mallory@localhost/x' id='m1' type='chat'><body>hello bob</body></message>`)
+	m := b.next(wait)
+	if m.attr("from") != a.jid || m.child("body") == nil || m.child("body").Text != "hello bob" {
+		t.Fatalf("bob got %s", m)
+	}
+	// To the bare JID: delivered to the available resource.
+	a.send(`<message to='bob@localhost' id='m2' type='chat'><body>bare</body></message>`)
+	if m := b.next(wait); m.attr("id") != "m2" || m.attr("to") != "bob@localhost" {
+		t.Fatalf("bob got %s", m)
+	}
+	// Offline user (exists, nothing online) and unknown user: service-unavailable.
+	s.addUser("carol", "c")
+	for _, to := range []string{"carol@localhost", "nobody@localhost", "carol@localhost/gone"} {
+		a.send(`<message to='` + to + `' id='x' type='chat'><body>?</body></message>`)
+		if r := a.next(wait); r.errorCondition() != "service-unavailable" || r.attr("from") != to {
+			t.Fatalf("message to %s: %s", to, r)
+		}
+	}
+	// Remote domain: no s2s.
+	a.send(`<message to='someone@example.org' id='r'><body>?</body></message>`)
+	if r := a.next(wait); r.errorCondition() != "remote-server-not-found" {
+		t.Fatalf("remote: %s", r)
+	}
+	// IQ to a bare JID the server does not handle, and to an offline full JID.
+	a.send(`<iq to='bob@localhost' type='get' id='q'><query xmlns='jabber:iq:last'/></iq>`)
+	if r := a.next(wait); r.errorCondition() != "service-unavailable" || r.attr("id") != "q" {
+		t.Fatalf("iq to bare: %s", r)
+	}
+	a.send(`<iq to='bob@localhost/nothere' type='get' id='q2'><query xmlns='jabber:iq:version'/></iq>`)
+	if r := a.next(wait); r.errorCondition() != "service-unavailable" {
+		t.Fatalf("iq to offline full: %s", r)
+	}
+	// IQ between clients (full JID) and its reply.
+	a.send(`<iq to='` + b.jid + `' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>`)
+	q := b.next(wait)
+	if q.attr("from") != a.jid || q.attr("id") != "v1" {
+		t.Fatalf("bob got %s", q)
+	}
+	b.send(`<iq to='` + a.jid + `' type='result' id='v1'><query xmlns='jabber:iq:version'><name>x</name></query></iq>`)
+	if r := a.next(wait); r.attr("type") != "result" || r.attr("from") != b.jid {
+		t.Fatalf("alice got %s", r)
+	}
+}
+
+func TestPresence(t *testing.T) {
+	s := startNode(t)
+	s.addUser("pat", "p")
+	s.addUser("quinn", "q")
+	p1, err := s.dialClient("pat", "p", "one", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p1.close()
+	p1.send(`<presence><priority>5</priority></presence>`)
+	p1.sync()
+	p2, err := s.dialClient("pat", "p", "two", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2.send(`<presence/>`)
+	// Each resource learns of the other.
+	if pr := p1.next(wait); pr.XMLName.Local != "presence" || pr.attr("from") != "pat@localhost/two" {
+		t.Fatalf("p1 got %s", pr)
+	}
+	if pr := p2.next(wait); pr.XMLName.Local != "presence" || pr.attr("from") != "pat@localhost/one" {
+		t.Fatalf("p2 got %s", pr)
+	}
+	// Message to the bare JID goes to the highest priority resource only.
+	q := s.client("quinn", "q")
+	q.send(`<message to='pat@localhost' type='chat' id='hp'><body>x</body></message>`)
+	if m := p1.next(wait); m.attr("id") != "hp" {
+		t.Fatalf("p1 got %s", m)
+	}
+	p2.expectNothing(200 * time.Millisecond)
+
+	// Directed presence from quinn to pat/two; when quinn disconnects pat/two gets unavailable.
+	q.send(`<presence to='pat@localhost/two'/>`)
+	if pr := p2.next(wait); pr.attr("from") != q.jid || pr.attr("type") != "" {
+		t.Fatalf("directed presence: %s", pr)
+	}
+	q.close()
+	if pr := p2.next(wait); pr.attr("from") != q.jid || pr.attr("type") != "unavailable" {
+		t.Fatalf("unavailable after disconnect: %s", pr)
+	}
+	// pat/two leaving: pat/one is told.
+	p2.close()
+	if pr := p1.next(wait); pr.attr("from") != "pat@localhost/two" || pr.attr("type") != "unavailable" {
+		t.Fatalf("p1 got %s", pr)
+	}
+}
+
+func TestServerIQs(t *testing.T) {
+	s := startNode(t)
+	s.addUser("alice", "a")
+	a := s.client("alice", "a")
+	a.send(`<iq type='get' id='v' to='localhost'><query xmlns='jabber:iq:version'/></iq>`)
+	if r := a.next(wait); r.attr("type") != "result" || r.child("query").child("name").Text != "Switchboard" {
+		t.Fatalf("version: %s", r)
+	}
+	a.send(`<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+	r := a.next(wait)
+	q := r.child("query")
+	if r.attr("type") != "result" || q == nil || q.child("identity").attr("category") != "server" || q.child("identity").attr("type") != "im" {
+		t.Fatalf("disco#info: %s", r)
+	}
+	feats := map[string]bool{}
+	for _, f := range q.Nodes {
+		if f.XMLName.Local == "feature" {
+			feats[f.attr("var")] = true
+		}
+	}
+	for _, f := range []string{"urn:xmpp:ping", "jabber:iq:version", "http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items"} {
+		if !feats[f] {
+			t.Fatalf("disco#info lacks %s: %s", f, r)
+		}
+	}
+	a.send(`<iq type='get' id='i' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`)
+	if r := a.next(wait); r.child("query") == nil || r.child("query").child("item").attr("jid") != "comp.localhost" {
+		t.Fatalf("disco#items: %s", r)
+	}
+	a.send(`<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
+	if r := a.next(wait); r.attr("type") != "result" || r.child("query") == nil || len(r.child("query").Nodes) != 0 {
+		t.Fatalf("roster: %s", r)
+	}
+	a.send(`<iq type='get' id='u' to='localhost'><query xmlns='urn:example:unknown'/></iq>`)
+	if r := a.next(wait); r.errorCondition() != "service-unavailable" || r.attr("id") != "u" {
+		t.Fatalf("unknown: %s", r)
+	}
+	a.send(`<iq type='get' id='bad' to='localhost'/>`)
+	if r := a.next(wait); r.errorCondition() != "bad-request" {
+		t.Fatalf("childless get: %s", r)
+	}
+}
+
+func TestComponent(t *testing.T) {
+	s := startNode(t)
+	if _, err := s.component("comp.localhost", "wrong"); err == nil {
+		t.Fatal("handshake with a wrong secret succeeded")
+	}
+	if _, err := s.component("unknown.localhost", secret); err == nil {
+		t.Fatal("handshake for an unconfigured component succeeded")
+	}
+	s.addUser("alice", "a")
+	a := s.client("alice", "a")
+	// Not connected yet: service-unavailable.
+	a.send(`<iq to='comp.localhost' type='get' id='c0'><query xmlns='urn:example'/></iq>`)
+	if r := a.next(wait); r.errorCondition() != "service-unavailable" {
+		t.Fatalf("component offline: %s", r)
+	}
+	c, err := s.component("comp.localhost", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.send(`<iq to='comp.localhost' type='get' id='c1'><query xmlns='urn:example'/></iq>`)
+	q := c.next(wait)
+	if q.attr("from") != a.jid || q.attr("id") != "c1" {
+		t.Fatalf("component got %s", q)
+	}
+	c.send(`<iq from='comp.localhost' to='` + a.jid + `' type='result' id='c1'><query xmlns='urn:example'/></iq>`)
+	if r := a.next(wait); r.attr("type") != "result" || r.attr("from") != "comp.localhost" {
+		t.Fatalf("client got %s", r)
+	}
+	a.send(`<presence/>`)
+	a.sync()
+	c.send(`<message from='bot@comp.localhost' to='alice@localhost' id='cm'><body>from component</body></message>`)
+	if m := a.next(wait); m.attr("from") != "bot@comp.localhost" || m.child("body").Text != "from component" {
+		t.Fatalf("client got %s", m)
+	}
+	a.send(`<message to='bot@comp.localhost' id='toc'><body>to component</body></message>`)
+	if m := c.next(wait); m.attr("from") != a.jid || m.attr("to") != "bot@comp.localhost" {
+		t.Fatalf("component got %s", m)
+	}
+	// A component may not send from another domain: invalid-from ends its stream.
+	c.send(`<message from='alice@localhost' to='alice@localhost' id='spoof'><body>x</body></message>`)
+	select {
+	case e, ok := <-c.in:
+		if ok {
+			t.Fatalf("component got %s, want its stream to end", e)
+		}
+		if err := <-c.errc; err == nil || !strings.Contains(err.Error(), "invalid-from") {
+			t.Fatalf("component stream ended with %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("spoofing component not disconnected")
+	}
+	a.expectNothing(200 * time.Millisecond)
+}
+
+func TestComponentHandshakeWire(t *testing.T) {
+	s := startNode(t)
+	r := s.raw(s.n.Addrs.Component)
+	r.write(`<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='comp.localhost'>`)
+	hdr := r.readFor(300 * time.Millisecond)
+	m := regexp.MustCompile(`id='([^']+)'`).FindStringSubmatch(hdr)
+	if m == nil {
+		t.Fatalf("header: %s", hdr)
+	}
+	sum := sha1.Sum([]byte(m[1] + "nope"))
+	r.write(`<handshake>` + hex.EncodeToString(sum[:]) + `</handshake>`)
+	if got := r.readUntilClosed(wait); !strings.Contains(got, "<not-authorized") {
+		t.Fatalf("wrong secret: %s", got)
+	}
+}
+
+// streamStart opens a c2s stream over plain TCP.
+const streamStart = `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`
+
+func TestBadInput(t *testing.T) {
+	s := startNode(t, func(c *config.Config) {
+		c.Limits.MaxStanzaBytes = 2048
+		c.Limits.NegotiationTimeout = config.Duration(500 * time.Millisecond)
+		c.Limits.IdleTimeout = 0
+	})
+	s.addUser("alice", "a")
+	s.addUser("bob", "b")
+	bystander := s.client("bob", "b")
+	bystander.send(`<presence/>`)
+	bystander.sync()
+
+	cases := []struct {
+		name, input, want string
+	}{
+		{"not well-formed", streamStart + `<iq type='get' id='1'><a></b></iq>`, "<not-well-formed"},
+		{"wrong host", strings.Replace(streamStart, "to='localhost'", "to='elsewhere.example'", 1), "<host-unknown"},
+		{"wrong namespace", strings.Replace(streamStart, "jabber:client", "jabber:server", 1), "<invalid-namespace"},
+		{"stanza before auth", streamStart + `<message to='bob@localhost'><body>x</body></message>`, "<not-authorized"},
+		{"restricted xml", streamStart + `<!-- comment -->`, "<restricted-xml"},
+		{"oversized", streamStart + `<message><body>` + strings.Repeat("x", 4096) + `</body></message>`, "<policy-violation"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.raw(s.n.Addrs.C2S)
+			r.write(tc.input)
+			got := r.readUntilClosed(wait)
+			if !strings.Contains(got, tc.want) || !strings.HasSuffix(got, "</stream:stream>") {
+				t.Fatalf("got %q, want %s and the stream closed", got, tc.want)
+			}
+		})
+	}
+	t.Run("stalled negotiation", func(t *testing.T) {
+		r := s.raw(s.n.Addrs.C2S)
+		r.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:client'`)
+		start := time.Now()
+		got := r.readUntilClosed(wait)
+		if !strings.Contains(got, "connection-timeout") || time.Since(start) > 3*time.Second {
+			t.Fatalf("after %v got %q", time.Since(start), got)
+		}
+	})
+	t.Run("oversized after login", func(t *testing.T) {
+		a := s.client("alice", "a")
+		a.send(`<message to='bob@localhost'><body>` + strings.Repeat("y", 4096) + `</body></message>`)
+		select {
+		case _, ok := <-a.in:
+			if ok {
+				t.Fatal("expected the stream to end")
+			}
+			if err := <-a.errc; err == nil || !strings.Contains(err.Error(), "policy-violation") {
+				t.Fatalf("ended with %v", err)
+			}
+		case <-time.After(wait):
+			t.Fatal("not disconnected")
+		}
+	})
+	// None of this disturbed another user.
+	a := s.client("alice", "a")
+	a.send(`<message to='bob@localhost' id='after' type='chat'><body>still here</body></message>`)
+	if m := bystander.next(wait); m.attr("id") != "after" {
+		t.Fatalf("bob got %s", m)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	s := startNode(t, func(c *config.Config) { c.Limits.IdleTimeout = config.Duration(700 * time.Millisecond) })
+	s.addUser("alice", "a")
+	a := s.client("alice", "a")
+	start := time.Now()
+	select {
+	case _, ok := <-a.in:
+		if ok {
+			t.Fatal("expected the stream to end")
+		}
+		if err := <-a.errc; err == nil || !strings.Contains(err.Error(), "connection-timeout") {
+			t.Fatalf("ended with %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("idle session not closed")
+	}
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Fatalf("closed after %v, before the idle timeout", d)
+	}
+}

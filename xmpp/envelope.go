@@ -1,0 +1,185 @@
+// Package xmpp is Switchboard's wire level: stream reading into envelopes, stream and stanza
+// errors, c2s negotiation (STARTTLS, SASL, bind) and the XEP-0114 accept side. It knows
+// nothing about the cluster: what happens to a stanza is decided by the caller.
+package xmpp
+
+import (
+	"bytes"
+	"encoding/xml"
+	"strings"
+)
+
+// Kind tells what top-level element a stanza is.
+type Kind uint8
+
+const (
+	KindOther Kind = iota
+	KindMessage
+	KindPresence
+	KindIQ
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindMessage:
+		return "message"
+	case KindPresence:
+		return "presence"
+	case KindIQ:
+		return "iq"
+	}
+	return "other"
+}
+
+// Envelope is what the router needs to know about one top-level element: its header and
+// first child, plus the raw bytes. Routing never needs the rest, so the rest is never parsed.
+type Envelope struct {
+	Kind  Kind
+	Name  xml.Name   // the element's name as the decoder resolved it
+	Attrs []xml.Attr // the start tag's attributes, in order
+	To    string
+	From  string
+	Type  string
+	ID    string
+
+	// First child element, if any.
+	Child      xml.Name
+	ChildAttrs []xml.Attr
+	HasChild   bool
+
+	// Raw is the element as received. Raw[contentStart:contentEnd] is everything between
+	// the start tag and the end tag (empty for a self-closing element).
+	Raw          []byte
+	contentStart int
+	contentEnd   int
+}
+
+// Content returns the bytes between the start and end tag.
+func (e *Envelope) Content() []byte { return e.Raw[e.contentStart:e.contentEnd] }
+
+// ChildAttr returns the value of a first-child attribute.
+func (e *Envelope) ChildAttr(local string) (string, bool) {
+	for _, a := range e.ChildAttrs {
+		if a.Name.Local == local && a.Name.Space == "" {
+			return a.Value, true
+		}
+	}
+	return "", false
+}
+
+// Attr returns the value of an unqualified attribute of the stanza element.
+func (e *Envelope) Attr(local string) string {
+	for _, a := range e.Attrs {
+		if a.Name.Local == local && a.Name.Space == "" {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+// Rewrite returns the stanza bytes with its from and to attributes replaced (an empty value
+// removes the attribute). Only the start tag is rebuilt; the content is copied as received.
+func (e *Envelope) Rewrite(from, to string) []byte {
+	return e.rewrite(from, to, "")
+}
+
+// RewriteNS is Rewrite that also sets the element's default namespace, as needed when a
+// stanza is embedded in another one (XEP-0297 forwarded stanzas carry xmlns='jabber:client').
+func (e *Envelope) RewriteNS(from, to, ns string) []byte {
+	return e.rewrite(from, to, ns)
+}
+
+func (e *Envelope) rewrite(from, to, ns string) []byte {
+	name := e.Name.Local
+	var b bytes.Buffer
+	b.Grow(len(e.Raw) + len(from) + len(to) + len(ns) + 32)
+	b.WriteByte('<')
+	b.WriteString(name)
+	if ns != "" {
+		writeAttr(&b, "xmlns", ns)
+	}
+	for _, a := range e.Attrs {
+		if a.Name.Space == "" {
+			switch a.Name.Local {
+			case "from", "to":
+				continue
+			case "xmlns":
+				if ns != "" {
+					continue
+				}
+			}
+		}
+		writeAttr(&b, attrName(a.Name), a.Value)
+	}
+	if from != "" {
+		writeAttr(&b, "from", from)
+	}
+	if to != "" {
+		writeAttr(&b, "to", to)
+	}
+	b.WriteByte('>')
+	b.Write(e.Content())
+	b.WriteString("</")
+	b.WriteString(name)
+	b.WriteByte('>')
+	return b.Bytes()
+}
+
+const xmlURL = "http://www.w3.org/XML/1998/namespace"
+
+func attrName(n xml.Name) string {
+	switch n.Space {
+	case "":
+		return n.Local
+	case xmlURL:
+		return "xml:" + n.Local
+	default:
+		// xmlns:prefix declarations come through with Space "xmlns"; other prefixed
+		// attributes keep whatever the decoder left (undeclared prefixes stay as is).
+		return n.Space + ":" + n.Local
+	}
+}
+
+func writeAttr(b *bytes.Buffer, name, value string) {
+	b.WriteByte(' ')
+	b.WriteString(name)
+	b.WriteString("='")
+	EscapeAttr(b, value)
+	b.WriteByte('\'')
+}
+
+// EscapeAttr writes s escaped for use inside a single- or double-quoted attribute.
+func EscapeAttr(b *bytes.Buffer, s string) {
+	last := 0
+	for i := 0; i < len(s); i++ {
+		var esc string
+		switch s[i] {
+		case '&':
+			esc = "&amp;"
+		case '<':
+			esc = "&lt;"
+		case '>':
+			esc = "&gt;"
+		case '\'':
+			esc = "&apos;"
+		case '"':
+			esc = "&quot;"
+		default:
+			continue
+		}
+		b.WriteString(s[last:i])
+		b.WriteString(esc)
+		last = i + 1
+	}
+	b.WriteString(s[last:])
+}
+
+// Escape returns s escaped for attribute or character data.
+func Escape(s string) string {
+	if !strings.ContainsAny(s, "&<>'\"") {
+		return s
+	}
+	var b bytes.Buffer
+	EscapeAttr(&b, s)
+	return b.String()
+}

@@ -1,0 +1,124 @@
+package xmpp
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+const hdr = `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`
+
+func readAll(t *testing.T, in string, max int) ([]*Envelope, error) {
+	t.Helper()
+	r := NewReader(strings.NewReader(in), max)
+	if _, err := r.ReadHeader(); err != nil {
+		return nil, err
+	}
+	var out []*Envelope
+	for {
+		env, err := r.Next()
+		if err != nil {
+			return out, err
+		}
+		out = append(out, env)
+	}
+}
+
+func TestReaderRawAndHeader(t *testing.T) {
+	stanzas := []string{
+		`<message to='bob@localhost' id='1' type='chat'><body>a &amp; b</body></message>`,
+		`<iq type='get' id='2'/>`,
+		`<presence><priority>5</priority></presence>`,
+		`<iq type='set' id='3'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'/></pubsub></iq>`,
+	}
+	in := hdr + stanzas[0] + "\n \t" + stanzas[1] + " " + stanzas[2] + stanzas[3] + "</stream:stream>"
+	envs, err := readAll(t, in, 1024)
+	if !errors.Is(err, ErrStreamEnd) {
+		t.Fatalf("end: %v", err)
+	}
+	if len(envs) != len(stanzas) {
+		t.Fatalf("got %d envelopes", len(envs))
+	}
+	for i, e := range envs {
+		if string(e.Raw) != stanzas[i] {
+			t.Errorf("raw %d = %q, want %q", i, e.Raw, stanzas[i])
+		}
+	}
+	m := envs[0]
+	if m.Kind != KindMessage || m.To != "bob@localhost" || m.ID != "1" || m.Type != "chat" || !m.HasChild || m.Child.Local != "body" {
+		t.Errorf("message envelope %+v", m)
+	}
+	if envs[1].Kind != KindIQ || envs[1].HasChild || len(envs[1].Content()) != 0 {
+		t.Errorf("self-closing iq %+v", envs[1])
+	}
+	p := envs[3]
+	if p.Child.Space != "http://jabber.org/protocol/pubsub" || p.Child.Local != "pubsub" {
+		t.Errorf("child %v", p.Child)
+	}
+	if got := string(m.Rewrite("alice@localhost/r", "bob@localhost/x")); got !=
+		`<message id='1' type='chat' from='alice@localhost/r' to='bob@localhost/x'><body>a &amp; b</body></message>` {
+		t.Errorf("rewrite: %s", got)
+	}
+	if got := string(envs[1].RewriteNS("", "c.localhost", NSClient)); got != `<iq xmlns='jabber:client' type='get' id='2' to='c.localhost'></iq>` {
+		t.Errorf("rewriteNS: %s", got)
+	}
+}
+
+func TestReaderErrors(t *testing.T) {
+	cases := []struct {
+		name, in, cond string
+		max            int
+	}{
+		{"not well-formed", hdr + `<message><a></b></message>`, "not-well-formed", 1024},
+		{"comment", hdr + `<!-- x -->`, "restricted-xml", 1024},
+		{"pi", hdr + `<?foo bar?>`, "restricted-xml", 1024},
+		{"dtd", `<!DOCTYPE x>` + hdr, "restricted-xml", 1024},
+		{"text between stanzas", hdr + `hello`, "not-well-formed", 1024},
+		{"too large", hdr + `<message><body>` + strings.Repeat("x", 200) + `</body></message>`, "policy-violation", 100},
+		{"wrong root", `<foo/>`, "not-well-formed", 1024},
+		{"wrong stream ns", `<stream:stream xmlns:stream='urn:other'>`, "invalid-namespace", 1024},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := readAll(t, tc.in, tc.max)
+			se, ok := AsStreamError(err)
+			if !ok || se.Condition != tc.cond {
+				t.Fatalf("got %v, want %s", err, tc.cond)
+			}
+		})
+	}
+	// Whitespace keepalives never add up to a too-large stanza.
+	in := hdr + strings.Repeat(" ", 500) + `<presence/>` + strings.Repeat("\n", 500) + `<presence/>`
+	envs, err := readAll(t, in, 200)
+	if len(envs) != 2 || !errors.Is(err, io.EOF) {
+		t.Fatalf("keepalives: %d envelopes, %v", len(envs), err)
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	f.Add(`<message to='a@b'><body>x</body></message><iq type='get' id='1'/>`)
+	f.Add(`<presence><x xmlns='y' a='&lt;'/></presence>`)
+	f.Fuzz(func(t *testing.T, s string) {
+		r := NewReader(strings.NewReader(hdr+s), 4096)
+		if _, err := r.ReadHeader(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 100; i++ {
+			env, err := r.Next()
+			if err != nil {
+				return
+			}
+			// Whatever was accepted must re-parse to the same header.
+			rr := NewReader(strings.NewReader(hdr+string(env.Rewrite(env.From, env.To))), 1<<20)
+			_, _ = rr.ReadHeader()
+			again, err := rr.Next()
+			if err != nil {
+				t.Fatalf("rewrite of %q does not parse: %v", env.Raw, err)
+			}
+			if again.Name != env.Name || again.ID != env.ID || again.Type != env.Type {
+				t.Fatalf("rewrite changed the header: %q", env.Raw)
+			}
+		}
+	})
+}
