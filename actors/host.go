@@ -7,6 +7,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -121,8 +122,7 @@ func (h *Host) answer(m *serverIQ) {
 			fail(xmpp.ErrItemNotFound)
 			return
 		}
-		ok([]byte("<query xmlns='" + NSDiscoInfo + "'><identity category='account' type='registered'/>" +
-			"<feature var='" + NSDiscoInfo + "'/></query>"))
+		ok(h.bareInfo())
 	case get && exists && ns == NSDiscoItems && env.Child.Local == "query":
 		ok([]byte("<query xmlns='" + NSDiscoItems + "'/>"))
 	default:
@@ -142,16 +142,41 @@ func cutAt(bare string) (local, domain string, ok bool) {
 // serverFeatures are what this node really answers (see answer above).
 var serverFeatures = []string{NSDiscoInfo, NSDiscoItems, NSPing, NSVersion}
 
+// serverInfo is the domain's disco#info: its own identity and features, except those of
+// delegated namespaces, which the managing entities' nested answers replace (XEP-0355 §7.2).
 func (h *Host) serverInfo() []byte {
-	var b bytes.Buffer
-	b.WriteString("<query xmlns='" + NSDiscoInfo + "'><identity category='server' type='im' name='Switchboard'/>")
-	feats := append([]string(nil), serverFeatures...)
-	sort.Strings(feats)
-	for _, f := range feats {
-		b.WriteString("<feature var='" + xmpp.Escape(f) + "'/>")
+	var b delegation.InfoBuilder
+	b.Identity(delegation.Identity{Category: "server", Type: "im", Name: "Switchboard"})
+	h.nest(&b, serverFeatures, false)
+	if h.router.deleg != nil {
+		b.Feature(delegation.NS2)
 	}
-	b.WriteString("</query>")
-	return b.Bytes()
+	return b.Query("")
+}
+
+// bareInfo is the disco#info of a user's bare JID.
+func (h *Host) bareInfo() []byte {
+	var b delegation.InfoBuilder
+	b.Identity(delegation.Identity{Category: "account", Type: "registered"})
+	h.nest(&b, []string{NSDiscoInfo}, true)
+	return b.Query("")
+}
+
+func (h *Host) nest(b *delegation.InfoBuilder, own []string, bare bool) {
+	var tbl *delegation.Table
+	if h.router.deleg != nil {
+		tbl = h.router.deleg.Rules.Table(h.Domain)
+	}
+	for _, f := range own {
+		if !tbl.Delegated(f) {
+			b.Feature(f)
+		}
+	}
+	for _, rule := range tbl.All() {
+		if info, ok := h.router.deleg.Disco.Get(rule.JID, rule.Namespace, bare); ok {
+			b.Add(info)
+		}
+	}
 }
 
 func (h *Host) serverItems() []byte {

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"hash/maphash"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"mellium.im/xmpp/jid"
 
+	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -51,6 +53,10 @@ type Router struct {
 	cmu        sync.RWMutex
 	components map[string]*componentSet
 	compNames  []string
+	compOpts   map[string]ComponentOptions
+
+	deleg   *Delegation
+	tracker *delegation.Tracker
 }
 
 type userShard struct {
@@ -70,8 +76,10 @@ type Config struct {
 	Limits     Limits
 	Accounts   Accounts
 	Hosts      []string
-	Components []string // configured component domains (listed in the server's disco#items)
+	Components map[string]ComponentOptions // configured components (listed in the server's disco#items)
 	Version    string
+	NodeID     string
+	Delegation *Delegation // nil: no XEP-0355
 }
 
 // NewRouter builds the router and spawns one host actor per domain.
@@ -85,7 +93,15 @@ func NewRouter(c Config) *Router {
 		hosts:      make(map[string]*Host),
 		seed:       maphash.MakeSeed(),
 		components: make(map[string]*componentSet),
-		compNames:  append([]string(nil), c.Components...),
+		compOpts:   c.Components,
+		deleg:      c.Delegation,
+	}
+	for name := range c.Components {
+		r.compNames = append(r.compNames, name)
+	}
+	sort.Strings(r.compNames)
+	if r.deleg != nil {
+		r.tracker = delegation.NewTracker(c.NodeID, r.deleg.Timeout, r.delegationTimeout)
 	}
 	for i := range r.shards {
 		r.shards[i].users = make(map[string]map[string]*Session)
@@ -241,18 +257,6 @@ func (r *Router) removeComponent(s *Session) {
 	r.components[s.Bare] = cs
 }
 
-// component picks one connection of a component (round-robin).
-func (r *Router) component(domain string) (*Session, bool) {
-	r.cmu.RLock()
-	cs := r.components[domain]
-	r.cmu.RUnlock()
-	if cs == nil || len(cs.sessions) == 0 {
-		return nil, false
-	}
-	n := cs.next.Add(1)
-	return cs.sessions[n%uint64(len(cs.sessions))], true
-}
-
 func (r *Router) isComponentDomain(domain string) bool {
 	for _, c := range r.compNames {
 		if c == domain {
@@ -278,8 +282,13 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 				r.broadcastPresence(sender, env)
 				return
 			case xmpp.KindIQ:
-				// No 'to': handled by the server on behalf of the account (RFC 6120 §10.3.3).
-				r.hosts[sender.Host].serveIQ(sender, from, sender.Bare, env)
+				// No 'to': handled by the server on behalf of the account (RFC 6120 §10.3.3),
+				// unless its namespace is delegated.
+				h := r.hosts[sender.Host]
+				if isRequest(env) && r.delegateIQ(h, sender, from, "", env) {
+					return
+				}
+				h.serveIQ(sender, from, sender.Bare, env)
 				return
 			default:
 				toStr = sender.Bare
@@ -301,13 +310,25 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 				r.bounce(sender, env, toStr, from, xmpp.ErrServiceUnavailable)
 				return
 			}
+			if env.Kind == xmpp.KindIQ {
+				if sender.Kind == KindComponent && !isRequest(env) && r.managingReply(h, sender, env) {
+					return
+				}
+				if isRequest(env) && r.delegateIQ(h, sender, from, "", env) {
+					return
+				}
+			}
 			h.toServer(sender, from, env)
+			return
+		}
+		if env.Kind == xmpp.KindIQ && to.Resourcepart() == "" && isRequest(env) &&
+			r.accounts.Exists(domain, to.Localpart()) && r.delegateIQ(h, sender, from, to.Bare().String(), env) {
 			return
 		}
 		r.toUser(h, sender, from, to, toStr, env)
 		return
 	}
-	if c, ok := r.component(domain); ok {
+	if c, ok := r.pickComponent(domain, bareOf(from)); ok {
 		c.Send(r.stamp(env, from, toStr))
 		return
 	}
@@ -320,6 +341,15 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 		return
 	}
 	r.bounce(sender, env, toStr, from, xmpp.ErrRemoteServerNotFound)
+}
+
+func isRequest(env *xmpp.Envelope) bool { return env.Type == "get" || env.Type == "set" }
+
+func bareOf(j string) string {
+	if i := strings.IndexByte(j, '/'); i >= 0 {
+		return j[:i]
+	}
+	return j
 }
 
 // stamp returns the stanza bytes with the vouched-for from (raw bytes when unchanged).
@@ -491,7 +521,7 @@ func (r *Router) goOfflineWith(s *Session, env *xmpp.Envelope) {
 			}
 			continue
 		}
-		if c, ok := r.component(j.Domainpart()); ok {
+		if c, ok := r.pickComponent(j.Domainpart(), s.Bare); ok {
 			c.Send(unavailable(to))
 		}
 	}

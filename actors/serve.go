@@ -114,8 +114,10 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 	s.Send(xmpp.HandshakeOK)
 	r.addComponent(s)
 	s.log.Info("component connected")
+	r.componentUp(s)
 	defer func() {
 		r.removeComponent(s)
+		r.failVia(s)
 		r.stopSession(s)
 		s.log.Info("component disconnected")
 	}()

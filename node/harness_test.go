@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -324,10 +325,19 @@ func (p *peer) close() { _ = p.s.Close(); _ = p.s.Conn().Close() }
 // send writes raw XML (a stanza) to the stream.
 func (p *peer) send(raw string) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.s.Send(ctx, xml.NewDecoder(strings.NewReader(raw))); err != nil {
+	// No cancellable context: see managing.sendAsync.
+	if err := p.s.Send(context.Background(), xml.NewDecoder(strings.NewReader(raw))); err != nil {
 		p.t.Fatalf("send %s: %v", raw, err)
+	}
+}
+
+func tokensOf(raw string) xml.TokenReader { return xml.NewDecoder(strings.NewReader(raw)) }
+
+// sendBatch writes many stanzas in one write, straight to the connection (pipelining).
+func (p *peer) sendBatch(raw string) {
+	p.t.Helper()
+	if _, err := io.WriteString(p.s.Conn(), raw); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
@@ -351,6 +361,9 @@ func (p *peer) next(d time.Duration) *elem {
 		}
 		return e
 	case <-time.After(d):
+		if os.Getenv("SB_DUMP") != "" {
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		}
 		p.t.Fatalf("%s: nothing received in %v", p.jid, d)
 	}
 	return nil

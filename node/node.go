@@ -26,6 +26,7 @@ import (
 	"github.com/switchboard-im/switchboard/accounts"
 	"github.com/switchboard-im/switchboard/actors"
 	"github.com/switchboard-im/switchboard/config"
+	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -47,6 +48,7 @@ type Node struct {
 	embedded *etcdx.Embedded
 	etcd     *clientv3.Client
 	accounts *accounts.Cache
+	rules    *delegation.Manager
 	sys      *actor.ActorSystem
 	router   *actors.Router
 	tls      *tls.Config
@@ -98,13 +100,22 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	var hosts []string
-	for _, h := range cfg.Hosts {
+	static := make(map[string]map[string]delegation.Rule)
+	for i, h := range cfg.Hosts {
 		hosts = append(hosts, h.Domain)
+		static[h.Domain] = staticRules(h)
+		for ns, r := range static[h.Domain] {
+			if err = delegation.Validate(ns, r); err != nil {
+				return fmt.Errorf("hosts[%d].delegations: %w", i, err)
+			}
+		}
 	}
-	var comps []string
+	comps := make(map[string]actors.ComponentOptions)
 	for _, c := range cfg.Components {
-		comps = append(comps, c.JID)
+		comps[c.JID] = actors.ComponentOptions{DelegationNS: c.DelegationNS, Balance: c.Balance}
 	}
+	n.metrics = newMetrics()
+	n.rules = delegation.NewManager(delegation.NewStore(n.etcd, cfg.Etcd.Prefix), static, n.log)
 	n.tls, err = loadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Node.DataDir, hosts, n.log)
 	if err != nil {
 		return err
@@ -113,6 +124,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return n.log.With("lib", "protoactor")
 	}))
+	deleg := &actors.Delegation{
+		Rules:   n.rules,
+		Disco:   delegation.NewDiscoCache(),
+		Metrics: delegation.NewMetrics(n.metrics.reg),
+		Timeout: cfg.Delegation.Timeout.D(),
+	}
 	n.router = actors.NewRouter(actors.Config{
 		System: n.sys,
 		Log:    n.log,
@@ -125,8 +142,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Hosts:      hosts,
 		Components: comps,
 		Version:    Version,
+		NodeID:     cfg.Node.ID,
+		Delegation: deleg,
 	})
-	n.metrics = newMetrics()
+	// Rules are loaded (and watched) only once the router can take changes.
+	n.rules.Subscribe(n.router.RulesChanged)
+	if err = n.rules.Start(ctx); err != nil {
+		return fmt.Errorf("delegation rules: %w", err)
+	}
 
 	if err = n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn) { n.serveC2S(c, false) }); err != nil {
 		return err
@@ -172,6 +195,10 @@ func (n *Node) Stop(ctx context.Context) error {
 	if n.sys != nil {
 		n.sys.Shutdown()
 		n.sys = nil
+	}
+	if n.rules != nil {
+		n.rules.Stop()
+		n.rules = nil
 	}
 	if n.accounts != nil {
 		n.accounts.Stop()
@@ -277,6 +304,14 @@ func (n *Node) serveComponent(raw net.Conn) {
 	n.metrics.conns.WithLabelValues("component").Inc()
 	defer n.metrics.conns.WithLabelValues("component").Dec()
 	n.router.ServeComponent(c)
+}
+
+func staticRules(h config.HostConfig) map[string]delegation.Rule {
+	out := make(map[string]delegation.Rule, len(h.Delegations))
+	for ns, r := range h.Delegations {
+		out[ns] = delegation.Rule{Namespace: ns, JID: r.JID, Filtering: r.Filtering, Source: delegation.SourceConfig}
+	}
+	return out
 }
 
 // authenticator adapts the account cache to the SASL layer.

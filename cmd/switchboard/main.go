@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,7 +47,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.configFile, "config", "", "YAML config file (default: built-in defaults)")
 	root.PersistentFlags().StringVar(&g.etcd, "etcd", "", "etcd endpoints, comma-separated (overrides the config's etcd.endpoints)")
-	root.AddCommand(serveCmd(g), userCmd(g), versionCmd())
+	root.AddCommand(serveCmd(g), userCmd(g), delegationCmd(g), versionCmd())
 	return root
 }
 
@@ -120,7 +121,14 @@ func (g *globals) store(ctx context.Context) (*config.Config, *clientv3.Client, 
 		}
 		return cfg, cli, func() { _ = cli.Close() }, nil
 	}
-	if cli, err := etcdx.Connect(ctx, []string{"http://" + cfg.Etcd.Embedded.Client}, 2*time.Second); err == nil {
+	// A running node's embedded etcd answers on the client port; a refused connection
+	// means no node runs, and the command starts the embedded etcd itself.
+	if c, err := net.DialTimeout("tcp", cfg.Etcd.Embedded.Client, 500*time.Millisecond); err == nil {
+		_ = c.Close()
+		cli, err := etcdx.Connect(ctx, []string{"http://" + cfg.Etcd.Embedded.Client}, cfg.Etcd.DialTimeout.D())
+		if err != nil {
+			return nil, nil, nil, err
+		}
 		return cfg, cli, func() { _ = cli.Close() }, nil
 	}
 	emb, err := etcdx.StartEmbedded(ctx, etcdx.EmbeddedConfig{

@@ -1,0 +1,300 @@
+package actors
+
+import (
+	"hash/maphash"
+	"sort"
+	"time"
+
+	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// Rules gives the effective delegation rules of a host (lock-free on the hot path).
+type Rules interface {
+	Table(host string) *delegation.Table
+}
+
+// Delegation is what the router needs for XEP-0355.
+type Delegation struct {
+	Rules   Rules
+	Disco   *delegation.DiscoCache
+	Metrics *delegation.Metrics
+	Timeout time.Duration
+}
+
+// ComponentOptions are the per-component settings the router applies.
+type ComponentOptions struct {
+	DelegationNS string // urn:xmpp:delegation:2 (default) or :1
+	Balance      string // round-robin (default), least-pending, sender
+}
+
+func (r *Router) componentOpts(domain string) ComponentOptions {
+	o := r.compOpts[domain]
+	if o.DelegationNS == "" {
+		o.DelegationNS = delegation.NS2
+	}
+	return o
+}
+
+// delegateIQ forwards an IQ get/set to the managing entity of its namespace, if the
+// namespace of its first child is delegated on this host (and every filtering attribute is
+// present). bareTarget is the user's bare JID for IQs to a bare JID, "" for the server.
+// It reports whether the IQ was taken care of.
+func (r *Router) delegateIQ(h *Host, sender *Session, from, bareTarget string, env *xmpp.Envelope) bool {
+	if r.deleg == nil || !env.HasChild {
+		return false
+	}
+	tbl := r.deleg.Rules.Table(h.Domain)
+	ns := env.Child.Space
+	var (
+		rule delegation.Rule
+		ok   bool
+	)
+	switch {
+	case bareTarget != "" && ns == NSDiscoInfo && hasNode(env):
+		// The server answers no disco#info node of an account itself (XEP-0355 §7.3).
+		rule, ok = tbl.Lookup(delegation.BareDiscoInfoRemaining)
+	case bareTarget != "" && ns == NSDiscoItems:
+		rule, ok = tbl.Lookup(delegation.BareDiscoItemsRemaining)
+	}
+	if ok {
+		ns = rule.Namespace
+	} else {
+		rule, ok = tbl.Match(ns, func(a string) bool { _, has := env.ChildAttr(a); return has })
+	}
+	if !ok {
+		return false
+	}
+	// Never forward what the managing entity itself sends: that is how it uses the
+	// server's own handling of the namespace (XEP-0355 §5.1).
+	if sender.Bare == rule.JID {
+		return false
+	}
+	target, ok := r.pickComponent(rule.JID, sender.Bare)
+	if !ok {
+		r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeUnavailable)
+		r.bounce(sender, env, env.To, from, xmpp.ErrServiceUnavailable)
+		return true
+	}
+	p := &delegation.Pending{
+		OuterID:   r.tracker.NewID(),
+		Host:      h.Domain,
+		Namespace: ns,
+		Entity:    rule.JID,
+		Via:       target,
+		Requester: sender,
+		From:      from,
+		OrigID:    env.ID,
+		OrigTo:    env.To,
+	}
+	r.tracker.Add(p)
+	inner := env.RewriteNS(from, env.To, xmpp.NSClient)
+	target.Send(delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, rule.JID, inner))
+	r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeForwarded)
+	return true
+}
+
+func hasNode(env *xmpp.Envelope) bool {
+	n, ok := env.ChildAttr("node")
+	return ok && n != ""
+}
+
+// managingReply handles an IQ result/error a component sent to a host domain: the answer
+// to a forwarded IQ, or to a disco nesting query. It reports whether it was one.
+func (r *Router) managingReply(h *Host, sender *Session, env *xmpp.Envelope) bool {
+	if r.deleg == nil {
+		return false
+	}
+	if r.deleg.Disco.Answer(env.ID, env.From, env) {
+		return true
+	}
+	p, ok := r.tracker.Take(env.ID)
+	if !ok {
+		return false
+	}
+	requester := p.Requester.(*Session)
+	fail := func(outcome, why string) {
+		r.log.Warn("delegated IQ failed", "host", p.Host, "namespace", p.Namespace, "entity", p.Entity,
+			"requester", p.From, "reason", why)
+		r.deleg.Metrics.Done(p, outcome)
+		requester.Send(iqError(p, xmpp.ErrServiceUnavailable))
+	}
+	switch {
+	case env.From != p.Entity || p.Host != h.Domain:
+		fail(delegation.OutcomeInvalid, "reply from "+env.From+", not from the entity the IQ went to")
+		return true
+	case env.Type == "error":
+		fail(delegation.OutcomeUnavailable, "the managing entity answered the forwarded IQ with an error")
+		return true
+	}
+	opts := r.componentOpts(p.Entity)
+	inner, err := delegation.Unwrap(opts.DelegationNS, env, opts.DelegationNS == delegation.NS1)
+	if err != nil {
+		fail(delegation.OutcomeInvalid, err.Error())
+		return true
+	}
+	switch {
+	case inner.Type != "result" && inner.Type != "error":
+		fail(delegation.OutcomeInvalid, "inner type "+inner.Type)
+	case inner.ID != p.OrigID:
+		fail(delegation.OutcomeInvalid, "inner id "+inner.ID+" is not the original "+p.OrigID)
+	case inner.To != p.From:
+		fail(delegation.OutcomeInvalid, "inner to "+inner.To+" is not the requester "+p.From)
+	case !innerFromOK(inner.From, p, h.Domain, requester.Bare):
+		fail(delegation.OutcomeInvalid, "inner from "+inner.From+" is not "+p.OrigTo)
+	default:
+		outcome := delegation.OutcomeResult
+		if inner.Type == "error" {
+			outcome = delegation.OutcomeError
+		}
+		r.deleg.Metrics.Done(p, outcome)
+		requester.Send(inner.Rewrite(p.ReplyFrom(), p.From))
+	}
+	return true
+}
+
+// innerFromOK: the inner reply's from is absent or the address the requester asked (for
+// an IQ without 'to', the server or the requester's own bare JID, which it stands for).
+func innerFromOK(from string, p *delegation.Pending, host, requesterBare string) bool {
+	if from == "" || from == p.OrigTo {
+		return true
+	}
+	return p.OrigTo == "" && (from == host || from == requesterBare)
+}
+
+func iqError(p *delegation.Pending, e *xmpp.StanzaError) []byte {
+	env := &xmpp.Envelope{Kind: xmpp.KindIQ, Type: "get", ID: p.OrigID}
+	env.Name.Local = "iq"
+	return xmpp.ErrorReply(env, p.ReplyFrom(), p.From, e)
+}
+
+// delegationTimeout answers a forwarded IQ nobody answered in time.
+func (r *Router) delegationTimeout(p *delegation.Pending) {
+	r.deleg.Metrics.Done(p, delegation.OutcomeTimeout)
+	r.log.Warn("delegated IQ timed out", "host", p.Host, "namespace", p.Namespace, "entity", p.Entity, "requester", p.From)
+	p.Requester.(*Session).Send(iqError(p, xmpp.ErrServiceUnavailable))
+}
+
+// failVia answers every IQ that was forwarded over a component connection that ended.
+func (r *Router) failVia(s *Session) {
+	if r.tracker == nil {
+		return
+	}
+	for _, p := range r.tracker.FailVia(s) {
+		r.deleg.Metrics.Done(p, delegation.OutcomeUnavailable)
+		p.Requester.(*Session).Send(iqError(p, xmpp.ErrServiceUnavailable))
+	}
+}
+
+// pickComponent chooses one connection of a component by its balancing policy.
+func (r *Router) pickComponent(domain, senderBare string) (*Session, bool) {
+	r.cmu.RLock()
+	cs := r.components[domain]
+	r.cmu.RUnlock()
+	if cs == nil || len(cs.sessions) == 0 {
+		return nil, false
+	}
+	n := uint64(len(cs.sessions))
+	if n == 1 {
+		return cs.sessions[0], true
+	}
+	switch r.componentOpts(domain).Balance {
+	case "least-pending":
+		best := cs.sessions[cs.next.Add(1)%n] // rotate the tie-break
+		bestN := r.tracker.Outstanding(best)
+		for _, s := range cs.sessions {
+			if c := r.tracker.Outstanding(s); c < bestN {
+				best, bestN = s, c
+			}
+		}
+		return best, true
+	case "sender":
+		return cs.sessions[maphash.String(r.seed, senderBare)%n], true
+	default:
+		return cs.sessions[cs.next.Add(1)%n], true
+	}
+}
+
+func (r *Router) componentSessions(domain string) []*Session {
+	r.cmu.RLock()
+	defer r.cmu.RUnlock()
+	if cs := r.components[domain]; cs != nil {
+		return append([]*Session(nil), cs.sessions...)
+	}
+	return nil
+}
+
+func (r *Router) sortedHosts() []string {
+	out := make([]string, 0, len(r.hosts))
+	for d := range r.hosts {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// componentUp advertises a component's delegations (one <message/> per host that
+// delegates to it) and asks it for disco nesting (XEP-0355 §4.2, §7.2).
+func (r *Router) componentUp(s *Session) {
+	if r.deleg == nil {
+		return
+	}
+	dns := r.componentOpts(s.Bare).DelegationNS
+	for _, host := range r.sortedHosts() {
+		rules := r.deleg.Rules.Table(host).For(s.Bare)
+		if len(rules) == 0 {
+			continue
+		}
+		s.Send(delegation.Advertisement(dns, host, s.Bare, rules))
+		for _, rule := range rules {
+			r.discoNest(s, host, dns, rule.Namespace)
+		}
+	}
+}
+
+func (r *Router) discoNest(s *Session, host, dns, ns string) {
+	if ns == delegation.BareDiscoInfoRemaining || ns == delegation.BareDiscoItemsRemaining {
+		return
+	}
+	for _, bare := range []bool{false, true} {
+		id := xmpp.NewID()
+		r.deleg.Disco.Query(id, host, s.Bare, ns, bare)
+		s.Send(delegation.DiscoQuery(id, host, s.Bare, delegation.DiscoNode(dns, ns, bare)))
+	}
+}
+
+// RulesChanged applies a rule change: every affected managing entity that is connected
+// gets a fresh advertisement and is asked for disco nesting of what is new to it.
+func (r *Router) RulesChanged(ch delegation.Change) {
+	for _, entity := range ch.Affected {
+		sessions := r.componentSessions(entity)
+		newRules := ch.New.For(entity)
+		old := map[string]bool{}
+		for _, o := range ch.Old.For(entity) {
+			old[o.Namespace] = true
+		}
+		still := map[string]bool{}
+		for _, n := range newRules {
+			still[n.Namespace] = true
+		}
+		for ns := range old {
+			if !still[ns] {
+				r.deleg.Disco.Forget(entity, ns)
+			}
+		}
+		if len(sessions) == 0 {
+			continue
+		}
+		dns := r.componentOpts(entity).DelegationNS
+		adv := delegation.Advertisement(dns, ch.Host, entity, newRules)
+		for _, s := range sessions {
+			s.Send(adv)
+		}
+		for _, n := range newRules {
+			if !old[n.Namespace] {
+				r.discoNest(sessions[0], ch.Host, dns, n.Namespace)
+			}
+		}
+		r.log.Info("delegations changed", "host", ch.Host, "entity", entity, "namespaces", len(newRules))
+	}
+}
