@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -81,7 +82,7 @@ func (r *Router) delegateIQ(h *Host, sender *Session, from, bareTarget string, e
 		Host:      h.Domain,
 		Namespace: ns,
 		Entity:    rule.JID,
-		Via:       target,
+		Via:       target.key,
 		Requester: sender,
 		From:      from,
 		OrigID:    env.ID,
@@ -89,7 +90,7 @@ func (r *Router) delegateIQ(h *Host, sender *Session, from, bareTarget string, e
 	}
 	r.tracker.Add(p)
 	inner := env.RewriteNS(from, env.To, xmpp.NSClient)
-	target.Send(delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, rule.JID, inner))
+	target.send(r, delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, rule.JID, inner))
 	r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeForwarded)
 	return true
 }
@@ -101,8 +102,16 @@ func hasNode(env *xmpp.Envelope) bool {
 
 // managingReply handles an IQ result/error a component sent to a host domain: the answer
 // to a forwarded IQ, or to a disco nesting query. It reports whether it was one.
-func (r *Router) managingReply(h *Host, sender *Session, env *xmpp.Envelope) bool {
+func (r *Router) managingReply(h *Host, env *xmpp.Envelope) bool {
 	if r.deleg == nil {
+		return false
+	}
+	if !r.tracker.Owns(env.ID) {
+		// Made by another node: the reply goes straight back to it (DESIGN §Cluster).
+		if node := delegation.NodeOf(env.ID); node != "" && r.cluster != nil {
+			r.sendToNode(node, &pb.DelegationReply{Stanza: env.Raw})
+			return true
+		}
 		return false
 	}
 	if r.deleg.Disco.Answer(env.ID, env.From, env) {
@@ -110,7 +119,7 @@ func (r *Router) managingReply(h *Host, sender *Session, env *xmpp.Envelope) boo
 	}
 	p, ok := r.tracker.Take(env.ID)
 	if !ok {
-		return false
+		return true // late, or already failed: dropped
 	}
 	requester := p.Requester.(*Session)
 	fail := func(outcome, why string) {
@@ -175,53 +184,61 @@ func (r *Router) delegationTimeout(p *delegation.Pending) {
 	p.Requester.(*Session).Send(iqError(p, xmpp.ErrServiceUnavailable))
 }
 
-// failVia answers every IQ that was forwarded over a component connection that ended.
-func (r *Router) failVia(s *Session) {
+// failVia answers every IQ that was forwarded over a component connection that ended
+// (closed here, or gone with its node).
+func (r *Router) failVia(key string) {
 	if r.tracker == nil {
 		return
 	}
-	for _, p := range r.tracker.FailVia(s) {
+	for _, p := range r.tracker.FailVia(key) {
 		r.deleg.Metrics.Done(p, delegation.OutcomeUnavailable)
 		p.Requester.(*Session).Send(iqError(p, xmpp.ErrServiceUnavailable))
 	}
 }
 
-// pickComponent chooses one connection of a component by its balancing policy.
-func (r *Router) pickComponent(domain, senderBare string) (*Session, bool) {
+// pickComponent chooses one connection of a component, on any node, by its balancing
+// policy.
+func (r *Router) pickComponent(domain, senderBare string) (*compRef, bool) {
 	r.cmu.RLock()
 	cs := r.components[domain]
 	r.cmu.RUnlock()
-	if cs == nil || len(cs.sessions) == 0 {
+	if cs == nil || len(cs.refs) == 0 {
 		return nil, false
 	}
-	n := uint64(len(cs.sessions))
+	n := uint64(len(cs.refs))
 	if n == 1 {
-		return cs.sessions[0], true
+		return cs.refs[0], true
 	}
 	switch r.componentOpts(domain).Balance {
 	case "least-pending":
-		best := cs.sessions[cs.next.Add(1)%n] // rotate the tie-break
-		bestN := r.tracker.Outstanding(best)
-		for _, s := range cs.sessions {
-			if c := r.tracker.Outstanding(s); c < bestN {
-				best, bestN = s, c
+		best := cs.refs[cs.next.Add(1)%n] // rotate the tie-break
+		bestN := r.tracker.Outstanding(best.key)
+		for _, c := range cs.refs {
+			if k := r.tracker.Outstanding(c.key); k < bestN {
+				best, bestN = c, k
 			}
 		}
 		return best, true
 	case "sender":
-		return cs.sessions[maphash.String(r.seed, senderBare)%n], true
+		return cs.refs[maphash.String(r.seed, senderBare)%n], true
 	default:
-		return cs.sessions[cs.next.Add(1)%n], true
+		return cs.refs[cs.next.Add(1)%n], true
 	}
 }
 
+// componentSessions returns a component's connections on this node.
 func (r *Router) componentSessions(domain string) []*Session {
 	r.cmu.RLock()
 	defer r.cmu.RUnlock()
+	var out []*Session
 	if cs := r.components[domain]; cs != nil {
-		return append([]*Session(nil), cs.sessions...)
+		for _, c := range cs.refs {
+			if c.local != nil {
+				out = append(out, c.local)
+			}
+		}
 	}
-	return nil
+	return out
 }
 
 func (r *Router) sortedHosts() []string {
@@ -247,19 +264,21 @@ func (r *Router) componentUp(s *Session) {
 		}
 		s.Send(delegation.Advertisement(dns, host, s.Bare, rules))
 		for _, rule := range rules {
-			r.discoNest(s, host, dns, rule.Namespace)
+			r.discoNest(&compRef{local: s}, host, s.Bare, dns, rule.Namespace)
 		}
 	}
 }
 
-func (r *Router) discoNest(s *Session, host, dns, ns string) {
+// discoNest asks one connection of entity for its nesting answers about ns. The query
+// ids carry this node's tag, so answers that arrive on another node come back here.
+func (r *Router) discoNest(c *compRef, host, entity, dns, ns string) {
 	if ns == delegation.BareDiscoInfoRemaining || ns == delegation.BareDiscoItemsRemaining {
 		return
 	}
 	for _, bare := range []bool{false, true} {
-		id := xmpp.NewID()
-		r.deleg.Disco.Query(id, host, s.Bare, ns, bare)
-		s.Send(delegation.DiscoQuery(id, host, s.Bare, delegation.DiscoNode(dns, ns, bare)))
+		id := r.tracker.NewID()
+		r.deleg.Disco.Query(id, host, entity, ns, bare)
+		c.send(r, delegation.DiscoQuery(id, host, entity, delegation.DiscoNode(dns, ns, bare)))
 	}
 }
 
@@ -292,7 +311,7 @@ func (r *Router) RulesChanged(ch delegation.Change) {
 		}
 		for _, n := range newRules {
 			if !old[n.Namespace] {
-				r.discoNest(sessions[0], ch.Host, dns, n.Namespace)
+				r.discoNest(&compRef{local: sessions[0]}, ch.Host, entity, dns, n.Namespace)
 			}
 		}
 		r.log.Info("delegations changed", "host", ch.Host, "entity", entity, "namespaces", len(newRules))

@@ -57,6 +57,10 @@ type Router struct {
 
 	deleg   *Delegation
 	tracker *delegation.Tracker
+
+	nodeID  string
+	cluster Cluster // nil: standalone
+	self    *actor.PID
 }
 
 type userShard struct {
@@ -64,9 +68,11 @@ type userShard struct {
 	users map[string]map[string]*Session // bare → resource → session
 }
 
+// componentSet is every connection of one component, here and on other nodes.
+// Copy-on-write: readers take the pointer under the read lock and use it freely.
 type componentSet struct {
-	sessions []*Session
-	next     atomic.Uint64
+	refs []*compRef
+	next atomic.Uint64
 }
 
 // Config for NewRouter.
@@ -95,6 +101,7 @@ func NewRouter(c Config) *Router {
 		components: make(map[string]*componentSet),
 		compOpts:   c.Components,
 		deleg:      c.Delegation,
+		nodeID:     c.NodeID,
 	}
 	for name := range c.Components {
 		r.compNames = append(r.compNames, name)
@@ -138,7 +145,11 @@ func (r *Router) allSessions() []*Session {
 	}
 	r.cmu.RLock()
 	for _, cs := range r.components {
-		out = append(out, cs.sessions...)
+		for _, c := range cs.refs {
+			if c.local != nil {
+				out = append(out, c.local)
+			}
+		}
 	}
 	r.cmu.RUnlock()
 	return out
@@ -224,37 +235,46 @@ func (r *Router) resources(bare string) []*Session {
 }
 
 func (r *Router) addComponent(s *Session) {
-	r.cmu.Lock()
-	defer r.cmu.Unlock()
-	old := r.components[s.Bare]
-	cs := &componentSet{}
-	if old != nil {
-		cs.sessions = append(cs.sessions, old.sessions...)
-		cs.next.Store(old.next.Load())
-	}
-	cs.sessions = append(cs.sessions, s)
-	r.components[s.Bare] = cs
+	r.addComponentRef(s.Bare, &compRef{local: s, key: r.nodeID + "/" + s.pid.Id})
 }
 
-func (r *Router) removeComponent(s *Session) {
+func (r *Router) addComponentRef(domain string, ref *compRef) {
 	r.cmu.Lock()
 	defer r.cmu.Unlock()
-	old := r.components[s.Bare]
+	old := r.components[domain]
+	cs := &componentSet{}
+	if old != nil {
+		cs.refs = append(cs.refs, old.refs...)
+		cs.next.Store(old.next.Load())
+	}
+	cs.refs = append(cs.refs, ref)
+	r.components[domain] = cs
+}
+
+// removeComponentRef drops a connection by key; false if it was not there.
+func (r *Router) removeComponentRef(domain, key string) bool {
+	r.cmu.Lock()
+	defer r.cmu.Unlock()
+	old := r.components[domain]
 	if old == nil {
-		return
+		return false
 	}
 	cs := &componentSet{}
 	cs.next.Store(old.next.Load())
-	for _, o := range old.sessions {
-		if o != s {
-			cs.sessions = append(cs.sessions, o)
+	found := false
+	for _, o := range old.refs {
+		if o.key == key {
+			found = true
+			continue
 		}
+		cs.refs = append(cs.refs, o)
 	}
-	if len(cs.sessions) == 0 {
-		delete(r.components, s.Bare)
-		return
+	if len(cs.refs) == 0 {
+		delete(r.components, domain)
+	} else {
+		r.components[domain] = cs
 	}
-	r.components[s.Bare] = cs
+	return found
 }
 
 func (r *Router) isComponentDomain(domain string) bool {
@@ -311,7 +331,7 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 				return
 			}
 			if env.Kind == xmpp.KindIQ {
-				if sender.Kind == KindComponent && !isRequest(env) && r.managingReply(h, sender, env) {
+				if sender.Kind == KindComponent && !isRequest(env) && r.managingReply(h, env) {
 					return
 				}
 				if isRequest(env) && r.delegateIQ(h, sender, from, "", env) {
@@ -329,7 +349,7 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 		return
 	}
 	if c, ok := r.pickComponent(domain, bareOf(from)); ok {
-		c.Send(r.stamp(env, from, toStr))
+		c.send(r, r.stamp(env, from, toStr))
 		return
 	}
 	if r.isComponentDomain(domain) {
@@ -522,7 +542,7 @@ func (r *Router) goOfflineWith(s *Session, env *xmpp.Envelope) {
 			continue
 		}
 		if c, ok := r.pickComponent(j.Domainpart(), s.Bare); ok {
-			c.Send(unavailable(to))
+			c.send(r, unavailable(to))
 		}
 	}
 }

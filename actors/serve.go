@@ -113,11 +113,11 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 	s.log = r.log.With("component", c.Host)
 	s.Send(xmpp.HandshakeOK)
 	r.addComponent(s)
+	r.publishComponent(s)
 	s.log.Info("component connected")
 	r.componentUp(s)
 	defer func() {
 		r.removeComponent(s)
-		r.failVia(s)
 		r.stopSession(s)
 		s.log.Info("component disconnected")
 	}()

@@ -79,8 +79,10 @@ func (s *Session) Close(err *xmpp.StreamError) {
 func (s *Session) PID() *actor.PID { return s.pid }
 
 // Receive is the actor's behaviour: write, or close.
-func (s *Session) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
+func (s *Session) Receive(ctx actor.Context) { s.handle(ctx.Message()) }
+
+func (s *Session) handle(msg any) {
+	switch m := msg.(type) {
 	case *deliver:
 		if s.closed.Load() {
 			s.queued.Add(-int64(len(m.data)))
@@ -107,6 +109,8 @@ func (s *Session) Receive(ctx actor.Context) {
 		_ = s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		_ = s.w.Flush()
 		s.abort()
+	default:
+		s.remoteMessage(msg)
 	}
 }
 

@@ -207,6 +207,7 @@ type EmbeddedEtcdConfig struct {
 // ClusterConfig configures how nodes find and talk to each other (key `cluster`).
 type ClusterConfig struct {
 	// Bind is the memberlist (gossip) address, host:port, TCP and UDP.
+	// Empty runs a standalone node: no membership, no remoting.
 	// Default: "127.0.0.1:7946".
 	Bind string `yaml:"bind"`
 	// Advertise is the memberlist address announced to other nodes, host:port,
@@ -215,6 +216,16 @@ type ClusterConfig struct {
 	// Remote is the address, host:port, of the actor remoting (gRPC) endpoint
 	// that carries stanzas between nodes. Default: "127.0.0.1:8946".
 	Remote string `yaml:"remote"`
+	// RemoteAdvertise is the remoting address other nodes use to reach this one,
+	// when it differs from Remote (NAT, containers). Default: "" (use Remote).
+	RemoteAdvertise string `yaml:"remote_advertise"`
+	// ProbeInterval is how often memberlist probes a random member; with
+	// SuspicionMult it sets how fast a dead node is detected (roughly
+	// probe_interval × suspicion_mult plus a probe timeout). Default: 1s.
+	ProbeInterval Duration `yaml:"probe_interval"`
+	// SuspicionMult is how many probe intervals a suspected member has to
+	// refute before it is declared dead. Default: 3.
+	SuspicionMult int `yaml:"suspicion_mult"`
 	// Join lists seed nodes' memberlist addresses (host or host:port; DNS
 	// names allowed) to join at start. Default: [] (start a new cluster).
 	// In the environment: comma-separated.
@@ -346,9 +357,11 @@ func Default() *Config {
 			Embedded:    EmbeddedEtcdConfig{Client: "127.0.0.1:2379", Peer: "127.0.0.1:2380"},
 		},
 		Cluster: ClusterConfig{
-			Bind:   "127.0.0.1:7946",
-			Remote: "127.0.0.1:8946",
-			Join:   []string{},
+			Bind:          "127.0.0.1:7946",
+			Remote:        "127.0.0.1:8946",
+			Join:          []string{},
+			ProbeInterval: Duration(time.Second),
+			SuspicionMult: 3,
 		},
 		Hosts:      []HostConfig{{Domain: "localhost"}},
 		Components: []ComponentConfig{},
@@ -452,8 +465,15 @@ func (c *Config) Validate() error {
 	v.addr(addrs, "listen.c2s_tls", c.Listen.C2STLS, false)
 	v.addr(addrs, "listen.component", c.Listen.Component, false)
 	v.addr(addrs, "listen.admin", c.Listen.Admin, false)
-	v.addr(addrs, "cluster.bind", c.Cluster.Bind, true)
-	v.addr(addrs, "cluster.remote", c.Cluster.Remote, true)
+	if c.Cluster.Bind != "" {
+		v.addr(addrs, "cluster.bind", c.Cluster.Bind, true)
+		v.addr(addrs, "cluster.remote", c.Cluster.Remote, true)
+		v.positive("cluster.probe_interval", int64(c.Cluster.ProbeInterval))
+		v.positive("cluster.suspicion_mult", int64(c.Cluster.SuspicionMult))
+	}
+	if c.Cluster.RemoteAdvertise != "" {
+		v.addr(nil, "cluster.remote_advertise", c.Cluster.RemoteAdvertise, true)
+	}
 	if c.Cluster.Advertise != "" {
 		v.addr(nil, "cluster.advertise", c.Cluster.Advertise, true)
 	}

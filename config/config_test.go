@@ -280,7 +280,9 @@ func TestValidateErrors(t *testing.T) {
 		{"listen addr", func(c *Config) { c.Listen.C2S = "localhost" }, `listen.c2s: "localhost" is not a host:port`},
 		{"listen port", func(c *Config) { c.Listen.Admin = "127.0.0.1:http" }, "listen.admin: "},
 		{"listen clash", func(c *Config) { c.Listen.C2STLS = c.Listen.C2S }, "listen.c2s_tls: \"127.0.0.1:5222\" is already used by listen.c2s"},
-		{"cluster bind", func(c *Config) { c.Cluster.Bind = "" }, "cluster.bind: must not be empty"},
+		{"cluster bind", func(c *Config) { c.Cluster.Bind = "nope" }, "cluster.bind: "},
+		{"cluster remote empty", func(c *Config) { c.Cluster.Remote = "" }, "cluster.remote: must not be empty"},
+		{"probe interval", func(c *Config) { c.Cluster.ProbeInterval = 0 }, "cluster.probe_interval: must be > 0"},
 		{"cluster remote", func(c *Config) { c.Cluster.Remote = "x" }, "cluster.remote: "},
 		{"cluster advertise", func(c *Config) { c.Cluster.Advertise = "10.0.0.1" }, "cluster.advertise: "},
 		{"cluster join", func(c *Config) { c.Cluster.Join = []string{"a", " "} }, "cluster.join[1]: must not be empty"},
@@ -548,8 +550,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 28 {
-		t.Errorf("checked %d keys, want 28 (update this test when adding keys)", n)
+	if n != 31 {
+		t.Errorf("checked %d keys, want 31 (update this test when adding keys)", n)
 	}
 }
 

@@ -96,17 +96,19 @@ func (t *Tracker) Add(p *Pending) {
 	if p.Started.IsZero() {
 		p.Started = time.Now()
 	}
-	sh := t.shard(p.OuterID)
-	sh.mu.Lock()
-	sh.m[p.OuterID] = p
-	sh.mu.Unlock()
 	t.viaCount(p.Via).Add(1)
 	id := p.OuterID
+	sh := t.shard(id)
+	sh.mu.Lock()
+	sh.m[id] = p
+	// Set under the lock: whoever takes p out of the map (reply, timeout, FailVia) does
+	// so under the same lock and then reads p.timer.
 	p.timer = time.AfterFunc(t.timeout, func() {
 		if q, ok := t.take(id, false); ok && t.onTimeout != nil {
 			t.onTimeout(q)
 		}
 	})
+	sh.mu.Unlock()
 }
 
 // Take removes and returns the pending IQ with this outer id.

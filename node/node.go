@@ -6,17 +6,20 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,6 +28,7 @@ import (
 
 	"github.com/switchboard-im/switchboard/accounts"
 	"github.com/switchboard-im/switchboard/actors"
+	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
@@ -37,6 +41,7 @@ var Version = "dev"
 // Addrs are the addresses the listeners actually bound (useful with port 0).
 type Addrs struct {
 	C2S, C2STLS, Component, Admin string
+	Remote, Gossip                string
 	EtcdClient                    []string
 }
 
@@ -46,6 +51,8 @@ type Node struct {
 	log *slog.Logger
 
 	embedded *etcdx.Embedded
+	remote   *remote.Remote
+	cluster  *cluster.Cluster
 	etcd     *clientv3.Client
 	accounts *accounts.Cache
 	rules    *delegation.Manager
@@ -75,6 +82,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 	cfg := n.cfg
+	// The actor system and its gRPC remoting come first: remote.Start sets gRPC's global
+	// logger, which must happen before any other gRPC user (etcd) runs in this process.
+	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return n.log.With("lib", "protoactor")
+	}))
+	if cfg.Cluster.Bind != "" {
+		if err = n.startRemote(); err != nil {
+			return err
+		}
+	}
 	endpoints := cfg.Etcd.Endpoints
 	if cfg.EmbeddedEtcd() {
 		n.embedded, err = etcdx.StartEmbedded(ctx, etcdx.EmbeddedConfig{
@@ -121,9 +138,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return n.log.With("lib", "protoactor")
-	}))
 	deleg := &actors.Delegation{
 		Rules:   n.rules,
 		Disco:   delegation.NewDiscoCache(),
@@ -145,6 +159,29 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		NodeID:     cfg.Node.ID,
 		Delegation: deleg,
 	})
+	// The admin listener starts before the cluster so that its real address is announced.
+	if err = n.startAdmin(); err != nil {
+		return err
+	}
+	if cfg.Cluster.Bind != "" {
+		if err = n.router.AttachCluster(nil); err != nil {
+			return err
+		}
+		n.cluster = cluster.New(cluster.Config{
+			NodeID:        cfg.Node.ID,
+			Bind:          cfg.Cluster.Bind,
+			Advertise:     cfg.Cluster.Advertise,
+			Remote:        n.sys.Address(),
+			Admin:         n.Addrs.Admin,
+			Join:          cfg.Cluster.Join,
+			ProbeInterval: cfg.Cluster.ProbeInterval.D(),
+			SuspicionMult: cfg.Cluster.SuspicionMult,
+		}, n.router, n.log)
+		n.router.SetCluster(n.cluster)
+		if err = n.cluster.Start(ctx); err != nil {
+			return err
+		}
+	}
 	// Rules are loaded (and watched) only once the router can take changes.
 	n.rules.Subscribe(n.router.RulesChanged)
 	if err = n.rules.Start(ctx); err != nil {
@@ -158,9 +195,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if err = n.listen(cfg.Listen.Component, &n.Addrs.Component, n.serveComponent); err != nil {
-		return err
-	}
-	if err = n.startAdmin(); err != nil {
 		return err
 	}
 	n.ready.Store(true)
@@ -179,6 +213,16 @@ func (n *Node) Stop(ctx context.Context) error {
 	n.listeners = nil
 	if n.router != nil {
 		n.router.Stop()
+		defer func() {
+			if n.cluster != nil {
+				n.cluster.Stop(5 * time.Second)
+				n.cluster = nil
+			}
+			if n.remote != nil {
+				n.remote.Shutdown(false)
+				n.remote = nil
+			}
+		}()
 		done := make(chan struct{})
 		go func() { n.conns.Wait(); close(done) }()
 		select {
@@ -306,6 +350,78 @@ func (n *Node) serveComponent(raw net.Conn) {
 	n.router.ServeComponent(c)
 }
 
+// startRemote starts protoactor remoting on cluster.remote (announcing
+// cluster.remote_advertise if set).
+func (n *Node) startRemote() (err error) {
+	host, portS, err := net.SplitHostPort(n.cfg.Cluster.Remote)
+	if err != nil {
+		return fmt.Errorf("cluster.remote: %w", err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil {
+		return fmt.Errorf("cluster.remote: %w", err)
+	}
+	if port == 0 {
+		// remote announces the address it listens on; pick the port now so that the
+		// announced one is real.
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return fmt.Errorf("cluster.remote: %w", err)
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+	}
+	var opts []remote.ConfigOption
+	if a := n.cfg.Cluster.RemoteAdvertise; a != "" {
+		opts = append(opts, remote.WithAdvertisedHost(a))
+	}
+	r := remote.NewRemote(n.sys, remote.Configure(host, port, opts...))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("cluster.remote %s: %v", n.cfg.Cluster.Remote, p)
+		}
+	}()
+	r.Start()
+	n.remote = r
+	n.Addrs.Remote = n.sys.Address()
+	return nil
+}
+
+// MemberInfo is a member as the admin API shows it.
+type MemberInfo struct {
+	cluster.Member
+	Sessions   int `json:"sessions"`
+	Components int `json:"components"`
+}
+
+// LocalInfo is what one node says about itself (GET /local).
+type LocalInfo struct {
+	Node       string `json:"node"`
+	Sessions   int    `json:"sessions"`
+	Components int    `json:"components"`
+}
+
+func (n *Node) serveLocal(w http.ResponseWriter, r *http.Request) {
+	info := LocalInfo{Node: n.cfg.Node.ID}
+	if rt := n.router; rt != nil {
+		info.Sessions, info.Components = rt.Counts()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(info)
+}
+
+// serveMembers lists the cluster as this node sees it (GET /cluster/members).
+func (n *Node) serveMembers(w http.ResponseWriter, r *http.Request) {
+	var members []cluster.Member
+	if n.cluster != nil {
+		members = n.cluster.Members()
+	} else {
+		members = []cluster.Member{{ID: n.cfg.Node.ID, Admin: n.Addrs.Admin, State: "standalone"}}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(members)
+}
+
 func staticRules(h config.HostConfig) map[string]delegation.Rule {
 	out := make(map[string]delegation.Rule, len(h.Delegations))
 	for ns, r := range h.Delegations {
@@ -357,6 +473,8 @@ func (n *Node) startAdmin() error {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/cluster/members", n.serveMembers)
+	mux.HandleFunc("/local", n.serveLocal)
 	l, err := net.Listen("tcp", n.cfg.Listen.Admin)
 	if err != nil {
 		return fmt.Errorf("listen admin %s: %w", n.cfg.Listen.Admin, err)

@@ -25,13 +25,13 @@ func TestLoginEachMechanism(t *testing.T) {
 			if err != nil {
 				t.Fatalf("login with %s: %v", m.Name, err)
 			}
-			defer c.close()
-			if !strings.HasPrefix(c.jid, "alice@localhost/") || len(c.jid) <= len("alice@localhost/") {
-				t.Fatalf("bound JID %q, want alice@localhost/<generated>", c.jid)
+			defer c.Close()
+			if !strings.HasPrefix(c.JID, "alice@localhost/") || len(c.JID) <= len("alice@localhost/") {
+				t.Fatalf("bound JID %q, want alice@localhost/<generated>", c.JID)
 			}
 			// The session works: ping the server.
-			c.send(`<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
-			if r := c.next(wait); r.attr("type") != "result" || r.attr("id") != "p1" || r.attr("from") != "localhost" {
+			c.Send(`<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+			if r := c.Next(wait); r.Attr("type") != "result" || r.Attr("id") != "p1" || r.Attr("from") != "localhost" {
 				t.Fatalf("ping reply %s", r)
 			}
 		})
@@ -108,22 +108,22 @@ func TestBindConflictReplacesOldSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer old.close()
-	if old.jid != "dave@localhost/phone" {
-		t.Fatalf("bound %q", old.jid)
+	defer old.Close()
+	if old.JID != "dave@localhost/phone" {
+		t.Fatalf("bound %q", old.JID)
 	}
 	nw, err := s.dialClient("dave", "pw", "phone", sasl.ScramSha256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nw.close()
+	defer nw.Close()
 	// The old stream ends with a conflict stream error.
 	select {
-	case e, ok := <-old.in:
+	case e, ok := <-old.In:
 		if ok {
 			t.Fatalf("old session got %s, want the stream to end", e)
 		}
-		if err := <-old.errc; err == nil || !strings.Contains(err.Error(), "conflict") {
+		if err := <-old.Errc; err == nil || !strings.Contains(err.Error(), "conflict") {
 			t.Fatalf("old session ended with %v, want conflict", err)
 		}
 	case <-time.After(wait):
@@ -132,8 +132,8 @@ func TestBindConflictReplacesOldSession(t *testing.T) {
 	// The new one gets what is addressed to the full JID.
 	s.addUser("erin", "pw")
 	e := s.client("erin", "pw")
-	e.send(`<message to='dave@localhost/phone' id='m1' type='chat'><body>hi</body></message>`)
-	if m := nw.next(wait); m.attr("id") != "m1" || m.attr("from") != e.jid {
+	e.Send(`<message to='dave@localhost/phone' id='m1' type='chat'><body>hi</body></message>`)
+	if m := nw.Next(wait); m.Attr("id") != "m1" || m.Attr("from") != e.JID {
 		t.Fatalf("new session got %s", m)
 	}
 }
@@ -144,49 +144,49 @@ func TestMessagesBetweenClients(t *testing.T) {
 	s.addUser("bob", "b")
 	a := s.client("alice", "a")
 	b := s.client("bob", "b")
-	b.send(`<presence/>`)
-	b.sync()
+	b.Send(`<presence/>`)
+	b.Sync()
 	// To the full JID, with a forged from that the server overwrites.
-	a.send(`<message to='` + b.jid + `' from='mallory@localhost/x' id='m1' type='chat'><body>hello bob</body></message>`)
-	m := b.next(wait)
-	if m.attr("from") != a.jid || m.child("body") == nil || m.child("body").Text != "hello bob" {
+	a.Send(`<message to='` + b.JID + `' from='mallory@localhost/x' id='m1' type='chat'><body>hello bob</body></message>`)
+	m := b.Next(wait)
+	if m.Attr("from") != a.JID || m.Child("body") == nil || m.Child("body").Text != "hello bob" {
 		t.Fatalf("bob got %s", m)
 	}
 	// To the bare JID: delivered to the available resource.
-	a.send(`<message to='bob@localhost' id='m2' type='chat'><body>bare</body></message>`)
-	if m := b.next(wait); m.attr("id") != "m2" || m.attr("to") != "bob@localhost" {
+	a.Send(`<message to='bob@localhost' id='m2' type='chat'><body>bare</body></message>`)
+	if m := b.Next(wait); m.Attr("id") != "m2" || m.Attr("to") != "bob@localhost" {
 		t.Fatalf("bob got %s", m)
 	}
 	// Offline user (exists, nothing online) and unknown user: service-unavailable.
 	s.addUser("carol", "c")
 	for _, to := range []string{"carol@localhost", "nobody@localhost", "carol@localhost/gone"} {
-		a.send(`<message to='` + to + `' id='x' type='chat'><body>?</body></message>`)
-		if r := a.next(wait); r.errorCondition() != "service-unavailable" || r.attr("from") != to {
+		a.Send(`<message to='` + to + `' id='x' type='chat'><body>?</body></message>`)
+		if r := a.Next(wait); r.ErrorCondition() != "service-unavailable" || r.Attr("from") != to {
 			t.Fatalf("message to %s: %s", to, r)
 		}
 	}
 	// Remote domain: no s2s.
-	a.send(`<message to='someone@example.org' id='r'><body>?</body></message>`)
-	if r := a.next(wait); r.errorCondition() != "remote-server-not-found" {
+	a.Send(`<message to='someone@example.org' id='r'><body>?</body></message>`)
+	if r := a.Next(wait); r.ErrorCondition() != "remote-server-not-found" {
 		t.Fatalf("remote: %s", r)
 	}
 	// IQ to a bare JID the server does not handle, and to an offline full JID.
-	a.send(`<iq to='bob@localhost' type='get' id='q'><query xmlns='jabber:iq:last'/></iq>`)
-	if r := a.next(wait); r.errorCondition() != "service-unavailable" || r.attr("id") != "q" {
+	a.Send(`<iq to='bob@localhost' type='get' id='q'><query xmlns='jabber:iq:last'/></iq>`)
+	if r := a.Next(wait); r.ErrorCondition() != "service-unavailable" || r.Attr("id") != "q" {
 		t.Fatalf("iq to bare: %s", r)
 	}
-	a.send(`<iq to='bob@localhost/nothere' type='get' id='q2'><query xmlns='jabber:iq:version'/></iq>`)
-	if r := a.next(wait); r.errorCondition() != "service-unavailable" {
+	a.Send(`<iq to='bob@localhost/nothere' type='get' id='q2'><query xmlns='jabber:iq:version'/></iq>`)
+	if r := a.Next(wait); r.ErrorCondition() != "service-unavailable" {
 		t.Fatalf("iq to offline full: %s", r)
 	}
 	// IQ between clients (full JID) and its reply.
-	a.send(`<iq to='` + b.jid + `' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>`)
-	q := b.next(wait)
-	if q.attr("from") != a.jid || q.attr("id") != "v1" {
+	a.Send(`<iq to='` + b.JID + `' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>`)
+	q := b.Next(wait)
+	if q.Attr("from") != a.JID || q.Attr("id") != "v1" {
 		t.Fatalf("bob got %s", q)
 	}
-	b.send(`<iq to='` + a.jid + `' type='result' id='v1'><query xmlns='jabber:iq:version'><name>x</name></query></iq>`)
-	if r := a.next(wait); r.attr("type") != "result" || r.attr("from") != b.jid {
+	b.Send(`<iq to='` + a.JID + `' type='result' id='v1'><query xmlns='jabber:iq:version'><name>x</name></query></iq>`)
+	if r := a.Next(wait); r.Attr("type") != "result" || r.Attr("from") != b.JID {
 		t.Fatalf("alice got %s", r)
 	}
 }
@@ -199,41 +199,41 @@ func TestPresence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p1.close()
-	p1.send(`<presence><priority>5</priority></presence>`)
-	p1.sync()
+	defer p1.Close()
+	p1.Send(`<presence><priority>5</priority></presence>`)
+	p1.Sync()
 	p2, err := s.dialClient("pat", "p", "two", sasl.ScramSha256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2.send(`<presence/>`)
+	p2.Send(`<presence/>`)
 	// Each resource learns of the other.
-	if pr := p1.next(wait); pr.XMLName.Local != "presence" || pr.attr("from") != "pat@localhost/two" {
+	if pr := p1.Next(wait); pr.XMLName.Local != "presence" || pr.Attr("from") != "pat@localhost/two" {
 		t.Fatalf("p1 got %s", pr)
 	}
-	if pr := p2.next(wait); pr.XMLName.Local != "presence" || pr.attr("from") != "pat@localhost/one" {
+	if pr := p2.Next(wait); pr.XMLName.Local != "presence" || pr.Attr("from") != "pat@localhost/one" {
 		t.Fatalf("p2 got %s", pr)
 	}
 	// Message to the bare JID goes to the highest priority resource only.
 	q := s.client("quinn", "q")
-	q.send(`<message to='pat@localhost' type='chat' id='hp'><body>x</body></message>`)
-	if m := p1.next(wait); m.attr("id") != "hp" {
+	q.Send(`<message to='pat@localhost' type='chat' id='hp'><body>x</body></message>`)
+	if m := p1.Next(wait); m.Attr("id") != "hp" {
 		t.Fatalf("p1 got %s", m)
 	}
-	p2.expectNothing(200 * time.Millisecond)
+	p2.ExpectNothing(200 * time.Millisecond)
 
 	// Directed presence from quinn to pat/two; when quinn disconnects pat/two gets unavailable.
-	q.send(`<presence to='pat@localhost/two'/>`)
-	if pr := p2.next(wait); pr.attr("from") != q.jid || pr.attr("type") != "" {
+	q.Send(`<presence to='pat@localhost/two'/>`)
+	if pr := p2.Next(wait); pr.Attr("from") != q.JID || pr.Attr("type") != "" {
 		t.Fatalf("directed presence: %s", pr)
 	}
-	q.close()
-	if pr := p2.next(wait); pr.attr("from") != q.jid || pr.attr("type") != "unavailable" {
+	q.Close()
+	if pr := p2.Next(wait); pr.Attr("from") != q.JID || pr.Attr("type") != "unavailable" {
 		t.Fatalf("unavailable after disconnect: %s", pr)
 	}
 	// pat/two leaving: pat/one is told.
-	p2.close()
-	if pr := p1.next(wait); pr.attr("from") != "pat@localhost/two" || pr.attr("type") != "unavailable" {
+	p2.Close()
+	if pr := p1.Next(wait); pr.Attr("from") != "pat@localhost/two" || pr.Attr("type") != "unavailable" {
 		t.Fatalf("p1 got %s", pr)
 	}
 }
@@ -242,20 +242,20 @@ func TestServerIQs(t *testing.T) {
 	s := startNode(t)
 	s.addUser("alice", "a")
 	a := s.client("alice", "a")
-	a.send(`<iq type='get' id='v' to='localhost'><query xmlns='jabber:iq:version'/></iq>`)
-	if r := a.next(wait); r.attr("type") != "result" || r.child("query").child("name").Text != "Switchboard" {
+	a.Send(`<iq type='get' id='v' to='localhost'><query xmlns='jabber:iq:version'/></iq>`)
+	if r := a.Next(wait); r.Attr("type") != "result" || r.Child("query").Child("name").Text != "Switchboard" {
 		t.Fatalf("version: %s", r)
 	}
-	a.send(`<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
-	r := a.next(wait)
-	q := r.child("query")
-	if r.attr("type") != "result" || q == nil || q.child("identity").attr("category") != "server" || q.child("identity").attr("type") != "im" {
+	a.Send(`<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+	r := a.Next(wait)
+	q := r.Child("query")
+	if r.Attr("type") != "result" || q == nil || q.Child("identity").Attr("category") != "server" || q.Child("identity").Attr("type") != "im" {
 		t.Fatalf("disco#info: %s", r)
 	}
 	feats := map[string]bool{}
 	for _, f := range q.Nodes {
 		if f.XMLName.Local == "feature" {
-			feats[f.attr("var")] = true
+			feats[f.Attr("var")] = true
 		}
 	}
 	for _, f := range []string{"urn:xmpp:ping", "jabber:iq:version", "http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items"} {
@@ -263,20 +263,20 @@ func TestServerIQs(t *testing.T) {
 			t.Fatalf("disco#info lacks %s: %s", f, r)
 		}
 	}
-	a.send(`<iq type='get' id='i' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`)
-	if r := a.next(wait); r.child("query") == nil || r.child("query").child("item").attr("jid") != "comp.localhost" {
+	a.Send(`<iq type='get' id='i' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`)
+	if r := a.Next(wait); r.Child("query") == nil || r.Child("query").Child("item").Attr("jid") != "comp.localhost" {
 		t.Fatalf("disco#items: %s", r)
 	}
-	a.send(`<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
-	if r := a.next(wait); r.attr("type") != "result" || r.child("query") == nil || len(r.child("query").Nodes) != 0 {
+	a.Send(`<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
+	if r := a.Next(wait); r.Attr("type") != "result" || r.Child("query") == nil || len(r.Child("query").Nodes) != 0 {
 		t.Fatalf("roster: %s", r)
 	}
-	a.send(`<iq type='get' id='u' to='localhost'><query xmlns='urn:example:unknown'/></iq>`)
-	if r := a.next(wait); r.errorCondition() != "service-unavailable" || r.attr("id") != "u" {
+	a.Send(`<iq type='get' id='u' to='localhost'><query xmlns='urn:example:unknown'/></iq>`)
+	if r := a.Next(wait); r.ErrorCondition() != "service-unavailable" || r.Attr("id") != "u" {
 		t.Fatalf("unknown: %s", r)
 	}
-	a.send(`<iq type='get' id='bad' to='localhost'/>`)
-	if r := a.next(wait); r.errorCondition() != "bad-request" {
+	a.Send(`<iq type='get' id='bad' to='localhost'/>`)
+	if r := a.Next(wait); r.ErrorCondition() != "bad-request" {
 		t.Fatalf("childless get: %s", r)
 	}
 }
@@ -292,47 +292,47 @@ func TestComponent(t *testing.T) {
 	s.addUser("alice", "a")
 	a := s.client("alice", "a")
 	// Not connected yet: service-unavailable.
-	a.send(`<iq to='comp.localhost' type='get' id='c0'><query xmlns='urn:example'/></iq>`)
-	if r := a.next(wait); r.errorCondition() != "service-unavailable" {
+	a.Send(`<iq to='comp.localhost' type='get' id='c0'><query xmlns='urn:example'/></iq>`)
+	if r := a.Next(wait); r.ErrorCondition() != "service-unavailable" {
 		t.Fatalf("component offline: %s", r)
 	}
 	c, err := s.component("comp.localhost", secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.send(`<iq to='comp.localhost' type='get' id='c1'><query xmlns='urn:example'/></iq>`)
-	q := c.next(wait)
-	if q.attr("from") != a.jid || q.attr("id") != "c1" {
+	a.Send(`<iq to='comp.localhost' type='get' id='c1'><query xmlns='urn:example'/></iq>`)
+	q := c.Next(wait)
+	if q.Attr("from") != a.JID || q.Attr("id") != "c1" {
 		t.Fatalf("component got %s", q)
 	}
-	c.send(`<iq from='comp.localhost' to='` + a.jid + `' type='result' id='c1'><query xmlns='urn:example'/></iq>`)
-	if r := a.next(wait); r.attr("type") != "result" || r.attr("from") != "comp.localhost" {
+	c.Send(`<iq from='comp.localhost' to='` + a.JID + `' type='result' id='c1'><query xmlns='urn:example'/></iq>`)
+	if r := a.Next(wait); r.Attr("type") != "result" || r.Attr("from") != "comp.localhost" {
 		t.Fatalf("client got %s", r)
 	}
-	a.send(`<presence/>`)
-	a.sync()
-	c.send(`<message from='bot@comp.localhost' to='alice@localhost' id='cm'><body>from component</body></message>`)
-	if m := a.next(wait); m.attr("from") != "bot@comp.localhost" || m.child("body").Text != "from component" {
+	a.Send(`<presence/>`)
+	a.Sync()
+	c.Send(`<message from='bot@comp.localhost' to='alice@localhost' id='cm'><body>from component</body></message>`)
+	if m := a.Next(wait); m.Attr("from") != "bot@comp.localhost" || m.Child("body").Text != "from component" {
 		t.Fatalf("client got %s", m)
 	}
-	a.send(`<message to='bot@comp.localhost' id='toc'><body>to component</body></message>`)
-	if m := c.next(wait); m.attr("from") != a.jid || m.attr("to") != "bot@comp.localhost" {
+	a.Send(`<message to='bot@comp.localhost' id='toc'><body>to component</body></message>`)
+	if m := c.Next(wait); m.Attr("from") != a.JID || m.Attr("to") != "bot@comp.localhost" {
 		t.Fatalf("component got %s", m)
 	}
 	// A component may not send from another domain: invalid-from ends its stream.
-	c.send(`<message from='alice@localhost' to='alice@localhost' id='spoof'><body>x</body></message>`)
+	c.Send(`<message from='alice@localhost' to='alice@localhost' id='spoof'><body>x</body></message>`)
 	select {
-	case e, ok := <-c.in:
+	case e, ok := <-c.In:
 		if ok {
 			t.Fatalf("component got %s, want its stream to end", e)
 		}
-		if err := <-c.errc; err == nil || !strings.Contains(err.Error(), "invalid-from") {
+		if err := <-c.Errc; err == nil || !strings.Contains(err.Error(), "invalid-from") {
 			t.Fatalf("component stream ended with %v", err)
 		}
 	case <-time.After(wait):
 		t.Fatal("spoofing component not disconnected")
 	}
-	a.expectNothing(200 * time.Millisecond)
+	a.ExpectNothing(200 * time.Millisecond)
 }
 
 func TestComponentHandshakeWire(t *testing.T) {
@@ -363,8 +363,8 @@ func TestBadInput(t *testing.T) {
 	s.addUser("alice", "a")
 	s.addUser("bob", "b")
 	bystander := s.client("bob", "b")
-	bystander.send(`<presence/>`)
-	bystander.sync()
+	bystander.Send(`<presence/>`)
+	bystander.Sync()
 
 	cases := []struct {
 		name, input, want string
@@ -397,13 +397,13 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("oversized after login", func(t *testing.T) {
 		a := s.client("alice", "a")
-		a.send(`<message to='bob@localhost'><body>` + strings.Repeat("y", 4096) + `</body></message>`)
+		a.Send(`<message to='bob@localhost'><body>` + strings.Repeat("y", 4096) + `</body></message>`)
 		select {
-		case _, ok := <-a.in:
+		case _, ok := <-a.In:
 			if ok {
 				t.Fatal("expected the stream to end")
 			}
-			if err := <-a.errc; err == nil || !strings.Contains(err.Error(), "policy-violation") {
+			if err := <-a.Errc; err == nil || !strings.Contains(err.Error(), "policy-violation") {
 				t.Fatalf("ended with %v", err)
 			}
 		case <-time.After(wait):
@@ -412,8 +412,8 @@ func TestBadInput(t *testing.T) {
 	})
 	// None of this disturbed another user.
 	a := s.client("alice", "a")
-	a.send(`<message to='bob@localhost' id='after' type='chat'><body>still here</body></message>`)
-	if m := bystander.next(wait); m.attr("id") != "after" {
+	a.Send(`<message to='bob@localhost' id='after' type='chat'><body>still here</body></message>`)
+	if m := bystander.Next(wait); m.Attr("id") != "after" {
 		t.Fatalf("bob got %s", m)
 	}
 }
@@ -424,11 +424,11 @@ func TestIdleTimeout(t *testing.T) {
 	a := s.client("alice", "a")
 	start := time.Now()
 	select {
-	case _, ok := <-a.in:
+	case _, ok := <-a.In:
 		if ok {
 			t.Fatal("expected the stream to end")
 		}
-		if err := <-a.errc; err == nil || !strings.Contains(err.Error(), "connection-timeout") {
+		if err := <-a.Errc; err == nil || !strings.Contains(err.Error(), "connection-timeout") {
 			t.Fatalf("ended with %v", err)
 		}
 	case <-time.After(wait):

@@ -1,0 +1,182 @@
+package actors
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// Cluster is what the router needs from the membership layer.
+type Cluster interface {
+	AddComponent(cluster.ComponentEntry)
+	RemoveComponent(cluster.ComponentEntry)
+	Remote(node string) (string, bool)
+	Owner(key string) cluster.Member
+}
+
+// routerActorName is the well-known name of every node's router actor, so that any node
+// can address any other's (actor.NewPID(remoteAddress, routerActorName)).
+const routerActorName = "router"
+
+// compRef is one connection of a component: a local session, or a session actor on
+// another node. key (node/actor id) identifies it cluster-wide.
+type compRef struct {
+	local *Session
+	pid   *actor.PID
+	key   string
+}
+
+func (c *compRef) send(r *Router, b []byte) {
+	if c.local != nil {
+		c.local.Send(b)
+		return
+	}
+	r.sys.Root.Send(c.pid, &pb.Deliver{Data: b})
+}
+
+// SetCluster gives the router the membership layer (after AttachCluster: the cluster
+// needs the router as its listener, the router needs the cluster).
+func (r *Router) SetCluster(c Cluster) { r.cluster = c }
+
+// AttachCluster spawns the router actor that other nodes send to. Call it once, before
+// any connection is served.
+func (r *Router) AttachCluster(c Cluster) error {
+	if c != nil {
+		r.cluster = c
+	}
+	pid, err := r.sys.Root.SpawnNamed(actor.PropsFromFunc(r.receive), routerActorName)
+	if err != nil {
+		return err
+	}
+	r.self = pid
+	return nil
+}
+
+// receive handles what other nodes send to this node's router actor.
+func (r *Router) receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *pb.DelegationReply:
+		env, err := delegation.ParseStanza(m.Stanza)
+		if err != nil {
+			return
+		}
+		if h := r.hosts[env.To]; h != nil {
+			r.managingReply(h, env)
+		}
+	}
+}
+
+func (r *Router) sendToNode(node string, msg any) {
+	if r.cluster == nil {
+		return
+	}
+	if node == r.nodeID {
+		r.sys.Root.Send(r.self, msg)
+		return
+	}
+	addr, ok := r.cluster.Remote(node)
+	if !ok {
+		r.log.Debug("message for a node that is gone", "node", node)
+		return
+	}
+	r.sys.Root.Send(actor.NewPID(addr, routerActorName), msg)
+}
+
+func (r *Router) entry(s *Session) cluster.ComponentEntry {
+	return cluster.ComponentEntry{Domain: s.Bare, Node: r.nodeID, Address: r.sys.Address(), PID: s.pid.Id}
+}
+
+// removeComponent withdraws a local component connection and fails its pending IQs.
+func (r *Router) removeComponent(s *Session) {
+	key := r.nodeID + "/" + s.pid.Id
+	r.removeComponentRef(s.Bare, key)
+	if r.cluster != nil {
+		r.cluster.RemoveComponent(r.entry(s))
+	}
+	r.failVia(key)
+}
+
+// publishComponent announces a local component connection to the cluster.
+func (r *Router) publishComponent(s *Session) {
+	if r.cluster != nil {
+		r.cluster.AddComponent(r.entry(s))
+	}
+}
+
+// ComponentsChanged applies the directory's news about other nodes' component sessions:
+// new ones share the load (and are asked for disco nesting from here, so the answers are
+// known on every node); gone ones fail the IQs this node had sent them.
+func (r *Router) ComponentsChanged(added, removed []cluster.ComponentEntry) {
+	for _, e := range removed {
+		if e.Node == r.nodeID {
+			continue
+		}
+		if r.removeComponentRef(e.Domain, e.Key()) {
+			r.log.Info("remote component session gone", "component", e.Domain, "node", e.Node)
+		}
+		r.failVia(e.Key())
+	}
+	for _, e := range added {
+		if e.Node == r.nodeID {
+			continue
+		}
+		ref := &compRef{pid: actor.NewPID(e.Address, e.PID), key: e.Key()}
+		r.addComponentRef(e.Domain, ref)
+		r.log.Info("remote component session", "component", e.Domain, "node", e.Node)
+		if r.deleg == nil {
+			continue
+		}
+		dns := r.componentOpts(e.Domain).DelegationNS
+		for _, host := range r.sortedHosts() {
+			for _, rule := range r.deleg.Rules.Table(host).For(e.Domain) {
+				r.discoNest(ref, host, e.Domain, dns, rule.Namespace)
+			}
+		}
+	}
+}
+
+// MembersChanged is told about membership; users move owners (see users.go).
+func (r *Router) MembersChanged(members []cluster.Member, left []string) {
+	r.membersChanged(members, left)
+}
+
+// remoteMessage handles what a session actor receives from other nodes.
+func (s *Session) remoteMessage(m any) bool {
+	switch m := m.(type) {
+	case *pb.Deliver:
+		if s.closed.Load() {
+			return true
+		}
+		if _, err := s.w.Write(m.Data); err != nil {
+			s.abort()
+			return true
+		}
+		if s.queued.Load() == 0 {
+			s.flush()
+		}
+		return true
+	case *pb.CloseStream:
+		var se *xmpp.StreamError
+		if m.Condition != "" {
+			se = &xmpp.StreamError{Condition: m.Condition, Text: m.Text}
+		}
+		s.handle(&closeStream{err: se})
+		return true
+	}
+	return false
+}
+
+// Counts returns how many client and component sessions this node holds.
+func (r *Router) Counts() (clients, components int) {
+	for _, s := range r.allSessions() {
+		if s.Kind == KindC2S {
+			clients++
+		} else {
+			components++
+		}
+	}
+	return clients, components
+}

@@ -1,0 +1,459 @@
+// Package cluster is Switchboard's membership and shared directory: memberlist finds the
+// nodes (node id and actor-remoting address in each node's metadata), and the small
+// directory of component sessions is kept on every node, pushed to every member on each
+// change and reconciled by memberlist's push/pull anti-entropy. User sessions are not
+// gossiped: each bare JID has an owner node chosen by rendezvous hashing over the live
+// members (Owner), which keeps that user's resource table.
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Config of the membership layer.
+type Config struct {
+	NodeID        string
+	Bind          string // memberlist host:port
+	Advertise     string // optional host:port announced instead of Bind
+	Remote        string // this node's actor remoting address, announced in metadata
+	Admin         string // this node's admin HTTP address, announced in metadata
+	Join          []string
+	ProbeInterval time.Duration
+	SuspicionMult int
+}
+
+// Member is one live node.
+type Member struct {
+	ID     string `json:"id"`
+	Gossip string `json:"gossip"`
+	Remote string `json:"remote"`
+	Admin  string `json:"admin"`
+	State  string `json:"state"`
+}
+
+// ComponentEntry is one connected component session somewhere in the cluster.
+type ComponentEntry struct {
+	Domain  string `json:"domain"`
+	Node    string `json:"node"`
+	Address string `json:"address"` // actor remoting address of the node
+	PID     string `json:"pid"`     // session actor id on that node
+}
+
+// Key identifies the session cluster-wide.
+func (e ComponentEntry) Key() string { return e.Node + "/" + e.PID }
+
+// Listener is told about directory and membership changes (on memberlist's goroutines:
+// it must not block).
+type Listener interface {
+	ComponentsChanged(added, removed []ComponentEntry)
+	MembersChanged(members []Member, left []string)
+}
+
+type meta struct {
+	ID     string `json:"id"`
+	Remote string `json:"remote"`
+	Admin  string `json:"admin"`
+}
+
+// nodeState is what one node says about its own component sessions. (Incarnation,
+// Version) orders states: a restarted node starts a new incarnation.
+type nodeState struct {
+	Node        string           `json:"node"`
+	Incarnation int64            `json:"inc"`
+	Version     uint64           `json:"ver"`
+	Components  []ComponentEntry `json:"components"`
+}
+
+func (s nodeState) newer(o nodeState) bool {
+	if s.Incarnation != o.Incarnation {
+		return s.Incarnation > o.Incarnation
+	}
+	return s.Version > o.Version
+}
+
+// Cluster is this node's view of the cluster.
+type Cluster struct {
+	cfg      Config
+	log      *slog.Logger
+	listener Listener
+	ml       *memberlist.Memberlist
+
+	mu      sync.RWMutex
+	members map[string]Member
+	own     nodeState
+	states  map[string]nodeState // other nodes
+	stopped chan struct{}
+	wg      sync.WaitGroup
+}
+
+// New prepares the membership layer; Start joins.
+func New(cfg Config, l Listener, log *slog.Logger) *Cluster {
+	return &Cluster{
+		cfg: cfg, log: log.With("subsystem", "cluster"), listener: l,
+		members: make(map[string]Member),
+		own:     nodeState{Node: cfg.NodeID, Incarnation: time.Now().UnixNano()},
+		states:  make(map[string]nodeState),
+		stopped: make(chan struct{}),
+	}
+}
+
+// Start creates the memberlist and keeps trying to join the seeds in the background until
+// at least one answers (a node that starts first simply forms the cluster).
+func (c *Cluster) Start(ctx context.Context) error {
+	host, port, err := splitHostPort(c.cfg.Bind)
+	if err != nil {
+		return fmt.Errorf("cluster.bind: %w", err)
+	}
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name = c.cfg.NodeID
+	mc.BindAddr, mc.BindPort = host, port
+	if c.cfg.Advertise != "" {
+		ah, ap, err := splitHostPort(c.cfg.Advertise)
+		if err != nil {
+			return fmt.Errorf("cluster.advertise: %w", err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
+	}
+	if c.cfg.ProbeInterval > 0 {
+		mc.ProbeInterval = c.cfg.ProbeInterval
+	}
+	if c.cfg.SuspicionMult > 0 {
+		mc.SuspicionMult = c.cfg.SuspicionMult
+	}
+	mc.PushPullInterval = 5 * time.Second
+	mc.Delegate = (*delegate)(c)
+	mc.Events = (*events)(c)
+	mc.Logger = log.New(io.Discard, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("memberlist: %w", err)
+	}
+	c.ml = ml
+	if len(c.cfg.Join) > 0 {
+		c.wg.Add(1)
+		go c.joinLoop()
+	}
+	return nil
+}
+
+func (c *Cluster) joinLoop() {
+	defer c.wg.Done()
+	backoff := 200 * time.Millisecond
+	for {
+		n, err := c.ml.Join(c.cfg.Join)
+		if n > 0 {
+			c.log.Info("joined the cluster", "seeds", c.cfg.Join, "contacted", n)
+			return
+		}
+		c.log.Warn("cannot join the cluster yet, retrying", "seeds", c.cfg.Join, "err", err)
+		select {
+		case <-c.stopped:
+			return
+		case <-time.After(backoff):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+// Stop leaves the cluster cleanly (others drop this node at once rather than after the
+// failure-detection time) and shuts memberlist down.
+func (c *Cluster) Stop(timeout time.Duration) {
+	select {
+	case <-c.stopped:
+		return
+	default:
+		close(c.stopped)
+	}
+	c.wg.Wait()
+	if c.ml != nil {
+		_ = c.ml.Leave(timeout)
+		_ = c.ml.Shutdown()
+	}
+}
+
+// Members returns the live members (this node included), sorted by id.
+func (c *Cluster) Members() []Member {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]Member, 0, len(c.members))
+	for _, m := range c.members {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Remote returns a member's remoting address.
+func (c *Cluster) Remote(node string) (string, bool) {
+	c.mu.RLock()
+	m, ok := c.members[node]
+	c.mu.RUnlock()
+	return m.Remote, ok
+}
+
+// Owner is the node owning a key (a bare JID): highest rendezvous hash over live members.
+func (c *Cluster) Owner(key string) Member {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return ownerOf(c.members, key)
+}
+
+func ownerOf(members map[string]Member, key string) Member {
+	var best Member
+	var bestH uint64
+	for id, m := range members {
+		h := fnv.New64a()
+		_, _ = io.WriteString(h, id)
+		_, _ = h.Write([]byte{0})
+		_, _ = io.WriteString(h, key)
+		v := mix(h.Sum64())
+		if best.ID == "" || v > bestH || (v == bestH && id < best.ID) {
+			best, bestH = m, v
+		}
+	}
+	return best
+}
+
+// mix is a 64-bit finalizer so that nearby FNV values spread evenly.
+func mix(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+// AddComponent publishes a local component session.
+func (c *Cluster) AddComponent(e ComponentEntry) {
+	c.mu.Lock()
+	c.own.Components = append(c.own.Components, e)
+	c.own.Version++
+	st := c.copyOwn()
+	c.mu.Unlock()
+	c.publish(st)
+}
+
+// RemoveComponent withdraws a local component session.
+func (c *Cluster) RemoveComponent(e ComponentEntry) {
+	c.mu.Lock()
+	out := c.own.Components[:0]
+	for _, o := range c.own.Components {
+		if o.Key() != e.Key() {
+			out = append(out, o)
+		}
+	}
+	c.own.Components = out
+	c.own.Version++
+	st := c.copyOwn()
+	c.mu.Unlock()
+	c.publish(st)
+}
+
+func (c *Cluster) copyOwn() nodeState {
+	st := c.own
+	st.Components = append([]ComponentEntry(nil), c.own.Components...)
+	return st
+}
+
+// RemoteComponents returns every component session on other nodes.
+func (c *Cluster) RemoteComponents() []ComponentEntry {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []ComponentEntry
+	for _, st := range c.states {
+		out = append(out, st.Components...)
+	}
+	return out
+}
+
+// publish sends this node's state to every member over memberlist's reliable channel.
+func (c *Cluster) publish(st nodeState) {
+	if c.ml == nil {
+		return
+	}
+	b, err := json.Marshal([]nodeState{st})
+	if err != nil {
+		return
+	}
+	for _, n := range c.ml.Members() {
+		if n.Name == c.cfg.NodeID {
+			continue
+		}
+		go func(n *memberlist.Node) {
+			if err := c.ml.SendReliable(n, b); err != nil {
+				c.log.Debug("directory push failed (push/pull will repair it)", "to", n.Name, "err", err)
+			}
+		}(n)
+	}
+}
+
+// merge applies states received from another node.
+func (c *Cluster) merge(states []nodeState) {
+	var added, removed []ComponentEntry
+	c.mu.Lock()
+	for _, st := range states {
+		if st.Node == c.cfg.NodeID {
+			continue
+		}
+		if _, alive := c.members[st.Node]; !alive {
+			continue // a stale copy of a node that left
+		}
+		old, known := c.states[st.Node]
+		if known && !st.newer(old) {
+			continue
+		}
+		a, r := diff(old.Components, st.Components)
+		added, removed = append(added, a...), append(removed, r...)
+		c.states[st.Node] = st
+	}
+	c.mu.Unlock()
+	if len(added)+len(removed) > 0 && c.listener != nil {
+		c.listener.ComponentsChanged(added, removed)
+	}
+}
+
+func diff(old, new []ComponentEntry) (added, removed []ComponentEntry) {
+	o := map[string]bool{}
+	for _, e := range old {
+		o[e.Key()] = true
+	}
+	n := map[string]bool{}
+	for _, e := range new {
+		n[e.Key()] = true
+		if !o[e.Key()] {
+			added = append(added, e)
+		}
+	}
+	for _, e := range old {
+		if !n[e.Key()] {
+			removed = append(removed, e)
+		}
+	}
+	return added, removed
+}
+
+func (c *Cluster) snapshot() []nodeState {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := []nodeState{c.copyOwn()}
+	for _, st := range c.states {
+		out = append(out, st)
+	}
+	return out
+}
+
+func (c *Cluster) memberJoined(n *memberlist.Node) {
+	var m meta
+	if err := json.Unmarshal(n.Meta, &m); err != nil || m.ID == "" {
+		m.ID = n.Name
+	}
+	c.mu.Lock()
+	c.members[n.Name] = Member{ID: n.Name, Gossip: n.Address(), Remote: m.Remote, Admin: m.Admin, State: "alive"}
+	members := c.membersLocked()
+	c.mu.Unlock()
+	c.log.Info("member up", "member", n.Name, "gossip", n.Address(), "remote", m.Remote)
+	if c.listener != nil {
+		c.listener.MembersChanged(members, nil)
+	}
+	if n.Name != c.cfg.NodeID {
+		// Tell the newcomer what we have at once (push/pull would, later).
+		c.mu.RLock()
+		st := c.copyOwn()
+		c.mu.RUnlock()
+		if b, err := json.Marshal([]nodeState{st}); err == nil && c.ml != nil {
+			go func() { _ = c.ml.SendReliable(n, b) }()
+		}
+	}
+}
+
+func (c *Cluster) memberLeft(n *memberlist.Node) {
+	c.mu.Lock()
+	delete(c.members, n.Name)
+	st := c.states[n.Name]
+	delete(c.states, n.Name)
+	members := c.membersLocked()
+	c.mu.Unlock()
+	c.log.Warn("member gone", "member", n.Name)
+	if c.listener != nil {
+		if len(st.Components) > 0 {
+			c.listener.ComponentsChanged(nil, st.Components)
+		}
+		c.listener.MembersChanged(members, []string{n.Name})
+	}
+}
+
+func (c *Cluster) membersLocked() []Member {
+	out := make([]Member, 0, len(c.members))
+	for _, m := range c.members {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+type delegate Cluster
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(meta{ID: d.cfg.NodeID, Remote: d.cfg.Remote, Admin: d.cfg.Admin})
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	var states []nodeState
+	if err := json.Unmarshal(b, &states); err != nil {
+		return
+	}
+	(*Cluster)(d).merge(states)
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+func (d *delegate) LocalState(join bool) []byte {
+	b, _ := json.Marshal((*Cluster)(d).snapshot())
+	return b
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	d.NotifyMsg(buf)
+}
+
+type events Cluster
+
+func (e *events) NotifyJoin(n *memberlist.Node)   { (*Cluster)(e).memberJoined(n) }
+func (e *events) NotifyLeave(n *memberlist.Node)  { (*Cluster)(e).memberLeft(n) }
+func (e *events) NotifyUpdate(n *memberlist.Node) { (*Cluster)(e).memberJoined(n) }
+
+func splitHostPort(addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, errors.New("bad port " + p)
+	}
+	if ips, err := net.LookupHost(h); err == nil && len(ips) > 0 && net.ParseIP(h) == nil {
+		h = ips[0]
+	}
+	return h, port, nil
+}

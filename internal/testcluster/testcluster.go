@@ -1,0 +1,311 @@
+// Package testcluster runs real multi-node Switchboard clusters for tests: every node is a
+// subprocess (the test binary re-executed in node mode), on its own 127.0.0.x address,
+// against one real etcd embedded in the test process. Subprocesses keep protoactor's
+// gRPC remoting and etcd's gRPC client in different processes (DESIGN.md §Cluster: the
+// global gRPC logger race), and let a test kill -9 a node.
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/switchboard-im/switchboard/accounts"
+	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/config"
+	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/node"
+)
+
+const nodeEnv = "SB_TESTCLUSTER_NODE_CONFIG"
+
+// Main is the TestMain of a package using testcluster: in node mode it runs one node
+// (until SIGTERM) instead of the tests; otherwise it starts the shared etcd and runs m.
+func Main(m *testing.M) {
+	if path := os.Getenv(nodeEnv); path != "" {
+		os.Exit(runNode(path))
+	}
+	dir, err := os.MkdirTemp("", "sb-testcluster-etcd-*")
+	if err != nil {
+		panic(err)
+	}
+	client, _ := etcdx.FreeAddr("127.0.0.1")
+	peer, _ := etcdx.FreeAddr("127.0.0.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	emb, err := etcdx.StartEmbedded(ctx, etcdx.EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer, Name: "testcluster"},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cancel()
+	if err != nil {
+		panic(err)
+	}
+	etcdEndpoints = emb.Endpoints()
+	code := m.Run()
+	emb.Stop()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var etcdEndpoints []string
+
+func runNode(path string) int {
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}))
+	n := node.New(cfg, log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := n.Start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "start:", err)
+		return 1
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = n.Stop(sctx)
+	return 0
+}
+
+// Node is one subprocess node.
+type Node struct {
+	ID                                    string
+	IP                                    string
+	C2S, Component, Admin, Gossip, Remote string
+	cfg                                   *config.Config
+	cfgPath                               string
+	cmd                                   *exec.Cmd
+	done                                  chan struct{}
+	logs                                  *lockedBuffer
+}
+
+// Cluster is a running test cluster.
+type Cluster struct {
+	t      *testing.T
+	Nodes  []*Node
+	Prefix string
+	Store  *accounts.Store
+}
+
+// Start runs n nodes on 127.0.0.(11..) with a fast failure detector; mutate adjusts each
+// node's config (hosts, components, delegations...).
+func Start(t *testing.T, n int, mutate func(i int, c *config.Config)) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Prefix: fmt.Sprintf("/sbcluster/%s/%d", filepath.Base(t.Name()), time.Now().UnixNano())}
+	dir := t.TempDir()
+	for i := 0; i < n; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", 11+i)
+		nd := &Node{ID: fmt.Sprintf("node%d", i+1), IP: ip}
+		nd.C2S, nd.Component, nd.Admin = free(t, ip), free(t, ip), free(t, ip)
+		nd.Gossip, nd.Remote = free(t, ip), free(t, ip)
+		c.Nodes = append(c.Nodes, nd)
+	}
+	for i, nd := range c.Nodes {
+		cfg := config.Default()
+		cfg.Node.ID = nd.ID
+		cfg.Node.DataDir = filepath.Join(dir, nd.ID)
+		cfg.Listen = config.ListenConfig{C2S: nd.C2S, C2STLS: "", Component: nd.Component, Admin: nd.Admin}
+		cfg.Etcd.Endpoints = etcdEndpoints
+		cfg.Etcd.Prefix = c.Prefix
+		cfg.Cluster.Bind, cfg.Cluster.Remote = nd.Gossip, nd.Remote
+		cfg.Cluster.Join = []string{c.Nodes[0].Gossip}
+		cfg.Cluster.ProbeInterval = config.Duration(200 * time.Millisecond)
+		cfg.Cluster.SuspicionMult = 2
+		cfg.Log.Level = "info"
+		if mutate != nil {
+			mutate(i, cfg)
+		}
+		b, err := yaml.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.cfg = cfg
+		nd.cfgPath = filepath.Join(dir, nd.ID+".yaml")
+		if err := os.WriteFile(nd.cfgPath, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range c.Nodes {
+		c.StartNode(i)
+	}
+	t.Cleanup(func() {
+		for i := range c.Nodes {
+			c.Kill(i)
+		}
+		for _, nd := range c.Nodes {
+			// Nodes run the test binary: under -race their reports land in their logs.
+			if strings.Contains(nd.logs.String(), "WARNING: DATA RACE") {
+				t.Errorf("%s: data race reported", nd.ID)
+			}
+		}
+		if t.Failed() {
+			for _, nd := range c.Nodes {
+				t.Logf("---- %s log ----\n%s", nd.ID, nd.logs.String())
+			}
+		}
+	})
+	for i := range c.Nodes {
+		c.WaitReady(i)
+	}
+	for i := range c.Nodes {
+		c.WaitMembers(i, n)
+	}
+	cli, err := etcdx.Connect(context.Background(), etcdEndpoints, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	c.Store = accounts.New(cli, c.Prefix)
+	return c
+}
+
+// Etcd returns the shared etcd's endpoints.
+func Etcd() []string { return etcdEndpoints }
+
+func free(t *testing.T, ip string) string {
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s (loopback aliases 127.0.0.x are needed): %v", ip, err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// StartNode (re)starts node i as a subprocess.
+func (c *Cluster) StartNode(i int) {
+	nd := c.Nodes[i]
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), nodeEnv+"="+nd.cfgPath)
+	if nd.logs == nil {
+		nd.logs = &lockedBuffer{}
+	}
+	fmt.Fprintf(nd.logs, "==== start %s\n", time.Now().Format(time.RFC3339Nano))
+	cmd.Stdout, cmd.Stderr = nd.logs, nd.logs
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	nd.cmd = cmd
+	nd.done = make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(nd.done)
+}
+
+// Kill ends node i with SIGKILL (no goodbye to the cluster).
+func (c *Cluster) Kill(i int) {
+	nd := c.Nodes[i]
+	if nd.cmd == nil {
+		return
+	}
+	_ = nd.cmd.Process.Kill()
+	<-nd.done
+	nd.cmd = nil
+}
+
+// Stop ends node i gracefully (SIGTERM) and waits for it.
+func (c *Cluster) Stop(i int) {
+	nd := c.Nodes[i]
+	if nd.cmd == nil {
+		return
+	}
+	_ = nd.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-nd.done:
+	case <-time.After(20 * time.Second):
+		c.t.Errorf("%s did not stop after SIGTERM", nd.ID)
+		_ = nd.cmd.Process.Kill()
+		<-nd.done
+	}
+	nd.cmd = nil
+}
+
+// WaitReady waits for node i's /readyz.
+func (c *Cluster) WaitReady(i int) {
+	c.t.Helper()
+	nd := c.Nodes[i]
+	c.Eventually(60*time.Second, nd.ID+" ready", func() bool {
+		resp, err := http.Get("http://" + nd.Admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// Members returns what node i's admin API says about the cluster.
+func (c *Cluster) Members(i int) ([]cluster.Member, error) {
+	resp, err := http.Get("http://" + c.Nodes[i].Admin + "/cluster/members")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var ms []cluster.Member
+	return ms, json.NewDecoder(resp.Body).Decode(&ms)
+}
+
+// WaitMembers waits until node i sees n members.
+func (c *Cluster) WaitMembers(i, n int) {
+	c.t.Helper()
+	c.Eventually(30*time.Second, fmt.Sprintf("%s to see %d members", c.Nodes[i].ID, n), func() bool {
+		ms, err := c.Members(i)
+		return err == nil && len(ms) == n
+	})
+}
+
+// AddUser stores an account in the cluster's etcd.
+func (c *Cluster) AddUser(local, password string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Store.Add(ctx, "localhost", local, password, 4096); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Eventually polls cond until it holds or d passes.
+func (c *Cluster) Eventually(d time.Duration, what string, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Logs returns node i's output so far.
+func (c *Cluster) Logs(i int) string { return c.Nodes[i].logs.String() }
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
