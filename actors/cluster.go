@@ -1,6 +1,9 @@
 package actors
 
 import (
+	"fmt"
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
@@ -66,6 +69,8 @@ func (r *Router) receive(ctx actor.Context) {
 		if h := r.hosts[env.To]; h != nil {
 			r.managingReply(h, env)
 		}
+	default:
+		r.receiveUser(ctx, m)
 	}
 }
 
@@ -83,6 +88,16 @@ func (r *Router) sendToNode(node string, msg any) {
 		return
 	}
 	r.sys.Root.Send(actor.NewPID(addr, routerActorName), msg)
+}
+
+// requestNode sends msg to another node's router actor and waits for its answer.
+func (r *Router) requestNode(node string, msg any, timeout time.Duration) error {
+	addr, ok := r.cluster.Remote(node)
+	if !ok {
+		return fmt.Errorf("node %s is gone", node)
+	}
+	_, err := r.sys.Root.RequestFuture(actor.NewPID(addr, routerActorName), msg, timeout).Result()
+	return err
 }
 
 func (r *Router) entry(s *Session) cluster.ComponentEntry {
@@ -160,6 +175,9 @@ func (s *Session) remoteMessage(m any) bool {
 		return true
 	case *pb.CloseStream:
 		var se *xmpp.StreamError
+		if m.Condition == "conflict" {
+			s.replaced.Store(true)
+		}
 		if m.Condition != "" {
 			se = &xmpp.StreamError{Condition: m.Condition, Text: m.Text}
 		}

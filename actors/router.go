@@ -48,7 +48,8 @@ type Router struct {
 	hosts map[string]*Host
 
 	seed   maphash.Seed
-	shards [64]userShard
+	shards [64]userShard  // local client sessions
+	owned  [64]ownerShard // owner tables of the users this node owns
 
 	cmu        sync.RWMutex
 	components map[string]*componentSet
@@ -112,6 +113,7 @@ func NewRouter(c Config) *Router {
 	}
 	for i := range r.shards {
 		r.shards[i].users = make(map[string]map[string]*Session)
+		r.owned[i].users = make(map[string]map[string]*resEntry)
 	}
 	for _, d := range c.Hosts {
 		h := &Host{Domain: d, router: r}
@@ -159,8 +161,10 @@ func (r *Router) allSessions() []*Session {
 func (r *Router) IsHost(domain string) bool { _, ok := r.hosts[domain]; return ok }
 
 func (r *Router) shard(bare string) *userShard {
-	return &r.shards[maphash.String(r.seed, bare)%uint64(len(r.shards))]
+	return &r.shards[hashString(r.seed, bare)%uint64(len(r.shards))]
 }
+
+func hashString(seed maphash.Seed, s string) uint64 { return maphash.String(seed, s) }
 
 // newSession spawns the session's writer actor.
 func (r *Router) newSession(kind SessionKind, c *xmpp.Conn) *Session {
@@ -175,63 +179,6 @@ func (r *Router) newSession(kind SessionKind, c *xmpp.Conn) *Session {
 func (r *Router) stopSession(s *Session) {
 	s.Close(nil)
 	r.sys.Root.Poison(s.pid)
-}
-
-// bindUser registers a bound client session; a session already bound to the same full
-// JID is replaced and told so with a conflict stream error (RFC 6120 §7.7.2.2).
-func (r *Router) bindUser(s *Session) {
-	sh := r.shard(s.Bare)
-	sh.mu.Lock()
-	res := sh.users[s.Bare]
-	if res == nil {
-		res = make(map[string]*Session)
-		sh.users[s.Bare] = res
-	}
-	old := res[s.Res]
-	res[s.Res] = s
-	sh.mu.Unlock()
-	if old != nil {
-		old.replaced.Store(true)
-		r.goOffline(old)
-		old.Close(&xmpp.StreamError{Condition: "conflict", Text: "replaced by a new session"})
-	}
-}
-
-// unbindUser removes a client session if it is still the one registered.
-func (r *Router) unbindUser(s *Session) {
-	sh := r.shard(s.Bare)
-	sh.mu.Lock()
-	if res := sh.users[s.Bare]; res != nil && res[s.Res] == s {
-		delete(res, s.Res)
-		if len(res) == 0 {
-			delete(sh.users, s.Bare)
-		}
-	}
-	sh.mu.Unlock()
-}
-
-func (r *Router) lookupFull(bare, res string) *Session {
-	sh := r.shard(bare)
-	sh.mu.RLock()
-	s := sh.users[bare][res]
-	sh.mu.RUnlock()
-	return s
-}
-
-// resources returns a snapshot of a user's sessions.
-func (r *Router) resources(bare string) []*Session {
-	sh := r.shard(bare)
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	res := sh.users[bare]
-	if len(res) == 0 {
-		return nil
-	}
-	out := make([]*Session, 0, len(res))
-	for _, s := range res {
-		out = append(out, s)
-	}
-	return out
 }
 
 func (r *Router) addComponent(s *Session) {
@@ -345,7 +292,7 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 			r.accounts.Exists(domain, to.Localpart()) && r.delegateIQ(h, sender, from, to.Bare().String(), env) {
 			return
 		}
-		r.toUser(h, sender, from, to, toStr, env)
+		r.toUser(h, sender, from, to.Bare().String(), to.Resourcepart(), toStr, env)
 		return
 	}
 	if c, ok := r.pickComponent(domain, bareOf(from)); ok {
@@ -376,186 +323,6 @@ func bareOf(j string) string {
 func (r *Router) stamp(env *xmpp.Envelope, from, to string) []byte {
 	if env.From == from && env.To == to {
 		return env.Raw
-	}
-	return env.Rewrite(from, to)
-}
-
-func (r *Router) toUser(h *Host, sender *Session, from string, to jid.JID, toStr string, env *xmpp.Envelope) {
-	bare := to.Bare().String()
-	if res := to.Resourcepart(); res != "" {
-		if s := r.lookupFull(bare, res); s != nil {
-			s.Send(r.stamp(env, from, toStr))
-			if env.Kind == xmpp.KindPresence && sender.Kind == KindC2S {
-				r.trackDirected(sender, toStr, env)
-			}
-			return
-		}
-		// RFC 6121 §8.5.3.2: no such resource.
-		switch env.Kind {
-		case xmpp.KindIQ:
-			r.bounce(sender, env, toStr, from, xmpp.ErrServiceUnavailable)
-			return
-		case xmpp.KindPresence:
-			return
-		}
-		if env.Type == "groupchat" {
-			r.bounce(sender, env, toStr, from, xmpp.ErrServiceUnavailable)
-			return
-		}
-		// message: handled as if sent to the bare JID
-	}
-	switch env.Kind {
-	case xmpp.KindIQ:
-		h.serveIQ(sender, from, bare, env)
-	case xmpp.KindMessage:
-		r.messageToBare(sender, from, bare, toStr, env)
-	case xmpp.KindPresence:
-		if env.Type == "probe" {
-			return // no roster yet: nothing to answer a probe with
-		}
-		for _, s := range r.resources(bare) {
-			if s.available.Load() {
-				s.Send(r.stamp(env, from, bare))
-			}
-		}
-		if sender.Kind == KindC2S {
-			r.trackDirected(sender, bare, env)
-		}
-	}
-}
-
-// messageToBare applies RFC 6121 §8.5.2: highest-priority non-negative resources (all of
-// them for headlines); nobody online → service-unavailable (no offline storage).
-func (r *Router) messageToBare(sender *Session, from, bare, toStr string, env *xmpp.Envelope) {
-	if env.Type == "groupchat" {
-		r.bounce(sender, env, toStr, from, xmpp.ErrServiceUnavailable)
-		return
-	}
-	var targets []*Session
-	best := int32(-1)
-	for _, s := range r.resources(bare) {
-		if !s.available.Load() {
-			continue
-		}
-		p := s.priority.Load()
-		if p < 0 {
-			continue
-		}
-		switch {
-		case env.Type == "headline":
-			targets = append(targets, s)
-		case p > best:
-			best = p
-			targets = append(targets[:0], s)
-		case p == best:
-			targets = append(targets, s)
-		}
-	}
-	if len(targets) == 0 {
-		r.bounce(sender, env, toStr, from, xmpp.ErrServiceUnavailable)
-		return
-	}
-	for _, s := range targets {
-		s.Send(r.stamp(env, from, env.To))
-	}
-}
-
-func (r *Router) trackDirected(sender *Session, to string, env *xmpp.Envelope) {
-	switch env.Type {
-	case "":
-		sender.addDirected(to)
-	case "unavailable":
-		sender.removeDirected(to)
-	}
-}
-
-// broadcastPresence handles presence without 'to' (RFC 6121 §4.2, §4.4): the session's
-// availability changes and the user's other available resources are told. With no
-// roster yet, there are no contacts to broadcast to.
-func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
-	switch env.Type {
-	case "":
-		s.priority.Store(parsePriority(env))
-		data := r.stamp(env, s.Full, "")
-		first := !s.available.Swap(true)
-		s.lastPresence.Store(&data)
-		for _, o := range r.resources(s.Bare) {
-			if o == s || !o.available.Load() {
-				continue
-			}
-			o.Send(env.Rewrite(s.Full, o.Full))
-			if first {
-				if p := o.lastPresence.Load(); p != nil {
-					s.Send(presenceFrom(*p, o.Full, s.Full))
-				}
-			}
-		}
-	case "unavailable":
-		if !s.available.Load() {
-			return
-		}
-		r.goOfflineWith(s, env)
-	}
-}
-
-// goOffline sends unavailable presence for a session that ends or is replaced.
-func (r *Router) goOffline(s *Session) {
-	if s.Kind != KindC2S {
-		return
-	}
-	r.goOfflineWith(s, nil)
-}
-
-func (r *Router) goOfflineWith(s *Session, env *xmpp.Envelope) {
-	wasAvailable := s.available.Swap(false)
-	s.lastPresence.Store(nil)
-	unavailable := func(to string) []byte {
-		if env != nil {
-			return env.Rewrite(s.Full, to)
-		}
-		return []byte("<presence type='unavailable' from='" + xmpp.Escape(s.Full) + "' to='" + xmpp.Escape(to) + "'/>")
-	}
-	if wasAvailable {
-		for _, o := range r.resources(s.Bare) {
-			if o != s && o.available.Load() {
-				o.Send(unavailable(o.Full))
-			}
-		}
-	}
-	for _, to := range s.takeDirected() {
-		j, err := jid.Parse(to)
-		if err != nil {
-			continue
-		}
-		if h := r.hosts[j.Domainpart()]; h != nil && j.Localpart() != "" {
-			if j.Resourcepart() != "" {
-				if t := r.lookupFull(j.Bare().String(), j.Resourcepart()); t != nil {
-					t.Send(unavailable(to))
-				}
-				continue
-			}
-			for _, t := range r.resources(to) {
-				if t.available.Load() {
-					t.Send(unavailable(to))
-				}
-			}
-			continue
-		}
-		if c, ok := r.pickComponent(j.Domainpart(), s.Bare); ok {
-			c.send(r, unavailable(to))
-		}
-	}
-}
-
-// presenceFrom readdresses a stored presence stanza.
-func presenceFrom(raw []byte, from, to string) []byte {
-	rd := xmpp.NewReader(strings.NewReader("<stream:stream xmlns='jabber:client' xmlns:stream='"+xmpp.NSStream+"'>"+string(raw)), len(raw)+4096)
-	if _, err := rd.ReadHeader(); err != nil {
-		return nil
-	}
-	env, err := rd.Next()
-	if err != nil {
-		return nil
 	}
 	return env.Rewrite(from, to)
 }

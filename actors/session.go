@@ -53,6 +53,7 @@ type Session struct {
 	replaced     atomic.Bool
 	priority     atomic.Int32
 	lastPresence atomic.Pointer[[]byte]
+	owner        atomic.Pointer[string] // the node its owner registration went to
 	dmu          sync.Mutex
 	directed     map[string]struct{}
 }

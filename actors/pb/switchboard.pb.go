@@ -540,6 +540,44 @@ func (x *UserPresence) GetSession() *Ref {
 	return nil
 }
 
+// Ack answers a request that needs confirmation (UserRegister at bind time: the bind
+// result is sent only once the owner knows the session).
+type Ack struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ack) Reset() {
+	*x = Ack{}
+	mi := &file_switchboard_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ack) ProtoMessage() {}
+
+func (x *Ack) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ack.ProtoReflect.Descriptor instead.
+func (*Ack) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{8}
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -581,7 +619,8 @@ const file_switchboard_proto_rawDesc = "" +
 	"\tavailable\x18\x03 \x01(\bR\tavailable\x12\x1a\n" +
 	"\bpriority\x18\x04 \x01(\x05R\bpriority\x12\x1a\n" +
 	"\bpresence\x18\x05 \x01(\fR\bpresence\x12-\n" +
-	"\asession\x18\x06 \x01(\v2\x13.switchboard.v1.RefR\asessionB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
+	"\asession\x18\x06 \x01(\v2\x13.switchboard.v1.RefR\asession\"\x05\n" +
+	"\x03AckB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -595,7 +634,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),             // 0: switchboard.v1.Ref
 	(*Deliver)(nil),         // 1: switchboard.v1.Deliver
@@ -605,6 +644,7 @@ var file_switchboard_proto_goTypes = []any{
 	(*UserRegister)(nil),    // 5: switchboard.v1.UserRegister
 	(*UserUnregister)(nil),  // 6: switchboard.v1.UserUnregister
 	(*UserPresence)(nil),    // 7: switchboard.v1.UserPresence
+	(*Ack)(nil),             // 8: switchboard.v1.Ack
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0, // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -629,7 +669,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -76,6 +76,9 @@ func TestNewcomerPath(t *testing.T) {
 		"SWITCHBOARD_LISTEN_ADMIN=" + admin,
 		"SWITCHBOARD_ETCD_EMBEDDED_CLIENT=" + freeAddr(t),
 		"SWITCHBOARD_ETCD_EMBEDDED_PEER=" + freeAddr(t),
+		"SWITCHBOARD_CLUSTER_BIND=" + freeAddr(t),
+		"SWITCHBOARD_CLUSTER_REMOTE=" + freeAddr(t),
+		"SWITCHBOARD_NODE_ID=solo",
 	}
 	if out := run(t, e, "alice-pw\n", "user", "add", "alice@localhost", "--password-stdin"); !strings.Contains(out, "added alice@localhost") {
 		t.Fatalf("user add: %s", out)
@@ -114,6 +117,11 @@ func TestNewcomerPath(t *testing.T) {
 	run(t, e, "bob-pw\n", "user", "add", "bob@localhost", "--password-stdin")
 	if out := run(t, e, "", "user", "ls", "localhost"); out != "alice@localhost\nbob@localhost\n" {
 		t.Fatalf("user ls: %q", out)
+	}
+
+	// A one-node cluster: members lists it with its sessions.
+	if out := run(t, e, "", "members", "--admin", admin); !strings.Contains(out, "solo") || !strings.Contains(out, "alive") {
+		t.Fatalf("members: %s", out)
 	}
 
 	alice := login(t, c2s, "alice", "alice-pw")

@@ -245,6 +245,23 @@ func TestNodeKilledAndRestarted(t *testing.T) {
 	m.NextAd(wait)
 	untilForwarded(t, c, j, m)
 
+	// Users on every node, so that some are owned by node 3.
+	type user struct {
+		name string
+		node int
+		p    *xmpptest.Peer
+	}
+	var users []user
+	for i := 0; i < 9; i++ {
+		name := fmt.Sprintf("u%d", i)
+		c.AddUser(name, "pw")
+		u := user{name: name, node: i % 3}
+		u.p = login(t, c, u.node, name, "pw", "")
+		u.p.Send(`<presence/>`)
+		u.p.Sync()
+		users = append(users, u)
+	}
+
 	// IQs pending at node 3's component when node 3 dies.
 	for i := 0; i < 5; i++ {
 		j.Send(pubsubIQ(fmt.Sprintf("k%d", i)))
@@ -266,6 +283,27 @@ func TestNodeKilledAndRestarted(t *testing.T) {
 	p := xmpptest.Client(t, c.Nodes[1].C2S, "juliet", "j")
 	p.Sync()
 	c.WaitMembers(0, 2)
+	// Users whose owner was node 3 are re-registered with the new owners: every
+	// message between the survivors arrives; the user that was on node 3 is gone.
+	for _, u := range users {
+		if u.node == 2 {
+			continue
+		}
+		c.Eventually(wait, "message to "+u.name+" after the kill", func() bool {
+			j.Send(`<message to='` + u.name + `@localhost' type='chat' id='after'><body>x</body></message>`)
+			select {
+			case m := <-u.p.In:
+				return m.Attr("id") == "after"
+			case <-time.After(300 * time.Millisecond):
+				j.Next(wait) // the error while the directory converges
+				return false
+			}
+		})
+	}
+	j.Send(`<message to='u2@localhost' type='chat' id='gone'><body>x</body></message>`)
+	if r := j.Next(wait); r.ErrorCondition() != "service-unavailable" {
+		t.Fatalf("to the user of the dead node: %s", r)
+	}
 
 	// Restarted, node 3 rejoins and serves its component again.
 	c.StartNode(2)
@@ -274,4 +312,105 @@ func TestNodeKilledAndRestarted(t *testing.T) {
 	m2 := xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
 	m2.NextAd(wait)
 	untilForwarded(t, c, j, m2)
+}
+
+func login(t *testing.T, c *Cluster, i int, user, pw, res string) *xmpptest.Peer {
+	t.Helper()
+	var p *xmpptest.Peer
+	c.Eventually(wait, user+" logs in on node"+fmt.Sprint(i+1), func() bool {
+		q, err := xmpptest.DialClient(t, c.Nodes[i].C2S, user, pw, res, sasl.ScramSha256)
+		p = q
+		return err == nil
+	})
+	t.Cleanup(p.Close)
+	return p
+}
+
+func TestCrossNodeUsers(t *testing.T) {
+	c := Start(t, 3, nil)
+	for _, u := range []string{"alice", "bob", "carol", "dave", "erin", "frank"} {
+		c.AddUser(u, "pw")
+	}
+	a := login(t, c, 0, "alice", "pw", "")
+	b := login(t, c, 1, "bob", "pw", "")
+	b.Send(`<presence/>`)
+	b.Sync()
+
+	// Full JID and bare JID across nodes, both ways.
+	a.Send(`<message to='` + b.JID + `' id='m1' type='chat'><body>hi</body></message>`)
+	if m := b.Next(wait); m.Attr("id") != "m1" || m.Attr("from") != a.JID {
+		t.Fatalf("bob got %s", m)
+	}
+	a.Send(`<message to='bob@localhost' id='m2' type='chat'><body>bare</body></message>`)
+	if m := b.Next(wait); m.Attr("id") != "m2" || m.Attr("to") != "bob@localhost" {
+		t.Fatalf("bob got %s", m)
+	}
+	b.Send(`<iq to='` + a.JID + `' type='get' id='v'><query xmlns='jabber:iq:version'/></iq>`)
+	if q := a.Next(wait); q.Attr("id") != "v" || q.Attr("from") != b.JID {
+		t.Fatalf("alice got %s", q)
+	}
+	a.Send(`<iq to='` + b.JID + `' type='result' id='v'/>`)
+	if r := b.Next(wait); r.Attr("id") != "v" || r.Attr("type") != "result" {
+		t.Fatalf("bob got %s", r)
+	}
+	// Offline and unknown users, from another node: service-unavailable.
+	for _, to := range []string{"carol@localhost", "nobody@localhost", "bob@localhost/gone"} {
+		a.Send(`<iq to='` + to + `' type='get' id='x'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		if to == "bob@localhost/gone" {
+			if r := a.Next(wait); r.ErrorCondition() != "service-unavailable" {
+				t.Fatalf("iq to %s: %s", to, r)
+			}
+			continue
+		}
+		a.Send(`<message to='` + to + `' type='chat' id='x'><body>?</body></message>`)
+		r1, r2 := a.Next(wait), a.Next(wait)
+		if r1.ErrorCondition() != "service-unavailable" || r2.ErrorCondition() != "service-unavailable" {
+			t.Fatalf("to %s: %s / %s", to, r1, r2)
+		}
+	}
+
+	// Two resources of one user on different nodes see each other's presence; a message
+	// to the bare JID goes to the higher priority one.
+	d1 := login(t, c, 0, "dave", "pw", "one")
+	d1.Send(`<presence><priority>1</priority></presence>`)
+	d1.Sync()
+	d2 := login(t, c, 2, "dave", "pw", "two")
+	d2.Send(`<presence><priority>5</priority></presence>`)
+	if p := d1.Next(wait); p.XMLName.Local != "presence" || p.Attr("from") != "dave@localhost/two" {
+		t.Fatalf("dave/one got %s", p)
+	}
+	if p := d2.Next(wait); p.XMLName.Local != "presence" || p.Attr("from") != "dave@localhost/one" {
+		t.Fatalf("dave/two got %s", p)
+	}
+	b.Send(`<message to='dave@localhost' id='hp' type='chat'><body>x</body></message>`)
+	if m := d2.Next(wait); m.Attr("id") != "hp" {
+		t.Fatalf("dave/two got %s", m)
+	}
+	d1.ExpectNothing(200 * time.Millisecond)
+
+	// Directed presence across nodes, and unavailable when the sender disconnects.
+	e := login(t, c, 2, "erin", "pw", "")
+	e.Send(`<presence to='dave@localhost/one'/>`)
+	if p := d1.Next(wait); p.Attr("from") != e.JID || p.Attr("type") != "" {
+		t.Fatalf("directed: %s", p)
+	}
+	e.Close()
+	if p := d1.Next(wait); p.Attr("from") != e.JID || p.Attr("type") != "unavailable" {
+		t.Fatalf("after disconnect: %s", p)
+	}
+
+	// Resource conflict across nodes: the old session (node 3) gets a conflict error.
+	f1 := login(t, c, 2, "frank", "pw", "desk")
+	login(t, c, 0, "frank", "pw", "desk")
+	select {
+	case x, ok := <-f1.In:
+		if ok {
+			t.Fatalf("old session got %s", x)
+		}
+		if err := <-f1.Errc; err == nil || !strings.Contains(err.Error(), "conflict") {
+			t.Fatalf("old session ended with %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("old session not replaced")
+	}
 }

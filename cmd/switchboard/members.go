@@ -1,0 +1,71 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/node"
+)
+
+// membersCmd asks one node's admin API for the cluster, then every member for its own
+// counts (no node holds the whole session table).
+func membersCmd(g *globals) *cobra.Command {
+	var admin string
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the cluster's nodes with their state, addresses, sessions and components",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if admin == "" {
+				cfg, err := g.load()
+				if err != nil {
+					return err
+				}
+				admin = cfg.Listen.Admin
+			}
+			hc := &http.Client{Timeout: 5 * time.Second}
+			var members []cluster.Member
+			if err := getJSON(hc, "http://"+admin+"/cluster/members", &members); err != nil {
+				return fmt.Errorf("asking the node at %s: %w", admin, err)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NODE\tSTATE\tGOSSIP\tREMOTE\tADMIN\tSESSIONS\tCOMPONENTS")
+			for _, m := range members {
+				sessions, comps := "?", "?"
+				var local node.LocalInfo
+				if m.Admin != "" && getJSON(hc, "http://"+m.Admin+"/local", &local) == nil {
+					sessions, comps = fmt.Sprint(local.Sessions), fmt.Sprint(local.Components)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.State, dash(m.Gossip), dash(m.Remote), dash(m.Admin), sessions, comps)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&admin, "admin", "", "admin HTTP address of any node (default: listen.admin of the config)")
+	return cmd
+}
+
+func getJSON(hc *http.Client, url string, v any) error {
+	resp, err := hc.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
