@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -90,7 +91,7 @@ type Cluster struct {
 	cfg      Config
 	log      *slog.Logger
 	listener Listener
-	ml       *memberlist.Memberlist
+	ml       atomic.Pointer[memberlist.Memberlist] // set once Create returns; callbacks may run before
 
 	mu      sync.RWMutex
 	members map[string]Member
@@ -142,7 +143,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("memberlist: %w", err)
 	}
-	c.ml = ml
+	c.ml.Store(ml)
 	if len(c.cfg.Join) > 0 {
 		c.wg.Add(1)
 		go c.joinLoop()
@@ -154,7 +155,7 @@ func (c *Cluster) joinLoop() {
 	defer c.wg.Done()
 	backoff := 200 * time.Millisecond
 	for {
-		n, err := c.ml.Join(c.cfg.Join)
+		n, err := c.ml.Load().Join(c.cfg.Join)
 		if n > 0 {
 			c.log.Info("joined the cluster", "seeds", c.cfg.Join, "contacted", n)
 			return
@@ -181,9 +182,9 @@ func (c *Cluster) Stop(timeout time.Duration) {
 		close(c.stopped)
 	}
 	c.wg.Wait()
-	if c.ml != nil {
-		_ = c.ml.Leave(timeout)
-		_ = c.ml.Shutdown()
+	if ml := c.ml.Load(); ml != nil {
+		_ = ml.Leave(timeout)
+		_ = ml.Shutdown()
 	}
 }
 
@@ -285,19 +286,20 @@ func (c *Cluster) RemoteComponents() []ComponentEntry {
 
 // publish sends this node's state to every member over memberlist's reliable channel.
 func (c *Cluster) publish(st nodeState) {
-	if c.ml == nil {
+	ml := c.ml.Load()
+	if ml == nil {
 		return
 	}
 	b, err := json.Marshal([]nodeState{st})
 	if err != nil {
 		return
 	}
-	for _, n := range c.ml.Members() {
+	for _, n := range ml.Members() {
 		if n.Name == c.cfg.NodeID {
 			continue
 		}
 		go func(n *memberlist.Node) {
-			if err := c.ml.SendReliable(n, b); err != nil {
+			if err := ml.SendReliable(n, b); err != nil {
 				c.log.Debug("directory push failed (push/pull will repair it)", "to", n.Name, "err", err)
 			}
 		}(n)
@@ -377,8 +379,10 @@ func (c *Cluster) memberJoined(n *memberlist.Node) {
 		c.mu.RLock()
 		st := c.copyOwn()
 		c.mu.RUnlock()
-		if b, err := json.Marshal([]nodeState{st}); err == nil && c.ml != nil {
-			go func() { _ = c.ml.SendReliable(n, b) }()
+		if b, err := json.Marshal([]nodeState{st}); err == nil {
+			if ml := c.ml.Load(); ml != nil {
+				go func() { _ = ml.SendReliable(n, b) }()
+			}
 		}
 	}
 }
