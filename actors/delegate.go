@@ -30,7 +30,7 @@ type ComponentOptions struct {
 }
 
 func (r *Router) componentOpts(domain string) ComponentOptions {
-	o := r.compOpts[domain]
+	o := r.settings.Load().compOpts[domain]
 	if o.DelegationNS == "" {
 		o.DelegationNS = delegation.NS2
 	}

@@ -182,7 +182,7 @@ func (h *Host) nest(b *delegation.InfoBuilder, own []string, bare bool) {
 func (h *Host) serverItems() []byte {
 	var b bytes.Buffer
 	b.WriteString("<query xmlns='" + NSDiscoItems + "'>")
-	names := append([]string(nil), h.router.compNames...)
+	names := append([]string(nil), h.router.settings.Load().compNames...)
 	sort.Strings(names)
 	for _, c := range names {
 		b.WriteString("<item jid='" + xmpp.Escape(c) + "'/>")

@@ -41,7 +41,7 @@ type HostInfo struct {
 type Router struct {
 	sys      *actor.ActorSystem
 	log      *slog.Logger
-	limits   Limits
+	settings atomic.Pointer[settings] // what a config reload may change
 	accounts Accounts
 	version  string
 
@@ -53,8 +53,6 @@ type Router struct {
 
 	cmu        sync.RWMutex
 	components map[string]*componentSet
-	compNames  []string
-	compOpts   map[string]ComponentOptions
 
 	deleg   *Delegation
 	tracker *delegation.Tracker
@@ -76,6 +74,31 @@ type componentSet struct {
 	next atomic.Uint64
 }
 
+// settings are swapped whole on reload; readers load the pointer once.
+type settings struct {
+	limits    Limits
+	compOpts  map[string]ComponentOptions
+	compNames []string
+}
+
+// SetSettings applies limits and component options (at start and on reload). Components
+// that are no longer configured are disconnected.
+func (r *Router) SetSettings(l Limits, comps map[string]ComponentOptions) {
+	st := &settings{limits: l, compOpts: comps}
+	for name := range comps {
+		st.compNames = append(st.compNames, name)
+	}
+	sort.Strings(st.compNames)
+	r.settings.Store(st)
+	for _, s := range r.allSessions() {
+		if _, ok := comps[s.Bare]; s.Kind == KindComponent && !ok {
+			s.Close(&xmpp.StreamError{Condition: "policy-violation", Text: "component removed from the configuration"})
+		}
+	}
+}
+
+func (r *Router) limits() Limits { return r.settings.Load().limits }
+
 // Config for NewRouter.
 type Config struct {
 	System     *actor.ActorSystem
@@ -94,20 +117,15 @@ func NewRouter(c Config) *Router {
 	r := &Router{
 		sys:        c.System,
 		log:        c.Log,
-		limits:     c.Limits,
 		accounts:   c.Accounts,
 		version:    c.Version,
 		hosts:      make(map[string]*Host),
 		seed:       maphash.MakeSeed(),
 		components: make(map[string]*componentSet),
-		compOpts:   c.Components,
 		deleg:      c.Delegation,
 		nodeID:     c.NodeID,
 	}
-	for name := range c.Components {
-		r.compNames = append(r.compNames, name)
-	}
-	sort.Strings(r.compNames)
+	r.SetSettings(c.Limits, c.Components)
 	if r.deleg != nil {
 		r.tracker = delegation.NewTracker(c.NodeID, r.deleg.Timeout, r.delegationTimeout)
 	}
@@ -125,6 +143,13 @@ func NewRouter(c Config) *Router {
 
 // Stop ends every session with system-shutdown and stops the host actors.
 func (r *Router) Stop() {
+	// IQs still waiting for a managing entity are answered now: nobody will later.
+	if r.tracker != nil {
+		for _, p := range r.tracker.FailAll() {
+			r.deleg.Metrics.Done(p, delegation.OutcomeUnavailable)
+			p.Requester.(*Session).Send(iqError(p, xmpp.ErrServiceUnavailable))
+		}
+	}
 	for _, s := range r.allSessions() {
 		s.Close(&xmpp.StreamError{Condition: "system-shutdown"})
 	}
@@ -225,7 +250,7 @@ func (r *Router) removeComponentRef(domain, key string) bool {
 }
 
 func (r *Router) isComponentDomain(domain string) bool {
-	for _, c := range r.compNames {
+	for _, c := range r.settings.Load().compNames {
 		if c == domain {
 			return true
 		}

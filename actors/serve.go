@@ -27,8 +27,8 @@ func (r *Router) ServeC2S(c *xmpp.Conn) {
 		r.stopSession(s)
 	}()
 	for {
-		if s != nil && r.limits.IdleTimeout > 0 {
-			_ = c.SetReadDeadline(time.Now().Add(r.limits.IdleTimeout))
+		if s != nil && r.limits().IdleTimeout > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(r.limits().IdleTimeout))
 		}
 		env, err := c.R.Next()
 		if err != nil {
@@ -121,7 +121,7 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 		r.stopSession(s)
 		s.log.Info("component disconnected")
 	}()
-	if r.limits.IdleTimeout > 0 {
+	if r.limits().IdleTimeout > 0 {
 		c.Deadline(0)
 	}
 	for {

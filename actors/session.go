@@ -64,7 +64,7 @@ func (s *Session) Send(b []byte) {
 	if b == nil || s.closed.Load() {
 		return
 	}
-	if q := s.queued.Add(int64(len(b))); q > s.router.limits.MaxSendQueue {
+	if q := s.queued.Add(int64(len(b))); q > s.router.limits().MaxSendQueue {
 		s.Close(&xmpp.StreamError{Condition: "policy-violation", Text: "send queue overflow"})
 		return
 	}
@@ -125,7 +125,7 @@ func (s *Session) flush() {
 	if s.w.Buffered() == 0 {
 		return
 	}
-	_ = s.conn.SetWriteDeadline(time.Now().Add(s.router.limits.WriteTimeout))
+	_ = s.conn.SetWriteDeadline(time.Now().Add(s.router.limits().WriteTimeout))
 	if err := s.w.Flush(); err != nil {
 		s.log.Debug("write failed", "err", err)
 		s.abort()

@@ -99,6 +99,18 @@ type Cluster struct {
 	states  map[string]nodeState // other nodes
 	stopped chan struct{}
 	wg      sync.WaitGroup
+	joined  atomic.Bool
+}
+
+// Joined reports whether the node is part of a cluster: it has no seeds (it forms
+// one), it reached a seed, or another member reached it.
+func (c *Cluster) Joined() bool {
+	if len(c.cfg.Join) == 0 || c.joined.Load() {
+		return true
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.members) > 1
 }
 
 // New prepares the membership layer; Start joins.
@@ -157,6 +169,7 @@ func (c *Cluster) joinLoop() {
 	for {
 		n, err := c.ml.Load().Join(c.cfg.Join)
 		if n > 0 {
+			c.joined.Store(true)
 			c.log.Info("joined the cluster", "seeds", c.cfg.Join, "contacted", n)
 			return
 		}

@@ -155,6 +155,27 @@ func (t *Tracker) FailVia(via any) []*Pending {
 	return out
 }
 
+// FailAll removes and returns every pending IQ (shutdown).
+func (t *Tracker) FailAll() []*Pending {
+	var out []*Pending
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for id, p := range sh.m {
+			delete(sh.m, id)
+			out = append(out, p)
+		}
+		sh.mu.Unlock()
+	}
+	for _, p := range out {
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+		t.viaCount(p.Via).Add(-1)
+	}
+	return out
+}
+
 // Outstanding is how many IQs wait on a connection (for least-pending balancing).
 func (t *Tracker) Outstanding(via any) int64 {
 	if c, ok := t.perVia.Load(via); ok {

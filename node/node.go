@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -47,8 +48,9 @@ type Addrs struct {
 
 // Node is one running Switchboard node.
 type Node struct {
-	cfg *config.Config
-	log *slog.Logger
+	cfg  *config.Config                // as started: what needs a restart to change
+	live atomic.Pointer[config.Config] // as last (re)loaded: limits, components, delegations
+	log  *slog.Logger
 
 	embedded *etcdx.Embedded
 	remote   *remote.Remote
@@ -71,7 +73,83 @@ type Node struct {
 
 // New prepares a node; nothing runs until Start.
 func New(cfg *config.Config, log *slog.Logger) *Node {
-	return &Node{cfg: cfg, log: log.With("node", cfg.Node.ID)}
+	n := &Node{cfg: cfg, log: log.With("node", cfg.Node.ID)}
+	n.live.Store(cfg)
+	return n
+}
+
+func routerLimits(c *config.Config) actors.Limits {
+	return actors.Limits{
+		MaxSendQueue: int64(c.Limits.MaxSendQueueBytes),
+		WriteTimeout: c.Limits.WriteTimeout.D(),
+		IdleTimeout:  c.Limits.IdleTimeout.D(),
+	}
+}
+
+func componentOptions(c *config.Config) map[string]actors.ComponentOptions {
+	comps := make(map[string]actors.ComponentOptions)
+	for _, cc := range c.Components {
+		comps[cc.JID] = actors.ComponentOptions{DelegationNS: cc.DelegationNS, Balance: cc.Balance}
+	}
+	return comps
+}
+
+func staticLayer(c *config.Config) (map[string]map[string]delegation.Rule, error) {
+	static := make(map[string]map[string]delegation.Rule)
+	for i, h := range c.Hosts {
+		static[h.Domain] = staticRules(h)
+		for ns, r := range static[h.Domain] {
+			if err := delegation.Validate(ns, r); err != nil {
+				return nil, fmt.Errorf("hosts[%d].delegations: %w", i, err)
+			}
+		}
+	}
+	return static, nil
+}
+
+// Reload applies a new configuration without dropping connections (SIGHUP): delegation
+// rules of the file, components (added, removed, secrets, options) and limits. Changes
+// that need a restart (listeners, hosts, TLS, etcd, cluster, node) are logged and ignored.
+func (n *Node) Reload(cfg *config.Config) error {
+	static, err := staticLayer(cfg)
+	if err != nil {
+		return err
+	}
+	old := n.cfg
+	var restart []string
+	if old.Node != cfg.Node {
+		restart = append(restart, "node")
+	}
+	if old.Listen != cfg.Listen {
+		restart = append(restart, "listen")
+	}
+	if old.TLS != cfg.TLS {
+		restart = append(restart, "tls")
+	}
+	if !reflect.DeepEqual(old.Etcd, cfg.Etcd) {
+		restart = append(restart, "etcd")
+	}
+	if !reflect.DeepEqual(old.Cluster, cfg.Cluster) {
+		restart = append(restart, "cluster")
+	}
+	var oldHosts, newHosts []string
+	for _, h := range old.Hosts {
+		oldHosts = append(oldHosts, h.Domain)
+	}
+	for _, h := range cfg.Hosts {
+		newHosts = append(newHosts, h.Domain)
+	}
+	if !reflect.DeepEqual(oldHosts, newHosts) {
+		restart = append(restart, "hosts (domains)")
+	}
+	if len(restart) > 0 {
+		n.log.Warn("configuration changes that need a restart were ignored", "keys", restart)
+	}
+	n.live.Store(cfg)
+	n.router.SetSettings(routerLimits(cfg), componentOptions(cfg))
+	n.rules.SetStatic(static)
+	n.log.Info("configuration reloaded", "components", len(cfg.Components))
+	return nil
 }
 
 // Start brings every subsystem up, in order; on error what started is stopped again.
@@ -117,19 +195,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	var hosts []string
-	static := make(map[string]map[string]delegation.Rule)
-	for i, h := range cfg.Hosts {
+	for _, h := range cfg.Hosts {
 		hosts = append(hosts, h.Domain)
-		static[h.Domain] = staticRules(h)
-		for ns, r := range static[h.Domain] {
-			if err = delegation.Validate(ns, r); err != nil {
-				return fmt.Errorf("hosts[%d].delegations: %w", i, err)
-			}
-		}
 	}
-	comps := make(map[string]actors.ComponentOptions)
-	for _, c := range cfg.Components {
-		comps[c.JID] = actors.ComponentOptions{DelegationNS: c.DelegationNS, Balance: c.Balance}
+	static, err := staticLayer(cfg)
+	if err != nil {
+		return err
 	}
 	n.metrics = newMetrics()
 	n.rules = delegation.NewManager(delegation.NewStore(n.etcd, cfg.Etcd.Prefix), static, n.log)
@@ -145,16 +216,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Timeout: cfg.Delegation.Timeout.D(),
 	}
 	n.router = actors.NewRouter(actors.Config{
-		System: n.sys,
-		Log:    n.log,
-		Limits: actors.Limits{
-			MaxSendQueue: int64(cfg.Limits.MaxSendQueueBytes),
-			WriteTimeout: cfg.Limits.WriteTimeout.D(),
-			IdleTimeout:  cfg.Limits.IdleTimeout.D(),
-		},
+		System:     n.sys,
+		Log:        n.log,
+		Limits:     routerLimits(cfg),
 		Accounts:   n.accounts,
 		Hosts:      hosts,
-		Components: comps,
+		Components: componentOptions(cfg),
 		Version:    Version,
 		NodeID:     cfg.Node.ID,
 		Delegation: deleg,
@@ -297,7 +364,8 @@ func (n *Node) listen(addr string, bound *string, serve func(net.Conn)) error {
 }
 
 func (n *Node) serveC2S(raw net.Conn, direct bool) {
-	lim := n.cfg.Limits
+	live := n.live.Load()
+	lim := live.Limits
 	var nc net.Conn = raw
 	if direct {
 		nc = tls.Server(raw, n.tls)
@@ -314,7 +382,7 @@ func (n *Node) serveC2S(raw net.Conn, direct bool) {
 	}
 	err := xmpp.NegotiateC2S(ctx, c, &xmpp.C2SOptions{
 		TLS:             n.tls,
-		RequireTLS:      n.cfg.TLS.Required,
+		RequireTLS:      live.TLS.Required,
 		IsHost:          n.router.IsHost,
 		DefaultHost:     n.cfg.Hosts[0].Domain,
 		Auth:            authenticator{n.accounts},
@@ -331,11 +399,12 @@ func (n *Node) serveC2S(raw net.Conn, direct bool) {
 }
 
 func (n *Node) serveComponent(raw net.Conn) {
-	lim := n.cfg.Limits
+	live := n.live.Load()
+	lim := live.Limits
 	c := xmpp.NewConn(raw, lim.MaxStanzaBytes, false)
 	c.Deadline(lim.NegotiationTimeout.D())
 	err := xmpp.NegotiateComponent(c, &xmpp.ComponentOptions{Secret: func(domain string) (string, bool) {
-		if cc := n.cfg.Component(domain); cc != nil {
+		if cc := live.Component(domain); cc != nil {
 			return cc.Secret, true
 		}
 		return "", false
@@ -462,6 +531,10 @@ func (n *Node) startAdmin() error {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !n.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if n.cluster != nil && !n.cluster.Joined() {
+			http.Error(w, "not joined to the cluster yet", http.StatusServiceUnavailable)
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

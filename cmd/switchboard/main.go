@@ -87,6 +87,23 @@ func serveCmd(g *globals) *cobra.Command {
 			if err := n.Start(ctx); err != nil {
 				return err
 			}
+			// SIGHUP reloads the config file (delegations, components, limits)
+			// without dropping connections.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					next, err := g.load()
+					if err != nil {
+						log.Error("reload: configuration refused, keeping the running one", "err", err)
+						continue
+					}
+					if err := n.Reload(next); err != nil {
+						log.Error("reload failed", "err", err)
+					}
+				}
+			}()
 			<-ctx.Done()
 			log.Info("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
