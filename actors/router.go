@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"mellium.im/xmpp/jid"
 
 	"github.com/switchboard-im/switchboard/delegation"
@@ -58,6 +59,7 @@ type Router struct {
 	tracker *delegation.Tracker
 
 	nodeID  string
+	metrics *Metrics
 	cluster Cluster // nil: standalone
 	self    *actor.PID
 }
@@ -110,6 +112,31 @@ type Config struct {
 	Version    string
 	NodeID     string
 	Delegation *Delegation // nil: no XEP-0355
+	Metrics    *Metrics    // nil: not counted
+}
+
+// Metrics are the router's Prometheus counters.
+type Metrics struct {
+	StanzasIn     *prometheus.CounterVec // by kind (message, presence, iq) and source (c2s, component)
+	StanzasOut    prometheus.Counter     // written to any session
+	RoutingErrors *prometheus.CounterVec // stanza errors sent, by condition
+}
+
+// NewMetrics registers the router's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		StanzasIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_stanzas_in_total", Help: "Stanzas received from sessions, by kind and source.",
+		}, []string{"kind", "source"}),
+		StanzasOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_stanzas_out_total", Help: "Stanzas queued for writing to sessions on this node.",
+		}),
+		RoutingErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_routing_errors_total", Help: "Stanza errors the router answered with, by condition.",
+		}, []string{"condition"}),
+	}
+	reg.MustRegister(m.StanzasIn, m.StanzasOut, m.RoutingErrors)
+	return m
 }
 
 // NewRouter builds the router and spawns one host actor per domain.
@@ -124,6 +151,10 @@ func NewRouter(c Config) *Router {
 		components: make(map[string]*componentSet),
 		deleg:      c.Delegation,
 		nodeID:     c.NodeID,
+		metrics:    c.Metrics,
+	}
+	if r.metrics == nil {
+		r.metrics = NewMetrics(prometheus.NewRegistry())
 	}
 	r.SetSettings(c.Limits, c.Components)
 	if r.deleg != nil {
@@ -260,6 +291,7 @@ func (r *Router) isComponentDomain(domain string) bool {
 
 // bounce answers a stanza with a stanza error sent back to its sender.
 func (r *Router) bounce(sender *Session, env *xmpp.Envelope, from, to string, e *xmpp.StanzaError) {
+	r.metrics.RoutingErrors.WithLabelValues(e.Condition).Inc()
 	sender.Send(xmpp.ErrorReply(env, from, to, e))
 }
 

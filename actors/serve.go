@@ -69,6 +69,7 @@ func (r *Router) ServeC2S(c *xmpp.Conn) {
 			s.Send(xmpp.ErrorReply(env, "", s.Full, xmpp.ErrBadRequest))
 			continue
 		}
+		r.metrics.StanzasIn.WithLabelValues(env.Kind.String(), "c2s").Inc()
 		r.Route(s, s.Full, env)
 	}
 }
@@ -147,6 +148,7 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 			s.Send(xmpp.ErrorReply(env, "", env.From, xmpp.ErrBadRequest))
 			continue
 		}
+		r.metrics.StanzasIn.WithLabelValues(env.Kind.String(), "component").Inc()
 		r.Route(s, env.From, env)
 	}
 }

@@ -68,6 +68,7 @@ func (s *Session) Send(b []byte) {
 		s.Close(&xmpp.StreamError{Condition: "policy-violation", Text: "send queue overflow"})
 		return
 	}
+	s.router.metrics.StanzasOut.Inc()
 	s.router.sys.Root.Send(s.pid, &deliver{data: b})
 }
 

@@ -201,6 +201,14 @@ func (c *Cluster) Stop(timeout time.Duration) {
 	}
 }
 
+// HealthScore is memberlist's awareness score (0 = healthy).
+func (c *Cluster) HealthScore() int {
+	if ml := c.ml.Load(); ml != nil {
+		return ml.GetHealthScore()
+	}
+	return 0
+}
+
 // Members returns the live members (this node included), sorted by id.
 func (c *Cluster) Members() []Member {
 	c.mu.RLock()

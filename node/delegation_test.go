@@ -450,9 +450,24 @@ func TestDelegationMetrics(t *testing.T) {
 		`switchboard_delegation_iqs_total{host="localhost",namespace="` + nsPubsub + `",outcome="forwarded"} 1`,
 		`switchboard_delegation_iqs_total{host="localhost",namespace="` + nsPubsub + `",outcome="result"} 1`,
 		`switchboard_delegation_latency_seconds_count{host="localhost",namespace="` + nsPubsub + `"} 1`,
+		`switchboard_connections{kind="component"} 1`,
+		`switchboard_connections{kind="c2s"} `, // the login probes of addUser may still be closing
+		`switchboard_stanzas_in_total{kind="iq",source="c2s"} 1`,
+		`switchboard_stanzas_in_total{kind="iq",source="component"} `, // the reply and the disco nesting answers
+		`switchboard_stanzas_out_total `,
 	} {
 		if !strings.Contains(string(body), want) {
-			t.Fatalf("metrics lack %s", want)
+			t.Fatalf("metrics lack %s:\n%s", want, grepLines(string(body), "switchboard_"))
 		}
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

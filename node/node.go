@@ -225,6 +225,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Version:    Version,
 		NodeID:     cfg.Node.ID,
 		Delegation: deleg,
+		Metrics:    actors.NewMetrics(n.metrics.reg),
 	})
 	// The admin listener starts before the cluster so that its real address is announced.
 	if err = n.startAdmin(); err != nil {
@@ -245,6 +246,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			SuspicionMult: cfg.Cluster.SuspicionMult,
 		}, n.router, n.log)
 		n.router.SetCluster(n.cluster)
+		cl := n.cluster
+		n.metrics.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "switchboard_cluster_members", Help: "Live cluster members as this node sees them.",
+			}, func() float64 { return float64(len(cl.Members())) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "switchboard_gossip_health_score", Help: "memberlist's awareness health score (0 is healthy; higher means this node is slow to gossip).",
+			}, func() float64 { return float64(cl.HealthScore()) }),
+		)
 		if err = n.cluster.Start(ctx); err != nil {
 			return err
 		}
