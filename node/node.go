@@ -66,7 +66,12 @@ type Node struct {
 	admin     *http.Server
 	conns     sync.WaitGroup
 	ready     atomic.Bool
-	metrics   *metrics
+	etcdUp    atomic.Bool
+
+	monitorCtx  context.Context
+	monitorStop context.CancelFunc
+	monitorDone chan struct{}
+	metrics     *metrics
 
 	Addrs Addrs
 }
@@ -203,6 +208,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.metrics = newMetrics()
+	n.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_etcd_up", Help: "1 while etcd answers this node's health checks.",
+	}, func() float64 {
+		if n.etcdUp.Load() {
+			return 1
+		}
+		return 0
+	}))
 	n.rules = delegation.NewManager(delegation.NewStore(n.etcd, cfg.Etcd.Prefix), static, n.log)
 	n.tls, err = loadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Node.DataDir, hosts, n.log)
 	if err != nil {
@@ -274,6 +287,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err = n.listen(cfg.Listen.Component, &n.Addrs.Component, n.serveComponent); err != nil {
 		return err
 	}
+	n.monitorCtx, n.monitorStop = context.WithCancel(context.Background())
+	n.monitorDone = make(chan struct{})
+	go n.monitorEtcd(n.monitorCtx)
 	n.ready.Store(true)
 	n.log.Info("node ready", "c2s", n.Addrs.C2S, "c2s_tls", n.Addrs.C2STLS, "component", n.Addrs.Component,
 		"admin", n.Addrs.Admin, "hosts", hosts)
@@ -284,6 +300,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 // then the actor system, the account cache and etcd.
 func (n *Node) Stop(ctx context.Context) error {
 	n.ready.Store(false)
+	if n.monitorStop != nil {
+		n.monitorStop()
+		<-n.monitorDone
+		n.monitorStop = nil
+	}
 	for _, l := range n.listeners {
 		_ = l.Close()
 	}
@@ -499,6 +520,34 @@ func (n *Node) serveMembers(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(members)
+}
+
+// monitorEtcd checks etcd every 2 s and logs when it becomes unreachable and when it is
+// back. While it is away the node keeps serving from its last rules and accounts; the
+// watches catch up by themselves when it returns.
+func (n *Node) monitorEtcd(ctx context.Context) {
+	defer close(n.monitorDone)
+	n.etcdUp.Store(true)
+	var since time.Time
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		_, err := n.etcd.Get(cctx, n.cfg.Etcd.Prefix+"/health", clientv3.WithCountOnly())
+		cancel()
+		switch {
+		case err != nil && n.etcdUp.Swap(false):
+			since = time.Now()
+			n.log.Warn("etcd unreachable: serving with the last known rules and accounts", "err", err)
+		case err == nil && !n.etcdUp.Swap(true):
+			n.log.Info("etcd reachable again", "after", time.Since(since).Round(time.Millisecond))
+		}
+	}
 }
 
 func staticRules(h config.HostConfig) map[string]delegation.Rule {

@@ -414,3 +414,61 @@ func TestCrossNodeUsers(t *testing.T) {
 		t.Fatal("old session not replaced")
 	}
 }
+
+// TestEtcdOutage: with etcd down the nodes keep their rules and accounts and keep routing;
+// once it is back, a rule changed there applies on every node.
+func TestEtcdOutage(t *testing.T) {
+	c := Start(t, 3, delegating("round-robin"))
+	c.AddUser("juliet", "j")
+	c.AddUser("romeo", "r")
+	j := login(t, c, 0, "juliet", "j", "")
+	r := login(t, c, 2, "romeo", "r", "")
+	m := xmpptest.NewManaging(t, c.Nodes[1].Component, "pubsub.localhost", secret, nil)
+	m.NextAd(wait)
+	untilForwarded(t, c, j, m)
+
+	StopEtcd()
+	t.Cleanup(func() { _ = StartEtcd() })
+	// Delegation, messages and logins go on.
+	for i := 0; i < 3; i++ {
+		j.Send(pubsubIQ(fmt.Sprintf("o%d", i)))
+		m.Answer(m.NextForward(wait), "")
+		if res := j.Next(wait); res.Attr("type") != "result" {
+			t.Fatalf("during the outage: %s", res)
+		}
+	}
+	j.Send(`<message to='` + r.JID + `' id='om'><body>etcd is down</body></message>`)
+	if msg := r.Next(wait); msg.Attr("id") != "om" {
+		t.Fatalf("romeo got %s", msg)
+	}
+	login(t, c, 1, "romeo", "r", "second")
+	c.Eventually(10*time.Second, "the outage logged", func() bool {
+		return strings.Contains(c.Logs(0), "etcd unreachable")
+	})
+
+	if err := StartEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := etcdx.Connect(context.Background(), Etcd(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := delegation.NewStore(cli, c.Prefix).Set(context.Background(), "localhost", nsMAM, delegation.Rule{JID: "pubsub.localhost"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		p := login(t, c, i, "romeo", "r", fmt.Sprintf("after%d", i))
+		c.Eventually(20*time.Second, fmt.Sprintf("node%d caught up", i+1), func() bool {
+			p.Send(`<iq type='get' id='mam' to='localhost'><query xmlns='` + nsMAM + `'/></iq>`)
+			select {
+			case f := <-m.Forwards:
+				m.Answer(f, "")
+				return p.Next(wait).Attr("type") == "result"
+			case <-time.After(300 * time.Millisecond):
+				p.Next(wait)
+				return false
+			}
+		})
+	}
+}

@@ -47,21 +47,50 @@ func Main(m *testing.M) {
 	}
 	client, _ := etcdx.FreeAddr("127.0.0.1")
 	peer, _ := etcdx.FreeAddr("127.0.0.1")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	emb, err := etcdx.StartEmbedded(ctx, etcdx.EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer, Name: "testcluster"},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	cancel()
-	if err != nil {
+	etcdCfg = etcdx.EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer, Name: "testcluster"}
+	if err := StartEtcd(); err != nil {
 		panic(err)
 	}
-	etcdEndpoints = emb.Endpoints()
 	code := m.Run()
-	emb.Stop()
+	StopEtcd()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-var etcdEndpoints []string
+var (
+	etcdEndpoints []string
+	etcdCfg       etcdx.EmbeddedConfig
+	etcdMu        sync.Mutex
+	etcdRunning   *etcdx.Embedded
+)
+
+// StopEtcd stops the shared etcd (to test a cluster riding out an outage).
+func StopEtcd() {
+	etcdMu.Lock()
+	defer etcdMu.Unlock()
+	if etcdRunning != nil {
+		etcdRunning.Stop()
+		etcdRunning = nil
+	}
+}
+
+// StartEtcd starts the shared etcd again, same data and addresses.
+func StartEtcd() error {
+	etcdMu.Lock()
+	defer etcdMu.Unlock()
+	if etcdRunning != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	emb, err := etcdx.StartEmbedded(ctx, etcdCfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return err
+	}
+	etcdRunning = emb
+	etcdEndpoints = emb.Endpoints()
+	return nil
+}
 
 func runNode(path string) int {
 	cfg, err := config.Load(path)
