@@ -1,0 +1,67 @@
+package delegation
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Every pending IQ ends exactly once, whichever of reply, timeout and connection loss
+// comes first, even when they race.
+func TestTrackerExactlyOnce(t *testing.T) {
+	var timeouts atomic.Int64
+	tr := NewTracker("n1", 5*time.Millisecond, func(*Pending) { timeouts.Add(1) })
+	const n = 2000
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = tr.NewID()
+		tr.Add(&Pending{OuterID: ids[i], Via: "conn" + string(rune('a'+i%3))})
+	}
+	var taken, failed atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for _, id := range ids {
+			if _, ok := tr.Take(id); ok {
+				taken.Add(1)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		failed.Add(int64(len(tr.FailVia("conna"))))
+	}()
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for taken.Load()+failed.Load()+timeouts.Load() != n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // any duplicate timeout would land by now
+	if got := taken.Load() + failed.Load() + timeouts.Load(); got != n {
+		t.Fatalf("taken %d + failed %d + timed out %d = %d, want %d", taken.Load(), failed.Load(), timeouts.Load(), got, n)
+	}
+	if tr.Len() != 0 {
+		t.Fatalf("%d left", tr.Len())
+	}
+	for _, via := range []string{"conna", "connb", "connc"} {
+		if o := tr.Outstanding(via); o != 0 {
+			t.Fatalf("%s outstanding %d", via, o)
+		}
+	}
+}
+
+func TestOuterIDsNameTheirNode(t *testing.T) {
+	tr := NewTracker("node:with:colons", time.Second, nil)
+	id := tr.NewID()
+	if NodeOf(id) != "node:with:colons" || !tr.Owns(id) {
+		t.Fatalf("id %q → node %q", id, NodeOf(id))
+	}
+	if NodeOf("plain-id") != "" || NewTracker("other", time.Second, nil).Owns(id) {
+		t.Fatal("foreign ids")
+	}
+	if tr.NewID() == id {
+		t.Fatal("ids repeat")
+	}
+}
