@@ -30,6 +30,7 @@ type compRef struct {
 	local *Session
 	pid   *actor.PID
 	key   string
+	full  string // for an account's resource: its full JID (IQs are addressed to it)
 }
 
 func (c *compRef) send(r *Router, b []byte) {
@@ -67,7 +68,7 @@ func (r *Router) receive(ctx actor.Context) {
 			return
 		}
 		if h := r.hosts[env.To]; h != nil {
-			r.managingReply(h, env)
+			r.managingReply(h, env.From, env)
 		}
 	default:
 		r.receiveUser(ctx, m)
@@ -106,7 +107,7 @@ func (r *Router) entry(s *Session) cluster.ComponentEntry {
 
 // removeComponent withdraws a local component connection and fails its pending IQs.
 func (r *Router) removeComponent(s *Session) {
-	key := r.nodeID + "/" + s.pid.Id
+	key := r.sessionKey(s)
 	r.removeComponentRef(s.Bare, key)
 	if r.cluster != nil {
 		r.cluster.RemoveComponent(r.entry(s))
@@ -138,10 +139,10 @@ func (r *Router) ComponentsChanged(added, removed []cluster.ComponentEntry) {
 		if e.Node == r.nodeID {
 			continue
 		}
-		ref := &compRef{pid: actor.NewPID(e.Address, e.PID), key: e.Key()}
+		ref := &compRef{pid: actor.NewPID(e.Address, e.PID), key: e.Key(), full: e.Full}
 		r.addComponentRef(e.Domain, ref)
 		r.log.Info("remote component session", "component", e.Domain, "node", e.Node)
-		if r.deleg == nil {
+		if r.deleg == nil || e.Full != "" {
 			continue
 		}
 		dns := r.componentOpts(e.Domain).DelegationNS

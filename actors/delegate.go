@@ -77,11 +77,15 @@ func (r *Router) delegateIQ(h *Host, sender *Session, from, bareTarget string, e
 		r.bounce(sender, env, env.To, from, xmpp.ErrServiceUnavailable)
 		return true
 	}
+	to := rule.JID
+	if target.full != "" {
+		to = target.full // an account's resource: the reply must come from it
+	}
 	p := &delegation.Pending{
 		OuterID:   r.tracker.NewID(),
 		Host:      h.Domain,
 		Namespace: ns,
-		Entity:    rule.JID,
+		Entity:    to,
 		Via:       target.key,
 		Requester: sender,
 		From:      from,
@@ -90,7 +94,7 @@ func (r *Router) delegateIQ(h *Host, sender *Session, from, bareTarget string, e
 	}
 	r.tracker.Add(p)
 	inner := env.RewriteNS(from, env.To, xmpp.NSClient)
-	target.send(r, delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, rule.JID, inner))
+	target.send(r, delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, to, inner))
 	r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeForwarded)
 	return true
 }
@@ -102,19 +106,20 @@ func hasNode(env *xmpp.Envelope) bool {
 
 // managingReply handles an IQ result/error a component sent to a host domain: the answer
 // to a forwarded IQ, or to a disco nesting query. It reports whether it was one.
-func (r *Router) managingReply(h *Host, env *xmpp.Envelope) bool {
+// from is the reply's vouched-for sender (stamped for clients, checked for components).
+func (r *Router) managingReply(h *Host, from string, env *xmpp.Envelope) bool {
 	if r.deleg == nil {
 		return false
 	}
 	if !r.tracker.Owns(env.ID) {
 		// Made by another node: the reply goes straight back to it (DESIGN §Cluster).
 		if node := delegation.NodeOf(env.ID); node != "" && r.cluster != nil {
-			r.sendToNode(node, &pb.DelegationReply{Stanza: env.Raw})
+			r.sendToNode(node, &pb.DelegationReply{Stanza: r.stamp(env, from, env.To)})
 			return true
 		}
 		return false
 	}
-	if r.deleg.Disco.Answer(env.ID, env.From, env) {
+	if r.deleg.Disco.Answer(env.ID, from, env) {
 		return true
 	}
 	p, ok := r.tracker.Take(env.ID)
@@ -129,14 +134,14 @@ func (r *Router) managingReply(h *Host, env *xmpp.Envelope) bool {
 		requester.Send(iqError(p, xmpp.ErrServiceUnavailable))
 	}
 	switch {
-	case env.From != p.Entity || p.Host != h.Domain:
-		fail(delegation.OutcomeInvalid, "reply from "+env.From+", not from the entity the IQ went to")
+	case from != p.Entity || p.Host != h.Domain:
+		fail(delegation.OutcomeInvalid, "reply from "+from+", not from the entity the IQ went to")
 		return true
 	case env.Type == "error":
 		fail(delegation.OutcomeUnavailable, "the managing entity answered the forwarded IQ with an error")
 		return true
 	}
-	opts := r.componentOpts(p.Entity)
+	opts := r.componentOpts(bareOf(p.Entity))
 	inner, err := delegation.Unwrap(opts.DelegationNS, env, opts.DelegationNS == delegation.NS1)
 	if err != nil {
 		fail(delegation.OutcomeInvalid, err.Error())
@@ -285,7 +290,11 @@ func (r *Router) discoNest(c *compRef, host, entity, dns, ns string) {
 // RulesChanged applies a rule change: every affected managing entity that is connected
 // gets a fresh advertisement and is asked for disco nesting of what is new to it.
 func (r *Router) RulesChanged(ch delegation.Change) {
+	r.accountsChanged(ch)
 	for _, entity := range ch.Affected {
+		if isAccount(entity) {
+			continue
+		}
 		sessions := r.componentSessions(entity)
 		newRules := ch.New.For(entity)
 		old := map[string]bool{}

@@ -335,7 +335,7 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 				return
 			}
 			if env.Kind == xmpp.KindIQ {
-				if sender.Kind == KindComponent && !isRequest(env) && r.managingReply(h, env) {
+				if !isRequest(env) && r.managingReply(h, from, env) {
 					return
 				}
 				if isRequest(env) && r.delegateIQ(h, sender, from, "", env) {

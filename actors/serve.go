@@ -21,6 +21,7 @@ func (r *Router) ServeC2S(c *xmpp.Conn) {
 			return
 		}
 		r.unbindUser(s)
+		r.accountDown(s)
 		if !s.replaced.Load() {
 			r.goOffline(s)
 		}

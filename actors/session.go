@@ -54,6 +54,7 @@ type Session struct {
 	priority     atomic.Int32
 	lastPresence atomic.Pointer[[]byte]
 	owner        atomic.Pointer[string] // the node its owner registration went to
+	managing     atomic.Bool            // entered as a managing entity's connection
 	dmu          sync.Mutex
 	directed     map[string]struct{}
 }

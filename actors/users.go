@@ -191,7 +191,10 @@ func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 	} else {
 		r.sendToNode(node, m)
 	}
-	if !m.Available {
+	if m.Available {
+		r.accountUp(s)
+	} else {
+		r.accountDown(s)
 		r.goOffline(s) // RFC 6121 §4.5.2: directed presence recipients learn it too
 	}
 }

@@ -50,8 +50,9 @@ type Member struct {
 type ComponentEntry struct {
 	Domain  string `json:"domain"`
 	Node    string `json:"node"`
-	Address string `json:"address"` // actor remoting address of the node
-	PID     string `json:"pid"`     // session actor id on that node
+	Address string `json:"address"`        // actor remoting address of the node
+	PID     string `json:"pid"`            // session actor id on that node
+	Full    string `json:"full,omitempty"` // for a managing account's resource: its full JID
 }
 
 // Key identifies the session cluster-wide.

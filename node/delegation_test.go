@@ -12,6 +12,7 @@ import (
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"mellium.im/sasl"
 )
 
 const (
@@ -470,4 +471,69 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A local account as managing entity (Prosody's mod_delegation allows jid = "user@host").
+func TestDelegationToAccount(t *testing.T) {
+	s := startNode(t, func(c *config.Config) {
+		c.Hosts[0].Delegations = map[string]config.DelegationRule{nsPubsub: {JID: "bot@localhost"}}
+	})
+	s.addUser("juliet", "j")
+	s.addUser("bot", "b")
+	s.addUser("mallory", "m")
+	j := s.client("juliet", "j")
+	// Not online: service-unavailable.
+	j.Send(`<iq type='get' id='off' to='localhost'><pubsub xmlns='` + nsPubsub + `'/></iq>`)
+	if r := j.Next(wait); r.ErrorCondition() != "service-unavailable" {
+		t.Fatalf("bot offline: %s", r)
+	}
+	bot, err := s.dialClient("bot", "b", "worker", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bot.Close()
+	bot.Send(`<presence/>`)
+	ad := bot.Next(wait)
+	if ad.XMLName.Local != "message" || ad.Attr("to") != "bot@localhost/worker" || ad.Child("delegation") == nil ||
+		ad.Child("delegation").Child("delegated").Attr("namespace") != nsPubsub {
+		t.Fatalf("advertisement %s", ad)
+	}
+	forwardedTo := func() (*elem, *elem) {
+		t.Helper()
+		e := bot.Next(wait)
+		fw := e.Child("delegation")
+		if e.XMLName.Local != "iq" || fw == nil || fw.Child("forwarded") == nil {
+			t.Fatalf("bot got %s", e)
+		}
+		return e, fw.Child("forwarded").Child("iq")
+	}
+	j.Send(`<iq type='set' id='a1' to='localhost'><pubsub xmlns='` + nsPubsub + `'><publish node='x'/></pubsub></iq>`)
+	outer, inner := forwardedTo()
+	if outer.Attr("to") != bot.JID || outer.Attr("from") != "localhost" || inner.Attr("from") != j.JID {
+		t.Fatalf("forward %s", outer)
+	}
+	bot.Send(`<iq type='result' to='localhost' id='` + outer.Attr("id") + `'><delegation xmlns='urn:xmpp:delegation:2'><forwarded xmlns='urn:xmpp:forward:0'><iq xmlns='jabber:client' type='result' id='a1' to='` + j.JID + `'/></forwarded></delegation></iq>`)
+	if r := j.Next(wait); r.Attr("type") != "result" || r.Attr("id") != "a1" {
+		t.Fatalf("juliet got %s", r)
+	}
+	// The account's own IQs in the namespace are not forwarded.
+	bot.Send(`<iq type='get' id='own' to='localhost'><pubsub xmlns='` + nsPubsub + `'/></iq>`)
+	if r := bot.Next(wait); r.Attr("id") != "own" || r.ErrorCondition() != "service-unavailable" {
+		t.Fatalf("own IQ: %s", r)
+	}
+	// A reply from another account is refused: juliet gets service-unavailable.
+	m := s.client("mallory", "m")
+	j.Send(`<iq type='get' id='a2' to='localhost'><pubsub xmlns='` + nsPubsub + `'/></iq>`)
+	outer, _ = forwardedTo()
+	m.Send(`<iq type='result' to='localhost' id='` + outer.Attr("id") + `'><delegation xmlns='urn:xmpp:delegation:2'><forwarded xmlns='urn:xmpp:forward:0'><iq xmlns='jabber:client' type='result' id='a2' to='` + j.JID + `'/></forwarded></delegation></iq>`)
+	if r := j.Next(wait); r.Attr("id") != "a2" || r.ErrorCondition() != "service-unavailable" {
+		t.Fatalf("reply from another account: %s", r)
+	}
+	// Last resource goes offline with an IQ pending: service-unavailable at once.
+	j.Send(`<iq type='get' id='a3' to='localhost'><pubsub xmlns='` + nsPubsub + `'/></iq>`)
+	forwardedTo()
+	bot.Send(`<presence type='unavailable'/>`)
+	if r := j.Next(wait); r.Attr("id") != "a3" || r.ErrorCondition() != "service-unavailable" {
+		t.Fatalf("bot went offline: %s", r)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -607,6 +608,12 @@ func (n *Node) startAdmin() error {
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/cluster/members", n.serveMembers)
 	mux.HandleFunc("/local", n.serveLocal)
+	// CPU/heap profiles under load (see BENCHMARKS.md); the admin listener is loopback by default.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	l, err := net.Listen("tcp", n.cfg.Listen.Admin)
 	if err != nil {
 		return fmt.Errorf("listen admin %s: %w", n.cfg.Listen.Admin, err)
