@@ -35,27 +35,12 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "sb-accounts-etcd-*")
+	eps, stop, err := etcdx.StartTemp("accounts-test", quietLog())
 	if err != nil {
 		panic(err)
 	}
-	defer os.RemoveAll(dir)
-	client, err := etcdx.FreeAddr("127.0.0.1")
-	if err != nil {
-		panic(err)
-	}
-	peer, err := etcdx.FreeAddr("127.0.0.1")
-	if err != nil {
-		panic(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	emb, err := etcdx.StartEmbedded(ctx, etcdx.EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer, Name: "accounts-test"}, quietLog())
-	cancel()
-	if err != nil {
-		panic(err)
-	}
-	defer emb.Stop()
-	endpoints = emb.Endpoints()
+	defer stop()
+	endpoints = eps
 	return m.Run()
 }
 

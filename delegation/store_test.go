@@ -28,27 +28,12 @@ func TestMain(m *testing.M) {
 }
 
 func runTestMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "sb-delegation-etcd-*")
+	eps, stop, err := etcdx.StartTemp("delegation-test", testLog())
 	if err != nil {
 		panic(err)
 	}
-	defer os.RemoveAll(dir)
-	client, err := etcdx.FreeAddr("127.0.0.1")
-	if err != nil {
-		panic(err)
-	}
-	peer, err := etcdx.FreeAddr("127.0.0.1")
-	if err != nil {
-		panic(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	emb, err := etcdx.StartEmbedded(ctx, etcdx.EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer, Name: "delegation-test"}, testLog())
-	cancel()
-	if err != nil {
-		panic(err)
-	}
-	defer emb.Stop()
-	etcdEndpoints = emb.Endpoints()
+	defer stop()
+	etcdEndpoints = eps
 	return m.Run()
 }
 

@@ -29,29 +29,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sb-etcd-*")
+	eps, stop, err := etcdx.StartTemp("node-test", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		panic(err)
 	}
-	client, err := etcdx.FreeAddr("127.0.0.1")
-	if err != nil {
-		panic(err)
-	}
-	peer, err := etcdx.FreeAddr("127.0.0.1")
-	if err != nil {
-		panic(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	emb, err := etcdx.StartEmbedded(ctx, etcdx.EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer, Name: "test"},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	cancel()
-	if err != nil {
-		panic(err)
-	}
-	etcdEndpoints = emb.Endpoints()
+	etcdEndpoints = eps
 	code := m.Run()
-	emb.Stop()
-	_ = os.RemoveAll(dir)
+	stop()
 	os.Exit(code)
 }
 
