@@ -448,29 +448,6 @@ func TestCacheConcurrentReads(t *testing.T) {
 	wg.Wait()
 }
 
-// The watch reports compaction when it starts behind the compacted revision; run's
-// reload path handles that. Checked directly, since a live watch is never that far behind.
-func TestWatchReportsCompaction(t *testing.T) {
-	s, cli, _ := newStore(t)
-	ctx := testCtx(t)
-	c := startCache(t, s)
-	if err := s.Add(ctx, "localhost", "a", "pw", 4096); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := cli.Put(ctx, "/sbtest-compact-marker", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := c.watch(wctx, 1); err == nil || !strings.Contains(err.Error(), "compacted") {
-		t.Fatalf("watch from revision 1 = %v, want compaction error", err)
-	}
-}
-
 // proxy is a TCP relay to etcd that a test can cut (listener closed, connections
 // dropped) and restore on the same address, to make etcd unreachable for one client.
 type proxy struct {

@@ -10,17 +10,10 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/switchboard-im/switchboard/internal/etcdx"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"mellium.im/sasl"
-)
-
-// Reload pacing after a failed watch: etcd may be down for a while, so back off.
-const (
-	reloadBackoffMin = 100 * time.Millisecond
-	reloadBackoffMax = 5 * time.Second
-	reloadTimeout    = 10 * time.Second
 )
 
 type userKey struct{ host, local string }
@@ -203,59 +196,7 @@ func (c *Cache) load(ctx context.Context) (int64, error) {
 
 func (c *Cache) run(ctx context.Context, rev int64) {
 	defer close(c.done)
-	for {
-		err := c.watch(ctx, rev)
-		if ctx.Err() != nil {
-			return
-		}
-		c.log.Warn("account watch ended, reloading", "err", err)
-		backoff := reloadBackoffMin
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			lctx, cancel := context.WithTimeout(ctx, reloadTimeout)
-			r, err := c.load(lctx)
-			cancel()
-			if err == nil {
-				rev = r
-				c.log.Info("accounts reloaded", "revision", rev)
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			c.log.Warn("account reload failed, retrying", "err", err, "in", backoff)
-			backoff = min(2*backoff, reloadBackoffMax)
-		}
-	}
-}
-
-// watch applies changes after rev until the watch fails; it returns why.
-func (c *Cache) watch(ctx context.Context, rev int64) error {
-	// RequireLeader: a member cut off from its cluster ends the watch instead of going
-	// silent, and the reload then waits for a usable member.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := c.store.cli.Watch(wctx, c.store.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	for resp := range wch {
-		if resp.CompactRevision != 0 {
-			return fmt.Errorf("history compacted at revision %d", resp.CompactRevision)
-		}
-		if err := resp.Err(); err != nil {
-			return err
-		}
-		if resp.Canceled {
-			return errors.New("watch canceled")
-		}
-		c.apply(resp.Events)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return errors.New("watch channel closed")
+	etcdx.WatchPrefix(ctx, c.store.cli, c.store.prefix, rev, "account", c.log, c.apply, c.load)
 }
 
 func (c *Cache) apply(events []*clientv3.Event) {

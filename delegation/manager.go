@@ -3,23 +3,15 @@ package delegation
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/switchboard-im/switchboard/internal/etcdx"
 	clientv3 "go.etcd.io/etcd/client/v3"
-)
-
-// Reload pacing after a failed watch: etcd may be down for a while, so back off.
-const (
-	reloadBackoffMin = 100 * time.Millisecond
-	reloadBackoffMax = 5 * time.Second
-	reloadTimeout    = 10 * time.Second
 )
 
 // Change is a change of one host's effective rules.
@@ -259,61 +251,16 @@ func identical(a, b *Table) bool {
 
 func (m *Manager) run(ctx context.Context, rev int64) {
 	defer close(m.done)
-	for {
-		err := m.watch(ctx, rev)
-		if ctx.Err() != nil {
-			return
-		}
-		m.log.Warn("delegation watch ended, reloading", "err", err)
-		backoff := reloadBackoffMin
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
+	etcdx.WatchPrefix(ctx, m.store.cli, m.store.Prefix(), rev, "delegation", m.log, m.applyEvents,
+		func(ctx context.Context) (int64, error) {
+			snap, err := m.store.Load(ctx)
+			if err != nil {
+				return 0, err
 			}
-			lctx, cancel := context.WithTimeout(ctx, reloadTimeout)
-			snap, err := m.store.Load(lctx)
-			cancel()
-			if err == nil {
-				// Whatever changed while the watch was down is applied and announced.
-				m.apply(snap, true)
-				rev = snap.Revision
-				m.log.Info("delegation rules reloaded", "revision", rev)
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			m.log.Warn("delegation reload failed, retrying", "err", err, "in", backoff)
-			backoff = min(2*backoff, reloadBackoffMax)
-		}
-	}
-}
-
-// watch applies changes after rev until the watch fails; it returns why.
-func (m *Manager) watch(ctx context.Context, rev int64) error {
-	// RequireLeader: a member cut off from its cluster ends the watch instead of going
-	// silent, and the reload then waits for a usable member.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := m.store.cli.Watch(wctx, m.store.Prefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	for resp := range wch {
-		if resp.CompactRevision != 0 {
-			return fmt.Errorf("history compacted at revision %d", resp.CompactRevision)
-		}
-		if err := resp.Err(); err != nil {
-			return err
-		}
-		if resp.Canceled {
-			return errors.New("watch canceled")
-		}
-		m.applyEvents(resp.Events)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return errors.New("watch channel closed")
+			// Whatever changed while the watch was down is applied and announced.
+			m.apply(snap, true)
+			return snap.Revision, nil
+		})
 }
 
 // applyEvents updates the etcd layer from one batch and recomputes the hosts it touched.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func start(t *testing.T, client, peer string) *Embedded {
@@ -138,5 +140,35 @@ func TestConnectDead(t *testing.T) {
 func TestConnectNoEndpoints(t *testing.T) {
 	if _, err := Connect(context.Background(), nil, time.Second); err == nil {
 		t.Fatal("want error")
+	}
+}
+
+// The watch reports compaction when it starts behind the compacted revision, so that
+// WatchPrefix reloads. Checked directly, since a live watch is never that far behind.
+func TestWatchReportsCompaction(t *testing.T) {
+	client, _ := FreeAddr("127.0.0.1")
+	peer, _ := FreeAddr("127.0.0.1")
+	e := start(t, client, peer)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for i := 0; i < 3; i++ {
+		if _, err := cli.Put(ctx, "/w/k", "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := cli.Put(ctx, "/w/marker", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if err := watchOnce(ctx, cli, "/w/", 1, func([]*clientv3.Event) {}); err == nil || !strings.Contains(err.Error(), "compacted") {
+		t.Fatalf("watch from revision 1 = %v, want compaction error", err)
 	}
 }
