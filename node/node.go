@@ -623,3 +623,12 @@ func (n *Node) startAdmin() error {
 	go func() { _ = n.admin.Serve(l) }()
 	return nil
 }
+
+// Sessions is how many client sessions this node holds.
+func (n *Node) Sessions() int {
+	if n.router == nil {
+		return 0
+	}
+	c, _ := n.router.Counts()
+	return c
+}

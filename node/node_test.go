@@ -438,3 +438,60 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("closed after %v, before the idle timeout", d)
 	}
 }
+
+// A client that stops reading is disconnected once limits.max_send_queue_bytes is
+// queued for it; the sender and everyone else go on.
+func TestSlowConsumerDisconnected(t *testing.T) {
+	s := startNode(t, func(c *config.Config) {
+		c.Limits.MaxStanzaBytes = 16384
+		c.Limits.MaxSendQueueBytes = 65536
+		c.Limits.WriteTimeout = config.Duration(2 * time.Second)
+	})
+	s.addUser("fast", "f")
+	s.addUser("slow", "s")
+	s.addUser("other", "o")
+	fast := s.client("fast", "f")
+	other := s.client("other", "o")
+	// slow logs in by hand over direct TLS (PLAIN), binds, and then never reads again.
+	r := s.raw(s.n.Addrs.C2STLS)
+	r.c = tls.Client(r.c, &tls.Config{ServerName: "localhost", InsecureSkipVerify: true})
+	r.write(strings.Replace(streamStart, "<?xml version='1.0'?>", "", 1))
+	r.readFor(300 * time.Millisecond)
+	r.write(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AHNsb3cAcw==</auth>`)
+	if got := r.readFor(300 * time.Millisecond); !strings.Contains(got, "<success") {
+		t.Fatalf("slow login: %s", got)
+	}
+	r.write(strings.Replace(streamStart, "<?xml version='1.0'?>", "", 1))
+	r.readFor(300 * time.Millisecond)
+	r.write(`<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>`)
+	if got := r.readFor(300 * time.Millisecond); !strings.Contains(got, "slow@localhost/r") {
+		t.Fatalf("slow bind: %s", got)
+	}
+	body := strings.Repeat("x", 8000)
+	deadline := time.Now().Add(30 * time.Second)
+	for s.n.Sessions() == 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow consumer was never disconnected")
+		}
+		// Bursts well under the limit: only a peer that does not read fills its queue.
+		fast.SendBatch(strings.Repeat(`<message to='slow@localhost/r' type='chat'><body>`+body+`</body></message>`, 4))
+		fast.Send(`<message to='` + other.JID + `' id='still'><body>ok</body></message>`)
+		if m := other.Next(wait); m.Attr("id") != "still" {
+			t.Fatalf("other got %s", m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The sender is unaffected: it still talks to the server and to others.
+	for {
+		select {
+		case <-fast.In: // service-unavailable bounces for messages sent after the drop
+			continue
+		default:
+		}
+		break
+	}
+	fast.Send(`<message to='` + other.JID + `' id='after'><body>ok</body></message>`)
+	if m := other.Next(wait); m.Attr("id") != "after" {
+		t.Fatalf("other got %s", m)
+	}
+}
