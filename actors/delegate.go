@@ -25,8 +25,9 @@ type Delegation struct {
 
 // ComponentOptions are the per-component settings the router applies.
 type ComponentOptions struct {
-	DelegationNS string // urn:xmpp:delegation:2 (default) or :1
-	Balance      string // round-robin (default), least-pending, sender
+	DelegationNS     string // urn:xmpp:delegation:2 (default) or :1
+	Balance          string // round-robin (default), least-pending, sender
+	MessagePrivilege bool   // XEP-0356 message: outgoing
 }
 
 func (r *Router) componentOpts(domain string) ComponentOptions {
@@ -258,10 +259,14 @@ func (r *Router) sortedHosts() []string {
 // componentUp advertises a component's delegations (one <message/> per host that
 // delegates to it) and asks it for disco nesting (XEP-0355 §4.2, §7.2).
 func (r *Router) componentUp(s *Session) {
+	opts := r.componentOpts(s.Bare)
+	for _, host := range r.sortedHosts() {
+		s.Send(privilegeAdvertisement(host, s.Bare, opts))
+	}
 	if r.deleg == nil {
 		return
 	}
-	dns := r.componentOpts(s.Bare).DelegationNS
+	dns := opts.DelegationNS
 	for _, host := range r.sortedHosts() {
 		rules := r.deleg.Rules.Table(host).For(s.Bare)
 		if len(rules) == 0 {

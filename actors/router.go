@@ -342,6 +342,10 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 					return
 				}
 			}
+			if env.Kind == xmpp.KindMessage && env.HasChild && env.Child.Space == NSPrivilege && env.Child.Local == "privilege" {
+				r.privilegedMessage(h, sender, from, env)
+				return
+			}
 			h.toServer(sender, from, env)
 			return
 		}

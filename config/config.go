@@ -272,6 +272,24 @@ type ComponentConfig struct {
 	// component: "round-robin", "least-pending" (fewest IQs awaiting a reply)
 	// or "sender" (by sender bare JID). Default: "round-robin".
 	Balance string `yaml:"balance"`
+	// Privileges are the XEP-0356 privileges granted to this component.
+	// Default: none.
+	Privileges Privileges `yaml:"privileges,omitempty"`
+}
+
+// Privileges grants a component XEP-0356 (urn:xmpp:privilege:2) permissions.
+// Today only message is implemented; roster, presence and iq are refused by
+// validation until the router keeps rosters.
+type Privileges struct {
+	// Message: "none" or "outgoing" (send messages on behalf of the host's users).
+	// Default: "none".
+	Message string `yaml:"message,omitempty"`
+	// Roster: "none" (the only value accepted today).
+	Roster string `yaml:"roster,omitempty"`
+	// Presence: "none" (the only value accepted today).
+	Presence string `yaml:"presence,omitempty"`
+	// IQ: namespace → get|set|both (none accepted today).
+	IQ map[string]string `yaml:"iq,omitempty"`
 }
 
 // DelegationConfig tunes namespace delegation (key `delegation`).
@@ -577,6 +595,19 @@ func (c *Config) Validate() error {
 		default:
 			v.addf(p+".balance", "%q is not one of %s, %s, %s",
 				comp.Balance, BalanceRoundRobin, BalanceLeastPending, BalanceSender)
+		}
+		pr := comp.Privileges
+		if pr.Message != "" && pr.Message != "none" && pr.Message != "outgoing" {
+			v.addf(p+".privileges.message", "%q is not one of none, outgoing", pr.Message)
+		}
+		if pr.Roster != "" && pr.Roster != "none" {
+			v.add(p+".privileges.roster", "not supported yet: the router keeps no rosters")
+		}
+		if pr.Presence != "" && pr.Presence != "none" {
+			v.add(p+".privileges.presence", "not supported yet: the router keeps no rosters")
+		}
+		if len(pr.IQ) > 0 {
+			v.add(p+".privileges.iq", "not supported yet")
 		}
 	}
 

@@ -237,12 +237,28 @@ func TestTLSRequiredFalseHonoured(t *testing.T) {
 	}
 }
 
+func TestPrivilegesValidation(t *testing.T) {
+	c := mustLoad(t, "components: [{jid: a.localhost, secret: s, privileges: {message: outgoing}}]\n")
+	if c.Components[0].Privileges.Message != "outgoing" {
+		t.Fatalf("privileges %+v", c.Components[0].Privileges)
+	}
+	for yaml, want := range map[string]string{
+		"components: [{jid: a.localhost, secret: s, privileges: {message: all}}]\n":                 "components[0].privileges.message",
+		"components: [{jid: a.localhost, secret: s, privileges: {roster: both}}]\n":                 "components[0].privileges.roster: not supported yet",
+		"components: [{jid: a.localhost, secret: s, privileges: {iq: {\"urn:x\": get}}}]\n": "components[0].privileges.iq",
+	} {
+		if _, err := loadErr(t, yaml); !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v does not say %q", yaml, err, want)
+		}
+	}
+}
+
 func TestLoadUnknownKeys(t *testing.T) {
 	for _, tc := range []struct{ yaml, key string }{
 		{"listen: {c2z: 127.0.0.1:5222}\n", "c2z"},
 		{"limit: {max_stanza_bytes: 1}\n", "limit"},
 		{"hosts: [{domain: localhost, delegation: {}}]\n", "delegation"},
-		{"components: [{jid: a.localhost, secret: s, privileges: {roster: both}}]\n", "privileges"},
+		{"components: [{jid: a.localhost, secret: s, privileges: {rooster: both}}]\n", "rooster"},
 	} {
 		_, err := loadErr(t, tc.yaml)
 		if !strings.Contains(err.Error(), "field "+tc.key+" not found") {

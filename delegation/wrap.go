@@ -29,16 +29,23 @@ func Wrap(dns, outerID, from, to string, inner []byte) []byte {
 	return b.Bytes()
 }
 
-// ErrBadWrapping is returned by Unwrap for replies that are not a single forwarded IQ.
-var ErrBadWrapping = errors.New("reply is not <delegation><forwarded><iq/></forwarded></delegation>")
+// ErrBadWrapping is returned for wrappers that do not hold exactly one forwarded stanza.
+var ErrBadWrapping = errors.New("not a single stanza wrapped in <forwarded/>")
 
 // Unwrap extracts the inner IQ of a managing entity's reply. In lenient mode
 // (urn:xmpp:delegation:1 components, e.g. go-xmpp) an inner IQ without
 // xmlns='jabber:client' is accepted; otherwise it must carry it.
 func Unwrap(dns string, outer *xmpp.Envelope, lenient bool) (*xmpp.Envelope, error) {
+	return UnwrapForwarded(outer, xml.Name{Space: dns, Local: "delegation"}, "iq", lenient)
+}
+
+// UnwrapForwarded extracts the stanza named inner from
+// <wrapper><forwarded xmlns='urn:xmpp:forward:0'>INNER</forwarded></wrapper>, the first
+// child of outer (XEP-0355 delegation, XEP-0356 privilege).
+func UnwrapForwarded(outer *xmpp.Envelope, wrapper xml.Name, inner string, lenient bool) (*xmpp.Envelope, error) {
 	content := outer.Content()
 	d := xml.NewDecoder(bytes.NewReader(content))
-	var inner []byte
+	var innerRaw []byte
 	depth := 0
 	for {
 		off := d.InputOffset()
@@ -51,7 +58,7 @@ func Unwrap(dns string, outer *xmpp.Envelope, lenient bool) (*xmpp.Envelope, err
 			depth++
 			switch depth {
 			case 1:
-				if t.Name.Space != dns || t.Name.Local != "delegation" {
+				if t.Name != wrapper {
 					return nil, ErrBadWrapping
 				}
 			case 2:
@@ -66,14 +73,14 @@ func Unwrap(dns string, outer *xmpp.Envelope, lenient bool) (*xmpp.Envelope, err
 					depth--
 					continue
 				}
-				if t.Name.Local != "iq" || inner != nil {
+				if t.Name.Local != inner || innerRaw != nil {
 					return nil, ErrBadWrapping
 				}
 				switch t.Name.Space {
 				case xmpp.NSClient:
 				case NSForward: // no xmlns of its own
 					if !lenient {
-						return nil, fmt.Errorf("%w: inner iq lacks xmlns='jabber:client'", ErrBadWrapping)
+						return nil, fmt.Errorf("%w: inner %s lacks xmlns='jabber:client'", ErrBadWrapping, inner)
 					}
 				default:
 					return nil, ErrBadWrapping
@@ -81,17 +88,17 @@ func Unwrap(dns string, outer *xmpp.Envelope, lenient bool) (*xmpp.Envelope, err
 				if err := d.Skip(); err != nil {
 					return nil, ErrBadWrapping
 				}
-				inner = content[off:d.InputOffset()]
+				innerRaw = content[off:d.InputOffset()]
 				depth--
 			}
 		case xml.EndElement:
 			depth--
 		}
 	}
-	if inner == nil {
+	if innerRaw == nil {
 		return nil, ErrBadWrapping
 	}
-	return ParseStanza(inner)
+	return ParseStanza(innerRaw)
 }
 
 const wrapperHeader = "<stream:stream xmlns='jabber:client' xmlns:stream='" + xmpp.NSStream + "'>"

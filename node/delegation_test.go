@@ -537,3 +537,49 @@ func TestDelegationToAccount(t *testing.T) {
 		t.Fatalf("bot went offline: %s", r)
 	}
 }
+
+// XEP-0356: a component with the message privilege sends on behalf of a local user; one
+// without it, or naming someone else, is refused with forbidden.
+func TestPrivilegedMessage(t *testing.T) {
+	s := startNode(t, func(c *config.Config) {
+		c.Components[0].Privileges.Message = "outgoing"
+		c.Components = append(c.Components, config.ComponentConfig{JID: "other.localhost", Secret: secret})
+	})
+	s.addUser("juliet", "j")
+	s.addUser("romeo", "r")
+	r := s.client("romeo", "r")
+	r.Send(`<presence/>`)
+	r.Sync()
+	c, err := s.component("comp.localhost", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := c.Next(wait)
+	if p := ad.Child("privilege"); p == nil || p.Child("perm").Attr("access") != "message" || p.Child("perm").Attr("type") != "outgoing" {
+		t.Fatalf("privilege advertisement %s", ad)
+	}
+	priv := func(from string) string {
+		return `<message from='comp.localhost' to='localhost' id='pm'><privilege xmlns='urn:xmpp:privilege:2'><forwarded xmlns='urn:xmpp:forward:0'>` +
+			`<message xmlns='jabber:client' from='` + from + `' to='romeo@localhost' type='chat' id='inner'><body>from juliet, via the component</body></message>` +
+			`</forwarded></privilege></message>`
+	}
+	c.Send(priv("juliet@localhost"))
+	if m := r.Next(wait); m.Attr("from") != "juliet@localhost" || m.Attr("id") != "inner" || m.Child("body") == nil {
+		t.Fatalf("romeo got %s", m)
+	}
+	for _, from := range []string{"ghost@localhost", "juliet@localhost/res", "someone@elsewhere.example"} {
+		c.Send(priv(from))
+		if e := c.Next(wait); e.ErrorCondition() != "forbidden" {
+			t.Fatalf("inner from %s: %s", from, e)
+		}
+	}
+	o, err := s.component("other.localhost", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Send(strings.Replace(priv("juliet@localhost"), "from='comp.localhost'", "from='other.localhost'", 1))
+	if e := o.Next(wait); e.ErrorCondition() != "forbidden" {
+		t.Fatalf("unprivileged component: %s", e)
+	}
+	r.ExpectNothing(200 * time.Millisecond)
+}

@@ -95,7 +95,8 @@ func routerLimits(c *config.Config) actors.Limits {
 func componentOptions(c *config.Config) map[string]actors.ComponentOptions {
 	comps := make(map[string]actors.ComponentOptions)
 	for _, cc := range c.Components {
-		comps[cc.JID] = actors.ComponentOptions{DelegationNS: cc.DelegationNS, Balance: cc.Balance}
+		comps[cc.JID] = actors.ComponentOptions{DelegationNS: cc.DelegationNS, Balance: cc.Balance,
+			MessagePrivilege: cc.Privileges.Message == "outgoing"}
 	}
 	return comps
 }
