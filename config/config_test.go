@@ -243,8 +243,8 @@ func TestPrivilegesValidation(t *testing.T) {
 		t.Fatalf("privileges %+v", c.Components[0].Privileges)
 	}
 	for yaml, want := range map[string]string{
-		"components: [{jid: a.localhost, secret: s, privileges: {message: all}}]\n":                 "components[0].privileges.message",
-		"components: [{jid: a.localhost, secret: s, privileges: {roster: both}}]\n":                 "components[0].privileges.roster: not supported yet",
+		"components: [{jid: a.localhost, secret: s, privileges: {message: all}}]\n":         "components[0].privileges.message",
+		"components: [{jid: a.localhost, secret: s, privileges: {roster: both}}]\n":         "components[0].privileges.roster: not supported yet",
 		"components: [{jid: a.localhost, secret: s, privileges: {iq: {\"urn:x\": get}}}]\n": "components[0].privileges.iq",
 	} {
 		if _, err := loadErr(t, yaml); !strings.Contains(err.Error(), want) {

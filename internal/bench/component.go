@@ -1,0 +1,148 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// Echo is the bench's managing entity: an XEP-0114 component that answers every IQ the
+// server forwards to it (XEP-0355) with an empty result, disco#info nesting queries with
+// an empty disco#info, and plain IQs addressed to it with an empty result. Its replies
+// are written in batches: everything answered from one read goes out in one write.
+type Echo struct {
+	c   *Component
+	out []byte
+
+	handled atomic.Uint64 // delegated IQs answered
+	plain   atomic.Uint64 // IQs addressed to the component itself
+	disco   atomic.Uint64 // disco#info (nesting) queries answered
+
+	mu       sync.Mutex
+	bad      uint64
+	firstBad string
+
+	done chan struct{}
+	err  error
+}
+
+// StartEcho runs the component's reading loop in its own goroutine.
+func StartEcho(c *Component) *Echo {
+	e := &Echo{c: c, done: make(chan struct{})}
+	c.Sc.BeforeRead = e.flush
+	go e.run()
+	return e
+}
+
+// Handled is the number of delegated IQs answered so far.
+func (e *Echo) Handled() uint64 { return e.handled.Load() }
+
+// Plain is the number of IQs addressed to the component that it answered.
+func (e *Echo) Plain() uint64 { return e.plain.Load() }
+
+// Bad returns how many stanzas the component could not make sense of, and the first.
+func (e *Echo) Bad() (uint64, string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.bad, e.firstBad
+}
+
+// Close ends the component's stream and waits for its loop.
+func (e *Echo) Close() error {
+	_ = e.c.Conn.Close()
+	<-e.done
+	if errors.Is(e.err, net.ErrClosed) || errors.Is(e.err, ErrStreamEnd) {
+		return nil
+	}
+	return e.err
+}
+
+func (e *Echo) flush() error {
+	if len(e.out) == 0 {
+		return nil
+	}
+	_, err := e.c.Conn.Write(e.out)
+	if cap(e.out) > 1<<20 {
+		e.out = nil
+	} else {
+		e.out = e.out[:0]
+	}
+	return err
+}
+
+func (e *Echo) run() {
+	defer close(e.done)
+	for {
+		st, err := e.c.Sc.Next()
+		if err != nil {
+			e.err = err
+			return
+		}
+		e.handle(st)
+	}
+}
+
+func (e *Echo) badStanza(why string, raw []byte) {
+	e.mu.Lock()
+	e.bad++
+	if e.firstBad == "" {
+		e.firstBad = fmt.Sprintf("%s: %.300s", why, raw)
+	}
+	e.mu.Unlock()
+}
+
+func (e *Echo) handle(st *Stanza) {
+	if string(st.Name) != "iq" {
+		return // delegation advertisements and the like
+	}
+	if !st.Type.Is("get") && !st.Type.Is("set") {
+		return
+	}
+	b := e.out
+	switch {
+	case string(st.Child) == "delegation" && (st.ChildNS.Is(nsDelegV2) || st.ChildNS.Is(nsDelegV1)):
+		inner, ok := FindElement(st.Raw, 3) // iq > delegation > forwarded > iq
+		if !ok || string(inner.Name) != "iq" {
+			e.badStanza("forwarded IQ without an inner <iq/>", st.Raw)
+			b = append(b, "<iq type='error'"...)
+			b = appendAttr(b, "to", st.From)
+			b = appendAttr(b, "from", st.To)
+			b = appendAttr(b, "id", st.ID)
+			b = append(b, "><error type='modify'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"...)
+			break
+		}
+		b = append(b, "<iq type='result'"...)
+		b = appendAttr(b, "to", st.From)
+		b = appendAttr(b, "from", st.To)
+		b = appendAttr(b, "id", st.ID)
+		b = append(b, "><delegation xmlns='"...)
+		b = append(b, st.ChildNS.Val...)
+		b = append(b, "'><forwarded xmlns='"+nsForward+"'><iq xmlns='"+nsClient+"' type='result'"...)
+		b = appendAttr(b, "id", inner.ID)
+		b = appendAttr(b, "to", inner.From)
+		b = append(b, "/></forwarded></delegation></iq>"...)
+		e.handled.Add(1)
+	case string(st.Child) == "query" && st.ChildNS.Is(nsDiscoInfo):
+		q, _ := FindElement(st.Raw, 1)
+		b = append(b, "<iq type='result'"...)
+		b = appendAttr(b, "to", st.From)
+		b = appendAttr(b, "from", st.To)
+		b = appendAttr(b, "id", st.ID)
+		b = append(b, "><query xmlns='"+nsDiscoInfo+"'"...)
+		if len(q.Node.Val) > 0 {
+			b = appendAttr(b, "node", q.Node)
+		}
+		b = append(b, "/></iq>"...)
+		e.disco.Add(1)
+	default:
+		b = append(b, "<iq type='result'"...)
+		b = appendAttr(b, "to", st.From)
+		b = appendAttr(b, "from", st.To)
+		b = appendAttr(b, "id", st.ID)
+		b = append(b, "/>"...)
+		e.plain.Add(1)
+	}
+	e.out = b
+}

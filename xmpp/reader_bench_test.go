@@ -1,0 +1,79 @@
+package xmpp
+
+import (
+	"io"
+	"testing"
+)
+
+// typicalStanzas is a mix a router sees under load: chat messages, delegated IQs and their
+// forwarded replies, presence.
+var typicalStanzas = []string{
+	`<message to='bob@localhost/r2' id='m1' type='chat'><body>Hello, this is a typical short chat message.</body></message>`,
+	`<iq type='get' to='localhost' id='q0.123'><query xmlns='urn:example:bench'/></iq>`,
+	`<iq type='result' from='bench.localhost' to='localhost' id='sbd:node1:0123456789abcdef'><delegation xmlns='urn:xmpp:delegation:2'><forwarded xmlns='urn:xmpp:forward:0'><iq xmlns='jabber:client' type='result' id='q0.123' to='alice@localhost/r1'/></forwarded></delegation></iq>`,
+	`<presence><show>away</show><status>Out for lunch</status><priority>5</priority></presence>`,
+}
+
+// loopReader serves a stream header once, then the stanzas over and over.
+type loopReader struct {
+	head []byte
+	body []byte
+	off  int
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	if len(l.head) > 0 {
+		n := copy(p, l.head)
+		l.head = l.head[n:]
+		return n, nil
+	}
+	n := 0
+	for n < len(p) {
+		c := copy(p[n:], l.body[l.off:])
+		n += c
+		l.off = (l.off + c) % len(l.body)
+	}
+	return n, nil
+}
+
+var _ io.Reader = (*loopReader)(nil)
+
+func benchReader(b *testing.B, stanzas []string) {
+	var body []byte
+	for _, s := range stanzas {
+		body = append(body, s...)
+	}
+	r := NewReader(&loopReader{head: []byte(hdr), body: body}, 1<<16)
+	if _, err := r.ReadHeader(); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(body) / len(stanzas)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.Next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Envelope parsing (Reader.Next) over a stream of typical stanzas.
+func BenchmarkReaderNext(b *testing.B) { benchReader(b, typicalStanzas) }
+
+// The smallest common case: a delegated IQ request.
+func BenchmarkReaderNextIQ(b *testing.B) { benchReader(b, typicalStanzas[1:2]) }
+
+// Rewriting a stanza's from/to (every c2s stanza gets its from stamped).
+func BenchmarkEnvelopeRewrite(b *testing.B) {
+	r := NewReader(&loopReader{head: []byte(hdr), body: []byte(typicalStanzas[0])}, 1<<16)
+	if _, err := r.ReadHeader(); err != nil {
+		b.Fatal(err)
+	}
+	env, err := r.Next()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = env.Rewrite("alice@localhost/r1", "bob@localhost/r2")
+	}
+}
