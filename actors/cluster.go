@@ -170,7 +170,7 @@ func (s *Session) remoteMessage(m any) bool {
 			s.abort()
 			return true
 		}
-		if s.queued.Load() == 0 {
+		if s.queued.Load() == 0 && !s.hold.Load() {
 			s.flush()
 		}
 		return true

@@ -56,8 +56,14 @@ func (r *Router) ServeC2S(c *xmpp.Conn) {
 			s.Host, s.Local, s.Res = c.Host, full.Localpart(), full.Resourcepart()
 			s.Bare, s.Full = full.Bare().String(), full.String()
 			s.log = r.log.With("jid", s.Full)
+			// The bind result is queued first but held back until the session is
+			// registered (with its owner, maybe on another node): once the client knows
+			// its JID, stanzas sent to it find it, and they follow the bind result.
+			s.hold.Store(true)
 			s.Send(xmpp.BindResult(env.ID, s.Full))
 			r.bindUser(s)
+			s.hold.Store(false)
+			r.sys.Root.Send(s.pid, flushNow{})
 			c.Deadline(0)
 			s.log.Debug("session bound")
 			continue

@@ -27,6 +27,9 @@ const (
 // deliver carries stanza bytes to a session actor.
 type deliver struct{ data []byte }
 
+// flushNow releases what was held back while the session was binding.
+type flushNow struct{}
+
 // closeStream asks the session actor to end the stream (with an error, if set).
 type closeStream struct{ err *xmpp.StreamError }
 
@@ -47,6 +50,7 @@ type Session struct {
 	w      *bufio.Writer // only the actor touches it
 	closed atomic.Bool
 	queued atomic.Int64
+	hold   atomic.Bool // writes are buffered, not flushed, until binding completes
 
 	// presence state (c2s)
 	available    atomic.Bool
@@ -98,9 +102,11 @@ func (s *Session) handle(msg any) {
 		// Send counts bytes in before posting, so nothing left queued means no
 		// message is waiting behind this one: flush now. Under load the count
 		// rarely reaches zero and many stanzas share one write.
-		if s.queued.Add(-int64(len(m.data))) == 0 {
+		if s.queued.Add(-int64(len(m.data))) == 0 && !s.hold.Load() {
 			s.flush()
 		}
+	case flushNow:
+		s.flush()
 	case *closeStream:
 		if s.closed.Load() {
 			return

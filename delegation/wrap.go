@@ -45,7 +45,7 @@ func Unwrap(dns string, outer *xmpp.Envelope, lenient bool) (*xmpp.Envelope, err
 func UnwrapForwarded(outer *xmpp.Envelope, wrapper xml.Name, inner string, lenient bool) (*xmpp.Envelope, error) {
 	content := outer.Content()
 	d := xml.NewDecoder(bytes.NewReader(content))
-	var innerRaw []byte
+	var found *xmpp.Envelope
 	depth := 0
 	for {
 		off := d.InputOffset()
@@ -73,7 +73,7 @@ func UnwrapForwarded(outer *xmpp.Envelope, wrapper xml.Name, inner string, lenie
 					depth--
 					continue
 				}
-				if t.Name.Local != inner || innerRaw != nil {
+				if t.Name.Local != inner || found != nil {
 					return nil, ErrBadWrapping
 				}
 				switch t.Name.Space {
@@ -85,20 +85,53 @@ func UnwrapForwarded(outer *xmpp.Envelope, wrapper xml.Name, inner string, lenie
 				default:
 					return nil, ErrBadWrapping
 				}
-				if err := d.Skip(); err != nil {
+				// One pass: the inner stanza's header, first child and content bounds are
+				// read here, so it is never parsed again.
+				env, err := sliceElement(d, t.Copy(), content, int(off))
+				if err != nil {
 					return nil, ErrBadWrapping
 				}
-				innerRaw = content[off:d.InputOffset()]
+				found = env
 				depth--
 			}
 		case xml.EndElement:
 			depth--
 		}
 	}
-	if innerRaw == nil {
+	if found == nil {
 		return nil, ErrBadWrapping
 	}
-	return ParseStanza(innerRaw)
+	return found, nil
+}
+
+// sliceElement reads the rest of the element whose start tag d just returned (it began
+// at offset start of doc) and returns it as an envelope over its own copy of the bytes.
+func sliceElement(d *xml.Decoder, st xml.StartElement, doc []byte, start int) (*xmpp.Envelope, error) {
+	contentStart := int(d.InputOffset())
+	var child *xml.StartElement
+	depth := 1
+	for {
+		before := int(d.InputOffset())
+		tok, err := d.Token()
+		if err != nil {
+			return nil, err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth == 2 && child == nil {
+				c := t.Copy()
+				child = &c
+			}
+		case xml.EndElement:
+			depth--
+			if depth == 0 {
+				end := int(d.InputOffset())
+				raw := append([]byte(nil), doc[start:end]...)
+				return xmpp.NewEnvelope(st, raw, contentStart-start, before-start, child), nil
+			}
+		}
+	}
 }
 
 const wrapperHeader = "<stream:stream xmlns='jabber:client' xmlns:stream='" + xmpp.NSStream + "'>"

@@ -54,6 +54,38 @@ type Envelope struct {
 	contentEnd   int
 }
 
+// NewEnvelope builds an envelope for an element already sliced out of a larger document
+// (a forwarded stanza): start is its start tag, raw its bytes, raw[contentStart:contentEnd]
+// its content, child its first child's start tag (nil if none). Without a namespace of
+// its own (ns == ""), the element is taken as jabber:client.
+func NewEnvelope(start xml.StartElement, raw []byte, contentStart, contentEnd int, child *xml.StartElement) *Envelope {
+	env := &Envelope{Name: start.Name, Attrs: start.Attr, Raw: raw, contentStart: contentStart, contentEnd: contentEnd}
+	name := start.Name
+	if name.Space != NSComponent && name.Space != NSServer {
+		name.Space = NSClient
+	}
+	env.Kind = kindOf(name)
+	for _, a := range start.Attr {
+		if a.Name.Space != "" {
+			continue
+		}
+		switch a.Name.Local {
+		case "to":
+			env.To = a.Value
+		case "from":
+			env.From = a.Value
+		case "type":
+			env.Type = a.Value
+		case "id":
+			env.ID = a.Value
+		}
+	}
+	if child != nil {
+		env.HasChild, env.Child, env.ChildAttrs = true, child.Name, child.Attr
+	}
+	return env
+}
+
 // Content returns the bytes between the start and end tag.
 func (e *Envelope) Content() []byte { return e.Raw[e.contentStart:e.contentEnd] }
 

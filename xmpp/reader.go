@@ -32,7 +32,8 @@ var errTooLarge = errors.New("xmpp: stanza too large")
 // element's raw bytes. It reads through its own bufio.Reader, so a stream restart (after
 // STARTTLS or SASL) loses no buffered input.
 type Reader struct {
-	br        *bufio.Reader
+	br        *bufio.Reader  // nil when reading from memory
+	src       io.ByteReader // br, or the in-memory source
 	dec       *xml.Decoder
 	rec       []byte // bytes handed to the decoder, starting at decoder offset base
 	base      int64
@@ -44,7 +45,13 @@ type Reader struct {
 // NewReader reads from r; an element (or the stream header) over maxStanza bytes fails
 // with a policy-violation stream error.
 func NewReader(r io.Reader, maxStanza int) *Reader {
-	rd := &Reader{br: bufio.NewReaderSize(r, 4096), maxStanza: int64(maxStanza)}
+	rd := &Reader{maxStanza: int64(maxStanza)}
+	if b, ok := r.(*bytes.Reader); ok {
+		rd.src = b // already in memory: no buffer needed
+	} else {
+		rd.br = bufio.NewReaderSize(r, 4096)
+		rd.src = rd.br
+	}
 	rd.Restart()
 	return rd
 }
@@ -52,6 +59,7 @@ func NewReader(r io.Reader, maxStanza int) *Reader {
 // Reset points the reader at a new underlying connection (after a TLS upgrade).
 func (r *Reader) Reset(src io.Reader) {
 	r.br.Reset(src)
+	r.src = r.br
 	r.Restart()
 }
 
@@ -65,7 +73,12 @@ func (r *Reader) Restart() {
 }
 
 // Buffered reports how many bytes are read from the connection but not yet decoded.
-func (r *Reader) Buffered() int { return r.br.Buffered() }
+func (r *Reader) Buffered() int {
+	if r.br == nil {
+		return 0
+	}
+	return r.br.Buffered()
+}
 
 // ReadByte feeds the decoder (it uses io.ByteReader when offered, so it never buffers on
 // its own) and records every byte so that elements can be sliced out raw.
@@ -73,7 +86,7 @@ func (r *Reader) ReadByte() (byte, error) {
 	if r.maxStanza > 0 && r.base+int64(len(r.rec))-r.mark >= r.maxStanza {
 		return 0, errTooLarge
 	}
-	c, err := r.br.ReadByte()
+	c, err := r.src.ReadByte()
 	if err != nil {
 		return 0, err
 	}
