@@ -166,7 +166,7 @@ func (s *Session) remoteMessage(m any) bool {
 		if s.closed.Load() {
 			return true
 		}
-		if _, err := s.w.Write(m.Data); err != nil {
+		if _, err := s.writer().Write(m.Data); err != nil {
 			s.abort()
 			return true
 		}

@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"bufio"
 	"encoding/xml"
 	"hash/maphash"
 	"log/slog"
@@ -224,7 +223,7 @@ func hashString(seed maphash.Seed, s string) uint64 { return maphash.String(seed
 
 // newSession spawns the session's writer actor.
 func (r *Router) newSession(kind SessionKind, c *xmpp.Conn) *Session {
-	s := &Session{Kind: kind, conn: c, router: r, w: bufio.NewWriterSize(c.Conn, 4096)}
+	s := &Session{Kind: kind, conn: c, router: r}
 	props := actor.PropsFromProducer(func() actor.Actor { return s })
 	s.pid = r.sys.Root.Spawn(props)
 	return s

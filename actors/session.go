@@ -47,7 +47,7 @@ type Session struct {
 	router *Router
 	log    *slog.Logger
 
-	w      *bufio.Writer // only the actor touches it
+	w      *bufio.Writer // only the actor touches it; nil while there is nothing to write
 	closed atomic.Bool
 	queued atomic.Int64
 	hold   atomic.Bool // writes are buffered, not flushed, until binding completes
@@ -95,7 +95,7 @@ func (s *Session) handle(msg any) {
 			s.queued.Add(-int64(len(m.data)))
 			return
 		}
-		if _, err := s.w.Write(m.data); err != nil {
+		if _, err := s.writer().Write(m.data); err != nil {
 			s.abort()
 			return
 		}
@@ -111,12 +111,13 @@ func (s *Session) handle(msg any) {
 		if s.closed.Load() {
 			return
 		}
+		w := s.writer()
 		if m.err != nil {
-			_, _ = s.w.Write(m.err.Bytes())
+			_, _ = w.Write(m.err.Bytes())
 		}
-		_, _ = s.w.WriteString("</stream:stream>")
+		_, _ = w.WriteString("</stream:stream>")
 		_ = s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		_ = s.w.Flush()
+		_ = w.Flush()
 		s.abort()
 	default:
 		s.remoteMessage(msg)
@@ -129,15 +130,39 @@ func (s *Session) abort() {
 	}
 }
 
+// writers are shared: a session holds one only while it has output waiting, so an idle
+// session costs no write buffer.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+
+func (s *Session) writer() *bufio.Writer {
+	if s.w == nil {
+		s.w = writers.Get().(*bufio.Writer)
+		s.w.Reset(s.conn.Conn)
+	}
+	return s.w
+}
+
 func (s *Session) flush() {
+	if s.w == nil {
+		return
+	}
 	if s.w.Buffered() == 0 {
+		s.releaseWriter()
 		return
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(s.router.limits().WriteTimeout))
 	if err := s.w.Flush(); err != nil {
 		s.log.Debug("write failed", "err", err)
 		s.abort()
+		return
 	}
+	s.releaseWriter()
+}
+
+func (s *Session) releaseWriter() {
+	s.w.Reset(nil)
+	writers.Put(s.w)
+	s.w = nil
 }
 
 func (s *Session) addDirected(to string) {

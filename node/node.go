@@ -427,8 +427,15 @@ func (n *Node) serveC2S(raw net.Conn, direct bool) {
 		return
 	}
 	n.metrics.conns.WithLabelValues("c2s").Inc()
-	defer n.metrics.conns.WithLabelValues("c2s").Dec()
-	n.router.ServeC2S(c)
+	// The session's long life goes on in a fresh goroutine: this one's stack grew for
+	// the TLS handshake and SASL and would stay that size for as long as the session
+	// idles (most sessions mostly idle).
+	n.conns.Add(1)
+	go func() {
+		defer n.conns.Done()
+		defer n.metrics.conns.WithLabelValues("c2s").Dec()
+		n.router.ServeC2S(c)
+	}()
 }
 
 func (n *Node) serveComponent(raw net.Conn) {

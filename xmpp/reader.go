@@ -49,7 +49,7 @@ func NewReader(r io.Reader, maxStanza int) *Reader {
 	if b, ok := r.(*bytes.Reader); ok {
 		rd.src = b // already in memory: no buffer needed
 	} else {
-		rd.br = bufio.NewReaderSize(r, 4096)
+		rd.br = bufio.NewReaderSize(r, 1024) // TLS buffers records already; this only batches ReadByte
 		rd.src = rd.br
 	}
 	rd.Restart()
