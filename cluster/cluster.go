@@ -149,6 +149,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 		mc.SuspicionMult = c.cfg.SuspicionMult
 	}
 	mc.PushPullInterval = 5 * time.Second
+	// A node restarted under the same name with a new address (a rescheduled pod) is
+	// accepted once its old self has been dead this long.
+	mc.DeadNodeReclaimTime = 30 * time.Second
 	mc.Delegate = (*delegate)(c)
 	mc.Events = (*events)(c)
 	mc.Logger = log.New(io.Discard, "", 0)
@@ -158,11 +161,63 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.ml.Store(ml)
 	if len(c.cfg.Join) > 0 {
-		c.wg.Add(1)
+		c.wg.Add(2)
 		go c.joinLoop()
+		go c.rejoinLoop()
 	}
 	return nil
 }
+
+// rejoinLoop heals partitions: once both sides of a cut have declared each other dead,
+// memberlist stops talking to them, so every rejoinInterval the seeds that are not live
+// members are joined again.
+func (c *Cluster) rejoinLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(rejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stopped:
+			return
+		case <-t.C:
+		}
+		ml := c.ml.Load()
+		if ml == nil {
+			continue
+		}
+		live := map[string]bool{}
+		for _, n := range ml.Members() {
+			live[n.Address()] = true
+		}
+		self := ml.LocalNode().Address()
+		var missing []string
+		for _, seed := range c.cfg.Join {
+			h, p, err := net.SplitHostPort(seed)
+			if err != nil {
+				continue
+			}
+			addrs, err := net.LookupHost(h)
+			if err != nil {
+				continue
+			}
+			for _, a := range addrs {
+				if ap := net.JoinHostPort(a, p); ap != self && !live[ap] {
+					missing = append(missing, ap)
+				}
+			}
+		}
+		if len(missing) > 0 {
+			if n, err := ml.Join(missing); n > 0 {
+				c.log.Info("rejoined seeds", "seeds", missing, "contacted", n)
+			} else {
+				c.log.Debug("seeds still unreachable", "seeds", missing, "err", err)
+			}
+		}
+	}
+}
+
+// rejoinInterval is how often seeds missing from the membership are tried again.
+const rejoinInterval = 10 * time.Second
 
 func (c *Cluster) joinLoop() {
 	defer c.wg.Done()

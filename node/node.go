@@ -255,7 +255,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			Bind:          cfg.Cluster.Bind,
 			Advertise:     cfg.Cluster.Advertise,
 			Remote:        n.sys.Address(),
-			Admin:         n.Addrs.Admin,
+			Admin:         n.announcedAdmin(),
 			Join:          cfg.Cluster.Join,
 			ProbeInterval: cfg.Cluster.ProbeInterval.D(),
 			SuspicionMult: cfg.Cluster.SuspicionMult,
@@ -494,6 +494,27 @@ func (n *Node) startRemote() (err error) {
 	n.remote = r
 	n.Addrs.Remote = n.sys.Address()
 	return nil
+}
+
+// announcedAdmin is the admin address other nodes and `switchboard members` should use:
+// the bound one, or, when bound to all interfaces, the advertised host with its port.
+func (n *Node) announcedAdmin() string {
+	host, port, err := net.SplitHostPort(n.Addrs.Admin)
+	if err != nil {
+		return n.Addrs.Admin
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return n.Addrs.Admin
+	}
+	for _, a := range []string{n.cfg.Cluster.Advertise, n.cfg.Cluster.RemoteAdvertise} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
+			return net.JoinHostPort(h, port)
+		}
+	}
+	if h, _, err := net.SplitHostPort(n.cfg.Cluster.Bind); err == nil && h != "" && !net.ParseIP(h).IsUnspecified() {
+		return net.JoinHostPort(h, port)
+	}
+	return n.Addrs.Admin
 }
 
 // MemberInfo is a member as the admin API shows it.

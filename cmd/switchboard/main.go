@@ -80,8 +80,9 @@ func serveCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg, os.Stderr)
-			n := node.New(cfg, log)
+			base := newLogger(cfg, os.Stderr)
+			log := base.With("node", cfg.Node.ID) // node.New adds the attribute itself
+			n := node.New(cfg, base)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if err := n.Start(ctx); err != nil {
