@@ -32,7 +32,7 @@ var errTooLarge = errors.New("xmpp: stanza too large")
 // element's raw bytes. It reads through its own bufio.Reader, so a stream restart (after
 // STARTTLS or SASL) loses no buffered input.
 type Reader struct {
-	br        *bufio.Reader  // nil when reading from memory
+	br        *bufio.Reader // nil when reading from memory
 	src       io.ByteReader // br, or the in-memory source
 	dec       *xml.Decoder
 	rec       []byte // bytes handed to the decoder, starting at decoder offset base
