@@ -472,3 +472,45 @@ func TestEtcdOutage(t *testing.T) {
 		})
 	}
 }
+
+// A local account as managing entity, across nodes: the bot's resource is on node 3, the
+// requester on node 1; the IQ goes there and the answer comes back.
+func TestCrossNodeDelegationToAccount(t *testing.T) {
+	c := Start(t, 3, func(_ int, cfg *config.Config) {
+		cfg.Hosts[0].Delegations = map[string]config.DelegationRule{nsPubsub: {JID: "bot@localhost"}}
+	})
+	c.AddUser("juliet", "j")
+	c.AddUser("bot", "b")
+	j := login(t, c, 0, "juliet", "j", "")
+	bot := login(t, c, 2, "bot", "b", "worker")
+	bot.Send(`<presence/>`)
+	if ad := bot.Next(wait); ad.Child("delegation") == nil {
+		t.Fatalf("advertisement %s", ad)
+	}
+	var outer *xmpptest.Elem
+	c.Eventually(10*time.Second, "the bot reachable from node 1", func() bool {
+		j.Send(pubsubIQ("acc"))
+		select {
+		case e := <-bot.In:
+			outer = e
+			return true
+		case <-time.After(300 * time.Millisecond):
+			j.Next(wait) // service-unavailable while the directory converges
+			return false
+		}
+	})
+	if outer.Attr("to") != bot.JID || outer.Child("delegation") == nil {
+		t.Fatalf("bot got %s", outer)
+	}
+	bot.Send(`<iq type='result' to='localhost' id='` + outer.Attr("id") + `'><delegation xmlns='urn:xmpp:delegation:2'><forwarded xmlns='urn:xmpp:forward:0'><iq xmlns='jabber:client' type='result' id='acc' to='` + j.JID + `'/></forwarded></delegation></iq>`)
+	if r := j.Next(wait); r.Attr("type") != "result" || r.Attr("id") != "acc" {
+		t.Fatalf("juliet got %s", r)
+	}
+	// The bot goes offline with an IQ pending: juliet, on another node, gets an error.
+	j.Send(pubsubIQ("acc2"))
+	bot.Next(wait)
+	bot.Close()
+	if r := j.Next(wait); r.Attr("id") != "acc2" || r.ErrorCondition() != "service-unavailable" {
+		t.Fatalf("after the bot left: %s", r)
+	}
+}
