@@ -35,7 +35,6 @@ type Tracker struct {
 	timeout   time.Duration
 	onTimeout func(*Pending)
 	prefix    string
-	seq       atomic.Uint64
 	seed      maphash.Seed
 	shards    [32]trackerShard
 	perVia    sync.Map // via → *atomic.Int64

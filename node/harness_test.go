@@ -103,14 +103,6 @@ func (s *server) addUser(local, password string) {
 	})
 }
 
-func (s *server) addUserNoWait(local, password string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.store.Add(ctx, "localhost", local, password, 4096); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
 // accountVisible checks through the network: a PLAIN login attempt succeeds.
 func (s *server) accountVisible(local, password string) bool {
 	c, err := s.dialClient(local, password, "", sasl.Plain)

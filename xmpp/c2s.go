@@ -33,8 +33,6 @@ type C2SOptions struct {
 	Log             *slog.Logger
 }
 
-var scramMechs = []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha1}
-
 // mechanisms offered now: PLAIN only over TLS (RFC 6120 §13.8), -PLUS never (no channel
 // binding in the SASL library's server side).
 func (o *C2SOptions) mechanisms(secure bool) []string {
