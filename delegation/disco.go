@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -47,11 +48,20 @@ func NewDiscoCache() *DiscoCache {
 	return &DiscoCache{info: make(map[discoKey]Info), queries: make(map[string]discoQuery)}
 }
 
+// discoQueryTTL bounds how long an unanswered nesting query is remembered (an entity that
+// never answers must not make the table grow with every reconnection).
+const discoQueryTTL = time.Minute
+
 // Query records a nesting query sent with this id.
 func (c *DiscoCache) Query(id, host, entity, ns string, bare bool) {
 	c.mu.Lock()
 	c.queries[id] = discoQuery{key: discoKey{entity, ns, bare}, host: host}
 	c.mu.Unlock()
+	time.AfterFunc(discoQueryTTL, func() {
+		c.mu.Lock()
+		delete(c.queries, id)
+		c.mu.Unlock()
+	})
 }
 
 // Answer handles a reply to a nesting query; false if id is not one of them. An error
