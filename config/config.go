@@ -262,8 +262,11 @@ type ComponentConfig struct {
 	// "/"). It is lowercased; it must be unique and must not be a host domain.
 	// Required.
 	JID string `yaml:"jid"`
-	// Secret is the XEP-0114 handshake secret. Required.
-	Secret string `yaml:"secret"`
+	// Secret is the XEP-0114 handshake secret. Required, unless SecretFile is set.
+	Secret string `yaml:"secret,omitempty"`
+	// SecretFile is a file holding the secret (e.g. a mounted Kubernetes Secret); it is
+	// read at start and at every reload. Default: "".
+	SecretFile string `yaml:"secret_file,omitempty"`
 	// DelegationNS is the XEP-0355 namespace spoken with this component:
 	// "urn:xmpp:delegation:2", or "urn:xmpp:delegation:1" for ejabberd-style
 	// components. Default: "urn:xmpp:delegation:2".
@@ -421,10 +424,37 @@ func load(path string, environ []string) (*Config, error) {
 	if err := c.ApplyEnv(environ); err != nil {
 		return nil, fmt.Errorf("config %s: %w", src, err)
 	}
+	if err := c.readSecretFiles(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", src, err)
+	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", src, err)
 	}
 	return c, nil
+}
+
+// readSecretFiles fills components[].secret from components[].secret_file (read at
+// every load, so a SIGHUP picks up a rotated secret). Surrounding whitespace is trimmed.
+func (c *Config) readSecretFiles() error {
+	for i := range c.Components {
+		comp := &c.Components[i]
+		if comp.SecretFile == "" {
+			continue
+		}
+		key := fmt.Sprintf("components[%d].secret_file", i)
+		if comp.Secret != "" {
+			return &FieldError{Path: key, Problem: "set either secret or secret_file, not both"}
+		}
+		b, err := os.ReadFile(comp.SecretFile)
+		if err != nil {
+			return &FieldError{Path: key, Problem: err.Error()}
+		}
+		comp.Secret = strings.TrimSpace(string(b))
+		if comp.Secret == "" {
+			return &FieldError{Path: key, Problem: comp.SecretFile + " is empty"}
+		}
+	}
+	return nil
 }
 
 // decode reads one YAML document onto c; keys absent from the document keep

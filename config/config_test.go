@@ -635,3 +635,23 @@ func TestMarshalRoundTrip(t *testing.T) {
 		t.Errorf("defaults round trip differs:\n%s", out)
 	}
 }
+
+func TestSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "secret")
+	if err := os.WriteFile(f, []byte("  s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := mustLoad(t, "components: [{jid: a.localhost, secret_file: "+f+"}]\n")
+	if c.Components[0].Secret != "s3cret" {
+		t.Fatalf("secret %q", c.Components[0].Secret)
+	}
+	for yaml, want := range map[string]string{
+		"components: [{jid: a.localhost, secret: x, secret_file: " + f + "}]\n":             "components[0].secret_file: set either secret or secret_file",
+		"components: [{jid: a.localhost, secret_file: " + filepath.Join(dir, "no") + "}]\n": "components[0].secret_file: open",
+	} {
+		if _, err := loadErr(t, yaml); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v does not say %q", yaml, err, want)
+		}
+	}
+}

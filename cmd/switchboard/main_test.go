@@ -119,6 +119,12 @@ func TestNewcomerPath(t *testing.T) {
 		t.Fatalf("user ls: %q", out)
 	}
 
+	if out := run(t, e, "", "health", "--ready", "--admin", admin); out != "ok\n" {
+		t.Fatalf("health: %q", out)
+	}
+	if out, err := command(e, "", "health", "--admin", freeAddr(t)).CombinedOutput(); err == nil {
+		t.Fatalf("health of nothing succeeded: %s", out)
+	}
 	// A one-node cluster: members lists it with its sessions.
 	if out := run(t, e, "", "members", "--admin", admin); !strings.Contains(out, "solo") || !strings.Contains(out, "alive") {
 		t.Fatalf("members: %s", out)

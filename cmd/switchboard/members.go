@@ -69,3 +69,42 @@ func dash(s string) string {
 	}
 	return s
 }
+
+// healthCmd is for container healthchecks and scripts: exit 0 if the node answers
+// /healthz (or, with --ready, /readyz) with 200, else 1.
+func healthCmd(g *globals) *cobra.Command {
+	var admin string
+	var ready bool
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Exit 0 if the node is alive (--ready: ready to serve), 1 if not",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if admin == "" {
+				cfg, err := g.load()
+				if err != nil {
+					return err
+				}
+				admin = cfg.Listen.Admin
+			}
+			path := "/healthz"
+			if ready {
+				path = "/readyz"
+			}
+			hc := &http.Client{Timeout: 3 * time.Second}
+			resp, err := hc.Get("http://" + admin + path)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", path, resp.Status)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "ok")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&admin, "admin", "", "admin HTTP address (default: listen.admin of the config)")
+	cmd.Flags().BoolVar(&ready, "ready", false, "check /readyz instead of /healthz")
+	return cmd
+}
