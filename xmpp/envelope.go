@@ -59,31 +59,37 @@ type Envelope struct {
 // its content, child its first child's start tag (nil if none). Without a namespace of
 // its own (ns == ""), the element is taken as jabber:client.
 func NewEnvelope(start xml.StartElement, raw []byte, contentStart, contentEnd int, child *xml.StartElement) *Envelope {
-	env := &Envelope{Name: start.Name, Attrs: start.Attr, Raw: raw, contentStart: contentStart, contentEnd: contentEnd}
+	env := &Envelope{Name: start.Name, Raw: raw, contentStart: contentStart, contentEnd: contentEnd}
 	name := start.Name
 	if name.Space != NSComponent && name.Space != NSServer {
 		name.Space = NSClient
 	}
 	env.Kind = kindOf(name)
-	for _, a := range start.Attr {
+	env.setHeader(start.Attr)
+	if child != nil {
+		env.HasChild, env.Child, env.ChildAttrs = true, child.Name, child.Attr
+	}
+	return env
+}
+
+// setHeader keeps the start tag's attributes and picks out the addressing ones.
+func (e *Envelope) setHeader(attrs []xml.Attr) {
+	e.Attrs = attrs
+	for _, a := range attrs {
 		if a.Name.Space != "" {
 			continue
 		}
 		switch a.Name.Local {
 		case "to":
-			env.To = a.Value
+			e.To = a.Value
 		case "from":
-			env.From = a.Value
+			e.From = a.Value
 		case "type":
-			env.Type = a.Value
+			e.Type = a.Value
 		case "id":
-			env.ID = a.Value
+			e.ID = a.Value
 		}
 	}
-	if child != nil {
-		env.HasChild, env.Child, env.ChildAttrs = true, child.Name, child.Attr
-	}
-	return env
 }
 
 // Content returns the bytes between the start and end tag.

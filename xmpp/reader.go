@@ -200,23 +200,8 @@ func (r *Reader) Next() (*Envelope, error) {
 			depth++
 			if depth == 1 {
 				start = off
-				env = &Envelope{Name: t.Name, Attrs: t.Attr, contentStart: -1}
-				env.Kind = kindOf(t.Name)
-				for _, a := range t.Attr {
-					if a.Name.Space != "" {
-						continue
-					}
-					switch a.Name.Local {
-					case "to":
-						env.To = a.Value
-					case "from":
-						env.From = a.Value
-					case "type":
-						env.Type = a.Value
-					case "id":
-						env.ID = a.Value
-					}
-				}
+				env = &Envelope{Name: t.Name, Kind: kindOf(t.Name)}
+				env.setHeader(t.Attr)
 				env.contentStart = int(r.dec.InputOffset() - start)
 			} else if depth == 2 && !env.HasChild {
 				env.HasChild = true

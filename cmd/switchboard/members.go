@@ -22,12 +22,9 @@ func membersCmd(g *globals) *cobra.Command {
 		Short: "List the cluster's nodes with their state, addresses, sessions and components",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if admin == "" {
-				cfg, err := g.load()
-				if err != nil {
-					return err
-				}
-				admin = cfg.Listen.Admin
+			admin, err := g.adminAddr(admin)
+			if err != nil {
+				return err
 			}
 			hc := &http.Client{Timeout: 5 * time.Second}
 			var members []cluster.Member
@@ -49,6 +46,18 @@ func membersCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&admin, "admin", "", "admin HTTP address of any node (default: listen.admin of the config)")
 	return cmd
+}
+
+// adminAddr is the --admin flag, or else listen.admin of the configuration.
+func (g *globals) adminAddr(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	cfg, err := g.load()
+	if err != nil {
+		return "", err
+	}
+	return cfg.Listen.Admin, nil
 }
 
 func getJSON(hc *http.Client, url string, v any) error {
@@ -80,12 +89,9 @@ func healthCmd(g *globals) *cobra.Command {
 		Short: "Exit 0 if the node is alive (--ready: ready to serve), 1 if not",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if admin == "" {
-				cfg, err := g.load()
-				if err != nil {
-					return err
-				}
-				admin = cfg.Listen.Admin
+			admin, err := g.adminAddr(admin)
+			if err != nil {
+				return err
 			}
 			path := "/healthz"
 			if ready {
