@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -448,72 +446,15 @@ func TestCacheConcurrentReads(t *testing.T) {
 	wg.Wait()
 }
 
-// proxy is a TCP relay to etcd that a test can cut (listener closed, connections
-// dropped) and restore on the same address, to make etcd unreachable for one client.
-type proxy struct {
-	t      *testing.T
-	addr   string
-	target string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	p := &proxy{t: t, target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// newProxy starts an etcdx.CutProxy to target, cut at cleanup.
+func newProxy(t *testing.T, target string) *etcdx.CutProxy {
+	t.Helper()
+	p, err := etcdx.NewCutProxy(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.cut)
+	t.Cleanup(p.Cut)
 	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-}
-
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *proxy) restore() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.serve(ln)
 }
 
 // The cache keeps answering while etcd is unreachable and catches up once it is back,
@@ -522,7 +463,7 @@ func TestCacheSurvivesEtcdOutage(t *testing.T) {
 	_, direct, prefix := newStore(t)
 	ctx := testCtx(t)
 	p := newProxy(t, strings.TrimPrefix(endpoints[0], "http://"))
-	s := New(connect(t, []string{"http://" + p.addr}), prefix)
+	s := New(connect(t, []string{"http://" + p.Addr()}), prefix)
 	if err := s.Add(ctx, "localhost", "before", "pw", 4096); err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +472,7 @@ func TestCacheSurvivesEtcdOutage(t *testing.T) {
 		t.Fatal("not loaded")
 	}
 
-	p.cut()
+	p.Cut()
 	s2 := New(direct, prefix)
 	if err := s2.Add(ctx, "localhost", "after", "pw", 4096); err != nil {
 		t.Fatal(err)
@@ -549,7 +490,9 @@ func TestCacheSurvivesEtcdOutage(t *testing.T) {
 	if !c.Exists("localhost", "before") || c.Exists("localhost", "after") {
 		t.Fatal("cache changed while etcd was unreachable")
 	}
-	p.restore()
+	if err := p.Restore(); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 20*time.Second, "cache caught up after the outage", func() bool {
 		return c.Exists("localhost", "after") && !c.Exists("localhost", "before")
 	})

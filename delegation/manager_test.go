@@ -3,9 +3,7 @@ package delegation
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -383,72 +381,15 @@ func TestManagerConcurrentReads(t *testing.T) {
 	}
 }
 
-// tcpProxy is a TCP relay to etcd that a test can cut (listener closed, connections
-// dropped) and restore on the same address, to make etcd unreachable for one client.
-type tcpProxy struct {
-	t      *testing.T
-	addr   string
-	target string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-func newTCPProxy(t *testing.T, target string) *tcpProxy {
-	p := &tcpProxy{t: t, target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// newTCPProxy starts an etcdx.CutProxy to target, cut at cleanup.
+func newTCPProxy(t *testing.T, target string) *etcdx.CutProxy {
+	t.Helper()
+	p, err := etcdx.NewCutProxy(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.cut)
+	t.Cleanup(p.Cut)
 	return p
-}
-
-func (p *tcpProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-}
-
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *tcpProxy) restore() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.serve(ln)
 }
 
 // The tables keep serving while etcd is unreachable, and what changed meanwhile is
@@ -458,13 +399,13 @@ func TestManagerCatchesUpAfterOutage(t *testing.T) {
 	direct, cli, prefix := testStore(t)
 	ctx := testContext(t)
 	p := newTCPProxy(t, strings.TrimPrefix(etcdEndpoints[0], "http://"))
-	s := NewStore(etcdClient(t, []string{"http://" + p.addr}), prefix)
+	s := NewStore(etcdClient(t, []string{"http://" + p.Addr()}), prefix)
 	if err := direct.Set(ctx, "localhost", "urn:before", Rule{JID: "before.localhost"}); err != nil {
 		t.Fatal(err)
 	}
 	m, cl := startManager(t, s, map[string]map[string]Rule{"localhost": {"urn:cfg": {JID: "cfg.localhost"}}}, nil)
 
-	p.cut()
+	p.Cut()
 	if err := direct.Set(ctx, "localhost", "urn:after", Rule{JID: "after.localhost"}); err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +422,9 @@ func TestManagerCatchesUpAfterOutage(t *testing.T) {
 	if _, ok := m.Table("localhost").Lookup("urn:before"); !ok {
 		t.Fatal("tables changed while etcd was unreachable")
 	}
-	p.restore()
+	if err := p.Restore(); err != nil {
+		t.Fatal(err)
+	}
 	c := cl.next(t, 0)
 	if !slices.Equal(c.Affected, []string{"after.localhost", "before.localhost"}) {
 		t.Fatalf("catch-up change: %+v", c)
