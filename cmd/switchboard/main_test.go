@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/xmpptest"
 )
 
 // The test binary doubles as the switchboard binary, so these tests run the real
@@ -84,7 +84,7 @@ func TestNewcomerPath(t *testing.T) {
 		t.Fatalf("user add: %s", out)
 	}
 	cmd := command(e, "", "serve")
-	var logs lockedBuffer
+	var logs xmpptest.LockedBuffer
 	cmd.Stderr, cmd.Stdout = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -283,22 +283,4 @@ func newEncoder(b *bytes.Buffer) func(xml.Token) {
 			b.Write(t)
 		}
 	}
-}
-
-// lockedBuffer collects a subprocess's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -38,7 +38,7 @@ cluster: {bind: ""}
 	e := env{}
 	run(t, e, "pw\n", "user", "add", "alice@localhost", "--password-stdin", "--config", cfgFile)
 	cmd := command(e, "", "serve", "--config", cfgFile)
-	var logs lockedBuffer
+	var logs xmpptest.LockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@
 package testcluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -30,6 +29,7 @@ import (
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/xmpptest"
 	"github.com/switchboard-im/switchboard/node"
 )
 
@@ -122,7 +122,7 @@ type Node struct {
 	cfgPath                               string
 	cmd                                   *exec.Cmd
 	done                                  chan struct{}
-	logs                                  *lockedBuffer
+	logs                                  *xmpptest.LockedBuffer
 }
 
 // Cluster is a running test cluster.
@@ -223,7 +223,7 @@ func (c *Cluster) StartNode(i int) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), nodeEnv+"="+nd.cfgPath)
 	if nd.logs == nil {
-		nd.logs = &lockedBuffer{}
+		nd.logs = &xmpptest.LockedBuffer{}
 	}
 	fmt.Fprintf(nd.logs, "==== start %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd.Stdout, cmd.Stderr = nd.logs, nd.logs
@@ -321,20 +321,3 @@ func (c *Cluster) Eventually(d time.Duration, what string, cond func() bool) {
 
 // Logs returns node i's output so far.
 func (c *Cluster) Logs(i int) string { return c.Nodes[i].logs.String() }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}

@@ -4,6 +4,7 @@
 package xmpptest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/xml"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -387,4 +389,22 @@ func (m *Managing) Reply(f Forwarded, innerXML string) {
 // answer replies correctly with a result carrying payload.
 func (m *Managing) Answer(f Forwarded, payload string) {
 	m.Reply(f, fmt.Sprintf(`<iq xmlns='jabber:client' type='result' id='%s' to='%s'>%s</iq>`, f.Inner.Attr("id"), f.Inner.Attr("from"), payload))
+}
+
+// LockedBuffer collects a subprocess's output while a test reads it.
+type LockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
