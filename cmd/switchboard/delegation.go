@@ -8,9 +8,9 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
@@ -46,25 +46,20 @@ func delegationCmd(g *globals) *cobra.Command {
 			if cfg.Host(host) == nil {
 				return fmt.Errorf("%s is not a host in the configuration", host)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			cfg, cli, done, err := g.store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if err := delegation.NewStore(cli, cfg.Etcd.Prefix).Set(ctx, host, ns, r); err != nil {
-				return err
-			}
-			msg := fmt.Sprintf("delegated %s of %s to %s", ns, host, r.JID)
-			if len(r.Filtering) > 0 {
-				msg += fmt.Sprintf(" (filtering: %s)", strings.Join(r.Filtering, ", "))
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), msg)
-			if c, ok := configRule(cfg, host, ns); ok {
-				fmt.Fprintf(cmd.OutOrStdout(), "this overrides the config file's rule (to %s)\n", c.JID)
-			}
-			return nil
+			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
+				if err := delegation.NewStore(cli, cfg.Etcd.Prefix).Set(ctx, host, ns, r); err != nil {
+					return err
+				}
+				msg := fmt.Sprintf("delegated %s of %s to %s", ns, host, r.JID)
+				if len(r.Filtering) > 0 {
+					msg += fmt.Sprintf(" (filtering: %s)", strings.Join(r.Filtering, ", "))
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), msg)
+				if c, ok := configRule(cfg, host, ns); ok {
+					fmt.Fprintf(cmd.OutOrStdout(), "this overrides the config file's rule (to %s)\n", c.JID)
+				}
+				return nil
+			})
 		},
 	}
 	set.Flags().StringSliceVar(&filters, "filter", nil, "attribute that must be present on the IQ's first child for it to be delegated (repeatable)")
@@ -75,29 +70,24 @@ func delegationCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			host, ns := strings.ToLower(args[0]), args[1]
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			cfg, cli, done, err := g.store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
-			c, inConfig := configRule(cfg, host, ns)
-			err = delegation.NewStore(cli, cfg.Etcd.Prefix).Remove(ctx, host, ns)
-			switch {
-			case errors.Is(err, delegation.ErrNotFound) && inConfig:
-				return fmt.Errorf("the delegation of %s of %s (to %s) lives in the config file %s, not in etcd: remove it there",
-					ns, host, c.JID, cmp.Or(g.configFile, "(none)"))
-			case errors.Is(err, delegation.ErrNotFound):
-				return fmt.Errorf("no delegation of %s of %s in etcd", ns, host)
-			case err != nil:
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed the delegation of %s of %s\n", ns, host)
-			if inConfig {
-				fmt.Fprintf(cmd.OutOrStdout(), "the config file's rule applies again (to %s)\n", c.JID)
-			}
-			return nil
+			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
+				c, inConfig := configRule(cfg, host, ns)
+				err := delegation.NewStore(cli, cfg.Etcd.Prefix).Remove(ctx, host, ns)
+				switch {
+				case errors.Is(err, delegation.ErrNotFound) && inConfig:
+					return fmt.Errorf("the delegation of %s of %s (to %s) lives in the config file %s, not in etcd: remove it there",
+						ns, host, c.JID, cmp.Or(g.configFile, "(none)"))
+				case errors.Is(err, delegation.ErrNotFound):
+					return fmt.Errorf("no delegation of %s of %s in etcd", ns, host)
+				case err != nil:
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed the delegation of %s of %s\n", ns, host)
+				if inConfig {
+					fmt.Fprintf(cmd.OutOrStdout(), "the config file's rule applies again (to %s)\n", c.JID)
+				}
+				return nil
+			})
 		},
 	}
 
@@ -106,35 +96,30 @@ func delegationCmd(g *globals) *cobra.Command {
 		Short: "List the delegation rules of all hosts, or of one, with their source",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			cfg, cli, done, err := g.store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
-			snap, err := delegation.NewStore(cli, cfg.Etcd.Prefix).Load(ctx)
-			if err != nil {
-				return err
-			}
-			for _, e := range snap.Invalid {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: ignored by the nodes: %v\n", e)
-			}
-			only := ""
-			if len(args) == 1 {
-				only = strings.ToLower(args[0])
-			}
-			rows := delegationRows(cfg, snap.Rules, only)
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tNAMESPACE\tJID\tFILTERING\tSOURCE")
-			for _, r := range rows {
-				filtering := "-"
-				if len(r.rule.Filtering) > 0 {
-					filtering = strings.Join(r.rule.Filtering, ",")
+			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
+				snap, err := delegation.NewStore(cli, cfg.Etcd.Prefix).Load(ctx)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.host, r.rule.Namespace, r.rule.JID, filtering, r.source)
-			}
-			return tw.Flush()
+				for _, e := range snap.Invalid {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: ignored by the nodes: %v\n", e)
+				}
+				only := ""
+				if len(args) == 1 {
+					only = strings.ToLower(args[0])
+				}
+				rows := delegationRows(cfg, snap.Rules, only)
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "HOST\tNAMESPACE\tJID\tFILTERING\tSOURCE")
+				for _, r := range rows {
+					filtering := "-"
+					if len(r.rule.Filtering) > 0 {
+						filtering = strings.Join(r.rule.Filtering, ",")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.host, r.rule.Namespace, r.rule.JID, filtering, r.source)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.AddCommand(set, rm, ls)

@@ -166,6 +166,19 @@ func (g *globals) store(ctx context.Context) (*config.Config, *clientv3.Client, 
 	return cfg, cli, func() { _ = cli.Close(); emb.Stop() }, nil
 }
 
+// withStore runs fn with the configuration and an etcd client (see store), under the
+// 30 s deadline every store command has.
+func (g *globals) withStore(cmd *cobra.Command, fn func(context.Context, *config.Config, *clientv3.Client) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	cfg, cli, done, err := g.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(ctx, cfg, cli)
+}
+
 func userCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "user", Short: "Manage user accounts (stored in etcd as SCRAM credentials)"}
 	var stdin bool
@@ -185,21 +198,16 @@ func userCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			cfg, cli, done, err := g.store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if cfg.Host(host) == nil {
-				return fmt.Errorf("%s is not a host in the configuration", host)
-			}
-			if err := accounts.New(cli, cfg.Etcd.Prefix).Add(ctx, host, local, pw, cfg.Accounts.SCRAMIterations); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "added %s@%s\n", local, host)
-			return nil
+			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
+				if cfg.Host(host) == nil {
+					return fmt.Errorf("%s is not a host in the configuration", host)
+				}
+				if err := accounts.New(cli, cfg.Etcd.Prefix).Add(ctx, host, local, pw, cfg.Accounts.SCRAMIterations); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "added %s@%s\n", local, host)
+				return nil
+			})
 		},
 	}
 	add.Flags().BoolVar(&stdin, "password-stdin", false, "read the password from standard input (first line)")
@@ -212,18 +220,13 @@ func userCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			cfg, cli, done, err := g.store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if err := accounts.New(cli, cfg.Etcd.Prefix).Remove(ctx, host, local); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s@%s\n", local, host)
-			return nil
+			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
+				if err := accounts.New(cli, cfg.Etcd.Prefix).Remove(ctx, host, local); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s@%s\n", local, host)
+				return nil
+			})
 		},
 	}
 	ls := &cobra.Command{
@@ -231,21 +234,16 @@ func userCmd(g *globals) *cobra.Command {
 		Short: "List the accounts of a host",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			cfg, cli, done, err := g.store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
-			users, err := accounts.New(cli, cfg.Etcd.Prefix).List(ctx, strings.ToLower(args[0]))
-			if err != nil {
-				return err
-			}
-			for _, u := range users {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s@%s\n", u, strings.ToLower(args[0]))
-			}
-			return nil
+			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
+				users, err := accounts.New(cli, cfg.Etcd.Prefix).List(ctx, strings.ToLower(args[0]))
+				if err != nil {
+					return err
+				}
+				for _, u := range users {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s@%s\n", u, strings.ToLower(args[0]))
+				}
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(add, rm, ls)
