@@ -55,12 +55,19 @@ const (
 func TestCompose(t *testing.T) {
 	top := t // connections live across steps
 	e := newEnv(t)
-	// The published ports are looked up, so any SB_PORTS_* values work.
+	// The published ports are looked up: test-compose.sh lets Docker pick them, and a
+	// container that is started again or reconnected to the network may get new ones, so
+	// refresh looks them up again after each.
 	node := func(name string) sbNode {
 		return sbNode{name, e.port(name, 5222), e.port(name, 5347), e.port(name, 5280)}
 	}
-	node1, node2, node3 := node("node1"), node("node2"), node("node3")
-	all := []sbNode{node1, node2, node3}
+	var node1, node2, node3 sbNode
+	var all []sbNode
+	refresh := func() {
+		node1, node2, node3 = node("node1"), node("node2"), node("node3")
+		all = []sbNode{node1, node2, node3}
+	}
+	refresh()
 	etcdEndpoint := "http://" + e.port("etcd", 2379)
 
 	step := func(name string, f func(t *testing.T)) {
@@ -150,6 +157,7 @@ func TestCompose(t *testing.T) {
 
 		// Bring node2 back: it rejoins and serves again.
 		e.docker(t, "start", ctr)
+		refresh()
 		eventually(t, 60*time.Second, "node2 /readyz after restart", func() error { return getOK(node2.admin, "/readyz") })
 		for _, n := range all {
 			waitAlive(t, n, 60*time.Second, "node1", "node2", "node3")
@@ -179,6 +187,7 @@ func TestCompose(t *testing.T) {
 			if !reconnected {
 				reconnected = true
 				e.docker(t, "network", "connect", "--ip", ip, "--alias", "node3", netName, ctr)
+				refresh()
 			}
 		}
 		defer reconnect() // leave the cluster whole for the next step even if this one fails
@@ -343,6 +352,7 @@ type env struct {
 	t       *testing.T
 	compose []string
 	project string
+	file    string // the compose file, relative to deploy/
 	bin     string
 }
 
@@ -350,6 +360,10 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, compose: strings.Fields(os.Getenv("SB_COMPOSE")), project: os.Getenv("SB_PROJECT"), bin: os.Getenv("SB_BIN")}
 	if len(e.compose) == 0 || e.project == "" || e.bin == "" {
 		t.Skip("SB_COMPOSE, SB_PROJECT and SB_BIN are not set: run deploy/test-compose.sh")
+	}
+	e.file = os.Getenv("SB_COMPOSE_FILE")
+	if e.file == "" {
+		e.file = "docker-compose.yml"
 	}
 	return e
 }
@@ -380,7 +394,7 @@ func (e *env) docker(t *testing.T, args ...string) string {
 // container is the id of a compose service's container.
 func (e *env) container(service string) string {
 	e.t.Helper()
-	args := append(append([]string{}, e.compose[1:]...), "-f", "docker-compose.yml", "-p", e.project, "ps", "-q", service)
+	args := append(append([]string{}, e.compose[1:]...), "-f", e.file, "-p", e.project, "ps", "-q", service)
 	out, err := run("", e.compose[0], args...)
 	id := strings.TrimSpace(out)
 	if err != nil || id == "" || strings.ContainsAny(id, " \n") {
@@ -392,7 +406,7 @@ func (e *env) container(service string) string {
 // port is the host address a service's container port is published on.
 func (e *env) port(service string, port int) string {
 	e.t.Helper()
-	args := append(append([]string{}, e.compose[1:]...), "-f", "docker-compose.yml", "-p", e.project, "port", service, fmt.Sprint(port))
+	args := append(append([]string{}, e.compose[1:]...), "-f", e.file, "-p", e.project, "port", service, fmt.Sprint(port))
 	out, err := run("", e.compose[0], args...)
 	addr := strings.TrimSpace(out)
 	if err != nil || addr == "" || strings.ContainsAny(addr, " \n") {

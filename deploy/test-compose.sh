@@ -9,9 +9,8 @@
 # Needs a Docker engine and Compose (docker-compose, or the docker compose plugin) and Go.
 # Environment:
 #   SB_PROJECT    compose project, default switchboard-test
-#   SB_NET, SB_PORTS_NODE1..3, SB_PORT_ETCD
-#                 as in docker-compose.yml, but with other defaults (172.28.6, 17, 27, 37,
-#                 17379) so that the test cluster can run beside a cluster started by hand
+#   SB_NET        as in docker-compose.yml, default 172.28.6 so that the test cluster can
+#                 run beside a cluster started by hand
 #   SB_PARTITION  how long node3 stays disconnected, default 30s (see compose_test.go)
 #   KEEP=1        leave the cluster running after the tests, for a look around (then
 #                 docker-compose -f deploy/docker-compose.yml -p switchboard-test down -v)
@@ -29,11 +28,20 @@ else
 fi
 export SB_COMPOSE=$COMPOSE
 export SB_PROJECT=${SB_PROJECT:-switchboard-test}
-export SB_NET=${SB_NET:-172.28.6} SB_PORTS_NODE1=${SB_PORTS_NODE1:-17} SB_PORTS_NODE2=${SB_PORTS_NODE2:-27} \
-  SB_PORTS_NODE3=${SB_PORTS_NODE3:-37} SB_PORT_ETCD=${SB_PORT_ETCD:-17379}
+export SB_NET=${SB_NET:-172.28.6}
 export SB_BIN=$PWD/deploy/.build/switchboard
+# The test cluster publishes its ports on host ports that Docker picks (127.0.0.1::5222), so
+# that no fixed port can be taken already on the machine that runs the tests; the tests look
+# them up with `compose port`. The file is docker-compose.yml with only that changed, next to
+# it so that its relative paths stay right.
+export SB_COMPOSE_FILE=.docker-compose.test.yml
+sed -E 's/"127\.0\.0\.1:[^"]*:([0-9]+)"/"127.0.0.1::\1"/' deploy/docker-compose.yml >"deploy/$SB_COMPOSE_FILE"
+if grep -Eq '^ *- "127\.0\.0\.1:[^:]' "deploy/$SB_COMPOSE_FILE"; then
+  echo "test-compose: a published port in docker-compose.yml was not rewritten" >&2
+  exit 1
+fi
 # shellcheck disable=SC2206 # "docker compose" is two words
-compose=($COMPOSE -f deploy/docker-compose.yml -p "$SB_PROJECT")
+compose=($COMPOSE -f "deploy/$SB_COMPOSE_FILE" -p "$SB_PROJECT")
 
 # bounded runs a command with a time limit (timeout(1) from coreutils).
 bounded() { timeout --kill-after=10 "$@"; }
@@ -67,9 +75,11 @@ bounded 180 "${compose[@]}" up -d
 
 echo "--- waiting for three alive members"
 deadline=$((SECONDS + 90))
-until out=$("$SB_BIN" members --admin "127.0.0.1:${SB_PORTS_NODE1}280" 2>&1) && [ "$(grep -c ' alive ' <<<"$out")" = 3 ]; do
+out=""
+until admin=$(bounded 30 "${compose[@]}" port node1 5280 2>&1) &&
+  out=$("$SB_BIN" members --admin "$admin" 2>&1) && [ "$(grep -c ' alive ' <<<"$out")" = 3 ]; do
   if [ $SECONDS -ge $deadline ]; then
-    echo "the cluster did not come up within 90s:"; echo "$out"
+    echo "the cluster did not come up within 90s:"; echo "$admin"; echo "$out"
     exit 1
   fi
   sleep 1
