@@ -18,6 +18,7 @@ type Cluster interface {
 	RemoveComponent(cluster.ComponentEntry)
 	Remote(node string) (string, bool)
 	Owner(key string) cluster.Member
+	Members() []cluster.Member
 }
 
 // routerActorName is the well-known name of every node's router actor, so that any node
@@ -70,6 +71,12 @@ func (r *Router) receive(ctx actor.Context) {
 		if h := r.hosts[env.To]; h != nil {
 			r.managingReply(h, env.From, env)
 		}
+	case *pb.PrivilegedReply:
+		if env, err := delegation.ParseStanza(m.Stanza); err == nil {
+			r.privilegedReply(env.From, env)
+		}
+	case *pb.PresenceReplay:
+		r.ownerReplayPresence(m.Host, m.Entity, replyTo{pid: fromRef(m.Session)})
 	default:
 		r.receiveUser(ctx, m)
 	}
@@ -113,6 +120,7 @@ func (r *Router) removeComponent(s *Session) {
 		r.cluster.RemoveComponent(r.entry(s))
 	}
 	r.failVia(key)
+	r.privTracker.FailVia(s) // its IQs on behalf of users: nobody is left to answer
 }
 
 // publishComponent announces a local component connection to the cluster.

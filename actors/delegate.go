@@ -25,9 +25,9 @@ type Delegation struct {
 
 // ComponentOptions are the per-component settings the router applies.
 type ComponentOptions struct {
-	DelegationNS     string // urn:xmpp:delegation:2 (default) or :1
-	Balance          string // round-robin (default), least-pending, sender
-	MessagePrivilege bool   // XEP-0356 message: outgoing
+	DelegationNS string     // urn:xmpp:delegation:2 (default) or :1
+	Balance      string     // round-robin (default), least-pending, sender
+	Privileges   Privileges // XEP-0356, on every host (etcd may override per host)
 }
 
 func (r *Router) componentOpts(domain string) ComponentOptions {
@@ -261,7 +261,11 @@ func (r *Router) sortedHosts() []string {
 func (r *Router) componentUp(s *Session) {
 	opts := r.componentOpts(s.Bare)
 	for _, host := range r.sortedHosts() {
-		s.Send(privilegeAdvertisement(host, s.Bare, opts))
+		p := r.privileges(host, s.Bare)
+		s.Send(privilegeAdvertisement(host, s.Bare, p, false))
+		if p.presence() {
+			r.replayPresence(host, s)
+		}
 	}
 	if r.deleg == nil {
 		return

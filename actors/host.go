@@ -114,9 +114,29 @@ func (h *Host) answer(m *serverIQ) {
 	switch {
 	case own && !get && ns == xmpp.NSSession && env.Child.Local == "session":
 		ok(nil) // RFC 3921 session establishment, a no-op kept for old clients
-	case own && ns == NSRoster && env.Child.Local == "query" && get:
-		// No roster storage yet: an empty roster lets ordinary clients log in.
-		ok([]byte("<query xmlns='" + NSRoster + "'/>"))
+	case ns == NSRoster && env.Child.Local == "query":
+		switch {
+		case own:
+		case m.sender.Kind == KindComponent && h.router.privileges(h.Domain, m.sender.Bare).rosterAllows(env.Type):
+			if !exists {
+				fail(xmpp.ErrServiceUnavailable)
+				return
+			}
+		default:
+			// Only the user, or an entity privileged for it, reads or changes a roster
+			// (RFC 6121 §2.1.5, XEP-0356 §4.3).
+			fail(xmpp.ErrForbidden)
+			return
+		}
+		if h.router.rosters == nil {
+			if get {
+				ok([]byte("<query xmlns='" + NSRoster + "'/>")) // no roster storage: an empty roster
+			} else {
+				fail(xmpp.ErrServiceUnavailable)
+			}
+			return
+		}
+		go h.rosterIQ(m, m.target)
 	case get && exists && ns == NSDiscoInfo && env.Child.Local == "query":
 		if node, _ := env.ChildAttr("node"); node != "" {
 			fail(xmpp.ErrItemNotFound)

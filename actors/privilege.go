@@ -1,10 +1,15 @@
 package actors
 
 import (
+	"bytes"
 	"encoding/xml"
+	"errors"
+	"sort"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"mellium.im/xmpp/jid"
 
+	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -12,13 +17,140 @@ import (
 // NSPrivilege is XEP-0356 Privileged Entity (v0.4).
 const NSPrivilege = "urn:xmpp:privilege:2"
 
-// privilegeAdvertisement tells a component what it may do on behalf of a host's users.
-func privilegeAdvertisement(host, comp string, o ComponentOptions) []byte {
-	if !o.MessagePrivilege {
+// Privileges are what a component may do on behalf of one host's users (XEP-0356).
+// Empty strings mean none.
+type Privileges struct {
+	Roster   string            // none | get | set | both
+	Message  string            // none | outgoing
+	Presence string            // none | managed_entity | roster
+	IQ       map[string]string // namespace → get | set | both
+}
+
+func allows(perm, typ string) bool { return perm == "both" || (perm == typ && typ != "") }
+
+// Any reports whether anything is granted.
+func (p Privileges) Any() bool {
+	return (p.Roster != "" && p.Roster != "none") || p.Message == "outgoing" || p.presence() || len(p.IQ) > 0
+}
+
+func (p Privileges) rosterAllows(typ string) bool { return allows(p.Roster, typ) }
+
+// rosterPush: roster pushes go to the entity with roster get or both (XEP-0356 §4.4).
+func (p Privileges) rosterPush() bool { return p.Roster == "get" || p.Roster == "both" }
+
+func (p Privileges) iqAllows(ns, typ string) bool { return allows(p.IQ[ns], typ) }
+
+func (p Privileges) presence() bool {
+	return p.Presence == "managed_entity" || p.Presence == "roster"
+}
+
+// privileges are a component's privileges on a host: the dynamic layer (etcd) for that
+// host and component if it has an entry, else the component's configured ones.
+func (r *Router) privileges(host, comp string) Privileges {
+	if dyn := r.dynPrivs.Load(); dyn != nil {
+		if p, ok := (*dyn)[host][comp]; ok {
+			return p
+		}
+	}
+	return r.componentOpts(comp).Privileges
+}
+
+// SetDynamicPrivileges replaces the privileges stored in etcd (host → component →
+// privileges; an entry overrides the component's configured privileges on that host) and
+// sends every connected component whose privileges changed a fresh advertisement.
+func (r *Router) SetDynamicPrivileges(m map[string]map[string]Privileges) {
+	before := make(map[[2]string]Privileges)
+	for host := range r.hosts {
+		for _, c := range r.privilegedComponents() {
+			before[[2]string{host, c}] = r.privileges(host, c)
+		}
+	}
+	r.dynPrivs.Store(&m)
+	for _, host := range r.sortedHosts() {
+		for _, c := range r.privilegedComponents() {
+			p := r.privileges(host, c)
+			if privilegesEqual(p, before[[2]string{host, c}]) {
+				continue
+			}
+			for _, s := range r.componentSessions(c) {
+				s.Send(privilegeAdvertisement(host, c, p, true))
+			}
+		}
+	}
+}
+
+func privilegesEqual(a, b Privileges) bool {
+	if a.Roster != b.Roster || a.Message != b.Message || a.Presence != b.Presence || len(a.IQ) != len(b.IQ) {
+		return false
+	}
+	for ns, t := range a.IQ {
+		if b.IQ[ns] != t {
+			return false
+		}
+	}
+	return true
+}
+
+// privilegedComponents lists every component that may have privileges: the configured
+// ones and those named in the dynamic layer.
+func (r *Router) privilegedComponents() []string {
+	seen := make(map[string]bool)
+	var out []string
+	for _, c := range r.settings.Load().compNames {
+		seen[c] = true
+		out = append(out, c)
+	}
+	if dyn := r.dynPrivs.Load(); dyn != nil {
+		for _, comps := range *dyn {
+			for c := range comps {
+				if !seen[c] {
+					seen[c] = true
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// privilegeAdvertisement tells a component what it may do on behalf of a host's users
+// (XEP-0356 §4.2, §5.2, §6.2, §7.2). With nothing granted it is nil, unless changed is
+// set: after a change an empty <privilege/> tells the component its grants were withdrawn.
+func privilegeAdvertisement(host, comp string, p Privileges, changed bool) []byte {
+	if !p.Any() && !changed {
 		return nil
 	}
-	return []byte("<message from='" + xmpp.Escape(host) + "' to='" + xmpp.Escape(comp) + "' id='" + xmpp.NewID() +
-		"'><privilege xmlns='" + NSPrivilege + "'><perm access='message' type='outgoing'/></privilege></message>")
+	var b bytes.Buffer
+	b.WriteString("<message from='" + xmpp.Escape(host) + "' to='" + xmpp.Escape(comp) + "' id='" + xmpp.NewID() +
+		"'><privilege xmlns='" + NSPrivilege + "'>")
+	if p.Roster != "" && p.Roster != "none" {
+		push := "false"
+		if p.rosterPush() {
+			push = "true"
+		}
+		b.WriteString("<perm access='roster' type='" + xmpp.Escape(p.Roster) + "' push='" + push + "'/>")
+	}
+	if p.Message == "outgoing" {
+		b.WriteString("<perm access='message' type='outgoing'/>")
+	}
+	if len(p.IQ) > 0 {
+		b.WriteString("<perm access='iq'>")
+		nss := make([]string, 0, len(p.IQ))
+		for ns := range p.IQ {
+			nss = append(nss, ns)
+		}
+		sort.Strings(nss)
+		for _, ns := range nss {
+			b.WriteString("<namespace ns='" + xmpp.Escape(ns) + "' type='" + xmpp.Escape(p.IQ[ns]) + "'/>")
+		}
+		b.WriteString("</perm>")
+	}
+	if p.presence() {
+		b.WriteString("<perm access='presence' type='" + xmpp.Escape(p.Presence) + "'/>")
+	}
+	b.WriteString("</privilege></message>")
+	return b.Bytes()
 }
 
 // privilegedMessage handles <message to=HOST><privilege><forwarded><message from=USER/>:
@@ -26,7 +158,7 @@ func privilegeAdvertisement(host, comp string, o ComponentOptions) []byte {
 // users (XEP-0356 §5). Anything else is forbidden.
 func (r *Router) privilegedMessage(h *Host, sender *Session, from string, env *xmpp.Envelope) {
 	forbid := func() { r.bounce(sender, env, h.Domain, from, xmpp.ErrForbidden) }
-	if sender.Kind != KindComponent || !r.componentOpts(sender.Bare).MessagePrivilege {
+	if sender.Kind != KindComponent || r.privileges(h.Domain, sender.Bare).Message != "outgoing" {
 		forbid()
 		return
 	}
@@ -42,4 +174,179 @@ func (r *Router) privilegedMessage(h *Host, sender *Session, from string, env *x
 		return
 	}
 	r.Route(sender, j.String(), inner)
+}
+
+// --- XEP-0356 §6: IQs on behalf of a user ----------------------------------------------
+
+var errRemoteServerTimeout = &xmpp.StanzaError{Type: xmpp.ErrWait, Condition: "remote-server-timeout"}
+
+// privilegedIQ handles <iq to=USER><privileged_iq><iq xmlns='jabber:client'/></privileged_iq>:
+// the encapsulated IQ is sent as the user (from = the user's bare JID) and its answer comes
+// back to the component wrapped in <privilege><forwarded/>. bare is "" when the outer IQ
+// was not addressed to a user's bare JID. Every rule of XEP-0356 §6.3 is checked, and a
+// violation is forbidden.
+func (r *Router) privilegedIQ(h *Host, sender *Session, from, bare string, env *xmpp.Envelope) {
+	to := env.To
+	forbid := func() { r.bounce(sender, env, to, from, xmpp.ErrForbidden) }
+	if sender.Kind != KindComponent || env.ID == "" {
+		forbid()
+		return
+	}
+	local, _, _ := cutAt(bare)
+	if bare == "" || local == "" || !r.accounts.Exists(h.Domain, local) {
+		forbid() // not addressed to the bare JID of a managed entity
+		return
+	}
+	inner, err := delegation.UnwrapChild(env, xml.Name{Space: NSPrivilege, Local: "privileged_iq"}, "iq")
+	switch {
+	case errors.Is(err, delegation.ErrNotClient):
+		forbid()
+		return
+	case err != nil:
+		r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
+		return
+	}
+	if inner.Type != env.Type || !inner.HasChild || inner.ID == "" {
+		if inner.Type != env.Type {
+			forbid()
+		} else {
+			r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
+		}
+		return
+	}
+	if !r.privileges(h.Domain, sender.Bare).iqAllows(inner.Child.Space, inner.Type) {
+		forbid()
+		return
+	}
+	if inner.From != "" && inner.From != bare {
+		forbid()
+		return
+	}
+	id := r.privTracker.NewID()
+	r.privTracker.Add(&delegation.Pending{
+		OuterID: id, Host: h.Domain, Namespace: inner.Child.Space, Entity: sender.Bare,
+		Via: sender, Requester: sender, From: from, OrigID: inner.ID, OrigTo: inner.To,
+		WrapID: env.ID, User: bare,
+	})
+	// The router treats the encapsulated IQ as the user's own: a stand-in session whose
+	// writes (error replies the router makes) go to the privileged actor, and whose
+	// address is the user's bare JID, which answers from elsewhere are addressed to.
+	proxy := &Session{Kind: KindC2S, Host: h.Domain, Bare: bare, Full: bare, Local: local,
+		pid: r.privPID, router: r}
+	out, err := delegation.ParseStanza(rebuildIQ(inner, id, bare, inner.To))
+	if err != nil {
+		r.privTracker.Take(id)
+		r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
+		return
+	}
+	r.Route(proxy, bare, out)
+}
+
+// rebuildIQ is the IQ with a new id, from and to, in the client namespace (xml:lang kept).
+func rebuildIQ(env *xmpp.Envelope, id, from, to string) []byte {
+	var b bytes.Buffer
+	b.WriteString("<iq xmlns='" + xmpp.NSClient + "' type='")
+	xmpp.EscapeAttr(&b, env.Type)
+	b.WriteString("' id='")
+	xmpp.EscapeAttr(&b, id)
+	b.WriteString("'")
+	if from != "" {
+		b.WriteString(" from='")
+		xmpp.EscapeAttr(&b, from)
+		b.WriteString("'")
+	}
+	if to != "" {
+		b.WriteString(" to='")
+		xmpp.EscapeAttr(&b, to)
+		b.WriteString("'")
+	}
+	for _, a := range env.Attrs {
+		if a.Name.Space == "http://www.w3.org/XML/1998/namespace" && a.Name.Local == "lang" {
+			b.WriteString(" xml:lang='")
+			xmpp.EscapeAttr(&b, a.Value)
+			b.WriteString("'")
+		}
+	}
+	b.WriteString(">")
+	b.Write(env.Content())
+	b.WriteString("</iq>")
+	return b.Bytes()
+}
+
+// isPrivilegedReply reports whether an IQ answer carries one of the privileged trackers'
+// ids (it answers an IQ sent on behalf of a user).
+func isPrivilegedReply(env *xmpp.Envelope) bool {
+	return env.Kind == xmpp.KindIQ && !isRequest(env) &&
+		delegation.NodeOfTagged(delegation.TagPrivileged, env.ID) != ""
+}
+
+// routePrivilegedReply sends an answer to a privileged IQ (from: its vouched-for sender)
+// to the node that holds it.
+func (r *Router) routePrivilegedReply(from string, env *xmpp.Envelope) {
+	node := delegation.NodeOfTagged(delegation.TagPrivileged, env.ID)
+	if node == r.nodeID || r.cluster == nil {
+		r.privilegedReply(from, env)
+		return
+	}
+	r.sendToNode(node, &pb.PrivilegedReply{Stanza: r.stamp(env, from, env.To)})
+}
+
+// privilegedReply wraps the answer to an IQ sent on behalf of a user and gives it to the
+// privileged entity (XEP-0356 §6.3). An answer from anyone but the IQ's addressee is dropped.
+func (r *Router) privilegedReply(from string, env *xmpp.Envelope) {
+	if !r.privTracker.Owns(env.ID) {
+		return
+	}
+	p, ok := r.privTracker.TakeIf(env.ID, func(p *delegation.Pending) bool { return replyFromOK(p, from) })
+	if !ok {
+		return
+	}
+	comp := p.Requester.(*Session)
+	var b bytes.Buffer
+	b.WriteString("<iq type='result' id='")
+	xmpp.EscapeAttr(&b, p.WrapID)
+	b.WriteString("' from='")
+	xmpp.EscapeAttr(&b, p.User)
+	b.WriteString("' to='")
+	xmpp.EscapeAttr(&b, p.From)
+	b.WriteString("'><privilege xmlns='" + NSPrivilege + "'><forwarded xmlns='" + delegation.NSForward + "'>")
+	b.Write(rebuildIQ(env, p.OrigID, from, p.User))
+	b.WriteString("</forwarded></privilege></iq>")
+	comp.Send(b.Bytes())
+}
+
+// replyFromOK: the answer must come from the encapsulated IQ's 'to' (the user's bare JID
+// when it had none).
+func replyFromOK(p *delegation.Pending, from string) bool {
+	want := p.OrigTo
+	if want == "" {
+		want = p.User
+	}
+	return from == want || (from == "" && want == p.User)
+}
+
+// privilegedTimeout tells the component its IQ got no answer in time.
+func (r *Router) privilegedTimeout(p *delegation.Pending) {
+	comp := p.Requester.(*Session)
+	env := &xmpp.Envelope{Kind: xmpp.KindIQ, Name: xml.Name{Local: "iq"}, ID: p.WrapID, Type: "set"}
+	comp.Send(xmpp.ErrorReply(env, p.User, p.From, errRemoteServerTimeout))
+}
+
+// privilegedActor receives what the router writes to a privileged IQ's stand-in session
+// (error answers), here or from other nodes.
+func (r *Router) privilegedActor(ctx actor.Context) {
+	var data []byte
+	switch m := ctx.Message().(type) {
+	case *deliver:
+		data = m.data
+	case *pb.Deliver:
+		data = m.Data
+	default:
+		return
+	}
+	env, err := delegation.ParseStanza(data)
+	if err != nil || env.Kind != xmpp.KindIQ {
+		return
+	}
+	r.privilegedReply(env.From, env)
 }

@@ -15,6 +15,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -56,6 +57,11 @@ type Router struct {
 
 	deleg   *Delegation
 	tracker *delegation.Tracker
+
+	rosters     *roster.Store // nil: no roster storage (empty rosters are answered)
+	dynPrivs    atomic.Pointer[map[string]map[string]Privileges]
+	privTracker *delegation.Tracker // XEP-0356 IQs sent on behalf of users
+	privPID     *actor.PID          // receives the router's answers to those IQs
 
 	nodeID  string
 	metrics *Metrics
@@ -112,6 +118,10 @@ type Config struct {
 	NodeID     string
 	Delegation *Delegation // nil: no XEP-0355
 	Metrics    *Metrics    // nil: not counted
+	Rosters    *roster.Store
+	// PrivilegedTimeout bounds how long an IQ a privileged entity sends on behalf of a
+	// user waits for its answer (default: the delegation timeout, else 30s).
+	PrivilegedTimeout time.Duration
 }
 
 // Metrics are the router's Prometheus counters.
@@ -151,6 +161,7 @@ func NewRouter(c Config) *Router {
 		deleg:      c.Delegation,
 		nodeID:     c.NodeID,
 		metrics:    c.Metrics,
+		rosters:    c.Rosters,
 	}
 	if r.metrics == nil {
 		r.metrics = NewMetrics(prometheus.NewRegistry())
@@ -159,6 +170,15 @@ func NewRouter(c Config) *Router {
 	if r.deleg != nil {
 		r.tracker = delegation.NewTracker(c.NodeID, r.deleg.Timeout, r.delegationTimeout)
 	}
+	pt := c.PrivilegedTimeout
+	if pt <= 0 && r.deleg != nil {
+		pt = r.deleg.Timeout
+	}
+	if pt <= 0 {
+		pt = 30 * time.Second
+	}
+	r.privTracker = delegation.NewTaggedTracker(delegation.TagPrivileged, c.NodeID, pt, r.privilegedTimeout)
+	r.privPID = r.sys.Root.Spawn(actor.PropsFromFunc(r.privilegedActor))
 	for i := range r.shards {
 		r.shards[i].users = make(map[string]map[string]*Session)
 		r.owned[i].users = make(map[string]map[string]*resEntry)
@@ -180,6 +200,7 @@ func (r *Router) Stop() {
 			p.Requester.(*Session).Send(iqError(p, xmpp.ErrServiceUnavailable))
 		}
 	}
+	r.privTracker.FailAll()
 	for _, s := range r.allSessions() {
 		s.Close(&xmpp.StreamError{Condition: "system-shutdown"})
 	}
@@ -341,12 +362,26 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 					return
 				}
 			}
+			if isPrivilegedIQ(env) {
+				r.privilegedIQ(h, sender, from, "", env)
+				return
+			}
 			if env.Kind == xmpp.KindMessage && env.HasChild && env.Child.Space == NSPrivilege && env.Child.Local == "privilege" {
 				r.privilegedMessage(h, sender, from, env)
 				return
 			}
 			h.toServer(sender, from, env)
 			return
+		}
+		if env.Kind == xmpp.KindIQ && to.Resourcepart() == "" {
+			if isPrivilegedIQ(env) {
+				r.privilegedIQ(h, sender, from, to.Bare().String(), env)
+				return
+			}
+			if isPrivilegedReply(env) {
+				r.routePrivilegedReply(from, env)
+				return
+			}
 		}
 		if env.Kind == xmpp.KindIQ && to.Resourcepart() == "" && isRequest(env) &&
 			r.accounts.Exists(domain, to.Localpart()) && r.delegateIQ(h, sender, from, to.Bare().String(), env) {
@@ -371,6 +406,10 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 }
 
 func isRequest(env *xmpp.Envelope) bool { return env.Type == "get" || env.Type == "set" }
+
+func isPrivilegedIQ(env *xmpp.Envelope) bool {
+	return env.Kind == xmpp.KindIQ && env.HasChild && env.Child.Space == NSPrivilege && env.Child.Local == "privileged_iq"
+}
 
 func bareOf(j string) string {
 	if i := strings.IndexByte(j, '/'); i >= 0 {

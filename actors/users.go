@@ -174,8 +174,11 @@ func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 		p := parsePriority(env)
 		s.priority.Store(p)
 		data := r.stamp(env, s.Full, "")
-		s.available.Store(true)
+		initial := !s.available.Swap(true)
 		s.lastPresence.Store(&data)
+		if initial {
+			r.privilegedPresence(s, data)
+		}
 		m = &pb.UserPresence{Bare: s.Bare, Resource: s.Res, Available: true, Priority: p, Presence: data, Session: toRef(s.pid)}
 	case "unavailable":
 		if !s.available.Swap(false) {
@@ -183,6 +186,7 @@ func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 		}
 		s.lastPresence.Store(nil)
 		m = &pb.UserPresence{Bare: s.Bare, Resource: s.Res, Presence: r.stamp(env, s.Full, ""), Session: toRef(s.pid)}
+		r.privilegedPresence(s, m.Presence)
 	default:
 		return
 	}
@@ -202,7 +206,9 @@ func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 // goOffline ends a client session's presence: its owner tells the user's other
 // resources (via unbindUser), and whoever got directed presence gets unavailable.
 func (r *Router) goOffline(s *Session) {
-	s.available.Store(false)
+	if s.available.Swap(false) {
+		r.privilegedPresence(s, []byte("<presence type='unavailable' from='"+xmpp.Escape(s.Full)+"'/>"))
+	}
 	for _, to := range s.takeDirected() {
 		b := []byte("<presence type='unavailable' from='" + xmpp.Escape(s.Full) + "' to='" + xmpp.Escape(to) + "'/>")
 		env, err := delegation.ParseStanza(b)
@@ -460,6 +466,8 @@ func (r *Router) receiveUser(ctx actor.Context, msg any) bool {
 		r.ownerUnregister(m)
 	case *pb.UserPresence:
 		r.ownerPresence(m)
+	case *pb.UserPush:
+		r.ownerPush(m.Bare, m.Stanza)
 	case *pb.UserStanza:
 		env, err := delegation.ParseStanza(m.Stanza)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -280,19 +281,63 @@ type ComponentConfig struct {
 	Privileges Privileges `yaml:"privileges,omitempty"`
 }
 
-// Privileges grants a component XEP-0356 (urn:xmpp:privilege:2) permissions.
-// Today only message is implemented; roster, presence and iq are refused by
-// validation until the router keeps rosters.
+// Privileges grants a component XEP-0356 (urn:xmpp:privilege:2) permissions on
+// every host (an entry stored in etcd overrides them per host). The same shape is
+// the JSON value of `<prefix>/privileges/<host>/<component>`.
 type Privileges struct {
+	// Roster: "none", "get", "set" or "both" (read and/or change the host's users'
+	// rosters; with get or both the component also gets their roster pushes).
+	// Default: "none".
+	Roster string `yaml:"roster,omitempty" json:"roster,omitempty"`
 	// Message: "none" or "outgoing" (send messages on behalf of the host's users).
 	// Default: "none".
-	Message string `yaml:"message,omitempty"`
-	// Roster: "none" (the only value accepted today).
-	Roster string `yaml:"roster,omitempty"`
-	// Presence: "none" (the only value accepted today).
-	Presence string `yaml:"presence,omitempty"`
-	// IQ: namespace → get|set|both (none accepted today).
-	IQ map[string]string `yaml:"iq,omitempty"`
+	Message string `yaml:"message,omitempty" json:"message,omitempty"`
+	// Presence: "none" or "managed_entity" (receive the users' initial and
+	// unavailable presence). "roster" (their contacts' presence too) is refused:
+	// the router keeps no presence subscriptions yet. Default: "none".
+	Presence string `yaml:"presence,omitempty" json:"presence,omitempty"`
+	// IQ: namespace → "get", "set", "both" or "none" (send IQs of that namespace
+	// on behalf of the host's users).
+	IQ map[string]string `yaml:"iq,omitempty" json:"iq,omitempty"`
+}
+
+// PrivilegeProblem is one invalid privilege: Key is relative to the privileges
+// (e.g. "roster", "iq.urn:example").
+type PrivilegeProblem struct{ Key, Problem string }
+
+// ValidatePrivileges checks XEP-0356 privileges (from the config file or etcd).
+func ValidatePrivileges(pr Privileges) []PrivilegeProblem {
+	var out []PrivilegeProblem
+	add := func(k, f string, a ...any) { out = append(out, PrivilegeProblem{k, fmt.Sprintf(f, a...)}) }
+	access := func(v string) bool { return v == "" || v == "none" || v == "get" || v == "set" || v == "both" }
+	if !access(pr.Roster) {
+		add("roster", "%q is not one of none, get, set, both", pr.Roster)
+	}
+	if pr.Message != "" && pr.Message != "none" && pr.Message != "outgoing" {
+		add("message", "%q is not one of none, outgoing", pr.Message)
+	}
+	switch pr.Presence {
+	case "", "none", "managed_entity":
+	case "roster":
+		add("presence", "roster is not supported yet: the router keeps no presence subscriptions (use managed_entity)")
+	default:
+		add("presence", "%q is not one of none, managed_entity", pr.Presence)
+	}
+	nss := make([]string, 0, len(pr.IQ))
+	for ns := range pr.IQ {
+		nss = append(nss, ns)
+	}
+	sort.Strings(nss)
+	for _, ns := range nss {
+		if ns == "" {
+			add("iq", "empty namespace")
+			continue
+		}
+		if !access(pr.IQ[ns]) {
+			add("iq."+ns, "%q is not one of none, get, set, both", pr.IQ[ns])
+		}
+	}
+	return out
 }
 
 // DelegationConfig tunes namespace delegation (key `delegation`).
@@ -324,6 +369,9 @@ type LimitsConfig struct {
 	// connection; beyond that the slow peer is disconnected.
 	// Default: 8388608 (8 MiB).
 	MaxSendQueueBytes int `yaml:"max_send_queue_bytes"`
+	// MaxRosterItems is how many items one user's roster may hold; a roster set
+	// beyond it gets resource-constraint. Default: 1000.
+	MaxRosterItems int `yaml:"max_roster_items"`
 }
 
 // AccountsConfig configures user accounts (key `accounts`).
@@ -394,6 +442,7 @@ func Default() *Config {
 			WriteTimeout:       Duration(30 * time.Second),
 			MaxAuthAttempts:    3,
 			MaxSendQueueBytes:  8 << 20,
+			MaxRosterItems:     1000,
 		},
 		Accounts: AccountsConfig{SCRAMIterations: MinSCRAMIterations},
 		Log:      LogConfig{Level: LogLevelInfo, Format: LogFormatText},
@@ -626,18 +675,8 @@ func (c *Config) Validate() error {
 			v.addf(p+".balance", "%q is not one of %s, %s, %s",
 				comp.Balance, BalanceRoundRobin, BalanceLeastPending, BalanceSender)
 		}
-		pr := comp.Privileges
-		if pr.Message != "" && pr.Message != "none" && pr.Message != "outgoing" {
-			v.addf(p+".privileges.message", "%q is not one of none, outgoing", pr.Message)
-		}
-		if pr.Roster != "" && pr.Roster != "none" {
-			v.add(p+".privileges.roster", "not supported yet: the router keeps no rosters")
-		}
-		if pr.Presence != "" && pr.Presence != "none" {
-			v.add(p+".privileges.presence", "not supported yet: the router keeps no rosters")
-		}
-		if len(pr.IQ) > 0 {
-			v.add(p+".privileges.iq", "not supported yet")
+		for _, e := range ValidatePrivileges(comp.Privileges) {
+			v.add(p+".privileges."+e.Key, e.Problem)
 		}
 	}
 
@@ -651,6 +690,7 @@ func (c *Config) Validate() error {
 	v.positive("limits.write_timeout", int64(c.Limits.WriteTimeout))
 	v.positive("limits.max_auth_attempts", int64(c.Limits.MaxAuthAttempts))
 	v.positive("limits.max_send_queue_bytes", int64(c.Limits.MaxSendQueueBytes))
+	v.positive("limits.max_roster_items", int64(c.Limits.MaxRosterItems))
 	if c.Limits.MaxSendQueueBytes > 0 && c.Limits.MaxStanzaBytes > c.Limits.MaxSendQueueBytes {
 		v.addf("limits.max_send_queue_bytes", "must be >= limits.max_stanza_bytes (%d)", c.Limits.MaxStanzaBytes)
 	}

@@ -78,7 +78,7 @@ func TestDefaultValidates(t *testing.T) {
 	want := LimitsConfig{
 		MaxStanzaBytes: 262144, NegotiationTimeout: Duration(30 * time.Second),
 		IdleTimeout: Duration(10 * time.Minute), WriteTimeout: Duration(30 * time.Second),
-		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608,
+		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, MaxRosterItems: 1000,
 	}
 	if c.Limits != want {
 		t.Errorf("limits = %+v, want %+v", c.Limits, want)
@@ -238,14 +238,16 @@ func TestTLSRequiredFalseHonoured(t *testing.T) {
 }
 
 func TestPrivilegesValidation(t *testing.T) {
-	c := mustLoad(t, "components: [{jid: a.localhost, secret: s, privileges: {message: outgoing}}]\n")
-	if c.Components[0].Privileges.Message != "outgoing" {
-		t.Fatalf("privileges %+v", c.Components[0].Privileges)
+	c := mustLoad(t, "components: [{jid: a.localhost, secret: s, privileges: {message: outgoing, roster: both, presence: managed_entity, iq: {\"urn:x\": get}}}]\n")
+	if pr := c.Components[0].Privileges; pr.Message != "outgoing" || pr.Roster != "both" || pr.Presence != "managed_entity" || pr.IQ["urn:x"] != "get" {
+		t.Fatalf("privileges %+v", pr)
 	}
 	for yaml, want := range map[string]string{
-		"components: [{jid: a.localhost, secret: s, privileges: {message: all}}]\n":         "components[0].privileges.message",
-		"components: [{jid: a.localhost, secret: s, privileges: {roster: both}}]\n":         "components[0].privileges.roster: not supported yet",
-		"components: [{jid: a.localhost, secret: s, privileges: {iq: {\"urn:x\": get}}}]\n": "components[0].privileges.iq",
+		"components: [{jid: a.localhost, secret: s, privileges: {message: all}}]\n":          "components[0].privileges.message",
+		"components: [{jid: a.localhost, secret: s, privileges: {roster: all}}]\n":           "components[0].privileges.roster: \"all\" is not one of",
+		"components: [{jid: a.localhost, secret: s, privileges: {presence: roster}}]\n":      "components[0].privileges.presence: roster is not supported yet",
+		"components: [{jid: a.localhost, secret: s, privileges: {presence: everyone}}]\n":    "components[0].privileges.presence",
+		"components: [{jid: a.localhost, secret: s, privileges: {iq: {\"urn:x\": read}}}]\n": "components[0].privileges.iq.urn:x",
 	} {
 		if _, err := loadErr(t, yaml); !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v does not say %q", yaml, err, want)
@@ -566,8 +568,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 31 {
-		t.Errorf("checked %d keys, want 31 (update this test when adding keys)", n)
+	if n != 32 {
+		t.Errorf("checked %d keys, want 32 (update this test when adding keys)", n)
 	}
 }
 

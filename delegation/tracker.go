@@ -21,6 +21,8 @@ type Pending struct {
 	From      string // the requester's full JID: the inner reply's 'to' must be this
 	OrigID    string // the requester's IQ id
 	OrigTo    string // the requester's 'to' ("" for none): the inner reply's 'from', if any, must be this
+	WrapID    string // XEP-0356: the privileged entity's own IQ id, which the wrapped answer carries
+	User      string // XEP-0356: the user the IQ was sent on behalf of
 	Started   time.Time
 
 	timer *time.Timer
@@ -48,7 +50,18 @@ type trackerShard struct {
 // NewTracker makes a tracker whose outer ids start with "sbd:<node>:" so that, in a
 // cluster, the node holding the pending entry can be read off the reply's id.
 func NewTracker(node string, timeout time.Duration, onTimeout func(*Pending)) *Tracker {
-	t := &Tracker{timeout: timeout, onTimeout: onTimeout, prefix: "sbd:" + node + ":", seed: maphash.MakeSeed()}
+	return NewTaggedTracker(TagDelegation, node, timeout, onTimeout)
+}
+
+// Tags of the trackers' ids: which kind of pending request an id belongs to.
+const (
+	TagDelegation = "sbd" // XEP-0355 forwarded IQs
+	TagPrivileged = "sbp" // XEP-0356 IQs sent on behalf of a user
+)
+
+// NewTaggedTracker is NewTracker with ids "<tag>:<node>:<random>".
+func NewTaggedTracker(tag, node string, timeout time.Duration, onTimeout func(*Pending)) *Tracker {
+	t := &Tracker{timeout: timeout, onTimeout: onTimeout, prefix: tag + ":" + node + ":", seed: maphash.MakeSeed()}
 	for i := range t.shards {
 		t.shards[i].m = make(map[string]*Pending)
 	}
@@ -63,8 +76,11 @@ func (t *Tracker) NewID() string {
 }
 
 // NodeOf returns the node encoded in an outer id ("" if it is not one of ours).
-func NodeOf(id string) string {
-	rest, ok := strings.CutPrefix(id, "sbd:")
+func NodeOf(id string) string { return NodeOfTagged(TagDelegation, id) }
+
+// NodeOfTagged returns the node encoded in an id of a tracker with this tag.
+func NodeOfTagged(tag, id string) string {
+	rest, ok := strings.CutPrefix(id, tag+":")
 	if !ok {
 		return ""
 	}
@@ -113,10 +129,20 @@ func (t *Tracker) Add(p *Pending) {
 // Take removes and returns the pending IQ with this outer id.
 func (t *Tracker) Take(id string) (*Pending, bool) { return t.take(id, true) }
 
-func (t *Tracker) take(id string, stop bool) (*Pending, bool) {
+// TakeIf is Take for an entry that ok accepts; one it refuses stays pending.
+func (t *Tracker) TakeIf(id string, ok func(*Pending) bool) (*Pending, bool) {
+	return t.takeIf(id, true, ok)
+}
+
+func (t *Tracker) take(id string, stop bool) (*Pending, bool) { return t.takeIf(id, stop, nil) }
+
+func (t *Tracker) takeIf(id string, stop bool, accept func(*Pending) bool) (*Pending, bool) {
 	sh := t.shard(id)
 	sh.mu.Lock()
 	p, ok := sh.m[id]
+	if ok && accept != nil && !accept(p) {
+		ok = false
+	}
 	if ok {
 		delete(sh.m, id)
 	}

@@ -104,6 +104,59 @@ func UnwrapForwarded(outer *xmpp.Envelope, wrapper xml.Name, inner string, lenie
 	return found, nil
 }
 
+// ErrNotClient is returned by UnwrapChild when the inner stanza is not in jabber:client.
+var ErrNotClient = errors.New("inner stanza not in jabber:client")
+
+// UnwrapChild extracts the one stanza named inner directly inside the wrapper element
+// that is outer's first child: <wrapper><INNER xmlns='jabber:client'/></wrapper>
+// (XEP-0356 privileged_iq). An inner stanza in another namespace is ErrNotClient.
+func UnwrapChild(outer *xmpp.Envelope, wrapper xml.Name, inner string) (*xmpp.Envelope, error) {
+	content := outer.Content()
+	d := xml.NewDecoder(bytes.NewReader(content))
+	var found *xmpp.Envelope
+	depth := 0
+	for {
+		off := d.InputOffset()
+		tok, err := d.Token()
+		if err != nil {
+			break
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			switch depth {
+			case 1:
+				if t.Name != wrapper {
+					return nil, ErrBadWrapping
+				}
+			case 2:
+				if t.Name.Local != inner || found != nil {
+					return nil, ErrBadWrapping
+				}
+				if t.Name.Space != xmpp.NSClient {
+					return nil, ErrNotClient
+				}
+				env, err := sliceElement(d, t.Copy(), content, int(off))
+				if err != nil {
+					return nil, ErrBadWrapping
+				}
+				found = env
+				depth--
+			}
+		case xml.EndElement:
+			depth--
+		case xml.CharData:
+			if depth == 1 && len(bytes.TrimSpace(t)) > 0 {
+				return nil, ErrBadWrapping
+			}
+		}
+	}
+	if found == nil {
+		return nil, ErrBadWrapping
+	}
+	return found, nil
+}
+
 // sliceElement reads the rest of the element whose start tag d just returned (it began
 // at offset start of doc) and returns it as an envelope over its own copy of the bytes.
 func sliceElement(d *xml.Decoder, st xml.StartElement, doc []byte, start int) (*xmpp.Envelope, error) {

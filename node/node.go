@@ -34,6 +34,7 @@ import (
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -92,11 +93,31 @@ func routerLimits(c *config.Config) actors.Limits {
 	}
 }
 
+// actorPrivileges turns configured XEP-0356 privileges into the router's ("none" → "").
+func actorPrivileges(p config.Privileges) actors.Privileges {
+	none := func(v string) string {
+		if v == "none" {
+			return ""
+		}
+		return v
+	}
+	out := actors.Privileges{Roster: none(p.Roster), Message: none(p.Message), Presence: none(p.Presence)}
+	for ns, t := range p.IQ {
+		if t = none(t); t != "" {
+			if out.IQ == nil {
+				out.IQ = make(map[string]string)
+			}
+			out.IQ[ns] = t
+		}
+	}
+	return out
+}
+
 func componentOptions(c *config.Config) map[string]actors.ComponentOptions {
 	comps := make(map[string]actors.ComponentOptions)
 	for _, cc := range c.Components {
 		comps[cc.JID] = actors.ComponentOptions{DelegationNS: cc.DelegationNS, Balance: cc.Balance,
-			MessagePrivilege: cc.Privileges.Message == "outgoing"}
+			Privileges: actorPrivileges(cc.Privileges)}
 	}
 	return comps
 }
@@ -241,6 +262,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		NodeID:     cfg.Node.ID,
 		Delegation: deleg,
 		Metrics:    actors.NewMetrics(n.metrics.reg),
+		Rosters:    roster.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.MaxRosterItems),
 	})
 	// The admin listener starts before the cluster so that its real address is announced.
 	if err = n.startAdmin(); err != nil {

@@ -578,6 +578,168 @@ func (*Ack) Descriptor() ([]byte, []int) {
 	return file_switchboard_proto_rawDescGZIP(), []int{8}
 }
 
+// UserPush asks a user's owner node to write a stanza (a roster push) to every bound
+// resource of the user, each addressed to that resource's full JID.
+type UserPush struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bare          string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
+	Stanza        []byte                 `protobuf:"bytes,2,opt,name=stanza,proto3" json:"stanza,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserPush) Reset() {
+	*x = UserPush{}
+	mi := &file_switchboard_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserPush) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserPush) ProtoMessage() {}
+
+func (x *UserPush) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserPush.ProtoReflect.Descriptor instead.
+func (*UserPush) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UserPush) GetBare() string {
+	if x != nil {
+		return x.Bare
+	}
+	return ""
+}
+
+func (x *UserPush) GetStanza() []byte {
+	if x != nil {
+		return x.Stanza
+	}
+	return nil
+}
+
+// PrivilegedReply is the answer to an IQ a privileged entity sent on behalf of a user
+// (XEP-0356 §6), forwarded to the node whose id it carries, which holds the pending entry.
+type PrivilegedReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stanza        []byte                 `protobuf:"bytes,1,opt,name=stanza,proto3" json:"stanza,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrivilegedReply) Reset() {
+	*x = PrivilegedReply{}
+	mi := &file_switchboard_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrivilegedReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrivilegedReply) ProtoMessage() {}
+
+func (x *PrivilegedReply) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrivilegedReply.ProtoReflect.Descriptor instead.
+func (*PrivilegedReply) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PrivilegedReply) GetStanza() []byte {
+	if x != nil {
+		return x.Stanza
+	}
+	return nil
+}
+
+// PresenceReplay asks a node to send a privileged entity that just connected the current
+// presence of every available resource of a host's users that the node owns (XEP-0356 §8).
+type PresenceReplay struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Host          string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Entity        string                 `protobuf:"bytes,2,opt,name=entity,proto3" json:"entity,omitempty"`   // the component's JID, the presences' 'to'
+	Session       *Ref                   `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"` // its connection
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceReplay) Reset() {
+	*x = PresenceReplay{}
+	mi := &file_switchboard_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceReplay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceReplay) ProtoMessage() {}
+
+func (x *PresenceReplay) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceReplay.ProtoReflect.Descriptor instead.
+func (*PresenceReplay) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PresenceReplay) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *PresenceReplay) GetEntity() string {
+	if x != nil {
+		return x.Entity
+	}
+	return ""
+}
+
+func (x *PresenceReplay) GetSession() *Ref {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -620,7 +782,16 @@ const file_switchboard_proto_rawDesc = "" +
 	"\bpriority\x18\x04 \x01(\x05R\bpriority\x12\x1a\n" +
 	"\bpresence\x18\x05 \x01(\fR\bpresence\x12-\n" +
 	"\asession\x18\x06 \x01(\v2\x13.switchboard.v1.RefR\asession\"\x05\n" +
-	"\x03AckB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
+	"\x03Ack\"6\n" +
+	"\bUserPush\x12\x12\n" +
+	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x16\n" +
+	"\x06stanza\x18\x02 \x01(\fR\x06stanza\")\n" +
+	"\x0fPrivilegedReply\x12\x16\n" +
+	"\x06stanza\x18\x01 \x01(\fR\x06stanza\"k\n" +
+	"\x0ePresenceReplay\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x16\n" +
+	"\x06entity\x18\x02 \x01(\tR\x06entity\x12-\n" +
+	"\asession\x18\x03 \x01(\v2\x13.switchboard.v1.RefR\asessionB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -634,7 +805,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),             // 0: switchboard.v1.Ref
 	(*Deliver)(nil),         // 1: switchboard.v1.Deliver
@@ -645,17 +816,21 @@ var file_switchboard_proto_goTypes = []any{
 	(*UserUnregister)(nil),  // 6: switchboard.v1.UserUnregister
 	(*UserPresence)(nil),    // 7: switchboard.v1.UserPresence
 	(*Ack)(nil),             // 8: switchboard.v1.Ack
+	(*UserPush)(nil),        // 9: switchboard.v1.UserPush
+	(*PrivilegedReply)(nil), // 10: switchboard.v1.PrivilegedReply
+	(*PresenceReplay)(nil),  // 11: switchboard.v1.PresenceReplay
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0, // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
 	0, // 1: switchboard.v1.UserRegister.session:type_name -> switchboard.v1.Ref
 	0, // 2: switchboard.v1.UserUnregister.session:type_name -> switchboard.v1.Ref
 	0, // 3: switchboard.v1.UserPresence.session:type_name -> switchboard.v1.Ref
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0, // 4: switchboard.v1.PresenceReplay.session:type_name -> switchboard.v1.Ref
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_proto_init() }
@@ -669,7 +844,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

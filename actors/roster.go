@@ -1,0 +1,145 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/roster"
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// rosterTimeout bounds one roster read or write in etcd.
+const rosterTimeout = 10 * time.Second
+
+var errNotAcceptable = &xmpp.StanzaError{Type: xmpp.ErrModify, Condition: "not-acceptable"}
+var errResourceConstraint = &xmpp.StanzaError{Type: xmpp.ErrWait, Condition: "resource-constraint"}
+
+// rosterIQ answers a roster get or set on a user's roster (RFC 6121 §2), from the user
+// or from a component with the roster privilege (XEP-0356 §4). It runs in its own
+// goroutine: etcd is not asked from inside the host actor, so one slow roster never
+// holds up the host's other answers.
+func (h *Host) rosterIQ(m *serverIQ, bare string) {
+	r := h.router
+	env := m.env
+	replyFrom := bare
+	if m.sender.Kind == KindC2S && m.sender.Bare == bare && env.To == "" {
+		replyFrom = "" // RFC 6120 §10.3.3: no 'to', answered without a 'from'
+	}
+	fail := func(e *xmpp.StanzaError) { m.sender.Send(xmpp.ErrorReply(env, replyFrom, m.from, e)) }
+	local, _, _ := cutAt(bare)
+	ctx, cancel := context.WithTimeout(context.Background(), rosterTimeout)
+	defer cancel()
+
+	if env.Type == "get" {
+		req, err := roster.ParseGet(env.Raw)
+		if err != nil {
+			fail(xmpp.ErrBadRequest)
+			return
+		}
+		ros, err := r.rosters.Get(ctx, h.Domain, local)
+		if err != nil {
+			r.log.Warn("roster get failed", "user", bare, "err", err)
+			fail(xmpp.ErrInternalServerError)
+			return
+		}
+		if req.Ver != nil && *req.Ver == ros.Version() && ros.Ver != 0 {
+			// RFC 6121 §2.6.3: the client's copy is current; changes would come as pushes.
+			m.sender.Send(xmpp.IQResult(env.ID, replyFrom, m.from, nil))
+			return
+		}
+		m.sender.Send(xmpp.IQResult(env.ID, replyFrom, m.from, roster.Query(ros)))
+		return
+	}
+
+	req, err := roster.ParseSet(env.Raw)
+	switch {
+	case errors.Is(err, roster.ErrJIDMalformed):
+		fail(xmpp.ErrJIDMalformed)
+		return
+	case errors.Is(err, roster.ErrNotAcceptable):
+		fail(errNotAcceptable)
+		return
+	case err != nil:
+		fail(xmpp.ErrBadRequest)
+		return
+	}
+	if req.Item.JID == bare && !req.Remove {
+		fail(xmpp.ErrNotAllowed) // a user is not a contact of itself
+		return
+	}
+	var pushed roster.Item
+	ros, changed, err := r.rosters.Update(ctx, h.Domain, local, func(ros *roster.Roster) (bool, error) {
+		it, err := roster.Apply(ros, req)
+		pushed = it
+		return err == nil, err
+	})
+	switch {
+	case errors.Is(err, roster.ErrItemNotFound):
+		fail(xmpp.ErrItemNotFound)
+		return
+	case errors.Is(err, roster.ErrTooMany):
+		fail(errResourceConstraint)
+		return
+	case err != nil:
+		r.log.Warn("roster set failed", "user", bare, "err", err)
+		fail(xmpp.ErrInternalServerError)
+		return
+	}
+	m.sender.Send(xmpp.IQResult(env.ID, replyFrom, m.from, nil))
+	if changed {
+		r.rosterPush(h.Domain, bare, ros.Version(), pushed)
+	}
+}
+
+// rosterPush tells everyone who follows a user's roster of a changed item (RFC 6121
+// §2.1.6): each of the user's bound resources, and the components that hold the roster
+// privilege with pushes on this host (XEP-0356 §4.4). Every bound resource gets the push;
+// RFC 6121 restricts pushes to resources that asked for the roster, which costs a flag in
+// the owner's table that this version does not keep.
+func (r *Router) rosterPush(host, bare, ver string, it roster.Item) {
+	payload := roster.PushQuery(ver, it)
+	push := iqSet("push-"+xmpp.NewID(), bare, bare, payload)
+	if node, self := r.owner(bare); self {
+		r.ownerPush(bare, push)
+	} else {
+		r.sendToNode(node, &pb.UserPush{Bare: bare, Stanza: push})
+	}
+	for _, c := range r.privilegedComponents() {
+		if !r.privileges(host, c).rosterPush() {
+			continue
+		}
+		if ref, ok := r.pickComponent(c, bare); ok {
+			ref.send(r, iqSet("push-"+xmpp.NewID(), bare, c, payload))
+		}
+	}
+}
+
+// ownerPush writes a stanza to every bound resource of one of this node's users.
+func (r *Router) ownerPush(bare string, stanza []byte) {
+	sh := r.ownerShard(bare)
+	sh.mu.Lock()
+	var targets []namedEntry
+	for res, e := range sh.users[bare] {
+		targets = append(targets, namedEntry{res: res, resEntry: e})
+	}
+	sh.mu.Unlock()
+	for _, t := range targets {
+		t.send(r, readdress(stanza, bare, t.fullOf(bare)))
+	}
+}
+
+// iqSet builds <iq type='set'> with the given payload.
+func iqSet(id, from, to string, payload []byte) []byte {
+	b := make([]byte, 0, 64+len(id)+len(from)+len(to)+len(payload))
+	b = append(b, "<iq type='set' id='"...)
+	b = append(b, xmpp.Escape(id)...)
+	b = append(b, "' from='"...)
+	b = append(b, xmpp.Escape(from)...)
+	b = append(b, "' to='"...)
+	b = append(b, xmpp.Escape(to)...)
+	b = append(b, "'>"...)
+	b = append(b, payload...)
+	return append(b, "</iq>"...)
+}
