@@ -514,3 +514,72 @@ func TestCrossNodeDelegationToAccount(t *testing.T) {
 		t.Fatalf("after the bot left: %s", r)
 	}
 }
+
+// XEP-0356 across the cluster: the component is on node 3, juliet on node 1, romeo on
+// node 2. The component sees juliet's presence (replayed from whichever node owns her),
+// changes her roster (pushed to her session on node 1), and sends an IQ on her behalf to
+// romeo, whose answer comes back from node 2 to node 3.
+func TestCrossNodePrivileges(t *testing.T) {
+	c := Start(t, 3, func(_ int, cfg *config.Config) {
+		cfg.Components = []config.ComponentConfig{{JID: "pubsub.localhost", Secret: secret, Privileges: config.Privileges{
+			Roster: "both", Presence: "managed_entity", IQ: map[string]string{"http://jabber.org/protocol/disco#info": "get"},
+		}}}
+	})
+	c.AddUser("juliet", "j")
+	c.AddUser("romeo", "r")
+	j := login(t, c, 0, "juliet", "j", "balcony")
+	r := login(t, c, 1, "romeo", "r", "orchard")
+	j.Send(`<presence/>`)
+	j.Sync()
+	time.Sleep(300 * time.Millisecond) // the owner node has her presence
+
+	m := xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
+	next := func(what string, ok func(*xmpptest.Elem) bool) *xmpptest.Elem {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case e := <-m.Other:
+				if ok(e) {
+					return e
+				}
+			case <-deadline:
+				t.Fatalf("component: no %s", what)
+			}
+		}
+	}
+	if p := next("replayed presence", func(e *xmpptest.Elem) bool { return e.XMLName.Local == "presence" }); p.Attr("from") != "juliet@localhost/balcony" {
+		t.Fatalf("replayed presence %s", p)
+	}
+
+	// A roster set from node 3 is pushed to juliet on node 1.
+	m.SendAsync(`<iq type='set' id='rs' from='pubsub.localhost' to='juliet@localhost'><query xmlns='jabber:iq:roster'><item jid='romeo@localhost' name='R'/></query></iq>`)
+	if res := next("roster set result", func(e *xmpptest.Elem) bool { return e.Attr("id") == "rs" }); res.Attr("type") != "result" {
+		t.Fatalf("roster set %s", res)
+	}
+	if p := j.Next(wait); p.Attr("type") != "set" || !strings.Contains(p.String(), "romeo@localhost") {
+		t.Fatalf("juliet's push %s", p)
+	}
+	if p := next("roster push", func(e *xmpptest.Elem) bool { return e.Attr("type") == "set" }); !strings.Contains(p.String(), "romeo@localhost") {
+		t.Fatalf("component's push %s", p)
+	}
+
+	// An IQ on juliet's behalf to romeo on node 2; his answer returns to node 3.
+	m.SendAsync(`<iq type='get' id='piq' from='pubsub.localhost' to='juliet@localhost'><privileged_iq xmlns='urn:xmpp:privilege:2'>` +
+		`<iq xmlns='jabber:client' type='get' id='in' to='romeo@localhost/orchard'><query xmlns='http://jabber.org/protocol/disco#info'/></iq></privileged_iq></iq>`)
+	q := r.Next(wait)
+	if q.Attr("from") != "juliet@localhost" || !strings.HasPrefix(q.Attr("id"), "sbp:node3:") {
+		t.Fatalf("romeo got %s", q)
+	}
+	r.Send(`<iq type='result' id='` + q.Attr("id") + `' to='juliet@localhost'><query xmlns='http://jabber.org/protocol/disco#info'><feature var='urn:example:r'/></query></iq>`)
+	w := next("privileged answer", func(e *xmpptest.Elem) bool { return e.Attr("id") == "piq" })
+	if w.Attr("type") != "result" || !strings.Contains(w.String(), "urn:example:r") || !strings.Contains(w.String(), `id="in"`) {
+		t.Fatalf("wrapped answer %s", w)
+	}
+
+	// juliet leaves node 1: the component on node 3 hears of it.
+	j.Close()
+	if p := next("unavailable", func(e *xmpptest.Elem) bool { return e.XMLName.Local == "presence" }); p.Attr("type") != "unavailable" || p.Attr("from") != "juliet@localhost/balcony" {
+		t.Fatalf("presence %s", p)
+	}
+}
