@@ -38,6 +38,12 @@ func (h *Host) rosterIQ(m *serverIQ, bare string) {
 			fail(xmpp.ErrBadRequest)
 			return
 		}
+		// The user's own session (not a privileged entity acting as the user, which has no
+		// resource) becomes interested: its owner entry is updated before it gets the
+		// roster, so every later change is pushed to it.
+		if s := m.sender; s.Kind == KindC2S && s.Bare == bare && s.Res != "" && !s.rosterInterested.Swap(true) {
+			r.register(s, false)
+		}
 		ros, err := r.rosters.Get(ctx, h.Domain, local)
 		if err != nil {
 			r.log.Warn("roster get failed", "user", bare, "err", err)
@@ -93,11 +99,9 @@ func (h *Host) rosterIQ(m *serverIQ, bare string) {
 	}
 }
 
-// rosterPush tells everyone who follows a user's roster of a changed item (RFC 6121
-// §2.1.6): each of the user's bound resources, and the components that hold the roster
-// privilege with pushes on this host (XEP-0356 §4.4). Every bound resource gets the push;
-// RFC 6121 restricts pushes to resources that asked for the roster, which costs a flag in
-// the owner's table that this version does not keep.
+// rosterPush tells everyone who follows a user's roster of a changed item: each of the
+// user's interested resources, those that asked for the roster (RFC 6121 §2.1.6), and the
+// components that hold the roster privilege with pushes on this host (XEP-0356 §4.4).
 func (r *Router) rosterPush(host, bare, ver string, it roster.Item) {
 	payload := roster.PushQuery(ver, it)
 	push := iqSet("push-"+xmpp.NewID(), bare, bare, payload)
@@ -116,13 +120,15 @@ func (r *Router) rosterPush(host, bare, ver string, it roster.Item) {
 	}
 }
 
-// ownerPush writes a stanza to every bound resource of one of this node's users.
+// ownerPush writes a stanza to every interested resource of one of this node's users.
 func (r *Router) ownerPush(bare string, stanza []byte) {
 	sh := r.ownerShard(bare)
 	sh.mu.Lock()
 	var targets []namedEntry
 	for res, e := range sh.users[bare] {
-		targets = append(targets, namedEntry{res: res, resEntry: e})
+		if e.interested {
+			targets = append(targets, namedEntry{res: res, resEntry: e})
+		}
 	}
 	sh.mu.Unlock()
 	for _, t := range targets {

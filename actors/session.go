@@ -59,8 +59,10 @@ type Session struct {
 	lastPresence atomic.Pointer[[]byte]
 	owner        atomic.Pointer[string] // the node its owner registration went to
 	managing     atomic.Bool            // entered as a managing entity's connection
-	dmu          sync.Mutex
-	directed     map[string]struct{}
+	// rosterInterested: it asked for its roster, so roster pushes go to it (RFC 6121 §2.1.6)
+	rosterInterested atomic.Bool
+	dmu              sync.Mutex
+	directed         map[string]struct{}
 }
 
 // Send queues bytes for the peer. A peer that does not read while its queue grows past

@@ -29,6 +29,8 @@ type resEntry struct {
 	available bool
 	priority  int32
 	presence  []byte // last broadcast presence, from = the resource's full JID
+	// interested: the session asked for its roster, so roster pushes go to it
+	interested bool
 }
 
 func (e *resEntry) send(r *Router, b []byte) {
@@ -113,7 +115,8 @@ func (r *Router) bindUser(s *Session) {
 
 func (r *Router) register(s *Session, replace bool) {
 	m := &pb.UserRegister{Bare: s.Bare, Resource: s.Res, Session: toRef(s.pid), Node: r.nodeID,
-		Available: s.available.Load(), Priority: s.priority.Load(), Replace: replace}
+		Available: s.available.Load(), Priority: s.priority.Load(), Replace: replace,
+		RosterInterested: s.rosterInterested.Load()}
 	if p := s.lastPresence.Load(); p != nil {
 		m.Presence = *p
 	}
@@ -256,7 +259,8 @@ func (r *Router) trackDirected(sender *Session, to string, env *xmpp.Envelope) {
 // --- the owner side ---------------------------------------------------------------
 
 func (r *Router) ownerRegister(m *pb.UserRegister, local *Session) {
-	e := &resEntry{local: local, pid: fromRef(m.Session), node: m.Node, available: m.Available, priority: m.Priority, presence: m.Presence}
+	e := &resEntry{local: local, pid: fromRef(m.Session), node: m.Node, available: m.Available, priority: m.Priority,
+		presence: m.Presence, interested: m.RosterInterested}
 	sh := r.ownerShard(m.Bare)
 	sh.mu.Lock()
 	res := sh.users[m.Bare]

@@ -85,6 +85,7 @@ func TestPrivilegedEntityPEPFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rosterGet(t, j, "g")
 	rosterSet(t, j, "add", `<item jid='romeo@localhost' name='Romeo'/>`)
 	j.Send(`<presence><status>on the balcony</status></presence>`)
 	j.Sync()

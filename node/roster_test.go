@@ -3,6 +3,7 @@ package node_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"mellium.im/sasl"
 
@@ -75,10 +76,15 @@ func TestRosterGetSetPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	quiet, err := s.dialClient("juliet", "j", "quiet", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
 	q := rosterGet(t, j1, "g0")
 	if len(items(q)) != 0 || q.Attr("ver") == "" {
 		t.Fatalf("new roster %s", q)
 	}
+	rosterGet(t, j2, "g0")
 
 	j1.Send(`<iq type='set' id='s1'><query xmlns='` + nsRoster + `'><item jid='romeo@localhost' name='Romeo'><group>Friends</group><group>Verona</group></item></query></iq>`)
 	var ver string
@@ -105,6 +111,7 @@ func TestRosterGetSetPush(t *testing.T) {
 			}
 		}
 	}
+	quiet.ExpectNothing(200 * time.Millisecond) // never asked for the roster: no pushes (RFC 6121 §2.1.6)
 	q = rosterGet(t, j1, "g1")
 	if items(q)["romeo@localhost"] != "Romeo|none|Friends,Verona" || q.Attr("ver") != ver {
 		t.Fatalf("roster after set %s (push ver %s)", q, ver)

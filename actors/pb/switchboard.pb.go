@@ -294,17 +294,18 @@ func (x *UserStanza) GetSenderBare() string {
 
 // UserRegister tells a user's owner node that a session is bound (or rebound) to a resource.
 type UserRegister struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Bare          string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
-	Resource      string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	Session       *Ref                   `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
-	Node          string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
-	Available     bool                   `protobuf:"varint,5,opt,name=available,proto3" json:"available,omitempty"`
-	Priority      int32                  `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
-	Presence      []byte                 `protobuf:"bytes,7,opt,name=presence,proto3" json:"presence,omitempty"`
-	Replace       bool                   `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"` // a fresh bind: a session already on that resource gets a conflict
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Bare             string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
+	Resource         string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	Session          *Ref                   `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
+	Node             string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Available        bool                   `protobuf:"varint,5,opt,name=available,proto3" json:"available,omitempty"`
+	Priority         int32                  `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
+	Presence         []byte                 `protobuf:"bytes,7,opt,name=presence,proto3" json:"presence,omitempty"`
+	Replace          bool                   `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`                                           // a fresh bind: a session already on that resource gets a conflict
+	RosterInterested bool                   `protobuf:"varint,9,opt,name=roster_interested,json=rosterInterested,proto3" json:"roster_interested,omitempty"` // it asked for the roster: roster pushes go to it (RFC 6121 §2.1.6)
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *UserRegister) Reset() {
@@ -389,6 +390,13 @@ func (x *UserRegister) GetPresence() []byte {
 func (x *UserRegister) GetReplace() bool {
 	if x != nil {
 		return x.Replace
+	}
+	return false
+}
+
+func (x *UserRegister) GetRosterInterested() bool {
+	if x != nil {
+		return x.RosterInterested
 	}
 	return false
 }
@@ -761,7 +769,7 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12+\n" +
 	"\x06sender\x18\x03 \x01(\v2\x13.switchboard.v1.RefR\x06sender\x12\x1f\n" +
 	"\vsender_bare\x18\x04 \x01(\tR\n" +
-	"senderBare\"\xf1\x01\n" +
+	"senderBare\"\x9e\x02\n" +
 	"\fUserRegister\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12-\n" +
@@ -770,7 +778,8 @@ const file_switchboard_proto_rawDesc = "" +
 	"\tavailable\x18\x05 \x01(\bR\tavailable\x12\x1a\n" +
 	"\bpriority\x18\x06 \x01(\x05R\bpriority\x12\x1a\n" +
 	"\bpresence\x18\a \x01(\fR\bpresence\x12\x18\n" +
-	"\areplace\x18\b \x01(\bR\areplace\"o\n" +
+	"\areplace\x18\b \x01(\bR\areplace\x12+\n" +
+	"\x11roster_interested\x18\t \x01(\bR\x10rosterInterested\"o\n" +
 	"\x0eUserUnregister\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12-\n" +

@@ -529,6 +529,10 @@ func TestCrossNodePrivileges(t *testing.T) {
 	c.AddUser("romeo", "r")
 	j := login(t, c, 0, "juliet", "j", "balcony")
 	r := login(t, c, 1, "romeo", "r", "orchard")
+	j.Send(`<iq type='get' id='g'><query xmlns='jabber:iq:roster'/></iq>`) // roster pushes come to her from now on
+	if g := j.Next(wait); g.Attr("type") != "result" {
+		t.Fatalf("roster get %s", g)
+	}
 	j.Send(`<presence/>`)
 	j.Sync()
 	time.Sleep(300 * time.Millisecond) // the owner node has her presence
