@@ -75,10 +75,10 @@ func (h *Host) rosterIQ(m *serverIQ, bare string) {
 		fail(xmpp.ErrNotAllowed) // a user is not a contact of itself
 		return
 	}
-	var pushed roster.Item
+	var pushed, prev roster.Item
 	ros, changed, err := r.rosters.Update(ctx, h.Domain, local, func(ros *roster.Roster) (bool, error) {
-		it, err := roster.Apply(ros, req)
-		pushed = it
+		var err error
+		pushed, prev, err = roster.Apply(ros, req)
 		return err == nil, err
 	})
 	switch {
@@ -96,6 +96,9 @@ func (h *Host) rosterIQ(m *serverIQ, bare string) {
 	m.sender.Send(xmpp.IQResult(env.ID, replyFrom, m.from, nil))
 	if changed {
 		r.rosterPush(h.Domain, bare, ros.Version(), pushed)
+	}
+	if req.Remove {
+		r.removedItem(bare, prev)
 	}
 }
 

@@ -342,6 +342,10 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 			return
 		}
 	}
+	if env.Kind == xmpp.KindPresence && sender.Kind == KindC2S && r.rosters != nil && roster.IsSubscription(env.Type) {
+		r.outboundSubscription(sender, env)
+		return
+	}
 	to, err := jid.Parse(toStr)
 	if err != nil {
 		r.bounce(sender, env, "", from, xmpp.ErrJIDMalformed)

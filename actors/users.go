@@ -168,16 +168,17 @@ func (r *Router) lookupFull(bare, res string) *Session {
 }
 
 // broadcastPresence handles presence without 'to' (RFC 6121 §4.2, §4.4): the owner
-// updates the resource and tells the user's other available resources. With no roster
-// yet, there are no contacts to broadcast to.
+// updates the resource and tells the user's other available resources; the contacts
+// subscribed to the user get it too (subscription.go).
 func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 	var m *pb.UserPresence
+	initial := false
 	switch env.Type {
 	case "":
 		p := parsePriority(env)
 		s.priority.Store(p)
 		data := r.stamp(env, s.Full, "")
-		initial := !s.available.Swap(true)
+		initial = !s.available.Swap(true)
 		s.lastPresence.Store(&data)
 		if initial {
 			r.privilegedPresence(s, data)
@@ -198,6 +199,10 @@ func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 	} else {
 		r.sendToNode(node, m)
 	}
+	if r.rosters != nil {
+		data := m.Presence
+		s.later(func() { r.broadcastToContacts(s, data, initial) })
+	}
 	if m.Available {
 		r.accountUp(s)
 	} else {
@@ -210,7 +215,11 @@ func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 // resources (via unbindUser), and whoever got directed presence gets unavailable.
 func (r *Router) goOffline(s *Session) {
 	if s.available.Swap(false) {
-		r.privilegedPresence(s, []byte("<presence type='unavailable' from='"+xmpp.Escape(s.Full)+"'/>"))
+		unavailable := []byte("<presence type='unavailable' from='" + xmpp.Escape(s.Full) + "'/>")
+		r.privilegedPresence(s, unavailable)
+		if r.rosters != nil {
+			s.later(func() { r.broadcastToContacts(s, unavailable, false) })
+		}
 	}
 	for _, to := range s.takeDirected() {
 		b := []byte("<presence type='unavailable' from='" + xmpp.Escape(s.Full) + "' to='" + xmpp.Escape(to) + "'/>")
@@ -472,6 +481,8 @@ func (r *Router) receiveUser(ctx actor.Context, msg any) bool {
 		r.ownerPresence(m)
 	case *pb.UserPush:
 		r.ownerPush(m.Bare, m.Stanza)
+	case *pb.UserPresenceTo:
+		r.ownerPresenceTo(m.Bare, m.To, m.Unavailable)
 	case *pb.UserStanza:
 		env, err := delegation.ParseStanza(m.Stanza)
 		if err != nil {

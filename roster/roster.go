@@ -41,6 +41,8 @@ type Item struct {
 // Roster is a user's roster as stored, with its version.
 type Roster struct {
 	Items []Item `json:"items"`
+	// PendingIn are contacts whose subscription request the user has not answered yet.
+	PendingIn []string `json:"pending_in,omitempty"`
 	// Ver is the etcd mod revision of the stored roster; 0 when the user has none yet.
 	Ver int64 `json:"-"`
 }
@@ -120,7 +122,8 @@ func (s *Store) Update(ctx context.Context, host, localpart string, fn func(r *R
 			cmp = clientv3.Compare(clientv3.ModRevision(k), "=", before)
 		}
 		var op clientv3.Op
-		if len(r.Items) == 0 {
+		empty := len(r.Items) == 0 && len(r.PendingIn) == 0
+		if empty {
 			op = clientv3.OpDelete(k)
 		} else {
 			op = clientv3.OpPut(k, string(val))
@@ -131,7 +134,7 @@ func (s *Store) Update(ctx context.Context, host, localpart string, fn func(r *R
 		}
 		if resp.Succeeded {
 			r.Ver = resp.Header.Revision
-			if len(r.Items) == 0 {
+			if empty {
 				r.Ver = 0
 			}
 			return r, true, nil
@@ -154,24 +157,28 @@ func (s *Store) Delete(ctx context.Context, host, localpart string) error {
 var ErrItemNotFound = errors.New("item-not-found")
 
 // Apply applies a roster set (RFC 6121 §2.3, §2.5) to r and returns the item to push
-// (subscription "remove" for a removal). An update keeps the item's subscription state:
-// only presence subscriptions change it, never a roster set.
-func Apply(r *Roster, req Request) (Item, error) {
+// (subscription "remove" for a removal) and the item as it was (for a removal: its
+// subscription says what the contact must be told, §2.5.2). An update keeps the item's
+// subscription state: only presence subscriptions change it, never a roster set.
+func Apply(r *Roster, req Request) (pushed, prev Item, err error) {
 	i := r.Find(req.Item.JID)
 	if req.Remove {
 		if i < 0 {
-			return Item{}, ErrItemNotFound
+			return Item{}, Item{}, ErrItemNotFound
 		}
+		prev = r.Items[i]
 		r.Items = slices.Delete(r.Items, i, i+1)
-		return Item{JID: req.Item.JID, Subscription: SubRemove}, nil
+		r.dropPending(req.Item.JID)
+		return Item{JID: req.Item.JID, Subscription: SubRemove}, prev, nil
 	}
 	it := req.Item
 	if i < 0 {
 		it.Subscription, it.Ask = SubNone, false
 		r.Items = append(r.Items, it)
-		return it, nil
+		return it, Item{}, nil
 	}
-	it.Subscription, it.Ask = r.Items[i].Subscription, r.Items[i].Ask
+	prev = r.Items[i]
+	it.Subscription, it.Ask = prev.Subscription, prev.Ask
 	r.Items[i] = it
-	return it, nil
+	return it, prev, nil
 }

@@ -47,7 +47,7 @@ func TestConcurrentUpdatesKeepEveryItem(t *testing.T) {
 	for i := range 20 {
 		wg.Go(func() {
 			_, changed, err := s.Update(ctx, "localhost", "juliet", func(r *roster.Roster) (bool, error) {
-				_, err := roster.Apply(r, set(fmt.Sprintf("c%d@localhost", i), ""))
+				_, _, err := roster.Apply(r, set(fmt.Sprintf("c%d@localhost", i), ""))
 				return err == nil, err
 			})
 			if err != nil || !changed {
@@ -73,7 +73,7 @@ func TestApplyAndVersions(t *testing.T) {
 		var it roster.Item
 		r, _, err := s.Update(ctx, "localhost", "romeo", func(r *roster.Roster) (bool, error) {
 			var err error
-			it, err = roster.Apply(r, req)
+			it, _, err = roster.Apply(r, req)
 			return err == nil, err
 		})
 		return r, it, err

@@ -748,6 +748,69 @@ func (x *PresenceReplay) GetSession() *Ref {
 	return nil
 }
 
+// UserPresenceTo asks a user's owner node to send the current presence of each of the
+// user's available resources (or, with unavailable set, an unavailable presence from
+// each) to an address: a presence probe answered, a subscription approved or cancelled.
+type UserPresenceTo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bare          string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Unavailable   bool                   `protobuf:"varint,3,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserPresenceTo) Reset() {
+	*x = UserPresenceTo{}
+	mi := &file_switchboard_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserPresenceTo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserPresenceTo) ProtoMessage() {}
+
+func (x *UserPresenceTo) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserPresenceTo.ProtoReflect.Descriptor instead.
+func (*UserPresenceTo) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UserPresenceTo) GetBare() string {
+	if x != nil {
+		return x.Bare
+	}
+	return ""
+}
+
+func (x *UserPresenceTo) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *UserPresenceTo) GetUnavailable() bool {
+	if x != nil {
+		return x.Unavailable
+	}
+	return false
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -800,7 +863,11 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x0ePresenceReplay\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x16\n" +
 	"\x06entity\x18\x02 \x01(\tR\x06entity\x12-\n" +
-	"\asession\x18\x03 \x01(\v2\x13.switchboard.v1.RefR\asessionB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
+	"\asession\x18\x03 \x01(\v2\x13.switchboard.v1.RefR\asession\"V\n" +
+	"\x0eUserPresenceTo\x12\x12\n" +
+	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12 \n" +
+	"\vunavailable\x18\x03 \x01(\bR\vunavailableB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -814,7 +881,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),             // 0: switchboard.v1.Ref
 	(*Deliver)(nil),         // 1: switchboard.v1.Deliver
@@ -828,6 +895,7 @@ var file_switchboard_proto_goTypes = []any{
 	(*UserPush)(nil),        // 9: switchboard.v1.UserPush
 	(*PrivilegedReply)(nil), // 10: switchboard.v1.PrivilegedReply
 	(*PresenceReplay)(nil),  // 11: switchboard.v1.PresenceReplay
+	(*UserPresenceTo)(nil),  // 12: switchboard.v1.UserPresenceTo
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0, // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -853,7 +921,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

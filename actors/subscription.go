@@ -1,0 +1,279 @@
+package actors
+
+import (
+	"context"
+	"sync"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/roster"
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// Presence subscriptions and presence broadcast to contacts (RFC 6121 §3, §4), for the
+// users of the hosts this cluster serves (there is no s2s: subscription stanzas to other
+// domains go to components, or nowhere). Subscription states live in the rosters in etcd;
+// roster work runs on the session's own serial queue, never in its reader goroutine and
+// never in an actor, so a slow etcd delays only that user's presence work, in order.
+
+// workQueue runs one session's roster-bound work in order, on a goroutine that exists
+// only while there is work.
+type workQueue struct {
+	mu      sync.Mutex
+	q       []func()
+	running bool
+}
+
+// later queues f on the session's work queue.
+func (s *Session) later(f func()) {
+	wq := s.work.Load()
+	if wq == nil {
+		s.work.CompareAndSwap(nil, &workQueue{})
+		wq = s.work.Load()
+	}
+	wq.mu.Lock()
+	wq.q = append(wq.q, f)
+	if wq.running {
+		wq.mu.Unlock()
+		return
+	}
+	wq.running = true
+	wq.mu.Unlock()
+	go func() {
+		for {
+			wq.mu.Lock()
+			if len(wq.q) == 0 {
+				wq.running = false
+				wq.q = nil
+				wq.mu.Unlock()
+				return
+			}
+			f := wq.q[0]
+			wq.q = wq.q[1:]
+			wq.mu.Unlock()
+			f()
+		}
+	}()
+}
+
+func rosterCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), rosterTimeout)
+}
+
+// isLocalUser reports whether bare is an account of a host served here.
+func (r *Router) isLocalUser(bare string) (*Host, string, bool) {
+	local, domain, ok := cutAt(bare)
+	if !ok || local == "" {
+		return nil, "", false
+	}
+	h := r.hosts[domain]
+	if h == nil || !r.accounts.Exists(domain, local) {
+		return nil, "", false
+	}
+	return h, local, true
+}
+
+// updateRoster applies fn to a user's roster and pushes the item it changed.
+func (r *Router) updateRoster(host, bare string, fn func(*roster.Roster) (bool, roster.Item)) (bool, error) {
+	local, _, _ := cutAt(bare)
+	ctx, cancel := rosterCtx()
+	defer cancel()
+	var it roster.Item
+	ros, changed, err := r.rosters.Update(ctx, host, local, func(ros *roster.Roster) (bool, error) {
+		var ch bool
+		ch, it = fn(ros)
+		return ch, nil
+	})
+	if err != nil {
+		r.log.Warn("roster update failed", "user", bare, "err", err)
+		return false, err
+	}
+	if changed && it.JID != "" {
+		r.rosterPush(host, bare, ros.Version(), it)
+	}
+	return changed, nil
+}
+
+// outboundSubscription handles a subscription stanza a client sends (RFC 6121 §3): its
+// roster changes, then the stanza goes on, stamped with the user's bare JID.
+func (r *Router) outboundSubscription(s *Session, env *xmpp.Envelope) {
+	to, err := jid.Parse(env.To)
+	if err != nil {
+		return // presence errors are not answered
+	}
+	contact := to.Bare().String()
+	if contact == s.Bare {
+		return
+	}
+	typ := env.Type
+	stanza := env.Rewrite(s.Bare, contact)
+	s.later(func() {
+		var route, saw bool
+		if _, err := r.updateRoster(s.Host, s.Bare, func(ros *roster.Roster) (bool, roster.Item) {
+			saw = ros.Sees(contact)
+			changed, it, rt := roster.Outbound(ros, typ, contact)
+			route = rt
+			return changed, it
+		}); err != nil || !route {
+			return
+		}
+		r.sendSubscription(s.Bare, contact, typ, stanza, saw)
+	})
+}
+
+// sendSubscription delivers a subscription stanza from user to contact, and the presence
+// that goes with an approval, or with the cancellation of a subscription the contact had
+// (saw: RFC 6121 §3.1.5, §3.2.2).
+func (r *Router) sendSubscription(user, contact, typ string, stanza []byte, saw bool) {
+	if h, _, ok := r.isLocalUser(contact); ok {
+		r.inboundSubscription(h, contact, user, typ, stanza)
+	} else if _, domain, _ := cutAt(contact); domain != "" {
+		if c, ok := r.pickComponent(domain, user); ok {
+			c.send(r, stanza)
+		}
+	}
+	switch typ {
+	case roster.Subscribed:
+		r.presenceTo(user, contact, false)
+	case roster.Unsubscribed:
+		if saw {
+			r.presenceTo(user, contact, true)
+		}
+	}
+}
+
+// inboundSubscription applies a subscription stanza from contact to one of this
+// cluster's users and delivers it to the user's available resources when RFC 6121 says so.
+func (r *Router) inboundSubscription(h *Host, user, contact, typ string, stanza []byte) {
+	var deliver, approve bool
+	if _, err := r.updateRoster(h.Domain, user, func(ros *roster.Roster) (bool, roster.Item) {
+		changed, it, d, a := roster.Inbound(ros, typ, contact)
+		deliver, approve = d, a
+		return changed, it
+	}); err != nil {
+		return
+	}
+	if deliver {
+		r.deliverTo(user, stanza)
+	}
+	switch {
+	case approve:
+		// The user already lets the contact see its presence: answered for it (§3.1.3).
+		r.sendSubscription(user, contact, roster.Subscribed,
+			[]byte("<presence type='subscribed' from='"+xmpp.Escape(user)+"' to='"+xmpp.Escape(contact)+"'/>"), true)
+	case typ == roster.Unsubscribe && deliver:
+		r.presenceTo(user, contact, true) // §3.3.3
+	}
+}
+
+// presenceTo sends to an address the current presence of each available resource of a
+// user (unavailable: an unavailable presence from each), through the user's owner.
+func (r *Router) presenceTo(bare, to string, unavailable bool) {
+	if _, _, ok := r.isLocalUser(bare); !ok {
+		return
+	}
+	if node, self := r.owner(bare); !self {
+		r.sendToNode(node, &pb.UserPresenceTo{Bare: bare, To: to, Unavailable: unavailable})
+		return
+	}
+	r.ownerPresenceTo(bare, to, unavailable)
+}
+
+func (r *Router) ownerPresenceTo(bare, to string, unavailable bool) {
+	sh := r.ownerShard(bare)
+	sh.mu.Lock()
+	var out [][]byte
+	for res, e := range sh.users[bare] {
+		if !e.available || e.presence == nil {
+			continue
+		}
+		full := bare + "/" + res
+		if unavailable {
+			out = append(out, []byte("<presence type='unavailable' from='"+xmpp.Escape(full)+"' to='"+xmpp.Escape(to)+"'/>"))
+		} else {
+			out = append(out, readdress(e.presence, full, to))
+		}
+	}
+	sh.mu.Unlock()
+	for _, b := range out {
+		r.deliverTo(to, b)
+	}
+}
+
+// deliverTo gives a stanza the server generated (from already set) to an address: a
+// local session, a user through its owner, or a component. Nothing is answered back.
+func (r *Router) deliverTo(to string, data []byte) {
+	if data == nil {
+		return
+	}
+	bare, res := splitFull(to)
+	local, domain, _ := cutAt(bare)
+	if r.hosts[domain] == nil || local == "" {
+		if c, ok := r.pickComponent(domain, ""); ok {
+			c.send(r, data)
+		}
+		return
+	}
+	if res != "" {
+		if s := r.lookupFull(bare, res); s != nil {
+			s.Send(data)
+			return
+		}
+	}
+	if node, self := r.owner(bare); !self {
+		r.sendToNode(node, &pb.UserStanza{Stanza: data})
+		return
+	}
+	env, err := delegation.ParseStanza(data)
+	if err != nil {
+		return
+	}
+	r.ownerStanza(bare, res, env.From, data, env, replyTo{})
+}
+
+// broadcastToContacts sends a resource's presence to the contacts that are subscribed to
+// it (RFC 6121 §4.2.2, §4.4.2, §4.5.2). On initial presence it also asks for the
+// presence of the contacts it is subscribed to (§4.2.3, a probe answered at once, since
+// every contact is this cluster's), and hands over subscription requests that came
+// while the user was offline (§3.1.3).
+func (r *Router) broadcastToContacts(s *Session, presence []byte, initial bool) {
+	local, _, _ := cutAt(s.Bare)
+	ctx, cancel := rosterCtx()
+	ros, err := r.rosters.Get(ctx, s.Host, local)
+	cancel()
+	if err != nil {
+		r.log.Warn("presence broadcast: roster unavailable", "user", s.Bare, "err", err)
+		return
+	}
+	for _, it := range ros.Items {
+		if it.Subscription == roster.SubFrom || it.Subscription == roster.SubBoth {
+			r.deliverTo(it.JID, readdress(presence, s.Full, it.JID))
+		}
+	}
+	if !initial {
+		return
+	}
+	for _, it := range ros.Items {
+		if it.Subscription == roster.SubTo || it.Subscription == roster.SubBoth {
+			r.presenceTo(it.JID, s.Full, false)
+		}
+	}
+	for _, from := range ros.PendingIn {
+		s.Send([]byte("<presence type='subscribe' from='" + xmpp.Escape(from) + "' to='" + xmpp.Escape(s.Bare) + "'/>"))
+	}
+}
+
+// removedItem tells a contact what removing it from the user's roster ended (RFC 6121
+// §2.5.2): the user's subscription to it, and its subscription to the user.
+func (r *Router) removedItem(user string, prev roster.Item) {
+	if prev.Subscription == roster.SubTo || prev.Subscription == roster.SubBoth || prev.Ask {
+		r.sendSubscription(user, prev.JID, roster.Unsubscribe,
+			[]byte("<presence type='unsubscribe' from='"+xmpp.Escape(user)+"' to='"+xmpp.Escape(prev.JID)+"'/>"), false)
+	}
+	if prev.Subscription == roster.SubFrom || prev.Subscription == roster.SubBoth {
+		r.sendSubscription(user, prev.JID, roster.Unsubscribed,
+			[]byte("<presence type='unsubscribed' from='"+xmpp.Escape(user)+"' to='"+xmpp.Escape(prev.JID)+"'/>"), true)
+	}
+}

@@ -1,0 +1,154 @@
+package node_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+)
+
+// until reads p's stanzas until one satisfies ok, answering roster pushes on the way; a
+// stanza that is neither wanted nor a push fails the test.
+func until(t *testing.T, p *peer, what string, ok func(*elem) bool) *elem {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		e := p.Next(wait)
+		if ok(e) {
+			return e
+		}
+		if e.XMLName.Local == "iq" && e.Attr("type") == "set" && e.Child("query") != nil {
+			p.Send(`<iq type='result' id='` + e.Attr("id") + `'/>`)
+			continue
+		}
+		if e.XMLName.Local == "presence" && strings.HasPrefix(e.Attr("from"), strings.SplitN(p.JID, "/", 2)[0]+"/") {
+			continue // the user's other resources
+		}
+		t.Fatalf("%s: waiting for %s, got %s", p.JID, what, e)
+	}
+	t.Fatalf("%s: no %s", p.JID, what)
+	return nil
+}
+
+func pushOf(jid, sub string, ask bool) func(*elem) bool {
+	return func(e *elem) bool {
+		q := e.Child("query")
+		if e.Attr("type") != "set" || q == nil || q.Child("item") == nil {
+			return false
+		}
+		it := q.Child("item")
+		return it.Attr("jid") == jid && it.Attr("subscription") == sub && (it.Attr("ask") == "subscribe") == ask
+	}
+}
+
+func presenceOf(from, typ string) func(*elem) bool {
+	return func(e *elem) bool {
+		return e.XMLName.Local == "presence" && e.Attr("from") == from && e.Attr("type") == typ
+	}
+}
+
+// online logs a user in with a resource, asks for the roster and sends initial presence.
+func online(t *testing.T, s *server, user, res string) *peer {
+	t.Helper()
+	p, err := s.dialClient(user, "pw", res, sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rosterGet(t, p, "g")
+	p.Send(`<presence/>`)
+	return p
+}
+
+// RFC 6121 §3 and §4 between this server's users: a request, its approval, presence that
+// follows the subscription (and only it), requests kept for an offline user, a refusal,
+// a mutual subscription with probes at login, and removal of the roster item.
+func TestPresenceSubscriptions(t *testing.T) {
+	s := startNode(t)
+	for _, u := range []string{"juliet", "romeo", "nurse"} {
+		s.addUser(u, "pw")
+	}
+	j := online(t, s, "juliet", "balcony")
+	r := online(t, s, "romeo", "orchard")
+
+	// romeo asks; juliet approves.
+	r.Send(`<presence type='subscribe' to='juliet@localhost'/>`)
+	until(t, r, "push ask=subscribe", pushOf("juliet@localhost", "none", true))
+	until(t, j, "the request", presenceOf("romeo@localhost", "subscribe"))
+	j.Send(`<presence type='subscribed' to='romeo@localhost'/>`)
+	until(t, j, "push from", pushOf("romeo@localhost", "from", false))
+	until(t, r, "push to", pushOf("juliet@localhost", "to", false))
+	until(t, r, "the approval", presenceOf("juliet@localhost", "subscribed"))
+	until(t, r, "juliet's presence", presenceOf("juliet@localhost/balcony", ""))
+
+	// Presence follows the subscription: juliet's reaches romeo, romeo's does not reach her.
+	j.Send(`<presence><show>away</show></presence>`)
+	if p := until(t, r, "juliet away", presenceOf("juliet@localhost/balcony", "")); p.Child("show") == nil {
+		t.Fatalf("romeo got %s", p)
+	}
+	r.Send(`<presence><show>dnd</show></presence>`)
+	r.Sync()
+	j.ExpectNothing(300 * time.Millisecond)
+
+	// A request to an offline user waits for her next login; she refuses it.
+	r.Send(`<presence type='subscribe' to='nurse@localhost'/>`)
+	until(t, r, "push ask", pushOf("nurse@localhost", "none", true))
+	n := online(t, s, "nurse", "kitchen")
+	until(t, n, "the stored request", presenceOf("romeo@localhost", "subscribe"))
+	n.Send(`<presence type='unsubscribed' to='romeo@localhost'/>`)
+	until(t, r, "push ask cleared", pushOf("nurse@localhost", "none", false))
+	until(t, r, "the refusal", presenceOf("nurse@localhost", "unsubscribed"))
+
+	// Mutual: juliet asks romeo too; now both. A new resource of juliet learns romeo's
+	// presence at login (a probe), and romeo learns that she came.
+	j.Send(`<presence type='subscribe' to='romeo@localhost'/>`)
+	until(t, r, "juliet's request", presenceOf("juliet@localhost", "subscribe"))
+	r.Send(`<presence type='subscribed' to='juliet@localhost'/>`)
+	until(t, r, "push both", pushOf("juliet@localhost", "both", false))
+	until(t, j, "push both", pushOf("romeo@localhost", "both", false))
+	until(t, j, "romeo's approval", presenceOf("romeo@localhost", "subscribed"))
+	until(t, j, "romeo's presence", presenceOf("romeo@localhost/orchard", ""))
+	j2 := online(t, s, "juliet", "garden")
+	if p := until(t, j2, "probe answer", presenceOf("romeo@localhost/orchard", "")); p.Child("show") == nil {
+		t.Fatalf("probe answer %s", p)
+	}
+	until(t, r, "juliet/garden", presenceOf("juliet@localhost/garden", ""))
+	j2.Close()
+	until(t, r, "juliet/garden gone", presenceOf("juliet@localhost/garden", "unavailable"))
+
+	// romeo removes juliet from his roster: both subscriptions end (RFC 6121 §2.5.2).
+	r.Send(`<iq type='set' id='rm'><query xmlns='` + nsRoster + `'><item jid='juliet@localhost' subscription='remove'/></query></iq>`)
+	until(t, r, "removal result", func(e *elem) bool { return e.Attr("id") == "rm" && e.Attr("type") == "result" })
+	// juliet is told both: unsubscribe, unsubscribed, romeo's unavailable presence, and
+	// pushes down to subscription none.
+	seen := map[string]bool{}
+	for !seen["unsubscribe"] || !seen["unsubscribed"] || !seen["unavailable"] || !seen["push none"] {
+		e := j.Next(wait)
+		switch {
+		case e.XMLName.Local == "presence" && strings.HasPrefix(e.Attr("from"), "romeo@localhost"):
+			seen[e.Attr("type")] = true
+		case e.XMLName.Local == "presence" && strings.HasPrefix(e.Attr("from"), "juliet@localhost/"):
+		case pushOf("romeo@localhost", "none", false)(e):
+			seen["push none"] = true
+			j.Send(`<iq type='result' id='` + e.Attr("id") + `'/>`)
+		case e.Attr("type") == "set" && e.Child("query") != nil:
+			j.Send(`<iq type='result' id='` + e.Attr("id") + `'/>`)
+		default:
+			t.Fatalf("juliet got %s after romeo removed her (saw %v)", e, seen)
+		}
+	}
+	j.Send(`<presence><show>chat</show></presence>`)
+	j.Sync()
+	time.Sleep(200 * time.Millisecond)
+	for {
+		select {
+		case e := <-r.In:
+			if e.XMLName.Local == "presence" && e.Attr("from") == "juliet@localhost/balcony" && e.Attr("type") == "" {
+				t.Fatalf("romeo still gets juliet's presence: %s", e)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}
