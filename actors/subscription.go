@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"sync"
 
@@ -247,11 +248,16 @@ func (r *Router) broadcastToContacts(s *Session, presence []byte, initial bool) 
 		r.log.Warn("presence broadcast: roster unavailable", "user", s.Bare, "err", err)
 		return
 	}
+	hosts := map[string]bool{}
 	for _, it := range ros.Items {
 		if it.Subscription == roster.SubFrom || it.Subscription == roster.SubBoth {
 			r.deliverTo(it.JID, readdress(presence, s.Full, it.JID))
+			if _, domain, _ := cutAt(it.JID); r.hosts[domain] != nil {
+				hosts[domain] = true
+			}
 		}
 	}
+	r.rosterPresence(s, presence, initial, hosts)
 	if !initial {
 		return
 	}
@@ -262,6 +268,29 @@ func (r *Router) broadcastToContacts(s *Session, presence []byte, initial bool) 
 	}
 	for _, from := range ros.PendingIn {
 		s.Send([]byte("<presence type='subscribe' from='" + xmpp.Escape(from) + "' to='" + xmpp.Escape(s.Bare) + "'/>"))
+	}
+}
+
+// rosterPresence gives a user's presence to the components with the presence privilege
+// of type roster on the hosts of the contacts that received it (XEP-0356 §7.3), once per
+// component, unless the component already got it as a managed entity's presence.
+func (r *Router) rosterPresence(s *Session, presence []byte, initial bool, hosts map[string]bool) {
+	if len(hosts) == 0 {
+		return
+	}
+	unavailable := bytes.Contains(presence, []byte("type='unavailable'")) || bytes.Contains(presence, []byte(`type="unavailable"`))
+	for _, c := range r.privilegedComponents() {
+		if (initial || unavailable) && r.privileges(s.Host, c).presence() {
+			continue // privilegedPresence sent it already
+		}
+		for host := range hosts {
+			if r.privileges(host, c).Presence == "roster" {
+				if ref, ok := r.pickComponent(c, s.Bare); ok {
+					ref.send(r, readdress(presence, s.Full, c))
+				}
+				break
+			}
+		}
 	}
 }
 

@@ -292,9 +292,9 @@ type Privileges struct {
 	// Message: "none" or "outgoing" (send messages on behalf of the host's users).
 	// Default: "none".
 	Message string `yaml:"message,omitempty" json:"message,omitempty"`
-	// Presence: "none" or "managed_entity" (receive the users' initial and
-	// unavailable presence). "roster" (their contacts' presence too) is refused:
-	// the router keeps no presence subscriptions yet. Default: "none".
+	// Presence: "none", "managed_entity" (receive the users' initial and
+	// unavailable presence) or "roster" (also every presence their contacts send
+	// them; needs roster get or both). Default: "none".
 	Presence string `yaml:"presence,omitempty" json:"presence,omitempty"`
 	// IQ: namespace → "get", "set", "both" or "none" (send IQs of that namespace
 	// on behalf of the host's users).
@@ -319,9 +319,11 @@ func ValidatePrivileges(pr Privileges) []PrivilegeProblem {
 	switch pr.Presence {
 	case "", "none", "managed_entity":
 	case "roster":
-		add("presence", "roster is not supported yet: the router keeps no presence subscriptions (use managed_entity)")
+		if pr.Roster != "get" && pr.Roster != "both" {
+			add("presence", "roster needs roster: get or both (XEP-0356 §7.3)")
+		}
 	default:
-		add("presence", "%q is not one of none, managed_entity", pr.Presence)
+		add("presence", "%q is not one of none, managed_entity, roster", pr.Presence)
 	}
 	nss := make([]string, 0, len(pr.IQ))
 	for ns := range pr.IQ {

@@ -245,7 +245,7 @@ func TestPrivilegesValidation(t *testing.T) {
 	for yaml, want := range map[string]string{
 		"components: [{jid: a.localhost, secret: s, privileges: {message: all}}]\n":          "components[0].privileges.message",
 		"components: [{jid: a.localhost, secret: s, privileges: {roster: all}}]\n":           "components[0].privileges.roster: \"all\" is not one of",
-		"components: [{jid: a.localhost, secret: s, privileges: {presence: roster}}]\n":      "components[0].privileges.presence: roster is not supported yet",
+		"components: [{jid: a.localhost, secret: s, privileges: {presence: roster}}]\n":      "components[0].privileges.presence: roster needs roster: get or both",
 		"components: [{jid: a.localhost, secret: s, privileges: {presence: everyone}}]\n":    "components[0].privileges.presence",
 		"components: [{jid: a.localhost, secret: s, privileges: {iq: {\"urn:x\": read}}}]\n": "components[0].privileges.iq.urn:x",
 	} {

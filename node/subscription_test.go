@@ -1,11 +1,16 @@
 package node_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"mellium.im/sasl"
+
+	"github.com/switchboard-im/switchboard/config"
+	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/roster"
 )
 
 // until reads p's stanzas until one satisfies ok, answering roster pushes on the way; a
@@ -150,5 +155,65 @@ func TestPresenceSubscriptions(t *testing.T) {
 		default:
 		}
 		break
+	}
+}
+
+// XEP-0356 presence privilege "roster": the component gets every presence the host's
+// users receive from their contacts, updates included; "managed_entity" gets only the
+// users' initial and unavailable presence.
+func TestRosterPresencePrivilege(t *testing.T) {
+	s := startNode(t, func(c *config.Config) {
+		c.Components[0].Privileges = config.Privileges{Roster: "get", Presence: "roster"}
+		c.Components = append(c.Components, config.ComponentConfig{JID: "other.localhost", Secret: secret,
+			Privileges: config.Privileges{Presence: "managed_entity"}})
+	})
+	s.addUser("juliet", "pw")
+	s.addUser("romeo", "pw")
+	// juliet and romeo are subscribed to each other (set up in etcd directly).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := etcdx.Connect(ctx, etcdEndpoints, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	rs := roster.New(cli, s.cfg.Etcd.Prefix, 0)
+	for user, contact := range map[string]string{"juliet": "romeo@localhost", "romeo": "juliet@localhost"} {
+		if _, _, err := rs.Update(ctx, "localhost", user, func(r *roster.Roster) (bool, error) {
+			r.Items = append(r.Items, roster.Item{JID: contact, Subscription: roster.SubBoth})
+			return true, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	comp := s.managingEntity("comp.localhost", nil)
+	other := s.managingEntity("other.localhost", nil)
+	j := online(t, s, "juliet", "balcony")
+	for _, m := range []*managing{comp, other} {
+		nextOtherWhere(t, m, "juliet's initial presence", func(e *elem) bool {
+			return e.XMLName.Local == "presence" && e.Attr("from") == "juliet@localhost/balcony"
+		})
+	}
+	r := online(t, s, "romeo", "orchard")
+	until(t, j, "romeo online", presenceOf("romeo@localhost/orchard", ""))
+	for _, m := range []*managing{comp, other} {
+		nextOtherWhere(t, m, "romeo's initial presence", func(e *elem) bool {
+			return e.XMLName.Local == "presence" && e.Attr("from") == "romeo@localhost/orchard"
+		})
+	}
+	r.Send(`<presence><show>away</show></presence>`)
+	until(t, j, "romeo away", presenceOf("romeo@localhost/orchard", ""))
+	if p := nextOther(t, comp, wait); p.Attr("from") != "romeo@localhost/orchard" || p.Child("show") == nil {
+		t.Fatalf("roster-presence component got %s", p)
+	}
+	select {
+	case e := <-other.Other:
+		t.Fatalf("managed_entity component got %s", e)
+	case <-time.After(300 * time.Millisecond):
+	}
+	select {
+	case e := <-comp.Other:
+		t.Fatalf("roster-presence component got a second stanza %s", e)
+	case <-time.After(100 * time.Millisecond):
 	}
 }
