@@ -84,8 +84,10 @@ func NegotiateC2S(ctx context.Context, c *Conn, o *C2SOptions) error {
 
 		if c.User != "" {
 			// Authenticated: offer binding; the caller takes over.
+			// rosterver: roster versioning (RFC 6121 §2.6), answered by the router.
 			return c.WriteRaw([]byte("<stream:features><bind xmlns='" + NSBind + "'/>" +
-				"<session xmlns='" + NSSession + "'><optional/></session></stream:features>"))
+				"<session xmlns='" + NSSession + "'><optional/></session>" +
+				"<ver xmlns='urn:xmpp:features:rosterver'/></stream:features>"))
 		}
 		var f bytes.Buffer
 		f.WriteString("<stream:features>")
