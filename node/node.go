@@ -34,6 +34,7 @@ import (
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/privileges"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -60,6 +61,7 @@ type Node struct {
 	etcd     *clientv3.Client
 	accounts *accounts.Cache
 	rules    *delegation.Manager
+	privs    *privileges.Watcher
 	sys      *actor.ActorSystem
 	router   *actors.Router
 	tls      *tls.Config
@@ -301,6 +303,22 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err = n.rules.Start(ctx); err != nil {
 		return fmt.Errorf("delegation rules: %w", err)
 	}
+	// XEP-0356 privileges stored in etcd, per host and component, override the file's.
+	router := n.router
+	n.privs = privileges.NewWatcher(privileges.NewStore(n.etcd, cfg.Etcd.Prefix), n.log,
+		func(m map[string]map[string]config.Privileges) {
+			dyn := make(map[string]map[string]actors.Privileges, len(m))
+			for host, comps := range m {
+				dyn[host] = make(map[string]actors.Privileges, len(comps))
+				for c, p := range comps {
+					dyn[host][c] = actorPrivileges(p)
+				}
+			}
+			router.SetDynamicPrivileges(dyn)
+		})
+	if err = n.privs.Start(ctx); err != nil {
+		return fmt.Errorf("privileges: %w", err)
+	}
 
 	if err = n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn) { n.serveC2S(c, false) }); err != nil {
 		return err
@@ -361,6 +379,10 @@ func (n *Node) Stop(ctx context.Context) error {
 	if n.sys != nil {
 		n.sys.Shutdown()
 		n.sys = nil
+	}
+	if n.privs != nil {
+		n.privs.Stop()
+		n.privs = nil
 	}
 	if n.rules != nil {
 		n.rules.Stop()

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,8 @@ import (
 	"mellium.im/sasl"
 
 	"github.com/switchboard-im/switchboard/config"
+	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/privileges"
 )
 
 const nsPriv = "urn:xmpp:privilege:2"
@@ -250,5 +253,48 @@ func TestPrivilegeForbidden(t *testing.T) {
 	j := s.client("juliet", "j")
 	if got := items(rosterGet(t, j, "g")); len(got) != 0 {
 		t.Fatalf("juliet's roster %v", got)
+	}
+}
+
+// Privileges stored in etcd apply at runtime, per host, over the config file's: the
+// connected component gets a new advertisement and its rights change with it.
+func TestPrivilegesInEtcdAtRuntime(t *testing.T) {
+	s := startNode(t)
+	s.addUser("juliet", "j")
+	m := s.managingEntity("comp.localhost", nil)
+	rosterGet := `<iq type='get' id='rg' from='comp.localhost' to='juliet@localhost'><query xmlns='` + nsRoster + `'/></iq>`
+	m.SendAsync(rosterGet)
+	if e := nextOtherWhere(t, m, "answer", func(e *elem) bool { return e.Attr("id") == "rg" }); e.ErrorCondition() != "forbidden" {
+		t.Fatalf("without privileges: %s", e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := etcdx.Connect(ctx, etcdEndpoints, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	store := privileges.NewStore(cli, s.cfg.Etcd.Prefix)
+	if err := store.Set(ctx, "localhost", "comp.localhost", config.Privileges{Roster: "get"}); err != nil {
+		t.Fatal(err)
+	}
+	ad := nextOtherWhere(t, m, "advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
+	if got := perms(ad); len(got) != 1 || got["roster"] != "get,push=true" {
+		t.Fatalf("advertisement after the change %s", ad)
+	}
+	m.SendAsync(rosterGet)
+	if e := nextOtherWhere(t, m, "answer", func(e *elem) bool { return e.Attr("id") == "rg" }); e.Attr("type") != "result" {
+		t.Fatalf("with the roster privilege: %s", e)
+	}
+	if err := store.Remove(ctx, "localhost", "comp.localhost"); err != nil {
+		t.Fatal(err)
+	}
+	ad = nextOtherWhere(t, m, "advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
+	if got := perms(ad); len(got) != 0 {
+		t.Fatalf("advertisement after the removal %s", ad)
+	}
+	m.SendAsync(rosterGet)
+	if e := nextOtherWhere(t, m, "answer", func(e *elem) bool { return e.Attr("id") == "rg" }); e.ErrorCondition() != "forbidden" {
+		t.Fatalf("after the removal: %s", e)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/node"
+	"github.com/switchboard-im/switchboard/roster"
 )
 
 func main() {
@@ -47,7 +48,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.configFile, "config", "", "YAML config file (default: built-in defaults)")
 	root.PersistentFlags().StringVar(&g.etcd, "etcd", "", "etcd endpoints, comma-separated (overrides the config's etcd.endpoints)")
-	root.AddCommand(serveCmd(g), userCmd(g), delegationCmd(g), membersCmd(g), healthCmd(g), benchCmd(g), versionCmd())
+	root.AddCommand(serveCmd(g), userCmd(g), delegationCmd(g), privilegeCmd(g), membersCmd(g), healthCmd(g), benchCmd(g), versionCmd())
 	return root
 }
 
@@ -213,7 +214,7 @@ func userCmd(g *globals) *cobra.Command {
 	add.Flags().BoolVar(&stdin, "password-stdin", false, "read the password from standard input (first line)")
 	rm := &cobra.Command{
 		Use:   "rm USER@HOST",
-		Short: "Remove an account",
+		Short: "Remove an account (and its roster)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			host, local, err := accounts.ParseUser(args[0])
@@ -222,6 +223,9 @@ func userCmd(g *globals) *cobra.Command {
 			}
 			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
 				if err := accounts.New(cli, cfg.Etcd.Prefix).Remove(ctx, host, local); err != nil {
+					return err
+				}
+				if err := roster.New(cli, cfg.Etcd.Prefix, 0).Delete(ctx, host, local); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %s@%s\n", local, host)
