@@ -458,7 +458,10 @@ func (c *Cluster) memberJoined(n *memberlist.Node) {
 		c.mu.RUnlock()
 		if b, err := json.Marshal([]nodeState{st}); err == nil {
 			if ml := c.ml.Load(); ml != nil {
-				go func() { _ = ml.SendReliable(n, b) }()
+				// A copy: memberlist updates its Node in place (state, incarnation) while
+				// the send reads the address, which the race detector saw.
+				dst := &memberlist.Node{Name: n.Name, Addr: n.Addr, Port: n.Port}
+				go func() { _ = ml.SendReliable(dst, b) }()
 			}
 		}
 	}
