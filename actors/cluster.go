@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -57,11 +58,28 @@ func (r *Router) AttachCluster(c Cluster) error {
 		return err
 	}
 	r.self = pid
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		r.replyWorkers = append(r.replyWorkers, r.sys.Root.Spawn(actor.PropsFromFunc(r.receiveReply)))
+	}
 	return nil
 }
 
-// receive handles what other nodes send to this node's router actor.
+// receive handles what other nodes send to this node's router actor. Answers to IQs
+// this node forwarded (delegated or privileged) need parsing and checking, and their order
+// does not matter: they are spread over reply workers so that one actor's mailbox is not
+// the ceiling of cross-node delegation. User-directory messages stay here, in order.
 func (r *Router) receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *pb.DelegationReply, *pb.PrivilegedReply:
+		n := r.replyNext.Add(1)
+		r.sys.Root.Send(r.replyWorkers[n%uint64(len(r.replyWorkers))], m)
+	default:
+		r.receiveUser(ctx, m)
+	}
+}
+
+// receiveReply is a reply worker.
+func (r *Router) receiveReply(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *pb.DelegationReply:
 		env, err := delegation.ParseStanza(m.Stanza)
@@ -75,10 +93,6 @@ func (r *Router) receive(ctx actor.Context) {
 		if env, err := delegation.ParseStanza(m.Stanza); err == nil {
 			r.privilegedReply(env.From, env)
 		}
-	case *pb.PresenceReplay:
-		r.ownerReplayPresence(m.Host, m.Entity, replyTo{pid: fromRef(m.Session)})
-	default:
-		r.receiveUser(ctx, m)
 	}
 }
 

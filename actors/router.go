@@ -67,6 +67,9 @@ type Router struct {
 	metrics *Metrics
 	cluster Cluster // nil: standalone
 	self    *actor.PID
+
+	replyWorkers []*actor.PID // see receive (cluster.go)
+	replyNext    atomic.Uint64
 }
 
 type userShard struct {

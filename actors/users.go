@@ -483,6 +483,8 @@ func (r *Router) receiveUser(ctx actor.Context, msg any) bool {
 		r.ownerPush(m.Bare, m.Stanza)
 	case *pb.UserPresenceTo:
 		r.ownerPresenceTo(m.Bare, m.To, m.Unavailable)
+	case *pb.PresenceReplay:
+		r.ownerReplayPresence(m.Host, m.Entity, replyTo{pid: fromRef(m.Session)})
 	case *pb.UserStanza:
 		env, err := delegation.ParseStanza(m.Stanza)
 		if err != nil {
