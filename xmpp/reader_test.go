@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 const hdr = `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`
@@ -121,4 +122,104 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The reader must give the same envelopes (and the same end) whatever sizes the input
+// arrives in, including one byte at a time.
+func TestReaderChunked(t *testing.T) {
+	inputs := append([]string{}, typicalStanzas...)
+	inputs = append(inputs,
+		`<iq xmlns:p='urn:p' type='set' id='a&amp;b'><p:q xmlns:r='urn:r' r:a="1" p:b='2' xml:lang='en' c='&#x41;&#65;&quot;'>`+
+			`<![CDATA[<x>]]>text &lt; more<deep a='b'><deeper/></deep></p:q><second/></iq>`,
+		"<message>\r\n<body a='x\r\ny\rz\tw'>a\r\nb</body></message>  \n<presence/></stream:stream>",
+		`<message><body>`+strings.Repeat("é", 3000)+`</body></message>`,
+		`<message><body>`+strings.Repeat("x", 300)+`</body></message>`,
+		`<message><body>x</body></message><a><b></a></b>`,
+	)
+	for _, in := range inputs {
+		for _, chunks := range [][]byte{nil, {0}, {1, 4}, {63}} {
+			for _, max := range []int{0, 100, 1 << 16} {
+				compareReaders(t, hdr+in, max, chunks)
+			}
+		}
+	}
+}
+
+// An element of exactly the limit is accepted, one byte more is a policy violation.
+func TestReaderLimitBoundary(t *testing.T) {
+	el := `<message><body>` + strings.Repeat("h", 200) + `</body></message>` // longer than the header
+	for _, chunks := range [][]byte{nil, {0}} {
+		for _, max := range []int{len(el) - 1, len(el), len(el) + 1} {
+			compareReaders(t, hdr+"  "+el+el, max, chunks) // as encoding/xml did
+		}
+		r := NewReader(&chunkReader{data: []byte(hdr + "  " + el + el), sizes: chunks}, len(el))
+		if _, err := r.ReadHeader(); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if env, err := r.Next(); err != nil || string(env.Raw) != el {
+				t.Fatalf("at the limit: %v", err)
+			}
+		}
+		r = NewReader(&chunkReader{data: []byte(hdr + el), sizes: chunks}, len(el)-1)
+		if _, err := r.ReadHeader(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Next(); errClass(err) != "policy-violation" {
+			t.Fatalf("over the limit: %v", err)
+		}
+	}
+}
+
+// A large stanza trickling in one byte per read is parsed in linear time: a construct cut
+// short is parsed again only when it can be complete or has doubled.
+func TestReaderTrickle(t *testing.T) {
+	big := `<message><body a='` + strings.Repeat("x>", 100_000) + `'>` + strings.Repeat("y", 100_000) + `</body></message>`
+	r := NewReader(&chunkReader{data: []byte(hdr + big), sizes: []byte{0}}, 1<<20)
+	if _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	env, err := r.Next()
+	if err != nil || len(env.Raw) != len(big) {
+		t.Fatalf("trickle: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("trickle took %v", d)
+	}
+}
+
+// Restart keeps input already read (the client may pipeline its new stream header);
+// Reset (after STARTTLS) drops it.
+func TestReaderRestartReset(t *testing.T) {
+	in := hdr + `<auth/>` + hdr + `<iq type='set' id='b'/>`
+	r := NewReader(&chunkReader{data: []byte(in), sizes: []byte{200}}, 1024)
+	if _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if env, err := r.Next(); err != nil || env.Name.Local != "auth" {
+		t.Fatalf("auth: %v", err)
+	}
+	if r.Buffered() == 0 {
+		t.Fatal("nothing buffered after the first element")
+	}
+	r.Restart()
+	if _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if env, err := r.Next(); err != nil || env.ID != "b" {
+		t.Fatalf("after restart: %v", err)
+	}
+	r = NewReader(&chunkReader{data: []byte(hdr + `<starttls/><injected/>`), sizes: []byte{200}}, 1024)
+	_, _ = r.ReadHeader()
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	r.Reset(strings.NewReader(hdr + `<fresh/>`))
+	if _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if env, err := r.Next(); err != nil || env.Name.Local != "fresh" {
+		t.Fatalf("after reset: %v %v", env, err)
+	}
 }
