@@ -41,61 +41,53 @@ func Unwrap(dns string, outer *xmpp.Envelope, lenient bool) (*xmpp.Envelope, err
 
 // UnwrapForwarded extracts the stanza named inner from
 // <wrapper><forwarded xmlns='urn:xmpp:forward:0'>INNER</forwarded></wrapper>, the first
-// child of outer (XEP-0355 delegation, XEP-0356 privilege).
+// child of outer (XEP-0355 delegation, XEP-0356 privilege). A <delay/> beside INNER is
+// allowed (XEP-0297).
+//
+// outer was read by the stream's scanner, so its content is well-formed: the wrapper is its
+// first child (outer.Child, resolved there) and must be its only element; the forwarded
+// element must be the wrapper's only element. In the usual spelling (<forwarded
+// xmlns='urn:xmpp:forward:0'>) both are cut out by position and only the forwarded content
+// is scanned again, once; any other spelling (prefixes) takes a second scan that resolves it.
 func UnwrapForwarded(outer *xmpp.Envelope, wrapper xml.Name, inner string, lenient bool) (*xmpp.Envelope, error) {
-	content := outer.Content()
-	d := xml.NewDecoder(bytes.NewReader(content))
-	var found *xmpp.Envelope
-	depth := 0
-	for {
-		off := d.InputOffset()
-		tok, err := d.Token()
-		if err != nil {
-			break
+	if !outer.HasChild || outer.Child != wrapper {
+		return nil, ErrBadWrapping
+	}
+	wc, _, ok := onlyElement(outer.Content())
+	if !ok {
+		return nil, ErrBadWrapping
+	}
+	fw, tag, ok := onlyElement(wc)
+	if !ok {
+		return nil, ErrBadWrapping
+	}
+	if !plainForwarded(tag) {
+		top, err := children(outer.Content(), outer.Name.Space)
+		if err != nil || len(top) != 1 || top[0].Name != wrapper || !top[0].HasChild ||
+			top[0].Child != (xml.Name{Space: NSForward, Local: "forwarded"}) {
+			return nil, ErrBadWrapping
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			depth++
-			switch depth {
-			case 1:
-				if t.Name != wrapper {
-					return nil, ErrBadWrapping
-				}
-			case 2:
-				if t.Name.Space != NSForward || t.Name.Local != "forwarded" {
-					return nil, ErrBadWrapping
-				}
-			case 3:
-				if t.Name.Local == "delay" {
-					if err := d.Skip(); err != nil {
-						return nil, ErrBadWrapping
-					}
-					depth--
-					continue
-				}
-				if t.Name.Local != inner || found != nil {
-					return nil, ErrBadWrapping
-				}
-				switch t.Name.Space {
-				case xmpp.NSClient:
-				case NSForward: // no xmlns of its own
-					if !lenient {
-						return nil, fmt.Errorf("%w: inner %s lacks xmlns='jabber:client'", ErrBadWrapping, inner)
-					}
-				default:
-					return nil, ErrBadWrapping
-				}
-				// One pass: the inner stanza's header, first child and content bounds are
-				// read here, so it is never parsed again.
-				env, err := sliceElement(d, t.Copy(), content, int(off))
-				if err != nil {
-					return nil, ErrBadWrapping
-				}
-				found = env
-				depth--
+	}
+	els, err := children(fw, NSForward)
+	if err != nil {
+		return nil, ErrBadWrapping
+	}
+	var found *xmpp.Envelope
+	for _, e := range els {
+		switch {
+		case e.Name.Local == "delay":
+		case e.Name.Local != inner || found != nil:
+			return nil, ErrBadWrapping
+		case e.Name.Space == xmpp.NSClient:
+			found = e
+		case e.Name.Space == NSForward: // no xmlns of its own
+			if !lenient {
+				return nil, fmt.Errorf("%w: inner %s lacks xmlns='jabber:client'", ErrBadWrapping, inner)
 			}
-		case xml.EndElement:
-			depth--
+			e.Name.Space, e.Kind = xmpp.NSClient, kindOf(inner)
+			found = e
+		default:
+			return nil, ErrBadWrapping
 		}
 	}
 	if found == nil {
@@ -111,80 +103,117 @@ var ErrNotClient = errors.New("inner stanza not in jabber:client")
 // that is outer's first child: <wrapper><INNER xmlns='jabber:client'/></wrapper>
 // (XEP-0356 privileged_iq). An inner stanza in another namespace is ErrNotClient.
 func UnwrapChild(outer *xmpp.Envelope, wrapper xml.Name, inner string) (*xmpp.Envelope, error) {
-	content := outer.Content()
-	d := xml.NewDecoder(bytes.NewReader(content))
-	var found *xmpp.Envelope
-	depth := 0
-	for {
-		off := d.InputOffset()
-		tok, err := d.Token()
-		if err != nil {
-			break
-		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			depth++
-			switch depth {
-			case 1:
-				if t.Name != wrapper {
-					return nil, ErrBadWrapping
-				}
-			case 2:
-				if t.Name.Local != inner || found != nil {
-					return nil, ErrBadWrapping
-				}
-				if t.Name.Space != xmpp.NSClient {
-					return nil, ErrNotClient
-				}
-				env, err := sliceElement(d, t.Copy(), content, int(off))
-				if err != nil {
-					return nil, ErrBadWrapping
-				}
-				found = env
-				depth--
-			}
-		case xml.EndElement:
-			depth--
-		case xml.CharData:
-			if depth == 1 && len(bytes.TrimSpace(t)) > 0 {
-				return nil, ErrBadWrapping
-			}
-		}
-	}
-	if found == nil {
+	top, err := children(outer.Content(), outer.Name.Space)
+	if err != nil || len(top) != 1 || top[0].Name != wrapper {
 		return nil, ErrBadWrapping
 	}
-	return found, nil
+	els, err := children(top[0].Content(), wrapper.Space)
+	if err != nil || len(els) != 1 || els[0].Name.Local != inner {
+		return nil, ErrBadWrapping
+	}
+	if els[0].Name.Space != xmpp.NSClient {
+		return nil, ErrNotClient
+	}
+	return els[0], nil
 }
 
-// sliceElement reads the rest of the element whose start tag d just returned (it began
-// at offset start of doc) and returns it as an envelope over its own copy of the bytes.
-func sliceElement(d *xml.Decoder, st xml.StartElement, doc []byte, start int) (*xmpp.Envelope, error) {
-	contentStart := int(d.InputOffset())
-	var child *xml.StartElement
-	depth := 1
+func kindOf(local string) xmpp.Kind {
+	switch local {
+	case "iq":
+		return xmpp.KindIQ
+	case "message":
+		return xmpp.KindMessage
+	case "presence":
+		return xmpp.KindPresence
+	}
+	return xmpp.KindOther
+}
+
+// children reads content (elements, and white space between them) as the stanzas of a
+// stream whose default namespace is ns; each becomes an envelope over its own bytes.
+// Text other than white space is not-well-formed here.
+func children(content []byte, ns string) ([]*xmpp.Envelope, error) {
+	if ns == "" {
+		ns = xmpp.NSClient
+	}
+	const end = "</stream:stream>"
+	buf := make([]byte, 0, len(content)+len(ns)+len(xmpp.NSStream)+48+len(end))
+	buf = append(buf, "<stream:stream xmlns='"...)
+	buf = append(buf, ns...)
+	buf = append(buf, "' xmlns:stream='"...)
+	buf = append(buf, xmpp.NSStream...)
+	buf = append(buf, "'>"...)
+	buf = append(buf, content...)
+	buf = append(buf, end...)
+	r := xmpp.NewReader(bytes.NewReader(buf), len(buf)+16)
+	if _, err := r.ReadHeader(); err != nil {
+		return nil, err
+	}
+	var out []*xmpp.Envelope
 	for {
-		before := int(d.InputOffset())
-		tok, err := d.Token()
+		env, err := r.Next()
+		if errors.Is(err, xmpp.ErrStreamEnd) {
+			return out, nil
+		}
 		if err != nil {
 			return nil, err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			depth++
-			if depth == 2 && child == nil {
-				c := t.Copy()
-				child = &c
+		out = append(out, env)
+	}
+}
+
+// plainForwarded reports whether a start tag is exactly <forwarded ...> with
+// xmlns='urn:xmpp:forward:0' among its attributes and no prefixed name.
+func plainForwarded(tag []byte) bool {
+	rest, ok := bytes.CutPrefix(tag, []byte("<forwarded"))
+	if !ok || len(rest) == 0 || (rest[0] != ' ' && rest[0] != '\t' && rest[0] != '\n' && rest[0] != '\r') {
+		return false
+	}
+	return bytes.Contains(rest, []byte(" xmlns='"+NSForward+"'")) || bytes.Contains(rest, []byte(` xmlns="`+NSForward+`"`))
+}
+
+// onlyElement returns the content and the start tag of the one element in s (white
+// space around it allowed). s was checked as well-formed already; a second element or
+// stray text makes the result not well-formed, which the next pass reports.
+func onlyElement(s []byte) (content, tag []byte, ok bool) {
+	s = bytes.TrimSpace(s)
+	if len(s) < 2 || s[0] != '<' || s[len(s)-1] != '>' {
+		return nil, nil, false
+	}
+	// The end of the start tag: the first '>' outside a quoted attribute value.
+	var q byte
+	i := 1
+	for ; i < len(s); i++ {
+		c := s[i]
+		if q != 0 {
+			if c == q {
+				q = 0
 			}
-		case xml.EndElement:
-			depth--
-			if depth == 0 {
-				end := int(d.InputOffset())
-				raw := append([]byte(nil), doc[start:end]...)
-				return xmpp.NewEnvelope(st, raw, contentStart-start, before-start, child), nil
-			}
+			continue
+		}
+		if c == '\'' || c == '"' {
+			q = c
+		} else if c == '>' {
+			break
 		}
 	}
+	if i == len(s) || s[i-1] == '/' {
+		return nil, nil, false // no end of the tag, or an empty element: nothing inside
+	}
+	// The start tag's raw name, which its end tag repeats.
+	n := 1
+	for n < i && s[n] != ' ' && s[n] != '\t' && s[n] != '\n' && s[n] != '\r' && s[n] != '>' && s[n] != '/' {
+		n++
+	}
+	closing := "</" + string(s[1:n])
+	j := bytes.LastIndex(s, []byte(closing))
+	if j <= i {
+		return nil, nil, false
+	}
+	if rest := bytes.TrimSpace(s[j+len(closing) : len(s)-1]); len(rest) != 0 {
+		return nil, nil, false
+	}
+	return s[i+1 : j], s[:i+1], true
 }
 
 const wrapperHeader = "<stream:stream xmlns='jabber:client' xmlns:stream='" + xmpp.NSStream + "'>"
