@@ -192,8 +192,12 @@ func (s *Session) remoteMessage(m any) bool {
 			s.abort()
 			return true
 		}
-		if s.queued.Load() == 0 && !s.hold.Load() {
-			s.flush()
+		// Stanzas from other nodes are not counted in queued (Send counts local ones), so
+		// the mailbox may hold more of them: flush behind them, one write for the burst,
+		// instead of one write per stanza.
+		if !s.flushQueued && !s.hold.Load() {
+			s.flushQueued = true
+			s.router.sys.Root.Send(s.pid, flushLater{})
 		}
 		return true
 	case *pb.CloseStream:

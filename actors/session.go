@@ -30,6 +30,10 @@ type deliver struct{ data []byte }
 // flushNow releases what was held back while the session was binding.
 type flushNow struct{}
 
+// flushLater flushes what stanzas from other nodes left in the buffer; it is queued
+// behind them, so a burst shares one write (see remoteMessage).
+type flushLater struct{}
+
 // closeStream asks the session actor to end the stream (with an error, if set).
 type closeStream struct{ err *xmpp.StreamError }
 
@@ -51,6 +55,8 @@ type Session struct {
 	closed atomic.Bool
 	queued atomic.Int64
 	hold   atomic.Bool // writes are buffered, not flushed, until binding completes
+	// flushQueued: a flushLater is in the mailbox (only the actor touches it)
+	flushQueued bool
 
 	// presence state (c2s)
 	available    atomic.Bool
@@ -110,6 +116,11 @@ func (s *Session) handle(msg any) {
 		}
 	case flushNow:
 		s.flush()
+	case flushLater:
+		s.flushQueued = false
+		if s.queued.Load() == 0 && !s.hold.Load() {
+			s.flush()
+		}
 	case *closeStream:
 		if s.closed.Load() {
 			return
