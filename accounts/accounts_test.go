@@ -6,99 +6,36 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"mellium.im/sasl"
 
-	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/etcdtest"
 )
 
-// One embedded etcd for the package; every test gets its own key prefix.
-var (
-	endpoints []string
-	prefixSeq atomic.Int64
-)
+func TestMain(m *testing.M) { etcdtest.Main(m, "accounts-test") }
 
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	eps, stop, err := etcdx.StartTemp("accounts-test", quietLog())
-	if err != nil {
-		panic(err)
-	}
-	defer stop()
-	endpoints = eps
-	return m.Run()
-}
-
-func quietLog() *slog.Logger {
-	if os.Getenv("SB_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-func connect(t *testing.T, eps []string) *clientv3.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cli, err := etcdx.Connect(ctx, eps, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	return cli
-}
-
-func newStore(t *testing.T) (*Store, *clientv3.Client, string) {
-	t.Helper()
-	cli := connect(t, endpoints)
-	prefix := fmt.Sprintf("/sbtest/%s/%d", strings.ReplaceAll(t.Name(), "/", "_"), prefixSeq.Add(1))
-	return New(cli, prefix), cli, prefix
-}
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+// newStore returns a Store under a prefix of its own, with its client and prefix.
+func newStore(t *testing.T) (*Store, *clientv3.Client, string) { return etcdtest.Store(t, New) }
 
 func startCache(t *testing.T, s *Store) *Cache {
 	t.Helper()
-	c := NewCache(s, quietLog())
-	if err := c.Start(testCtx(t)); err != nil {
+	c := NewCache(s, etcdtest.Log())
+	if err := c.Start(etcdtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Stop)
 	return c
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestAddGetListRemove(t *testing.T) {
 	s, cli, prefix := newStore(t)
-	ctx := testCtx(t)
+	ctx := etcdtest.Context(t)
 	for _, u := range []string{"carol", "Alice", "bob"} {
 		if err := s.Add(ctx, "localhost", u, "pw-"+u, 4096); err != nil {
 			t.Fatal(err)
@@ -178,7 +115,7 @@ func TestAddGetListRemove(t *testing.T) {
 
 func TestDuplicateAndSet(t *testing.T) {
 	s, _, _ := newStore(t)
-	ctx := testCtx(t)
+	ctx := etcdtest.Context(t)
 	if err := s.Add(ctx, "localhost", "alice", "one", 4096); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +140,7 @@ func TestDuplicateAndSet(t *testing.T) {
 
 func TestInvalid(t *testing.T) {
 	s, _, _ := newStore(t)
-	ctx := testCtx(t)
+	ctx := etcdtest.Context(t)
 	for _, tc := range []struct{ host, local, pw string }{
 		{"localhost", "", "pw"},
 		{"localhost", "a@b", "pw"},
@@ -312,12 +249,12 @@ func scramLogin(t *testing.T, mech sasl.Mechanism, fetch sasl.SaltedCredentialsF
 
 func TestSCRAMRoundTrip(t *testing.T) {
 	s, _, _ := newStore(t)
-	ctx := testCtx(t)
+	ctx := etcdtest.Context(t)
 	if err := s.Add(ctx, "localhost", "alice", "s3cret", 4096); err != nil {
 		t.Fatal(err)
 	}
 	c := startCache(t, s)
-	waitFor(t, 5*time.Second, "alice in cache", func() bool { return c.Exists("localhost", "alice") })
+	etcdtest.Eventually(t, 5*time.Second, "alice in cache", func() bool { return c.Exists("localhost", "alice") })
 	fetch := c.Fetcher("localhost")
 
 	for _, mech := range []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha1} {
@@ -377,7 +314,7 @@ func TestFetcherUnknownUserLooksReal(t *testing.T) {
 
 func TestCacheFollowsStore(t *testing.T) {
 	s, _, _ := newStore(t)
-	ctx := testCtx(t)
+	ctx := etcdtest.Context(t)
 	if err := s.Add(ctx, "localhost", "early", "pw", 4096); err != nil {
 		t.Fatal(err)
 	}
@@ -391,21 +328,21 @@ func TestCacheFollowsStore(t *testing.T) {
 	if err := s.Add(ctx, "localhost", "late", "pw1", 4096); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "added account visible", func() bool { return c.Exists("localhost", "late") })
+	etcdtest.Eventually(t, 5*time.Second, "added account visible", func() bool { return c.Exists("localhost", "late") })
 	if a, ok := c.Lookup("LOCALHOST", "Late"); !ok || a.Localpart != "late" || !a.VerifyPassword("pw1") {
 		t.Fatalf("Lookup = %+v %v", a, ok)
 	}
 	if err := s.Set(ctx, "localhost", "late", "pw2", 4096); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "new password visible", func() bool {
+	etcdtest.Eventually(t, 5*time.Second, "new password visible", func() bool {
 		a, ok := c.Lookup("localhost", "late")
 		return ok && a.VerifyPassword("pw2")
 	})
 	if err := s.Remove(ctx, "localhost", "late"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "removed account gone", func() bool { return !c.Exists("localhost", "late") })
+	etcdtest.Eventually(t, 5*time.Second, "removed account gone", func() bool { return !c.Exists("localhost", "late") })
 	if !c.Exists("localhost", "early") {
 		t.Fatal("unrelated account lost")
 	}
@@ -416,7 +353,7 @@ func TestCacheFollowsStore(t *testing.T) {
 
 func TestCacheConcurrentReads(t *testing.T) {
 	s, _, _ := newStore(t)
-	ctx := testCtx(t)
+	ctx := etcdtest.Context(t)
 	c := startCache(t, s)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -441,29 +378,18 @@ func TestCacheConcurrentReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, "all accounts visible", func() bool { return c.Exists("localhost", "u9") })
+	etcdtest.Eventually(t, 5*time.Second, "all accounts visible", func() bool { return c.Exists("localhost", "u9") })
 	close(stop)
 	wg.Wait()
-}
-
-// newProxy starts an etcdx.CutProxy to target, cut at cleanup.
-func newProxy(t *testing.T, target string) *etcdx.CutProxy {
-	t.Helper()
-	p, err := etcdx.NewCutProxy(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Cut)
-	return p
 }
 
 // The cache keeps answering while etcd is unreachable and catches up once it is back,
 // here after the history it missed was compacted, so it has to reload.
 func TestCacheSurvivesEtcdOutage(t *testing.T) {
 	_, direct, prefix := newStore(t)
-	ctx := testCtx(t)
-	p := newProxy(t, strings.TrimPrefix(endpoints[0], "http://"))
-	s := New(connect(t, []string{"http://" + p.Addr()}), prefix)
+	ctx := etcdtest.Context(t)
+	p, viaProxy := etcdtest.Proxy(t)
+	s := New(viaProxy, prefix)
 	if err := s.Add(ctx, "localhost", "before", "pw", 4096); err != nil {
 		t.Fatal(err)
 	}
@@ -480,32 +406,20 @@ func TestCacheSurvivesEtcdOutage(t *testing.T) {
 	if err := s2.Remove(ctx, "localhost", "before"); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := direct.Put(ctx, prefix+"-marker", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := direct.Compact(ctx, resp.Header.Revision); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.Compact(t, ctx, direct, prefix+"-marker")
 	if !c.Exists("localhost", "before") || c.Exists("localhost", "after") {
 		t.Fatal("cache changed while etcd was unreachable")
 	}
 	if err := p.Restore(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "cache caught up after the outage", func() bool {
+	etcdtest.Eventually(t, 20*time.Second, "cache caught up after the outage", func() bool {
 		return c.Exists("localhost", "after") && !c.Exists("localhost", "before")
 	})
 }
 
 func TestCacheStartFailsWithoutEtcd(t *testing.T) {
-	addr, _ := etcdx.FreeAddr("127.0.0.1")
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: 200 * time.Millisecond, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	c := NewCache(New(cli, "/sb"), nil)
+	c := NewCache(New(etcdtest.Unreachable(t), "/sb"), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	if err := c.Start(ctx); err == nil {

@@ -1,7 +1,6 @@
 package delegation
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"slices"
@@ -10,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
-	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/etcdtest"
+	"github.com/switchboard-im/switchboard/internal/xmpptest"
 )
 
 // changeLog records what a subscriber saw.
@@ -43,45 +40,27 @@ func (c *changeLog) get(i int) Change {
 // next waits for change number i (0-based) and checks that it is the only new one.
 func (c *changeLog) next(t *testing.T, i int) Change {
 	t.Helper()
-	eventually(t, 5*time.Second, "a change notification", func() bool { return c.len() > i })
+	etcdtest.Eventually(t, 5*time.Second, "a change notification", func() bool { return c.len() > i })
 	if n := c.len(); n != i+1 {
 		t.Fatalf("%d changes, want %d: %+v", n, i+1, c.changes)
 	}
 	return c.get(i)
 }
 
-// logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func capturingLog() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
+func capturingLog() (*slog.Logger, *xmpptest.LockedBuffer) {
+	b := &xmpptest.LockedBuffer{}
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }
 
 func startManager(t *testing.T, s *Store, static map[string]map[string]Rule, log *slog.Logger) (*Manager, *changeLog) {
 	t.Helper()
 	if log == nil {
-		log = testLog()
+		log = etcdtest.Log()
 	}
 	m := NewManager(s, static, log)
 	cl := &changeLog{}
 	m.Subscribe(cl.add)
-	if err := m.Start(testContext(t)); err != nil {
+	if err := m.Start(etcdtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Stop)
@@ -99,11 +78,11 @@ func TestManagerStaticOnly(t *testing.T) {
 		"localhost":   {"urn:xmpp:mam:2": {JID: "Archive.Localhost", Filtering: []string{"with"}}},
 		"example.org": nil,
 	}
-	m := NewManager(s, static, testLog())
+	m := NewManager(s, static, etcdtest.Log())
 	if r := lookup(m, "localhost", "urn:xmpp:mam:2"); r.JID != "archive.localhost" || r.Source != SourceConfig {
 		t.Fatalf("before Start: %+v", r)
 	}
-	if err := m.Start(testContext(t)); err != nil {
+	if err := m.Start(etcdtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	defer m.Stop()
@@ -128,14 +107,14 @@ func TestManagerStaticOnly(t *testing.T) {
 	if lookup(m, "localhost", "urn:xmpp:mam:2").JID != "archive.localhost" {
 		t.Fatal("manager shares the caller's map")
 	}
-	if err := m.Start(testContext(t)); err == nil {
+	if err := m.Start(etcdtest.Context(t)); err == nil {
 		t.Fatal("second Start succeeded")
 	}
 }
 
 func TestManagerEtcdOverridesConfig(t *testing.T) {
 	s, _, _ := testStore(t)
-	ctx := testContext(t)
+	ctx := etcdtest.Context(t)
 	const mam = "urn:xmpp:mam:2"
 	static := map[string]map[string]Rule{"localhost": {
 		mam:         {JID: "archive.localhost"},
@@ -216,7 +195,7 @@ func TestManagerEtcdOverridesConfig(t *testing.T) {
 	if err := s.Set(ctx, "localhost", pubsubOwner, Rule{JID: "pubsub.localhost", Filtering: []string{"node"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "source etcd", func() bool { return lookup(m, "localhost", pubsubOwner).Source == SourceEtcd })
+	etcdtest.Eventually(t, 5*time.Second, "source etcd", func() bool { return lookup(m, "localhost", pubsubOwner).Source == SourceEtcd })
 	// Then a real change: it must be the very next callback.
 	if err := s.Set(ctx, "localhost", "urn:example:last", Rule{JID: "last.localhost"}); err != nil {
 		t.Fatal(err)
@@ -228,7 +207,7 @@ func TestManagerEtcdOverridesConfig(t *testing.T) {
 
 func TestManagerIgnoresBadEntries(t *testing.T) {
 	s, cli, prefix := testStore(t)
-	ctx := testContext(t)
+	ctx := etcdtest.Context(t)
 	d := prefix + "/delegations/"
 	// Bad entries already there at start are skipped with a warning.
 	if _, err := cli.Put(ctx, d+"localhost/urn:early-garbage", "{"); err != nil {
@@ -298,7 +277,7 @@ func TestManagerIgnoresBadEntries(t *testing.T) {
 
 func TestManagerSetStatic(t *testing.T) {
 	s, _, _ := testStore(t)
-	ctx := testContext(t)
+	ctx := etcdtest.Context(t)
 	if err := s.Set(ctx, "new.example", "urn:x", Rule{JID: "x.new.example"}); err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +330,7 @@ func TestManagerSetStatic(t *testing.T) {
 
 func TestManagerConcurrentReads(t *testing.T) {
 	s, _, _ := testStore(t)
-	ctx := testContext(t)
+	ctx := etcdtest.Context(t)
 	m, cl := startManager(t, s, map[string]map[string]Rule{"localhost": nil}, nil)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -373,7 +352,7 @@ func TestManagerConcurrentReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 5*time.Second, "all rules", func() bool { return len(m.Table("localhost").All()) == 5 })
+	etcdtest.Eventually(t, 5*time.Second, "all rules", func() bool { return len(m.Table("localhost").All()) == 5 })
 	close(stop)
 	wg.Wait()
 	if cl.len() == 0 {
@@ -381,25 +360,14 @@ func TestManagerConcurrentReads(t *testing.T) {
 	}
 }
 
-// newTCPProxy starts an etcdx.CutProxy to target, cut at cleanup.
-func newTCPProxy(t *testing.T, target string) *etcdx.CutProxy {
-	t.Helper()
-	p, err := etcdx.NewCutProxy(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Cut)
-	return p
-}
-
 // The tables keep serving while etcd is unreachable, and what changed meanwhile is
 // applied and announced once it is back, here after the missed history was compacted
 // so that the manager has to reload.
 func TestManagerCatchesUpAfterOutage(t *testing.T) {
 	direct, cli, prefix := testStore(t)
-	ctx := testContext(t)
-	p := newTCPProxy(t, strings.TrimPrefix(etcdEndpoints[0], "http://"))
-	s := NewStore(etcdClient(t, []string{"http://" + p.Addr()}), prefix)
+	ctx := etcdtest.Context(t)
+	p, viaProxy := etcdtest.Proxy(t)
+	s := NewStore(viaProxy, prefix)
 	if err := direct.Set(ctx, "localhost", "urn:before", Rule{JID: "before.localhost"}); err != nil {
 		t.Fatal(err)
 	}
@@ -412,13 +380,7 @@ func TestManagerCatchesUpAfterOutage(t *testing.T) {
 	if err := direct.Remove(ctx, "localhost", "urn:before"); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := cli.Put(ctx, prefix+"-marker", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.Compact(t, ctx, cli, prefix+"-marker")
 	if _, ok := m.Table("localhost").Lookup("urn:before"); !ok {
 		t.Fatal("tables changed while etcd was unreachable")
 	}
@@ -446,13 +408,7 @@ func TestManagerCatchesUpAfterOutage(t *testing.T) {
 }
 
 func TestManagerStartFailsWithoutEtcd(t *testing.T) {
-	addr, _ := etcdx.FreeAddr("127.0.0.1")
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: 200 * time.Millisecond, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	m := NewManager(NewStore(cli, "/sb"), map[string]map[string]Rule{"localhost": nil}, nil)
+	m := NewManager(NewStore(etcdtest.Unreachable(t), "/sb"), map[string]map[string]Rule{"localhost": nil}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	if err := m.Start(ctx); err == nil {

@@ -1,92 +1,26 @@
 package delegation
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/etcdtest"
 )
 
-// One embedded etcd for the package; every test gets its own key prefix.
-var (
-	etcdEndpoints []string
-	etcdPrefixSeq atomic.Int64
-)
-
-func TestMain(m *testing.M) {
-	os.Exit(runTestMain(m))
-}
-
-func runTestMain(m *testing.M) int {
-	eps, stop, err := etcdx.StartTemp("delegation-test", testLog())
-	if err != nil {
-		panic(err)
-	}
-	defer stop()
-	etcdEndpoints = eps
-	return m.Run()
-}
-
-func testLog() *slog.Logger {
-	if os.Getenv("SB_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-func etcdClient(t *testing.T, eps []string) *clientv3.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cli, err := etcdx.Connect(ctx, eps, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	return cli
-}
+func TestMain(m *testing.M) { etcdtest.Main(m, "delegation-test") }
 
 // testStore returns a Store under a prefix of its own, with its client and prefix.
-func testStore(t *testing.T) (*Store, *clientv3.Client, string) {
-	t.Helper()
-	cli := etcdClient(t, etcdEndpoints)
-	prefix := fmt.Sprintf("/sbtest/%s/%d", strings.ReplaceAll(t.Name(), "/", "_"), etcdPrefixSeq.Add(1))
-	return NewStore(cli, prefix), cli, prefix
-}
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func testStore(t *testing.T) (*Store, *clientv3.Client, string) { return etcdtest.Store(t, NewStore) }
 
 const pubsubOwner = "http://jabber.org/protocol/pubsub#owner"
 
 func TestStoreRoundTrip(t *testing.T) {
 	s, cli, prefix := testStore(t)
-	ctx := testContext(t)
+	ctx := etcdtest.Context(t)
 	if s.Prefix() != prefix+"/delegations/" {
 		t.Fatalf("Prefix = %q", s.Prefix())
 	}
@@ -179,7 +113,7 @@ func sameRules(a, b map[string]map[string]Rule) bool {
 
 func TestStoreRefusesInvalid(t *testing.T) {
 	s, cli, prefix := testStore(t)
-	ctx := testContext(t)
+	ctx := etcdtest.Context(t)
 	for _, ns := range []string{NS2, NS1, NS2 + ":bare:urn:xmpp:mam:2"} {
 		if err := s.Set(ctx, "localhost", ns, Rule{JID: "comp.localhost"}); !errors.Is(err, ErrForbiddenNamespace) {
 			t.Errorf("Set(%s) = %v, want ErrForbiddenNamespace", ns, err)
@@ -212,7 +146,7 @@ func TestStoreRefusesInvalid(t *testing.T) {
 
 func TestStoreLoadSkipsInvalid(t *testing.T) {
 	s, cli, prefix := testStore(t)
-	ctx := testContext(t)
+	ctx := etcdtest.Context(t)
 	if err := s.Set(ctx, "localhost", "urn:ok", Rule{JID: "c.localhost"}); err != nil {
 		t.Fatal(err)
 	}

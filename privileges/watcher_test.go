@@ -1,7 +1,6 @@
 package privileges
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"reflect"
@@ -11,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
 	"github.com/switchboard-im/switchboard/config"
-	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/etcdtest"
+	"github.com/switchboard-im/switchboard/internal/xmpptest"
 )
 
 type privMap = map[string]map[string]config.Privileges
@@ -66,36 +63,18 @@ func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, want priv
 	}
 }
 
-// logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func startWatcher(t *testing.T, s *Store, log *slog.Logger) *recorder {
 	t.Helper()
 	if log == nil {
-		log = testLog()
+		log = etcdtest.Log()
 	}
 	r := &recorder{t: t}
 	w := NewWatcher(s, log, r.onChange)
-	if err := w.Start(testContext(t)); err != nil {
+	if err := w.Start(etcdtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Stop)
-	if err := w.Start(testContext(t)); err == nil {
+	if err := w.Start(etcdtest.Context(t)); err == nil {
 		t.Fatal("second Start succeeded")
 	}
 	return r
@@ -103,14 +82,14 @@ func startWatcher(t *testing.T, s *Store, log *slog.Logger) *recorder {
 
 func TestWatcherFollowsChanges(t *testing.T) {
 	s, cli, prefix := testStore(t)
-	ctx := testContext(t)
+	ctx := etcdtest.Context(t)
 	if err := s.Set(ctx, "localhost", "pubsub.localhost", config.Privileges{Roster: "get"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cli.Put(ctx, prefix+"/privileges/localhost/bad.localhost", `{"roster":"all"}`); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &xmpptest.LockedBuffer{}
 	r := startWatcher(t, s, slog.New(slog.NewTextHandler(logs, nil)))
 
 	// Start reports the initial set once, before it returns, without the bad entry.
@@ -152,7 +131,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 	r.waitFor(t, time.Second, "an entry made invalid", privMap{
 		"localhost": {"pubsub.localhost": {Roster: "both", Message: "outgoing"}},
 	})
-	eventually(t, time.Second, "a warning", func() bool { return strings.Contains(logs.String(), `message: \"all\"`) })
+	etcdtest.Eventually(t, time.Second, "a warning", func() bool { return strings.Contains(logs.String(), `message: \"all\"`) })
 
 	// Removal, and a put of a key in no usable shape (ignored).
 	if err := s.Remove(ctx, "localhost", "pubsub.localhost"); err != nil {
@@ -163,7 +142,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 	if _, err := cli.Put(ctx, prefix+"/privileges/junk", `{}`); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "the batch of the junk key", func() bool { return r.calls() > n })
+	etcdtest.Eventually(t, time.Second, "the batch of the junk key", func() bool { return r.calls() > n })
 	if !reflect.DeepEqual(r.last(), privMap{}) {
 		t.Fatalf("after a junk key: %+v", r.last())
 	}
@@ -171,7 +150,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 
 func TestWatcherStopEndsCalls(t *testing.T) {
 	s, _, _ := testStore(t)
-	ctx := testContext(t)
+	ctx := etcdtest.Context(t)
 	r := &recorder{t: t}
 	w := NewWatcher(s, nil, r.onChange)
 	w.Stop() // harmless when not started
@@ -203,13 +182,9 @@ func TestWatcherStopEndsCalls(t *testing.T) {
 // watcher has to reload, and the watch runs again.
 func TestWatcherSurvivesOutage(t *testing.T) {
 	direct, cli, prefix := testStore(t)
-	ctx := testContext(t)
-	p, err := etcdx.NewCutProxy(strings.TrimPrefix(etcdEndpoints[0], "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Cut)
-	s := NewStore(etcdClient(t, []string{"http://" + p.Addr()}), prefix)
+	ctx := etcdtest.Context(t)
+	p, viaProxy := etcdtest.Proxy(t)
+	s := NewStore(viaProxy, prefix)
 	if err := direct.Set(ctx, "localhost", "before.localhost", config.Privileges{Roster: "get"}); err != nil {
 		t.Fatal(err)
 	}
@@ -222,13 +197,7 @@ func TestWatcherSurvivesOutage(t *testing.T) {
 	if err := direct.Remove(ctx, "localhost", "before.localhost"); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := cli.Put(ctx, prefix+"-marker", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.Compact(t, ctx, cli, prefix+"-marker")
 	time.Sleep(100 * time.Millisecond)
 	if want := (privMap{"localhost": {"before.localhost": {Roster: "get"}}}); !reflect.DeepEqual(r.last(), want) {
 		t.Fatalf("reported while etcd was unreachable: %+v", r.last())
@@ -249,14 +218,8 @@ func TestWatcherSurvivesOutage(t *testing.T) {
 }
 
 func TestWatcherStartFailsWithoutEtcd(t *testing.T) {
-	addr, _ := etcdx.FreeAddr("127.0.0.1")
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: 200 * time.Millisecond, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
 	called := false
-	w := NewWatcher(NewStore(cli, "/sb"), nil, func(privMap) { called = true })
+	w := NewWatcher(NewStore(etcdtest.Unreachable(t), "/sb"), nil, func(privMap) { called = true })
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	if err := w.Start(ctx); err == nil {

@@ -1,38 +1,16 @@
 package roster_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"sync"
 	"testing"
-	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/etcdtest"
 	"github.com/switchboard-im/switchboard/roster"
 )
 
-var cli *clientv3.Client
-
-func TestMain(m *testing.M) {
-	eps, stop, err := etcdx.StartTemp("roster-test", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		panic(err)
-	}
-	cli, err = etcdx.Connect(context.Background(), eps, 5*time.Second)
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	_ = cli.Close()
-	stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { etcdtest.Main(m, "roster-test") }
 
 func set(jid, name string, groups ...string) roster.Request {
 	return roster.Request{Item: roster.Item{JID: jid, Name: name, Groups: groups}}
@@ -41,8 +19,8 @@ func set(jid, name string, groups ...string) roster.Request {
 // Concurrent writers (as on several nodes) never lose an item: updates are
 // compare-and-swap, retried on conflict.
 func TestConcurrentUpdatesKeepEveryItem(t *testing.T) {
-	s := roster.New(cli, "/rt1", 0)
-	ctx := context.Background()
+	s := roster.New(etcdtest.Client(t), etcdtest.Prefix(t), 0)
+	ctx := etcdtest.Context(t)
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Go(func() {
@@ -63,8 +41,8 @@ func TestConcurrentUpdatesKeepEveryItem(t *testing.T) {
 }
 
 func TestApplyAndVersions(t *testing.T) {
-	s := roster.New(cli, "/rt2", 2)
-	ctx := context.Background()
+	s := roster.New(etcdtest.Client(t), etcdtest.Prefix(t), 2)
+	ctx := etcdtest.Context(t)
 	r, err := s.Get(ctx, "localhost", "romeo")
 	if err != nil || len(r.Items) != 0 || r.Version() != "0" {
 		t.Fatalf("empty roster %+v %v", r, err)
