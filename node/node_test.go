@@ -495,3 +495,20 @@ func TestSlowConsumerDisconnected(t *testing.T) {
 		t.Fatalf("other got %s", m)
 	}
 }
+
+// A session that was idle for longer than limits.write_timeout still gets a stanza bigger
+// than its write buffer: the write deadline is armed when a burst starts, not left over
+// from the last one.
+func TestBigStanzaAfterIdle(t *testing.T) {
+	s := startNode(t, func(c *config.Config) { c.Limits.WriteTimeout = config.Duration(500 * time.Millisecond) })
+	s.addUser("alice", "a")
+	s.addUser("bob", "b")
+	a := s.client("alice", "a")
+	b := s.client("bob", "b")
+	time.Sleep(800 * time.Millisecond) // longer than write_timeout since bob's last write
+	body := strings.Repeat("x", 10000)
+	a.Send(`<message to='` + b.JID + `' id='big' type='chat'><body>` + body + `</body></message>`)
+	if m := b.Next(wait); m.Attr("id") != "big" || len(m.Child("body").Text) != len(body) {
+		t.Fatalf("bob got %.200s", m)
+	}
+}
