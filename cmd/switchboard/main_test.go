@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,8 +37,31 @@ func TestMain(m *testing.M) {
 
 type env []string
 
+// freeAddr returns a free loopback address that no earlier call in this test binary
+// returned: the OS can hand a just-closed port out again, and two listeners of one node
+// on one port fail its start (seen in CI).
 func freeAddr(t *testing.T) string {
-	a, err := etcdx.FreeAddr("127.0.0.1")
+	givenMu.Lock()
+	defer givenMu.Unlock()
+	for range 100 {
+		a := freeAddrs(t, 1)[0]
+		if !given[a] {
+			given[a] = true
+			return a
+		}
+	}
+	t.Fatal("no fresh free port")
+	return ""
+}
+
+var (
+	givenMu sync.Mutex
+	given   = map[string]bool{}
+)
+
+// freeAddrs returns n distinct free loopback addresses (see etcdx.FreeAddrs).
+func freeAddrs(t *testing.T, n int) []string {
+	a, err := etcdx.FreeAddrs("127.0.0.1", n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,17 +91,18 @@ func run(t *testing.T, e env, stdin string, args ...string) string {
 // clients that exchange a message, then list and remove users while the node runs.
 func TestNewcomerPath(t *testing.T) {
 	dir := t.TempDir()
-	c2s, admin := freeAddr(t), freeAddr(t)
+	a := freeAddrs(t, 8)
+	c2s, admin := a[0], a[1]
 	e := env{
 		"SWITCHBOARD_NODE_DATA_DIR=" + dir,
 		"SWITCHBOARD_LISTEN_C2S=" + c2s,
-		"SWITCHBOARD_LISTEN_C2S_TLS=" + freeAddr(t),
-		"SWITCHBOARD_LISTEN_COMPONENT=" + freeAddr(t),
+		"SWITCHBOARD_LISTEN_C2S_TLS=" + a[2],
+		"SWITCHBOARD_LISTEN_COMPONENT=" + a[3],
 		"SWITCHBOARD_LISTEN_ADMIN=" + admin,
-		"SWITCHBOARD_ETCD_EMBEDDED_CLIENT=" + freeAddr(t),
-		"SWITCHBOARD_ETCD_EMBEDDED_PEER=" + freeAddr(t),
-		"SWITCHBOARD_CLUSTER_BIND=" + freeAddr(t),
-		"SWITCHBOARD_CLUSTER_REMOTE=" + freeAddr(t),
+		"SWITCHBOARD_ETCD_EMBEDDED_CLIENT=" + a[4],
+		"SWITCHBOARD_ETCD_EMBEDDED_PEER=" + a[5],
+		"SWITCHBOARD_CLUSTER_BIND=" + a[6],
+		"SWITCHBOARD_CLUSTER_REMOTE=" + a[7],
 		"SWITCHBOARD_NODE_ID=solo",
 	}
 	if out := run(t, e, "alice-pw\n", "user", "add", "alice@localhost", "--password-stdin"); !strings.Contains(out, "added alice@localhost") {

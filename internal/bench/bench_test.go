@@ -31,14 +31,11 @@ func startNode(t *testing.T) *node.Node {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	client, err := etcdx.FreeAddr("127.0.0.1")
+	addrs, err := etcdx.FreeAddrs("127.0.0.1", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer, err := etcdx.FreeAddr("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, peer := addrs[0], addrs[1]
 	cfg := config.Default()
 	cfg.Node.ID = "bench"
 	cfg.Node.DataDir = t.TempDir()

@@ -155,6 +155,21 @@ func FreeAddr(host string) (string, error) {
 	return addr, nil
 }
 
+// FreeAddrs is FreeAddr for n distinct addresses: every listener is held until all n
+// are picked, since a port closed before the next is asked for can be handed out again.
+func FreeAddrs(host string, n int) ([]string, error) {
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("etcdx: free port on %s: %w", host, err)
+		}
+		defer l.Close()
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
 func resolvePort(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

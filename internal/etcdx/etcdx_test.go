@@ -24,14 +24,11 @@ func start(t *testing.T, client, peer string) *Embedded {
 }
 
 func TestEmbeddedFreeAddr(t *testing.T) {
-	client, err := FreeAddr("127.0.0.1")
+	addrs, err := FreeAddrs("127.0.0.1", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer, err := FreeAddr("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, peer := addrs[0], addrs[1]
 	e := start(t, client, peer)
 	if got := e.Endpoints(); len(got) != 1 || got[0] != "http://"+client {
 		t.Fatalf("endpoints %v, want [http://%s]", got, client)
@@ -71,8 +68,8 @@ func TestEmbeddedPortZero(t *testing.T) {
 
 func TestEmbeddedRestartKeepsData(t *testing.T) {
 	dir := t.TempDir()
-	client, _ := FreeAddr("127.0.0.1")
-	peer, _ := FreeAddr("127.0.0.1")
+	addrs, _ := FreeAddrs("127.0.0.1", 2)
+	client, peer := addrs[0], addrs[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cfg := EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer}
@@ -146,8 +143,8 @@ func TestConnectNoEndpoints(t *testing.T) {
 // The watch reports compaction when it starts behind the compacted revision, so that
 // WatchPrefix reloads. Checked directly, since a live watch is never that far behind.
 func TestWatchReportsCompaction(t *testing.T) {
-	client, _ := FreeAddr("127.0.0.1")
-	peer, _ := FreeAddr("127.0.0.1")
+	addrs, _ := FreeAddrs("127.0.0.1", 2)
+	client, peer := addrs[0], addrs[1]
 	e := start(t, client, peer)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

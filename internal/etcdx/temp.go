@@ -15,17 +15,14 @@ func StartTemp(name string, log *slog.Logger) (endpoints []string, stop func(), 
 	if err != nil {
 		return nil, nil, err
 	}
-	client, err := FreeAddr("127.0.0.1")
+	addrs, err := FreeAddrs("127.0.0.1", 2)
 	if err == nil {
-		var peer string
-		if peer, err = FreeAddr("127.0.0.1"); err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			var emb *Embedded
-			emb, err = StartEmbedded(ctx, EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer, Name: name}, log)
-			cancel()
-			if err == nil {
-				return emb.Endpoints(), func() { emb.Stop(); _ = os.RemoveAll(dir) }, nil
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		var emb *Embedded
+		emb, err = StartEmbedded(ctx, EmbeddedConfig{Dir: dir, ClientAddr: addrs[0], PeerAddr: addrs[1], Name: name}, log)
+		cancel()
+		if err == nil {
+			return emb.Endpoints(), func() { emb.Stop(); _ = os.RemoveAll(dir) }, nil
 		}
 	}
 	_ = os.RemoveAll(dir)

@@ -45,9 +45,11 @@ func Main(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	client, _ := etcdx.FreeAddr("127.0.0.1")
-	peer, _ := etcdx.FreeAddr("127.0.0.1")
-	etcdCfg = etcdx.EmbeddedConfig{Dir: dir, ClientAddr: client, PeerAddr: peer, Name: "testcluster"}
+	addrs, err := etcdx.FreeAddrs("127.0.0.1", 2)
+	if err != nil {
+		panic(err)
+	}
+	etcdCfg = etcdx.EmbeddedConfig{Dir: dir, ClientAddr: addrs[0], PeerAddr: addrs[1], Name: "testcluster"}
 	if err := StartEtcd(); err != nil {
 		panic(err)
 	}
@@ -142,8 +144,8 @@ func Start(t *testing.T, n int, mutate func(i int, c *config.Config)) *Cluster {
 	for i := 0; i < n; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", 11+i)
 		nd := &Node{ID: fmt.Sprintf("node%d", i+1), IP: ip}
-		nd.C2S, nd.Component, nd.Admin = free(t, ip), free(t, ip), free(t, ip)
-		nd.Gossip, nd.Remote = free(t, ip), free(t, ip)
+		ports := free(t, ip, 5)
+		nd.C2S, nd.Component, nd.Admin, nd.Gossip, nd.Remote = ports[0], ports[1], ports[2], ports[3], ports[4]
 		c.Nodes = append(c.Nodes, nd)
 	}
 	for i, nd := range c.Nodes {
@@ -208,13 +210,20 @@ func Start(t *testing.T, n int, mutate func(i int, c *config.Config)) *Cluster {
 // Etcd returns the shared etcd's endpoints.
 func Etcd() []string { return etcdEndpoints }
 
-func free(t *testing.T, ip string) string {
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatalf("listen on %s (loopback aliases 127.0.0.x are needed): %v", ip, err)
+// free returns n distinct free ports on ip. The listeners are held until all n are
+// picked: one closed before the next is asked for can be handed out again (seen once in
+// CI as admin and component on one port).
+func free(t *testing.T, ip string, n int) []string {
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatalf("listen on %s (loopback aliases 127.0.0.x are needed): %v", ip, err)
+		}
+		defer l.Close()
+		out = append(out, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return out
 }
 
 // StartNode (re)starts node i as a subprocess.
