@@ -72,7 +72,7 @@ func privilegedNode(t *testing.T, mutate ...func(*config.Config)) *server {
 			IQ: map[string]string{nsPubsub: "both", "http://jabber.org/protocol/disco#info": "get"},
 		}
 		c.Components = append(c.Components, config.ComponentConfig{JID: "other.localhost", Secret: secret})
-		c.Delegation.Timeout = config.Duration(time.Second)
+		c.Delegation.Timeout = config.Duration(2 * time.Second)
 	}}, mutate...)...)
 }
 
@@ -169,7 +169,7 @@ func TestPrivilegedEntityPEPFlow(t *testing.T) {
 	if !strings.Contains(w.String(), "urn:example:romeo") || !strings.Contains(w.String(), `id="inner2"`) {
 		t.Fatalf("wrapped answer from romeo %s", w)
 	}
-	// Nobody answers: the component hears of it after delegation.timeout (1s here).
+	// Nobody answers: the component hears of it after delegation.timeout (2s here).
 	m.SendAsync(`<iq type='get' id='piq3' from='comp.localhost' to='juliet@localhost'><privileged_iq xmlns='` + nsPriv + `'>` +
 		`<iq xmlns='jabber:client' type='get' id='inner3' to='romeo@localhost/orchard'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>` +
 		`</privileged_iq></iq>`)
