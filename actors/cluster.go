@@ -70,7 +70,7 @@ func (r *Router) AttachCluster(c Cluster) error {
 // the ceiling of cross-node delegation. User-directory messages stay here, in order.
 func (r *Router) receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *pb.DelegationReply, *pb.PrivilegedReply:
+	case *pb.DelegationReply, *pb.DelegationAnswer, *pb.PrivilegedReply:
 		n := r.replyNext.Add(1)
 		r.sys.Root.Send(r.replyWorkers[n%uint64(len(r.replyWorkers))], m)
 	default:
@@ -89,6 +89,8 @@ func (r *Router) receiveReply(ctx actor.Context) {
 		if h := r.hosts[env.To]; h != nil {
 			r.managingReply(h, env.From, env)
 		}
+	case *pb.DelegationAnswer:
+		r.answerFromNode(m)
 	case *pb.PrivilegedReply:
 		if env, err := delegation.ParseStanza(m.Stanza); err == nil {
 			r.privilegedReply(env.From, env)

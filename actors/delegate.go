@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"hash/maphash"
 	"sort"
 	"time"
@@ -113,12 +114,19 @@ func (r *Router) managingReply(h *Host, from string, env *xmpp.Envelope) bool {
 		return false
 	}
 	if !r.tracker.Owns(env.ID) {
-		// Made by another node: the reply goes straight back to it (DESIGN §Cluster).
-		if node := delegation.NodeOf(env.ID); node != "" && r.cluster != nil {
-			r.sendToNode(node, &pb.DelegationReply{Stanza: r.stamp(env, from, env.To)})
-			return true
+		// Made by another node: the answer goes straight back to it (DESIGN §Cluster),
+		// unwrapped here, where the entity's connection already parsed it, so that the
+		// clients' node only checks it against its pending entry.
+		node := delegation.NodeOf(env.ID)
+		if node == "" || r.cluster == nil {
+			return false
 		}
-		return false
+		if env.HasChild && env.Child.Local == "delegation" {
+			r.sendToNode(node, r.remoteAnswer(h, from, env))
+		} else {
+			r.sendToNode(node, &pb.DelegationReply{Stanza: r.stamp(env, from, env.To)})
+		}
+		return true
 	}
 	if r.deleg.Disco.Answer(env.ID, from, env) {
 		return true
@@ -127,6 +135,84 @@ func (r *Router) managingReply(h *Host, from string, env *xmpp.Envelope) bool {
 	if !ok {
 		return true // late, or already failed: dropped
 	}
+	a := delegationAnswer{host: h.Domain, from: from, outerType: env.Type}
+	if env.Type != "error" {
+		opts := r.componentOpts(bareOf(p.Entity))
+		inner, err := delegation.Unwrap(opts.DelegationNS, env, opts.DelegationNS == delegation.NS1)
+		if err != nil {
+			a.invalid = err.Error()
+		} else {
+			a.innerType, a.innerID, a.innerTo, a.innerFrom = inner.Type, inner.ID, inner.To, inner.From
+			a.bytes = inner.Rewrite
+		}
+	}
+	r.finishDelegated(p, a)
+	return true
+}
+
+// delegationAnswer is a managing entity's answer to a forwarded IQ, unwrapped.
+type delegationAnswer struct {
+	host, from, outerType, invalid         string
+	innerType, innerID, innerTo, innerFrom string
+	bytes                                  func(from, to string) []byte // the inner stanza, readdressed
+}
+
+// remoteAnswer unwraps, on the entity's node, an answer for another node's pending IQ.
+func (r *Router) remoteAnswer(h *Host, from string, env *xmpp.Envelope) *pb.DelegationAnswer {
+	m := &pb.DelegationAnswer{OuterId: env.ID, Host: h.Domain, From: from, OuterType: env.Type}
+	if env.Type == "error" {
+		return m
+	}
+	opts := r.componentOpts(bareOf(from))
+	inner, err := delegation.Unwrap(opts.DelegationNS, env, opts.DelegationNS == delegation.NS1)
+	if err != nil {
+		m.Invalid = err.Error()
+		return m
+	}
+	m.InnerType, m.InnerId, m.InnerTo, m.InnerFrom = inner.Type, inner.ID, inner.To, inner.From
+	m.Inner = inner.Rewrite("", "")
+	return m
+}
+
+// answerFromNode checks an answer unwrapped on another node against this node's pending IQ.
+func (r *Router) answerFromNode(m *pb.DelegationAnswer) {
+	if r.hosts[m.Host] == nil {
+		return
+	}
+	p, ok := r.tracker.Take(m.OuterId)
+	if !ok {
+		return
+	}
+	r.finishDelegated(p, delegationAnswer{host: m.Host, from: m.From, outerType: m.OuterType, invalid: m.Invalid,
+		innerType: m.InnerType, innerID: m.InnerId, innerTo: m.InnerTo, innerFrom: m.InnerFrom,
+		bytes: func(from, to string) []byte { return readdressIQ(m.Inner, from, to) }})
+}
+
+// readdressIQ adds from and to to an <iq> start tag that has neither.
+func readdressIQ(stripped []byte, from, to string) []byte {
+	if !bytes.HasPrefix(stripped, []byte("<iq")) {
+		return nil
+	}
+	var b bytes.Buffer
+	b.Grow(len(stripped) + len(from) + len(to) + 16)
+	b.WriteString("<iq")
+	if from != "" {
+		b.WriteString(" from='")
+		xmpp.EscapeAttr(&b, from)
+		b.WriteString("'")
+	}
+	if to != "" {
+		b.WriteString(" to='")
+		xmpp.EscapeAttr(&b, to)
+		b.WriteString("'")
+	}
+	b.Write(stripped[3:])
+	return b.Bytes()
+}
+
+// finishDelegated checks a managing entity's answer (XEP-0355 §5.3) and gives the
+// requester the inner stanza, or service-unavailable.
+func (r *Router) finishDelegated(p *delegation.Pending, a delegationAnswer) {
 	requester := p.Requester.(*Session)
 	fail := func(outcome, why string) {
 		r.log.Warn("delegated IQ failed", "host", p.Host, "namespace", p.Namespace, "entity", p.Entity,
@@ -135,37 +221,28 @@ func (r *Router) managingReply(h *Host, from string, env *xmpp.Envelope) bool {
 		requester.Send(iqError(p, xmpp.ErrServiceUnavailable))
 	}
 	switch {
-	case from != p.Entity || p.Host != h.Domain:
-		fail(delegation.OutcomeInvalid, "reply from "+from+", not from the entity the IQ went to")
-		return true
-	case env.Type == "error":
+	case a.from != p.Entity || p.Host != a.host:
+		fail(delegation.OutcomeInvalid, "reply from "+a.from+", not from the entity the IQ went to")
+	case a.outerType == "error":
 		fail(delegation.OutcomeUnavailable, "the managing entity answered the forwarded IQ with an error")
-		return true
-	}
-	opts := r.componentOpts(bareOf(p.Entity))
-	inner, err := delegation.Unwrap(opts.DelegationNS, env, opts.DelegationNS == delegation.NS1)
-	if err != nil {
-		fail(delegation.OutcomeInvalid, err.Error())
-		return true
-	}
-	switch {
-	case inner.Type != "result" && inner.Type != "error":
-		fail(delegation.OutcomeInvalid, "inner type "+inner.Type)
-	case inner.ID != p.OrigID:
-		fail(delegation.OutcomeInvalid, "inner id "+inner.ID+" is not the original "+p.OrigID)
-	case inner.To != p.From:
-		fail(delegation.OutcomeInvalid, "inner to "+inner.To+" is not the requester "+p.From)
-	case !innerFromOK(inner.From, p, h.Domain, requester.Bare):
-		fail(delegation.OutcomeInvalid, "inner from "+inner.From+" is not "+p.OrigTo)
+	case a.invalid != "":
+		fail(delegation.OutcomeInvalid, a.invalid)
+	case a.innerType != "result" && a.innerType != "error":
+		fail(delegation.OutcomeInvalid, "inner type "+a.innerType)
+	case a.innerID != p.OrigID:
+		fail(delegation.OutcomeInvalid, "inner id "+a.innerID+" is not the original "+p.OrigID)
+	case a.innerTo != p.From:
+		fail(delegation.OutcomeInvalid, "inner to "+a.innerTo+" is not the requester "+p.From)
+	case !innerFromOK(a.innerFrom, p, a.host, requester.Bare):
+		fail(delegation.OutcomeInvalid, "inner from "+a.innerFrom+" is not "+p.OrigTo)
 	default:
 		outcome := delegation.OutcomeResult
-		if inner.Type == "error" {
+		if a.innerType == "error" {
 			outcome = delegation.OutcomeError
 		}
 		r.deleg.Metrics.Done(p, outcome)
-		requester.Send(inner.Rewrite(p.ReplyFrom(), p.From))
+		requester.Send(a.bytes(p.ReplyFrom(), p.From))
 	}
-	return true
 }
 
 // innerFromOK: the inner reply's from is absent or the address the requester asked (for

@@ -811,6 +811,125 @@ func (x *UserPresenceTo) GetUnavailable() bool {
 	return false
 }
 
+// DelegationAnswer is a managing entity's answer to a forwarded IQ, unwrapped on the node
+// where the entity is connected and sent to the node in the outer id, which checks it
+// against its pending entry: the clients' node does not parse the wrapped reply again.
+type DelegationAnswer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OuterId       string                 `protobuf:"bytes,1,opt,name=outer_id,json=outerId,proto3" json:"outer_id,omitempty"`
+	Host          string                 `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`                            // the outer 'to'
+	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`                            // the outer 'from', as the component's node vouched for it
+	OuterType     string                 `protobuf:"bytes,4,opt,name=outer_type,json=outerType,proto3" json:"outer_type,omitempty"` // result or error
+	Invalid       string                 `protobuf:"bytes,5,opt,name=invalid,proto3" json:"invalid,omitempty"`                      // why the wrapping was refused, if it was
+	InnerType     string                 `protobuf:"bytes,6,opt,name=inner_type,json=innerType,proto3" json:"inner_type,omitempty"`
+	InnerId       string                 `protobuf:"bytes,7,opt,name=inner_id,json=innerId,proto3" json:"inner_id,omitempty"`
+	InnerTo       string                 `protobuf:"bytes,8,opt,name=inner_to,json=innerTo,proto3" json:"inner_to,omitempty"`
+	InnerFrom     string                 `protobuf:"bytes,9,opt,name=inner_from,json=innerFrom,proto3" json:"inner_from,omitempty"`
+	Inner         []byte                 `protobuf:"bytes,10,opt,name=inner,proto3" json:"inner,omitempty"` // the inner stanza without from and to attributes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegationAnswer) Reset() {
+	*x = DelegationAnswer{}
+	mi := &file_switchboard_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegationAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegationAnswer) ProtoMessage() {}
+
+func (x *DelegationAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegationAnswer.ProtoReflect.Descriptor instead.
+func (*DelegationAnswer) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DelegationAnswer) GetOuterId() string {
+	if x != nil {
+		return x.OuterId
+	}
+	return ""
+}
+
+func (x *DelegationAnswer) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *DelegationAnswer) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *DelegationAnswer) GetOuterType() string {
+	if x != nil {
+		return x.OuterType
+	}
+	return ""
+}
+
+func (x *DelegationAnswer) GetInvalid() string {
+	if x != nil {
+		return x.Invalid
+	}
+	return ""
+}
+
+func (x *DelegationAnswer) GetInnerType() string {
+	if x != nil {
+		return x.InnerType
+	}
+	return ""
+}
+
+func (x *DelegationAnswer) GetInnerId() string {
+	if x != nil {
+		return x.InnerId
+	}
+	return ""
+}
+
+func (x *DelegationAnswer) GetInnerTo() string {
+	if x != nil {
+		return x.InnerTo
+	}
+	return ""
+}
+
+func (x *DelegationAnswer) GetInnerFrom() string {
+	if x != nil {
+		return x.InnerFrom
+	}
+	return ""
+}
+
+func (x *DelegationAnswer) GetInner() []byte {
+	if x != nil {
+		return x.Inner
+	}
+	return nil
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -867,7 +986,22 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x0eUserPresenceTo\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12 \n" +
-	"\vunavailable\x18\x03 \x01(\bR\vunavailableB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
+	"\vunavailable\x18\x03 \x01(\bR\vunavailable\"\x98\x02\n" +
+	"\x10DelegationAnswer\x12\x19\n" +
+	"\bouter_id\x18\x01 \x01(\tR\aouterId\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\x12\x1d\n" +
+	"\n" +
+	"outer_type\x18\x04 \x01(\tR\touterType\x12\x18\n" +
+	"\ainvalid\x18\x05 \x01(\tR\ainvalid\x12\x1d\n" +
+	"\n" +
+	"inner_type\x18\x06 \x01(\tR\tinnerType\x12\x19\n" +
+	"\binner_id\x18\a \x01(\tR\ainnerId\x12\x19\n" +
+	"\binner_to\x18\b \x01(\tR\ainnerTo\x12\x1d\n" +
+	"\n" +
+	"inner_from\x18\t \x01(\tR\tinnerFrom\x12\x14\n" +
+	"\x05inner\x18\n" +
+	" \x01(\fR\x05innerB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -881,21 +1015,22 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_switchboard_proto_goTypes = []any{
-	(*Ref)(nil),             // 0: switchboard.v1.Ref
-	(*Deliver)(nil),         // 1: switchboard.v1.Deliver
-	(*CloseStream)(nil),     // 2: switchboard.v1.CloseStream
-	(*DelegationReply)(nil), // 3: switchboard.v1.DelegationReply
-	(*UserStanza)(nil),      // 4: switchboard.v1.UserStanza
-	(*UserRegister)(nil),    // 5: switchboard.v1.UserRegister
-	(*UserUnregister)(nil),  // 6: switchboard.v1.UserUnregister
-	(*UserPresence)(nil),    // 7: switchboard.v1.UserPresence
-	(*Ack)(nil),             // 8: switchboard.v1.Ack
-	(*UserPush)(nil),        // 9: switchboard.v1.UserPush
-	(*PrivilegedReply)(nil), // 10: switchboard.v1.PrivilegedReply
-	(*PresenceReplay)(nil),  // 11: switchboard.v1.PresenceReplay
-	(*UserPresenceTo)(nil),  // 12: switchboard.v1.UserPresenceTo
+	(*Ref)(nil),              // 0: switchboard.v1.Ref
+	(*Deliver)(nil),          // 1: switchboard.v1.Deliver
+	(*CloseStream)(nil),      // 2: switchboard.v1.CloseStream
+	(*DelegationReply)(nil),  // 3: switchboard.v1.DelegationReply
+	(*UserStanza)(nil),       // 4: switchboard.v1.UserStanza
+	(*UserRegister)(nil),     // 5: switchboard.v1.UserRegister
+	(*UserUnregister)(nil),   // 6: switchboard.v1.UserUnregister
+	(*UserPresence)(nil),     // 7: switchboard.v1.UserPresence
+	(*Ack)(nil),              // 8: switchboard.v1.Ack
+	(*UserPush)(nil),         // 9: switchboard.v1.UserPush
+	(*PrivilegedReply)(nil),  // 10: switchboard.v1.PrivilegedReply
+	(*PresenceReplay)(nil),   // 11: switchboard.v1.PresenceReplay
+	(*UserPresenceTo)(nil),   // 12: switchboard.v1.UserPresenceTo
+	(*DelegationAnswer)(nil), // 13: switchboard.v1.DelegationAnswer
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0, // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -921,7 +1056,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

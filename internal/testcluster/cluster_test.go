@@ -85,8 +85,25 @@ func TestCrossNodeDelegation(t *testing.T) {
 		t.Fatalf("forward %s", f.Outer)
 	}
 	m.Answer(f, `<pubsub xmlns='`+nsPubsub+`'/>`)
-	if r := j.Next(wait); r.Attr("type") != "result" || r.Attr("id") != "x1" || r.Child("pubsub") == nil {
+	if r := j.Next(wait); r.Attr("type") != "result" || r.Attr("id") != "x1" || r.Child("pubsub") == nil ||
+		r.Attr("from") != "localhost" || r.Attr("to") != j.JID {
 		t.Fatalf("reply %s", r)
+	}
+	// Answers are unwrapped on node 3 and checked on node 1: bad ones still fail there.
+	for i, inner := range []string{
+		`<iq xmlns='jabber:client' type='result' id='wrong' to='%s'/>`,         // not the original id
+		`<iq xmlns='jabber:client' type='result' id='x2' to='eve@localhost'/>`, // not the requester
+		`<iq type='result' id='x2' to='%s'/>`,                                  // no xmlns='jabber:client'
+	} {
+		j.Send(pubsubIQ("x2"))
+		f := m.NextForward(wait)
+		if strings.Contains(inner, "%s") {
+			inner = fmt.Sprintf(inner, j.JID)
+		}
+		m.Reply(f, inner)
+		if r := j.Next(wait); r.Attr("id") != "x2" || r.ErrorCondition() != "service-unavailable" {
+			t.Fatalf("bad answer %d: %s", i, r)
+		}
 	}
 	// Disco nesting answers are known on node 1 too.
 	c.Eventually(wait, "nested features on node1", func() bool {
