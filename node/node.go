@@ -62,6 +62,7 @@ type Node struct {
 	accounts *accounts.Cache
 	rules    *delegation.Manager
 	privs    *privileges.Watcher
+	rosters  *roster.Store
 	sys      *actor.ActorSystem
 	router   *actors.Router
 	tls      *tls.Config
@@ -177,6 +178,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 	}
 	n.live.Store(cfg)
 	n.router.SetSettings(routerLimits(cfg), componentOptions(cfg))
+	n.rosters.SetMaxItems(cfg.Limits.MaxRosterItems)
 	n.rules.SetStatic(static)
 	n.log.Info("configuration reloaded", "components", len(cfg.Components))
 	return nil
@@ -253,6 +255,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Metrics: delegation.NewMetrics(n.metrics.reg),
 		Timeout: cfg.Delegation.Timeout.D(),
 	}
+	n.rosters = roster.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.MaxRosterItems)
 	n.router = actors.NewRouter(actors.Config{
 		System:     n.sys,
 		Log:        n.log,
@@ -264,7 +267,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		NodeID:     cfg.Node.ID,
 		Delegation: deleg,
 		Metrics:    actors.NewMetrics(n.metrics.reg),
-		Rosters:    roster.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.MaxRosterItems),
+		Rosters:    n.rosters,
 	})
 	// The admin listener starts before the cluster so that its real address is announced.
 	if err = n.startAdmin(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -62,14 +63,20 @@ var ErrTooMany = errors.New("roster: too many items")
 type Store struct {
 	cli      *clientv3.Client
 	prefix   string // "<prefix>/rosters/"
-	maxItems int
+	maxItems atomic.Int64
 }
 
 // New returns a Store for the rosters under prefix (e.g. "/switchboard"). maxItems
 // bounds every roster (0: no bound).
 func New(cli *clientv3.Client, prefix string, maxItems int) *Store {
-	return &Store{cli: cli, prefix: strings.TrimRight(prefix, "/") + "/rosters/", maxItems: maxItems}
+	s := &Store{cli: cli, prefix: strings.TrimRight(prefix, "/") + "/rosters/"}
+	s.SetMaxItems(maxItems)
+	return s
 }
+
+// SetMaxItems changes the bound of every roster (a config reload); 0: no bound. Rosters
+// already longer keep their items but cannot grow.
+func (s *Store) SetMaxItems(n int) { s.maxItems.Store(int64(n)) }
 
 func (s *Store) key(host, localpart string) string { return s.prefix + host + "/" + localpart }
 
@@ -100,7 +107,7 @@ func (s *Store) Update(ctx context.Context, host, localpart string, fn func(r *R
 		if err != nil {
 			return nil, false, err
 		}
-		before := r.Ver
+		before, had := r.Ver, len(r.Items)
 		changed, err := fn(r)
 		if err != nil {
 			return nil, false, err
@@ -108,7 +115,7 @@ func (s *Store) Update(ctx context.Context, host, localpart string, fn func(r *R
 		if !changed {
 			return r, false, nil
 		}
-		if s.maxItems > 0 && len(r.Items) > s.maxItems {
+		if max := s.maxItems.Load(); max > 0 && int64(len(r.Items)) > max && len(r.Items) > had {
 			return nil, false, ErrTooMany
 		}
 		val, err := json.Marshal(r)

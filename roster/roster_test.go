@@ -77,6 +77,16 @@ func TestApplyAndVersions(t *testing.T) {
 	if _, _, err := upd(set("tybalt@localhost", "")); !errors.Is(err, roster.ErrTooMany) {
 		t.Fatalf("third item with a limit of 2: %v", err)
 	}
+	// The limit lowered below the roster's size (a reload): it may change and shrink,
+	// not grow.
+	s.SetMaxItems(1)
+	if _, it, err := upd(set("nurse@localhost", "Nurse")); err != nil || it.Name != "Nurse" {
+		t.Fatalf("rename over a lowered limit: %+v %v", it, err)
+	}
+	if _, _, err := upd(set("tybalt@localhost", "")); !errors.Is(err, roster.ErrTooMany) {
+		t.Fatalf("growing over a lowered limit: %v", err)
+	}
+	s.SetMaxItems(2)
 	if _, _, err := upd(roster.Request{Item: roster.Item{JID: "paris@localhost"}, Remove: true}); !errors.Is(err, roster.ErrItemNotFound) {
 		t.Fatalf("removing an absent item: %v", err)
 	}
