@@ -196,16 +196,7 @@ func readdressIQ(stripped []byte, from, to string) []byte {
 	var b bytes.Buffer
 	b.Grow(len(stripped) + len(from) + len(to) + 16)
 	b.WriteString("<iq")
-	if from != "" {
-		b.WriteString(" from='")
-		xmpp.EscapeAttr(&b, from)
-		b.WriteString("'")
-	}
-	if to != "" {
-		b.WriteString(" to='")
-		xmpp.EscapeAttr(&b, to)
-		b.WriteString("'")
-	}
+	xmpp.WriteAddrs(&b, from, to)
 	b.Write(stripped[3:])
 	return b.Bytes()
 }
@@ -255,9 +246,14 @@ func innerFromOK(from string, p *delegation.Pending, host, requesterBare string)
 }
 
 func iqError(p *delegation.Pending, e *xmpp.StanzaError) []byte {
-	env := &xmpp.Envelope{Kind: xmpp.KindIQ, Type: "get", ID: p.OrigID}
+	return iqErrorTo(p.OrigID, p.ReplyFrom(), p.From, e)
+}
+
+// iqErrorTo is the error answer to an IQ request that is no longer at hand.
+func iqErrorTo(id, from, to string, e *xmpp.StanzaError) []byte {
+	env := &xmpp.Envelope{Kind: xmpp.KindIQ, Type: "get", ID: id}
 	env.Name.Local = "iq"
-	return xmpp.ErrorReply(env, p.ReplyFrom(), p.From, e)
+	return xmpp.ErrorReply(env, from, to, e)
 }
 
 // delegationTimeout answers a forwarded IQ nobody answered in time.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
+	"slices"
 	"sort"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -48,11 +49,17 @@ func (p Privileges) presence() bool {
 // host and component if it has an entry, else the component's configured ones.
 func (r *Router) privileges(host, comp string) Privileges {
 	if dyn := r.dynPrivs.Load(); dyn != nil {
-		if p, ok := (*dyn)[host][comp]; ok {
+		if p, ok := dyn.byHost[host][comp]; ok {
 			return p
 		}
 	}
 	return r.componentOpts(comp).Privileges
+}
+
+// dynamicPrivileges is the etcd layer of privileges, with the components it names.
+type dynamicPrivileges struct {
+	byHost map[string]map[string]Privileges
+	comps  []string // every component named, sorted
 }
 
 // SetDynamicPrivileges replaces the privileges stored in etcd (host → component →
@@ -65,7 +72,16 @@ func (r *Router) SetDynamicPrivileges(m map[string]map[string]Privileges) {
 			before[[2]string{host, c}] = r.privileges(host, c)
 		}
 	}
-	r.dynPrivs.Store(&m)
+	dyn := &dynamicPrivileges{byHost: m}
+	for _, comps := range m {
+		for c := range comps {
+			if !slices.Contains(dyn.comps, c) {
+				dyn.comps = append(dyn.comps, c)
+			}
+		}
+	}
+	sort.Strings(dyn.comps)
+	r.dynPrivs.Store(dyn)
 	for _, host := range r.sortedHosts() {
 		for _, c := range r.privilegedComponents() {
 			p := r.privileges(host, c)
@@ -92,24 +108,24 @@ func privilegesEqual(a, b Privileges) bool {
 }
 
 // privilegedComponents lists every component that may have privileges: the configured
-// ones and those named in the dynamic layer.
+// ones and those named in the dynamic layer. It is asked on every presence broadcast, so
+// in the usual case (etcd names no other component) it is the configured list itself.
 func (r *Router) privilegedComponents() []string {
-	seen := make(map[string]bool)
-	var out []string
-	for _, c := range r.settings.Load().compNames {
-		seen[c] = true
-		out = append(out, c)
+	configured := r.settings.Load().compNames
+	dyn := r.dynPrivs.Load()
+	if dyn == nil {
+		return configured
 	}
-	if dyn := r.dynPrivs.Load(); dyn != nil {
-		for _, comps := range *dyn {
-			for c := range comps {
-				if !seen[c] {
-					seen[c] = true
-					out = append(out, c)
-				}
-			}
+	var extra []string
+	for _, c := range dyn.comps {
+		if !slices.Contains(configured, c) {
+			extra = append(extra, c)
 		}
 	}
+	if len(extra) == 0 {
+		return configured
+	}
+	out := append(slices.Clone(configured), extra...)
 	sort.Strings(out)
 	return out
 }
@@ -206,12 +222,12 @@ func (r *Router) privilegedIQ(h *Host, sender *Session, from, bare string, env *
 		r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
 		return
 	}
-	if inner.Type != env.Type || !inner.HasChild || inner.ID == "" {
-		if inner.Type != env.Type {
-			forbid()
-		} else {
-			r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
-		}
+	if inner.Type != env.Type {
+		forbid()
+		return
+	}
+	if !inner.HasChild || inner.ID == "" {
+		r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
 		return
 	}
 	if !r.privileges(h.Domain, sender.Bare).iqAllows(inner.Child.Space, inner.Type) {
@@ -250,16 +266,7 @@ func rebuildIQ(env *xmpp.Envelope, id, from, to string) []byte {
 	b.WriteString("' id='")
 	xmpp.EscapeAttr(&b, id)
 	b.WriteString("'")
-	if from != "" {
-		b.WriteString(" from='")
-		xmpp.EscapeAttr(&b, from)
-		b.WriteString("'")
-	}
-	if to != "" {
-		b.WriteString(" to='")
-		xmpp.EscapeAttr(&b, to)
-		b.WriteString("'")
-	}
+	xmpp.WriteAddrs(&b, from, to)
 	for _, a := range env.Attrs {
 		if a.Name.Space == "http://www.w3.org/XML/1998/namespace" && a.Name.Local == "lang" {
 			b.WriteString(" xml:lang='")
@@ -327,9 +334,7 @@ func replyFromOK(p *delegation.Pending, from string) bool {
 
 // privilegedTimeout tells the component its IQ got no answer in time.
 func (r *Router) privilegedTimeout(p *delegation.Pending) {
-	comp := p.Requester.(*Session)
-	env := &xmpp.Envelope{Kind: xmpp.KindIQ, Name: xml.Name{Local: "iq"}, ID: p.WrapID, Type: "set"}
-	comp.Send(xmpp.ErrorReply(env, p.User, p.From, errRemoteServerTimeout))
+	p.Requester.(*Session).Send(iqErrorTo(p.WrapID, p.User, p.From, errRemoteServerTimeout))
 }
 
 // privilegedActor receives what the router writes to a privileged IQ's stand-in session

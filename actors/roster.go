@@ -107,7 +107,7 @@ func (h *Host) rosterIQ(m *serverIQ, bare string) {
 // components that hold the roster privilege with pushes on this host (XEP-0356 §4.4).
 func (r *Router) rosterPush(host, bare, ver string, it roster.Item) {
 	payload := roster.PushQuery(ver, it)
-	push := iqSet("push-"+xmpp.NewID(), bare, bare, payload)
+	push := xmpp.IQSet("push-"+xmpp.NewID(), bare, bare, payload)
 	if node, self := r.owner(bare); self {
 		r.ownerPush(bare, push)
 	} else {
@@ -118,7 +118,7 @@ func (r *Router) rosterPush(host, bare, ver string, it roster.Item) {
 			continue
 		}
 		if ref, ok := r.pickComponent(c, bare); ok {
-			ref.send(r, iqSet("push-"+xmpp.NewID(), bare, c, payload))
+			ref.send(r, xmpp.IQSet("push-"+xmpp.NewID(), bare, c, payload))
 		}
 	}
 }
@@ -137,18 +137,4 @@ func (r *Router) ownerPush(bare string, stanza []byte) {
 	for _, t := range targets {
 		t.send(r, readdress(stanza, bare, t.fullOf(bare)))
 	}
-}
-
-// iqSet builds <iq type='set'> with the given payload.
-func iqSet(id, from, to string, payload []byte) []byte {
-	b := make([]byte, 0, 64+len(id)+len(from)+len(to)+len(payload))
-	b = append(b, "<iq type='set' id='"...)
-	b = append(b, xmpp.Escape(id)...)
-	b = append(b, "' from='"...)
-	b = append(b, xmpp.Escape(from)...)
-	b = append(b, "' to='"...)
-	b = append(b, xmpp.Escape(to)...)
-	b = append(b, "'>"...)
-	b = append(b, payload...)
-	return append(b, "</iq>"...)
 }

@@ -59,7 +59,7 @@ type Router struct {
 	tracker *delegation.Tracker
 
 	rosters     *roster.Store // nil: no roster storage (empty rosters are answered)
-	dynPrivs    atomic.Pointer[map[string]map[string]Privileges]
+	dynPrivs    atomic.Pointer[dynamicPrivileges]
 	privTracker *delegation.Tracker // XEP-0356 IQs sent on behalf of users
 	privPID     *actor.PID          // receives the router's answers to those IQs
 

@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"bytes"
 	"context"
 	"sync"
 
@@ -163,7 +162,7 @@ func (r *Router) inboundSubscription(h *Host, user, contact, typ string, stanza 
 	case approve:
 		// The user already lets the contact see its presence: answered for it (§3.1.3).
 		r.sendSubscription(user, contact, roster.Subscribed,
-			[]byte("<presence type='subscribed' from='"+xmpp.Escape(user)+"' to='"+xmpp.Escape(contact)+"'/>"), true)
+			xmpp.Presence(roster.Subscribed, user, contact), true)
 	case typ == roster.Unsubscribe && deliver:
 		r.presenceTo(user, contact, true) // §3.3.3
 	}
@@ -192,7 +191,7 @@ func (r *Router) ownerPresenceTo(bare, to string, unavailable bool) {
 		}
 		full := bare + "/" + res
 		if unavailable {
-			out = append(out, []byte("<presence type='unavailable' from='"+xmpp.Escape(full)+"' to='"+xmpp.Escape(to)+"'/>"))
+			out = append(out, xmpp.Presence("unavailable", full, to))
 		} else {
 			out = append(out, readdress(e.presence, full, to))
 		}
@@ -239,7 +238,7 @@ func (r *Router) deliverTo(to string, data []byte) {
 // presence of the contacts it is subscribed to (§4.2.3, a probe answered at once, since
 // every contact is this cluster's), and hands over subscription requests that came
 // while the user was offline (§3.1.3).
-func (r *Router) broadcastToContacts(s *Session, presence []byte, initial bool) {
+func (r *Router) broadcastToContacts(s *Session, presence []byte, initial, unavailable bool) {
 	local, _, _ := cutAt(s.Bare)
 	ctx, cancel := rosterCtx()
 	ros, err := r.rosters.Get(ctx, s.Host, local)
@@ -257,7 +256,7 @@ func (r *Router) broadcastToContacts(s *Session, presence []byte, initial bool) 
 			}
 		}
 	}
-	r.rosterPresence(s, presence, initial, hosts)
+	r.rosterPresence(s, presence, initial || unavailable, hosts)
 	if !initial {
 		return
 	}
@@ -267,20 +266,20 @@ func (r *Router) broadcastToContacts(s *Session, presence []byte, initial bool) 
 		}
 	}
 	for _, from := range ros.PendingIn {
-		s.Send([]byte("<presence type='subscribe' from='" + xmpp.Escape(from) + "' to='" + xmpp.Escape(s.Bare) + "'/>"))
+		s.Send(xmpp.Presence(roster.Subscribe, from, s.Bare))
 	}
 }
 
 // rosterPresence gives a user's presence to the components with the presence privilege
 // of type roster on the hosts of the contacts that received it (XEP-0356 §7.3), once per
-// component, unless the component already got it as a managed entity's presence.
-func (r *Router) rosterPresence(s *Session, presence []byte, initial bool, hosts map[string]bool) {
+// component, unless the component already got it as a managed entity's presence (an
+// initial or unavailable one: managedSent).
+func (r *Router) rosterPresence(s *Session, presence []byte, managedSent bool, hosts map[string]bool) {
 	if len(hosts) == 0 {
 		return
 	}
-	unavailable := bytes.Contains(presence, []byte("type='unavailable'")) || bytes.Contains(presence, []byte(`type="unavailable"`))
 	for _, c := range r.privilegedComponents() {
-		if (initial || unavailable) && r.privileges(s.Host, c).presence() {
+		if managedSent && r.privileges(s.Host, c).presence() {
 			continue // privilegedPresence sent it already
 		}
 		for host := range hosts {
@@ -299,10 +298,10 @@ func (r *Router) rosterPresence(s *Session, presence []byte, initial bool, hosts
 func (r *Router) removedItem(user string, prev roster.Item) {
 	if prev.Subscription == roster.SubTo || prev.Subscription == roster.SubBoth || prev.Ask {
 		r.sendSubscription(user, prev.JID, roster.Unsubscribe,
-			[]byte("<presence type='unsubscribe' from='"+xmpp.Escape(user)+"' to='"+xmpp.Escape(prev.JID)+"'/>"), false)
+			xmpp.Presence(roster.Unsubscribe, user, prev.JID), false)
 	}
 	if prev.Subscription == roster.SubFrom || prev.Subscription == roster.SubBoth {
 		r.sendSubscription(user, prev.JID, roster.Unsubscribed,
-			[]byte("<presence type='unsubscribed' from='"+xmpp.Escape(user)+"' to='"+xmpp.Escape(prev.JID)+"'/>"), true)
+			xmpp.Presence(roster.Unsubscribed, user, prev.JID), true)
 	}
 }

@@ -201,7 +201,7 @@ func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 	}
 	if r.rosters != nil {
 		data := m.Presence
-		s.later(func() { r.broadcastToContacts(s, data, initial) })
+		s.later(func() { r.broadcastToContacts(s, data, initial, !m.Available) })
 	}
 	if m.Available {
 		r.accountUp(s)
@@ -215,14 +215,14 @@ func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 // resources (via unbindUser), and whoever got directed presence gets unavailable.
 func (r *Router) goOffline(s *Session) {
 	if s.available.Swap(false) {
-		unavailable := []byte("<presence type='unavailable' from='" + xmpp.Escape(s.Full) + "'/>")
+		unavailable := xmpp.Presence("unavailable", s.Full, "")
 		r.privilegedPresence(s, unavailable)
 		if r.rosters != nil {
-			s.later(func() { r.broadcastToContacts(s, unavailable, false) })
+			s.later(func() { r.broadcastToContacts(s, unavailable, false, true) })
 		}
 	}
 	for _, to := range s.takeDirected() {
-		b := []byte("<presence type='unavailable' from='" + xmpp.Escape(s.Full) + "' to='" + xmpp.Escape(to) + "'/>")
+		b := xmpp.Presence("unavailable", s.Full, to)
 		env, err := delegation.ParseStanza(b)
 		if err != nil {
 			continue
@@ -294,7 +294,7 @@ func (r *Router) ownerRegister(m *pb.UserRegister, local *Session) {
 	}
 	full := m.Bare + "/" + m.Resource
 	if old.available {
-		unavailable := []byte("<presence type='unavailable' from='" + xmpp.Escape(full) + "'/>")
+		unavailable := xmpp.Presence("unavailable", full, "")
 		for _, o := range others {
 			o.send(r, readdress(unavailable, full, o.fullOf(m.Bare)))
 		}
@@ -350,7 +350,7 @@ func (r *Router) ownerUnregister(m *pb.UserUnregister) {
 	sh.mu.Unlock()
 	if e.available {
 		full := m.Bare + "/" + m.Resource
-		unavailable := []byte("<presence type='unavailable' from='" + xmpp.Escape(full) + "'/>")
+		unavailable := xmpp.Presence("unavailable", full, "")
 		for _, o := range others {
 			o.send(r, readdress(unavailable, full, o.fullOf(m.Bare)))
 		}
@@ -535,7 +535,7 @@ func (r *Router) membersChanged(members []cluster.Member, left []string) {
 					for _, o := range othersAvailable(res, name) {
 						o, to := o, o.fullOf(bare)
 						notify = append(notify, func() {
-							o.send(r, []byte("<presence type='unavailable' from='"+xmpp.Escape(full)+"' to='"+xmpp.Escape(to)+"'/>"))
+							o.send(r, xmpp.Presence("unavailable", full, to))
 						})
 					}
 				}

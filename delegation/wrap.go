@@ -84,7 +84,8 @@ func UnwrapForwarded(outer *xmpp.Envelope, wrapper xml.Name, inner string, lenie
 			if !lenient {
 				return nil, fmt.Errorf("%w: inner %s lacks xmlns='jabber:client'", ErrBadWrapping, inner)
 			}
-			e.Name.Space, e.Kind = xmpp.NSClient, kindOf(inner)
+			e.Name.Space = xmpp.NSClient
+			e.Kind = xmpp.KindOf(e.Name)
 			found = e
 		default:
 			return nil, ErrBadWrapping
@@ -117,36 +118,12 @@ func UnwrapChild(outer *xmpp.Envelope, wrapper xml.Name, inner string) (*xmpp.En
 	return els[0], nil
 }
 
-func kindOf(local string) xmpp.Kind {
-	switch local {
-	case "iq":
-		return xmpp.KindIQ
-	case "message":
-		return xmpp.KindMessage
-	case "presence":
-		return xmpp.KindPresence
-	}
-	return xmpp.KindOther
-}
-
 // children reads content (elements, and white space between them) as the stanzas of a
 // stream whose default namespace is ns; each becomes an envelope over its own bytes.
 // Text other than white space is not-well-formed here.
 func children(content []byte, ns string) ([]*xmpp.Envelope, error) {
-	if ns == "" {
-		ns = xmpp.NSClient
-	}
-	const end = "</stream:stream>"
-	buf := make([]byte, 0, len(content)+len(ns)+len(xmpp.NSStream)+48+len(end))
-	buf = append(buf, "<stream:stream xmlns='"...)
-	buf = append(buf, ns...)
-	buf = append(buf, "' xmlns:stream='"...)
-	buf = append(buf, xmpp.NSStream...)
-	buf = append(buf, "'>"...)
-	buf = append(buf, content...)
-	buf = append(buf, end...)
-	r := xmpp.NewReader(bytes.NewReader(buf), len(buf)+16)
-	if _, err := r.ReadHeader(); err != nil {
+	r, err := streamOf(content, ns, true)
+	if err != nil {
 		return nil, err
 	}
 	var out []*xmpp.Envelope
@@ -216,22 +193,37 @@ func onlyElement(s []byte) (content, tag []byte, ok bool) {
 	return s[i+1 : j], s[:i+1], true
 }
 
-const wrapperHeader = "<stream:stream xmlns='jabber:client' xmlns:stream='" + xmpp.NSStream + "'>"
-
 // ParseStanza turns the bytes of one stanza into an envelope (as if read from a client stream).
 func ParseStanza(raw []byte) (*xmpp.Envelope, error) {
-	r := xmpp.NewReader(concatReader(wrapperHeader, raw), len(raw)+len(wrapperHeader)+16)
-	if _, err := r.ReadHeader(); err != nil {
+	r, err := streamOf(raw, xmpp.NSClient, false)
+	if err != nil {
 		return nil, err
 	}
 	return r.Next()
 }
 
-func concatReader(a string, b []byte) *bytes.Reader {
-	buf := make([]byte, 0, len(a)+len(b))
-	buf = append(buf, a...)
-	buf = append(buf, b...)
-	return bytes.NewReader(buf)
+// streamOf returns a Reader, past the header, over content wrapped in a stream whose
+// default namespace is ns (jabber:client if empty), closed at the end if closed is set.
+func streamOf(content []byte, ns string, closed bool) (*xmpp.Reader, error) {
+	if ns == "" {
+		ns = xmpp.NSClient
+	}
+	const end = "</stream:stream>"
+	buf := make([]byte, 0, len(content)+len(ns)+len(xmpp.NSStream)+48+len(end))
+	buf = append(buf, "<stream:stream xmlns='"...)
+	buf = append(buf, ns...)
+	buf = append(buf, "' xmlns:stream='"...)
+	buf = append(buf, xmpp.NSStream...)
+	buf = append(buf, "'>"...)
+	buf = append(buf, content...)
+	if closed {
+		buf = append(buf, end...)
+	}
+	r := xmpp.NewReader(bytes.NewReader(buf), len(buf)+16)
+	if _, err := r.ReadHeader(); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // Advertisement is the <message/> that tells a managing entity what is delegated to it

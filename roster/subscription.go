@@ -1,6 +1,9 @@
 package roster
 
-import "slices"
+import (
+	"cmp"
+	"slices"
+)
 
 // Presence subscriptions (RFC 6121 §3): how each subscription stanza changes the roster
 // of the user who sends it (Out*) and of the user who receives it (In*). Every function
@@ -54,20 +57,13 @@ func (r *Roster) item(jid string, create bool) *Item {
 // Subscription is the subscription state of jid's item ("" if there is none).
 func (r *Roster) Subscription(jid string) string {
 	if i := r.Find(jid); i >= 0 {
-		return cmpOr(r.Items[i].Subscription, SubNone)
+		return cmp.Or(r.Items[i].Subscription, SubNone)
 	}
 	return ""
 }
 
 // Sees reports whether the user lets jid see its presence (subscription from or both).
 func (r *Roster) Sees(jid string) bool { return hasFrom(r.Subscription(jid)) }
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
 
 // HasPending reports whether jid asked to subscribe to this user and got no answer yet.
 func (r *Roster) HasPending(jid string) bool { return slices.Contains(r.PendingIn, jid) }

@@ -64,7 +64,7 @@ func NewEnvelope(start xml.StartElement, raw []byte, contentStart, contentEnd in
 	if name.Space != NSComponent && name.Space != NSServer {
 		name.Space = NSClient
 	}
-	env.Kind = kindOf(name)
+	env.Kind = KindOf(name)
 	env.setHeader(start.Attr)
 	if child != nil {
 		env.HasChild, env.Child, env.ChildAttrs = true, child.Name, child.Attr

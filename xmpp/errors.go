@@ -115,19 +115,42 @@ func ErrorReply(env *Envelope, from, to string, e *StanzaError) []byte {
 }
 
 // IQResult builds <iq type='result'> with the given payload (may be empty).
-func IQResult(id, from, to string, payload []byte) []byte {
+func IQResult(id, from, to string, payload []byte) []byte { return iq("result", id, from, to, payload) }
+
+// IQSet builds <iq type='set'> with the given payload (a roster push, say).
+func IQSet(id, from, to string, payload []byte) []byte { return iq("set", id, from, to, payload) }
+
+// Presence builds an empty <presence/> of a type ("" for available) that the server
+// generates: unavailable, or a subscription stanza.
+func Presence(typ, from, to string) []byte {
+	var b bytes.Buffer
+	b.WriteString("<presence")
+	if typ != "" {
+		writeAttr(&b, "type", typ)
+	}
+	WriteAddrs(&b, from, to)
+	b.WriteString("/>")
+	return b.Bytes()
+}
+
+// WriteAddrs writes the from and to attributes, each only if not empty.
+func WriteAddrs(b *bytes.Buffer, from, to string) {
+	if from != "" {
+		writeAttr(b, "from", from)
+	}
+	if to != "" {
+		writeAttr(b, "to", to)
+	}
+}
+
+func iq(typ, id, from, to string, payload []byte) []byte {
 	var b bytes.Buffer
 	b.Grow(64 + len(id) + len(from) + len(to) + len(payload))
-	b.WriteString("<iq type='result'")
+	b.WriteString("<iq type='" + typ + "'")
 	if id != "" {
 		writeAttr(&b, "id", id)
 	}
-	if from != "" {
-		writeAttr(&b, "from", from)
-	}
-	if to != "" {
-		writeAttr(&b, "to", to)
-	}
+	WriteAddrs(&b, from, to)
 	if len(payload) == 0 {
 		b.WriteString("/>")
 		return b.Bytes()

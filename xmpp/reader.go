@@ -756,7 +756,7 @@ func (r *Reader) finish(end, contentEnd int) *Envelope {
 	}
 	var attrs []xml.Attr
 	env.Name, env.Child, attrs, _ = r.resolve()
-	env.Kind = kindOf(env.Name)
+	env.Kind = KindOf(env.Name)
 	env.setHeader(attrs[:r.nStanza:r.nStanza])
 	if r.hasChild {
 		env.HasChild = true
@@ -851,7 +851,9 @@ func translate(space, local string, isElement bool, binds []nsBinding) string {
 	return space
 }
 
-func kindOf(n xml.Name) Kind {
+// KindOf tells a stanza's kind from its element name (KindOther outside the stanza
+// namespaces jabber:client, jabber:component:accept and jabber:server).
+func KindOf(n xml.Name) Kind {
 	switch n.Space {
 	case NSClient, NSComponent, NSServer:
 	default:

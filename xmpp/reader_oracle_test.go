@@ -184,7 +184,7 @@ func (r *oldReader) Next() (*Envelope, error) {
 			depth++
 			if depth == 1 {
 				start = off
-				env = &Envelope{Name: t.Name, Kind: kindOf(t.Name)}
+				env = &Envelope{Name: t.Name, Kind: KindOf(t.Name)}
 				env.setHeader(t.Attr)
 				env.contentStart = int(r.dec.InputOffset() - start)
 			} else if depth == 2 && !env.HasChild {
