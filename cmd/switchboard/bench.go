@@ -131,8 +131,8 @@ func (g *globals) createBenchUsers(ctx context.Context, o *bench.Options) error 
 		return err
 	}
 	defer done()
-	if cfg.Host(o.Client.Domain) == nil {
-		return fmt.Errorf("%s is not a host in the configuration", o.Client.Domain)
+	if err := served(cfg, o.Client.Domain); err != nil {
+		return err
 	}
 	users := max(o.Users, 1)
 	if err := bench.CreateUsers(cctx, accounts.New(cli, cfg.Etcd.Prefix), o.Client.Domain, o.UserPrefix, o.Password, users, cfg.Accounts.SCRAMIterations); err != nil {

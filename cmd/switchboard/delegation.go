@@ -39,12 +39,8 @@ func delegationCmd(g *globals) *cobra.Command {
 			if err := delegation.Validate(ns, r); err != nil {
 				return err
 			}
-			cfg, err := g.load()
-			if err != nil {
+			if err := g.checkHost(host); err != nil {
 				return err
-			}
-			if cfg.Host(host) == nil {
-				return fmt.Errorf("%s is not a host in the configuration", host)
 			}
 			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
 				if err := delegation.NewStore(cli, cfg.Etcd.Prefix).Set(ctx, host, ns, r); err != nil {

@@ -49,11 +49,7 @@ func TestDelegationCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := env{
-		"SWITCHBOARD_NODE_DATA_DIR=" + filepath.Join(dir, "data"),
-		"SWITCHBOARD_ETCD_EMBEDDED_CLIENT=" + freeAddr(t),
-		"SWITCHBOARD_ETCD_EMBEDDED_PEER=" + freeAddr(t),
-	}
+	e := storeEnv(t, dir)
 	cfg := []string{"--config", cfgFile}
 	dl := func(args ...string) []string { return append(append([]string{"delegation"}, args...), cfg...) }
 

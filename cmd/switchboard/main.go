@@ -52,6 +52,24 @@ func newRoot() *cobra.Command {
 	return root
 }
 
+// checkHost fails unless the configuration serves host: store commands check it before
+// they touch etcd, so a mistyped host fails fast.
+func (g *globals) checkHost(host string) error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	return served(cfg, host)
+}
+
+// served fails unless cfg serves host.
+func served(cfg *config.Config, host string) error {
+	if cfg.Host(host) == nil {
+		return fmt.Errorf("%s is not a host in the configuration", host)
+	}
+	return nil
+}
+
 func (g *globals) load() (*config.Config, error) {
 	cfg, err := config.Load(g.configFile)
 	if err != nil {
@@ -200,8 +218,8 @@ func userCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
-				if cfg.Host(host) == nil {
-					return fmt.Errorf("%s is not a host in the configuration", host)
+				if err := served(cfg, host); err != nil {
+					return err
 				}
 				if err := accounts.New(cli, cfg.Etcd.Prefix).Add(ctx, host, local, pw, cfg.Accounts.SCRAMIterations); err != nil {
 					return err

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,6 +59,16 @@ var (
 	givenMu sync.Mutex
 	given   = map[string]bool{}
 )
+
+// storeEnv is the environment of store commands run on the embedded default: its data
+// (the embedded etcd) under dir, on ports of its own.
+func storeEnv(t *testing.T, dir string) env {
+	return env{
+		"SWITCHBOARD_NODE_DATA_DIR=" + filepath.Join(dir, "data"),
+		"SWITCHBOARD_ETCD_EMBEDDED_CLIENT=" + freeAddr(t),
+		"SWITCHBOARD_ETCD_EMBEDDED_PEER=" + freeAddr(t),
+	}
+}
 
 // freeAddrs returns n distinct free loopback addresses (see etcdx.FreeAddrs).
 func freeAddrs(t *testing.T, n int) []string {

@@ -63,12 +63,8 @@ The values are checked as the config file's are.`,
 			if err := privileges.Validate(p); err != nil {
 				return err
 			}
-			cfg, err := g.load()
-			if err != nil {
+			if err := g.checkHost(host); err != nil {
 				return err
-			}
-			if cfg.Host(host) == nil {
-				return fmt.Errorf("%s is not a host in the configuration", host)
 			}
 			return g.withStore(cmd, func(ctx context.Context, cfg *config.Config, cli *clientv3.Client) error {
 				if err := privileges.NewStore(cli, cfg.Etcd.Prefix).Set(ctx, host, comp, p); err != nil {

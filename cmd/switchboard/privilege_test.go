@@ -27,11 +27,7 @@ components:
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := env{
-		"SWITCHBOARD_NODE_DATA_DIR=" + filepath.Join(dir, "data"),
-		"SWITCHBOARD_ETCD_EMBEDDED_CLIENT=" + freeAddr(t),
-		"SWITCHBOARD_ETCD_EMBEDDED_PEER=" + freeAddr(t),
-	}
+	e := storeEnv(t, dir)
 	cfg := []string{"--config", cfgFile}
 	pl := func(args ...string) []string { return append(append([]string{"privilege"}, args...), cfg...) }
 
@@ -127,11 +123,7 @@ components:
 func TestPrivilegeCLIUnservedHost(t *testing.T) {
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "switchboard.yaml")
-	e := env{
-		"SWITCHBOARD_NODE_DATA_DIR=" + filepath.Join(dir, "data"),
-		"SWITCHBOARD_ETCD_EMBEDDED_CLIENT=" + freeAddr(t),
-		"SWITCHBOARD_ETCD_EMBEDDED_PEER=" + freeAddr(t),
-	}
+	e := storeEnv(t, dir)
 	write := func(hosts string) {
 		if err := os.WriteFile(cfgFile, []byte("hosts:\n"+hosts), 0o644); err != nil {
 			t.Fatal(err)
