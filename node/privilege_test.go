@@ -15,36 +15,6 @@ import (
 
 const nsPriv = "urn:xmpp:privilege:2"
 
-// nextOther returns the next stanza a managing entity got that is neither an
-// advertisement of delegations nor a delegated IQ.
-func nextOther(t *testing.T, m *managing, d time.Duration) *elem {
-	t.Helper()
-	select {
-	case e := <-m.Other:
-		return e
-	case <-time.After(d):
-		t.Fatalf("%s: nothing within %v", m.Domain, d)
-	}
-	return nil
-}
-
-// nextOtherWhere skips stanzas until one satisfies ok.
-func nextOtherWhere(t *testing.T, m *managing, what string, ok func(*elem) bool) *elem {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		select {
-		case e := <-m.Other:
-			if ok(e) {
-				return e
-			}
-		case <-time.After(time.Until(deadline)):
-		}
-	}
-	t.Fatalf("%s: no %s within %v", m.Domain, what, wait)
-	return nil
-}
-
 func perms(ad *elem) map[string]string {
 	out := map[string]string{}
 	for _, p := range ad.Child("privilege").Nodes {
@@ -97,7 +67,7 @@ func TestPrivilegedEntityPEPFlow(t *testing.T) {
 	if ad := m.NextAd(wait); !has(ad, nsPubsub) {
 		t.Fatalf("delegation advertisement %v", ad)
 	}
-	ad := nextOtherWhere(t, m, "privilege advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
+	ad := m.NextOther(t, wait, "privilege advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
 	want := map[string]string{"roster": "get,push=true", "message": "outgoing", "presence": "managed_entity",
 		"iq": "http://jabber.org/protocol/disco#info=get," + nsPubsub + "=both"}
 	if got := perms(ad); len(got) != len(want) || got["roster"] != want["roster"] || got["message"] != want["message"] ||
@@ -105,7 +75,7 @@ func TestPrivilegedEntityPEPFlow(t *testing.T) {
 		t.Fatalf("privilege advertisement %s: %v", ad, got)
 	}
 	// Presence replay: juliet was online before the component connected (XEP-0356 §8).
-	p := nextOtherWhere(t, m, "replayed presence", func(e *elem) bool { return e.XMLName.Local == "presence" })
+	p := m.NextOther(t, wait, "replayed presence", func(e *elem) bool { return e.XMLName.Local == "presence" })
 	if p.Attr("from") != "juliet@localhost/balcony" || p.Attr("to") != "comp.localhost" || p.Child("status") == nil {
 		t.Fatalf("replayed presence %s", p)
 	}
@@ -118,7 +88,7 @@ func TestPrivilegedEntityPEPFlow(t *testing.T) {
 	}
 	// The component reads juliet's roster with its privilege (XEP-0356 §4.3).
 	m.SendAsync(`<iq type='get' id='r1' from='comp.localhost' to='juliet@localhost'><query xmlns='` + nsRoster + `'/></iq>`)
-	res := nextOtherWhere(t, m, "roster result", func(e *elem) bool { return e.Attr("id") == "r1" })
+	res := m.NextOther(t, wait, "roster result", func(e *elem) bool { return e.Attr("id") == "r1" })
 	if res.Attr("type") != "result" || res.Attr("from") != "juliet@localhost" || items(res.Child("query"))["romeo@localhost"] != "Romeo|none|" {
 		t.Fatalf("privileged roster get: %s", res)
 	}
@@ -139,7 +109,7 @@ func TestPrivilegedEntityPEPFlow(t *testing.T) {
 		t.Fatalf("privileged IQ forwarded as %s", f2.Inner)
 	}
 	m.Answer(f2, `<pubsub xmlns='`+nsPubsub+`'><subscription node='mood' jid='juliet@localhost' subscription='subscribed'/></pubsub>`)
-	w := nextOtherWhere(t, m, "privileged IQ answer", func(e *elem) bool { return e.Attr("id") == "piq" })
+	w := m.NextOther(t, wait, "privileged IQ answer", func(e *elem) bool { return e.Attr("id") == "piq" })
 	inner := w.Child("privilege")
 	if inner != nil && inner.Child("forwarded") != nil {
 		inner = inner.Child("forwarded").Child("iq")
@@ -165,7 +135,7 @@ func TestPrivilegedEntityPEPFlow(t *testing.T) {
 		t.Fatalf("romeo got %s", q)
 	}
 	r.Send(`<iq type='result' id='` + q.Attr("id") + `' to='juliet@localhost'><query xmlns='http://jabber.org/protocol/disco#info'><feature var='urn:example:romeo'/></query></iq>`)
-	w = nextOtherWhere(t, m, "answer from romeo", func(e *elem) bool { return e.Attr("id") == "piq2" })
+	w = m.NextOther(t, wait, "answer from romeo", func(e *elem) bool { return e.Attr("id") == "piq2" })
 	if !strings.Contains(w.String(), "urn:example:romeo") || !strings.Contains(w.String(), `id="inner2"`) {
 		t.Fatalf("wrapped answer from romeo %s", w)
 	}
@@ -174,13 +144,13 @@ func TestPrivilegedEntityPEPFlow(t *testing.T) {
 		`<iq xmlns='jabber:client' type='get' id='inner3' to='romeo@localhost/orchard'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>` +
 		`</privileged_iq></iq>`)
 	_ = r.Next(wait) // romeo stays silent
-	if e := nextOtherWhere(t, m, "timeout", func(e *elem) bool { return e.Attr("id") == "piq3" }); e.ErrorCondition() != "remote-server-timeout" {
+	if e := m.NextOther(t, wait, "timeout", func(e *elem) bool { return e.Attr("id") == "piq3" }); e.ErrorCondition() != "remote-server-timeout" {
 		t.Fatalf("unanswered privileged IQ: %s", e)
 	}
 
 	// Roster pushes reach the component (roster: get → push='true').
 	rosterSet(t, j, "add2", `<item jid='nurse@localhost'/>`)
-	push := nextOtherWhere(t, m, "roster push", func(e *elem) bool { return e.Child("query") != nil && e.Attr("type") == "set" })
+	push := m.NextOther(t, wait, "roster push", func(e *elem) bool { return e.Child("query") != nil && e.Attr("type") == "set" })
 	if push.Attr("from") != "juliet@localhost" || push.Attr("to") != "comp.localhost" || items(push.Child("query"))["nurse@localhost"] != "|none|" {
 		t.Fatalf("roster push to the component %s", push)
 	}
@@ -188,7 +158,7 @@ func TestPrivilegedEntityPEPFlow(t *testing.T) {
 
 	// juliet goes offline: the component gets her unavailable presence.
 	j.Close()
-	p = nextOtherWhere(t, m, "unavailable presence", func(e *elem) bool { return e.XMLName.Local == "presence" })
+	p = m.NextOther(t, wait, "unavailable presence", func(e *elem) bool { return e.XMLName.Local == "presence" })
 	if p.Attr("type") != "unavailable" || p.Attr("from") != "juliet@localhost/balcony" {
 		t.Fatalf("presence after juliet left: %s", p)
 	}
@@ -206,7 +176,7 @@ func TestPrivilegeForbidden(t *testing.T) {
 	}
 	m := s.managingEntity("comp.localhost", nil)
 	m.NextAd(wait)
-	nextOtherWhere(t, m, "privilege advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
+	m.NextOther(t, wait, "privilege advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
 	o := s.managingEntity("other.localhost", nil)
 
 	piq := func(from, to, outerType, inner string) string {
@@ -236,7 +206,7 @@ func TestPrivilegeForbidden(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.ent.SendAsync(tc.stanza)
-			e := nextOtherWhere(t, tc.ent, "answer", func(e *elem) bool { return e.Attr("id") == "x" })
+			e := tc.ent.NextOther(t, wait, "answer", func(e *elem) bool { return e.Attr("id") == "x" })
 			if tc.want == "" {
 				if e.Attr("type") != "error" {
 					t.Fatalf("got %s, want an error", e)
@@ -264,7 +234,7 @@ func TestPrivilegesInEtcdAtRuntime(t *testing.T) {
 	m := s.managingEntity("comp.localhost", nil)
 	rosterGet := `<iq type='get' id='rg' from='comp.localhost' to='juliet@localhost'><query xmlns='` + nsRoster + `'/></iq>`
 	m.SendAsync(rosterGet)
-	if e := nextOtherWhere(t, m, "answer", func(e *elem) bool { return e.Attr("id") == "rg" }); e.ErrorCondition() != "forbidden" {
+	if e := m.NextOther(t, wait, "answer", func(e *elem) bool { return e.Attr("id") == "rg" }); e.ErrorCondition() != "forbidden" {
 		t.Fatalf("without privileges: %s", e)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -278,23 +248,23 @@ func TestPrivilegesInEtcdAtRuntime(t *testing.T) {
 	if err := store.Set(ctx, "localhost", "comp.localhost", config.Privileges{Roster: "get"}); err != nil {
 		t.Fatal(err)
 	}
-	ad := nextOtherWhere(t, m, "advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
+	ad := m.NextOther(t, wait, "advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
 	if got := perms(ad); len(got) != 1 || got["roster"] != "get,push=true" {
 		t.Fatalf("advertisement after the change %s", ad)
 	}
 	m.SendAsync(rosterGet)
-	if e := nextOtherWhere(t, m, "answer", func(e *elem) bool { return e.Attr("id") == "rg" }); e.Attr("type") != "result" {
+	if e := m.NextOther(t, wait, "answer", func(e *elem) bool { return e.Attr("id") == "rg" }); e.Attr("type") != "result" {
 		t.Fatalf("with the roster privilege: %s", e)
 	}
 	if err := store.Remove(ctx, "localhost", "comp.localhost"); err != nil {
 		t.Fatal(err)
 	}
-	ad = nextOtherWhere(t, m, "advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
+	ad = m.NextOther(t, wait, "advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
 	if got := perms(ad); len(got) != 0 {
 		t.Fatalf("advertisement after the removal %s", ad)
 	}
 	m.SendAsync(rosterGet)
-	if e := nextOtherWhere(t, m, "answer", func(e *elem) bool { return e.Attr("id") == "rg" }); e.ErrorCondition() != "forbidden" {
+	if e := m.NextOther(t, wait, "answer", func(e *elem) bool { return e.Attr("id") == "rg" }); e.ErrorCondition() != "forbidden" {
 		t.Fatalf("after the removal: %s", e)
 	}
 }

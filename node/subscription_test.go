@@ -190,20 +190,20 @@ func TestRosterPresencePrivilege(t *testing.T) {
 	other := s.managingEntity("other.localhost", nil)
 	j := online(t, s, "juliet", "balcony")
 	for _, m := range []*managing{comp, other} {
-		nextOtherWhere(t, m, "juliet's initial presence", func(e *elem) bool {
+		m.NextOther(t, wait, "juliet's initial presence", func(e *elem) bool {
 			return e.XMLName.Local == "presence" && e.Attr("from") == "juliet@localhost/balcony"
 		})
 	}
 	r := online(t, s, "romeo", "orchard")
 	until(t, j, "romeo online", presenceOf("romeo@localhost/orchard", ""))
 	for _, m := range []*managing{comp, other} {
-		nextOtherWhere(t, m, "romeo's initial presence", func(e *elem) bool {
+		m.NextOther(t, wait, "romeo's initial presence", func(e *elem) bool {
 			return e.XMLName.Local == "presence" && e.Attr("from") == "romeo@localhost/orchard"
 		})
 	}
 	r.Send(`<presence><show>away</show></presence>`)
 	until(t, j, "romeo away", presenceOf("romeo@localhost/orchard", ""))
-	if p := nextOther(t, comp, wait); p.Attr("from") != "romeo@localhost/orchard" || p.Child("show") == nil {
+	if p := comp.NextOther(t, wait, "stanza", nil); p.Attr("from") != "romeo@localhost/orchard" || p.Child("show") == nil {
 		t.Fatalf("roster-presence component got %s", p)
 	}
 	select {

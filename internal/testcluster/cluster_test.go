@@ -127,16 +127,22 @@ func TestCrossNodeDelegation(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		p := xmpptest.Client(t, c.Nodes[i].C2S, "juliet", "j")
 		c.Eventually(wait, fmt.Sprintf("MAM delegated on node%d", i+1), func() bool {
-			p.Send(`<iq type='get' id='mam' to='localhost'><query xmlns='` + nsMAM + `'/></iq>`)
-			select {
-			case f := <-m.Forwards:
-				m.Answer(f, "")
-				return p.Next(wait).Attr("type") == "result"
-			case <-time.After(300 * time.Millisecond):
-				p.Next(wait)
-				return false
-			}
+			return mamForwarded(p, m)
 		})
+	}
+}
+
+// mamForwarded sends one MAM query from p and reports whether it reached m (which
+// answers it) rather than failing on the way (the rule or the directory not there yet).
+func mamForwarded(p *xmpptest.Peer, m *xmpptest.Managing) bool {
+	p.Send(`<iq type='get' id='mam' to='localhost'><query xmlns='` + nsMAM + `'/></iq>`)
+	select {
+	case f := <-m.Forwards:
+		m.Answer(f, "")
+		return p.Next(wait).Attr("type") == "result"
+	case <-time.After(300 * time.Millisecond):
+		p.Next(wait)
+		return false
 	}
 }
 
@@ -477,15 +483,7 @@ func TestEtcdOutage(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		p := login(t, c, i, "romeo", "r", fmt.Sprintf("after%d", i))
 		c.Eventually(20*time.Second, fmt.Sprintf("node%d caught up", i+1), func() bool {
-			p.Send(`<iq type='get' id='mam' to='localhost'><query xmlns='` + nsMAM + `'/></iq>`)
-			select {
-			case f := <-m.Forwards:
-				m.Answer(f, "")
-				return p.Next(wait).Attr("type") == "result"
-			case <-time.After(300 * time.Millisecond):
-				p.Next(wait)
-				return false
-			}
+			return mamForwarded(p, m)
 		})
 	}
 }
@@ -557,17 +555,7 @@ func TestCrossNodePrivileges(t *testing.T) {
 	m := xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
 	next := func(what string, ok func(*xmpptest.Elem) bool) *xmpptest.Elem {
 		t.Helper()
-		deadline := time.After(10 * time.Second)
-		for {
-			select {
-			case e := <-m.Other:
-				if ok(e) {
-					return e
-				}
-			case <-deadline:
-				t.Fatalf("component: no %s", what)
-			}
-		}
+		return m.NextOther(t, 10*time.Second, what, ok)
 	}
 	if p := next("replayed presence", func(e *xmpptest.Elem) bool { return e.XMLName.Local == "presence" }); p.Attr("from") != "juliet@localhost/balcony" {
 		t.Fatalf("replayed presence %s", p)

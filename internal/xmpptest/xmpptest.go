@@ -338,6 +338,24 @@ func (m *Managing) SendAsync(raw string) {
 	}
 }
 
+// NextOther returns the next stanza in Other that ok accepts (nil: any), dropping the
+// ones it refuses; the test fails if none comes within d.
+func (m *Managing) NextOther(t testing.TB, d time.Duration, what string, ok func(*Elem) bool) *Elem {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case e := <-m.Other:
+			if ok == nil || ok(e) {
+				return e
+			}
+		case <-deadline:
+			t.Fatalf("%s: no %s within %v", m.Domain, what, d)
+			return nil
+		}
+	}
+}
+
 func (m *Managing) NextForward(d time.Duration) Forwarded {
 	m.t.Helper()
 	select {
