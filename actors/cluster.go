@@ -53,13 +53,13 @@ func (r *Router) AttachCluster(c Cluster) error {
 	if c != nil {
 		r.cluster = c
 	}
-	pid, err := r.sys.Root.SpawnNamed(actor.PropsFromFunc(r.receive), routerActorName)
+	pid, err := r.sys.Root.SpawnNamed(actor.PropsFromFunc(r.receive, r.onWorkers()), routerActorName)
 	if err != nil {
 		return err
 	}
 	r.self = pid
 	for range max(2, runtime.GOMAXPROCS(0)) {
-		r.replyWorkers = append(r.replyWorkers, r.sys.Root.Spawn(actor.PropsFromFunc(r.receiveReply)))
+		r.replyWorkers = append(r.replyWorkers, r.sys.Root.Spawn(actor.PropsFromFunc(r.receiveReply, r.onWorkers())))
 	}
 	return nil
 }

@@ -76,7 +76,7 @@ func (r *Router) ServeC2S(c *xmpp.Conn) {
 			s.Send(xmpp.ErrorReply(env, "", s.Full, xmpp.ErrBadRequest))
 			continue
 		}
-		r.metrics.StanzasIn.WithLabelValues(env.Kind.String(), "c2s").Inc()
+		r.metrics.stanzaIn(env.Kind, fromC2S)
 		r.Route(s, s.Full, env)
 	}
 }
@@ -146,7 +146,7 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 			s.Close(&xmpp.StreamError{Condition: "improper-addressing", Text: "missing 'from'"})
 			return
 		}
-		from, err := jid.Parse(env.From)
+		from, err := r.jids.parse(env.From)
 		if err != nil || !(from.Domainpart() == c.Host || strings.HasSuffix(from.Domainpart(), "."+c.Host)) {
 			s.Close(&xmpp.StreamError{Condition: "invalid-from", Text: env.From})
 			return
@@ -155,7 +155,7 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 			s.Send(xmpp.ErrorReply(env, "", env.From, xmpp.ErrBadRequest))
 			continue
 		}
-		r.metrics.StanzasIn.WithLabelValues(env.Kind.String(), "component").Inc()
+		r.metrics.stanzaIn(env.Kind, fromComponent)
 		r.Route(s, env.From, env)
 	}
 }
