@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -122,13 +123,14 @@ func UnwrapChild(outer *xmpp.Envelope, wrapper xml.Name, inner string) (*xmpp.En
 // stream whose default namespace is ns; each becomes an envelope over its own bytes.
 // Text other than white space is not-well-formed here.
 func children(content []byte, ns string) ([]*xmpp.Envelope, error) {
-	r, err := streamOf(content, ns, true)
+	p, err := streamOf(content, ns, true)
 	if err != nil {
 		return nil, err
 	}
+	defer p.release()
 	var out []*xmpp.Envelope
 	for {
-		env, err := r.Next()
+		env, err := p.r.Next()
 		if errors.Is(err, xmpp.ErrStreamEnd) {
 			return out, nil
 		}
@@ -195,21 +197,43 @@ func onlyElement(s []byte) (content, tag []byte, ok bool) {
 
 // ParseStanza turns the bytes of one stanza into an envelope (as if read from a client stream).
 func ParseStanza(raw []byte) (*xmpp.Envelope, error) {
-	r, err := streamOf(raw, xmpp.NSClient, false)
+	p, err := streamOf(raw, xmpp.NSClient, false)
 	if err != nil {
 		return nil, err
 	}
-	return r.Next()
+	defer p.release()
+	return p.r.Next()
 }
 
-// streamOf returns a Reader, past the header, over content wrapped in a stream whose
+// parser is a Reader over a synthetic stream, and that stream's bytes; both are pooled
+// (a reply from a managing entity is unwrapped with two of them: without the pool each
+// cost a Reader and two copies of the content, a third of a node's allocation).
+type parser struct {
+	r   *xmpp.Reader
+	buf []byte
+}
+
+var parsers = sync.Pool{New: func() any { return &parser{r: xmpp.NewReader(bytes.NewReader(nil), 0)} }}
+
+// release returns the parser to the pool; the envelopes it read own their bytes.
+func (p *parser) release() {
+	if cap(p.buf) > 64<<10 {
+		p.buf = nil // one big stanza does not pin its buffer
+	}
+	p.r.ResetBytes(nil, 0)
+	parsers.Put(p)
+}
+
+// streamOf returns a parser, past the header, over content wrapped in a stream whose
 // default namespace is ns (jabber:client if empty), closed at the end if closed is set.
-func streamOf(content []byte, ns string, closed bool) (*xmpp.Reader, error) {
+// The caller releases it.
+func streamOf(content []byte, ns string, closed bool) (*parser, error) {
 	if ns == "" {
 		ns = xmpp.NSClient
 	}
 	const end = "</stream:stream>"
-	buf := make([]byte, 0, len(content)+len(ns)+len(xmpp.NSStream)+48+len(end))
+	p := parsers.Get().(*parser)
+	buf := p.buf[:0]
 	buf = append(buf, "<stream:stream xmlns='"...)
 	buf = append(buf, ns...)
 	buf = append(buf, "' xmlns:stream='"...)
@@ -219,11 +243,13 @@ func streamOf(content []byte, ns string, closed bool) (*xmpp.Reader, error) {
 	if closed {
 		buf = append(buf, end...)
 	}
-	r := xmpp.NewReader(bytes.NewReader(buf), len(buf)+16)
-	if _, err := r.ReadHeader(); err != nil {
+	p.buf = buf
+	p.r.ResetBytes(buf, len(buf)+16)
+	if _, err := p.r.ReadHeader(); err != nil {
+		p.release()
 		return nil, err
 	}
-	return r, nil
+	return p, nil
 }
 
 // Advertisement is the <message/> that tells a managing entity what is delegated to it

@@ -121,6 +121,22 @@ func (r *Reader) Reset(src io.Reader) {
 	r.Restart()
 }
 
+// ResetBytes points the reader at b, the whole input, which it parses in place: it
+// neither copies nor changes b, and envelopes copy what they keep, so b may be reused
+// once the reader is done with it. With it a Reader can be pooled for in-memory parsing.
+func (r *Reader) ResetBytes(b []byte, maxStanza int) {
+	r.src, r.mem = eofReader{}, true
+	r.buf = b[:len(b):len(b)]
+	r.pos, r.w, r.mark = 0, len(b), 0
+	r.rerr = nil
+	r.maxStanza = maxStanza
+	r.Restart()
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
 // Restart begins a new stream on the same input (RFC 6120 §4.3.3).
 func (r *Reader) Restart() {
 	r.err = nil
@@ -142,6 +158,12 @@ func (r *Reader) Buffered() int {
 // fill reads more input after buf[:w], dropping what is before mark and growing the buffer
 // when the element being read fills it. A read error is kept in rerr.
 func (r *Reader) fill() (n int) {
+	if r.mem && r.w == len(r.buf) {
+		// All the input is in buf already (ResetBytes): nothing to move, and buf is the
+		// caller's.
+		r.rerr = io.EOF
+		return 0
+	}
 	if r.buf == nil {
 		r.buf = make([]byte, readBufSize)
 	}
