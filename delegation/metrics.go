@@ -1,6 +1,7 @@
 package delegation
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,18 @@ const (
 type Metrics struct {
 	iqs     *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+
+	// The series of each host and namespace, looked up once: a label lookup hashes and
+	// validates every value, twice per delegated IQ (~4% of a node's CPU).
+	mu     sync.RWMutex
+	series map[string]map[string]*nsSeries // host → namespace
+}
+
+var outcomes = [...]string{OutcomeForwarded, OutcomeResult, OutcomeError, OutcomeInvalid, OutcomeTimeout, OutcomeUnavailable}
+
+type nsSeries struct {
+	count   [len(outcomes)]prometheus.Counter
+	latency prometheus.Observer
 }
 
 // NewMetrics registers the delegation metrics on reg (nil: not exported).
@@ -43,8 +56,41 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+func (m *Metrics) seriesOf(host, ns string) *nsSeries {
+	m.mu.RLock()
+	s := m.series[host][ns]
+	m.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s = m.series[host][ns]; s != nil {
+		return s
+	}
+	s = &nsSeries{latency: m.latency.WithLabelValues(host, ns)}
+	for i, o := range outcomes {
+		s.count[i] = m.iqs.WithLabelValues(host, ns, o)
+	}
+	if m.series == nil {
+		m.series = make(map[string]map[string]*nsSeries)
+	}
+	if m.series[host] == nil {
+		m.series[host] = make(map[string]*nsSeries)
+	}
+	m.series[host][ns] = s
+	return s
+}
+
 // Count adds one IQ with an outcome.
 func (m *Metrics) Count(host, ns, outcome string) {
+	s := m.seriesOf(host, ns)
+	for i, o := range outcomes {
+		if o == outcome {
+			s.count[i].Inc()
+			return
+		}
+	}
 	m.iqs.WithLabelValues(host, ns, outcome).Inc()
 }
 
@@ -52,7 +98,7 @@ func (m *Metrics) Count(host, ns, outcome string) {
 func (m *Metrics) Done(p *Pending, outcome string) {
 	m.Count(p.Host, p.Namespace, outcome)
 	if outcome == OutcomeResult || outcome == OutcomeError {
-		m.latency.WithLabelValues(p.Host, p.Namespace).Observe(time.Since(p.Started).Seconds())
+		m.seriesOf(p.Host, p.Namespace).latency.Observe(time.Since(p.Started).Seconds())
 	}
 }
 
