@@ -65,3 +65,47 @@ func TestOuterIDsNameTheirNode(t *testing.T) {
 		t.Fatal("ids repeat")
 	}
 }
+
+// A pending IQ times out after the timeout, within the sweeper's tick, and not before;
+// the sweeper stops when nothing is pending and starts again with the next IQ.
+func TestTrackerTimeoutBounds(t *testing.T) {
+	const timeout = 80 * time.Millisecond
+	timedOut := make(chan time.Duration, 10)
+	tr := NewTracker("n1", timeout, func(p *Pending) { timedOut <- time.Since(p.Started) })
+	for round := range 2 {
+		tr.Add(&Pending{OuterID: tr.NewID(), Via: "c"})
+		select {
+		case d := <-timedOut:
+			if d < timeout || d > timeout+tr.tick+200*time.Millisecond {
+				t.Fatalf("round %d: timed out after %v, want %v to %v", round, d, timeout, timeout+tr.tick)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: no timeout", round)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for tr.sweeping.Load() {
+			if time.Now().After(deadline) {
+				t.Fatal("the sweeper kept running with nothing pending")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if tr.Len() != 0 || tr.Outstanding("c") != 0 {
+		t.Fatalf("left: %d pending, %d outstanding", tr.Len(), tr.Outstanding("c"))
+	}
+}
+
+// One delegated IQ's bookkeeping: Add when it is forwarded, Take when the answer comes.
+func BenchmarkTrackerAddTake(b *testing.B) {
+	tr := NewTracker("n1", 30*time.Second, nil)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := tr.NewID()
+			tr.Add(&Pending{OuterID: id, Via: "c"})
+			if _, ok := tr.Take(id); !ok {
+				b.Fatal("not pending")
+			}
+		}
+	})
+}
