@@ -95,8 +95,7 @@ func (r *Router) delegateIQ(h *Host, sender *Session, from, bareTarget string, e
 		OrigTo:    env.To,
 	}
 	r.tracker.Add(p)
-	inner := env.RewriteNS(from, env.To, xmpp.NSClient)
-	target.send(r, delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, to, inner))
+	target.send(r, delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, to, env, from, env.To))
 	r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeForwarded)
 	return true
 }

@@ -11,24 +11,31 @@ import (
 )
 
 // Wrap builds the IQ that forwards a delegated stanza to its managing entity
-// (XEP-0355 §5): <iq type='set'><delegation><forwarded>INNER</forwarded></delegation></iq>.
-// inner must already carry xmlns='jabber:client' (see xmpp.Envelope.RewriteNS).
-func Wrap(dns, outerID, from, to string, inner []byte) []byte {
+// (XEP-0355 §5): <iq type='set'><delegation><forwarded>INNER</forwarded></delegation></iq>,
+// INNER being inner readdressed from innerFrom to innerTo and put in jabber:client, all
+// built in one buffer.
+func Wrap(dns, outerID, from, to string, inner *xmpp.Envelope, innerFrom, innerTo string) []byte {
 	var b bytes.Buffer
-	b.Grow(len(inner) + len(outerID) + len(from) + len(to) + 160)
+	b.Grow(inner.RewriteLen(innerFrom, innerTo, xmpp.NSClient) + len(outerID) + len(from) + len(to) + 160)
+	wrapStart(&b, dns, outerID, from, to)
+	inner.WriteRewritten(&b, innerFrom, innerTo, xmpp.NSClient)
+	b.WriteString(wrapEnd)
+	return b.Bytes()
+}
+
+func wrapStart(b *bytes.Buffer, dns, outerID, from, to string) {
 	b.WriteString("<iq type='set' id='")
-	xmpp.EscapeAttr(&b, outerID)
+	xmpp.EscapeAttr(b, outerID)
 	b.WriteString("' from='")
-	xmpp.EscapeAttr(&b, from)
+	xmpp.EscapeAttr(b, from)
 	b.WriteString("' to='")
-	xmpp.EscapeAttr(&b, to)
+	xmpp.EscapeAttr(b, to)
 	b.WriteString("'><delegation xmlns='")
 	b.WriteString(dns)
 	b.WriteString("'><forwarded xmlns='" + NSForward + "'>")
-	b.Write(inner)
-	b.WriteString("</forwarded></delegation></iq>")
-	return b.Bytes()
 }
+
+const wrapEnd = "</forwarded></delegation></iq>"
 
 // ErrBadWrapping is returned for wrappers that do not hold exactly one forwarded stanza.
 var ErrBadWrapping = errors.New("not a single stanza wrapped in <forwarded/>")

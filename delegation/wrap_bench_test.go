@@ -21,13 +21,27 @@ func mustParse(b *testing.B, raw string) *xmpp.Envelope {
 }
 
 // Wrapping a client's IQ for its managing entity, as the router does: the inner stanza
-// rewritten with from and xmlns='jabber:client', then concatenated into the outer IQ.
+// rewritten with from and xmlns='jabber:client', inside the outer IQ.
 func BenchmarkWrap(b *testing.B) {
 	env := mustParse(b, benchRequest)
 	b.ReportAllocs()
 	for b.Loop() {
-		inner := env.RewriteNS("alice@localhost/r1", env.To, xmpp.NSClient)
-		_ = Wrap(NS2, "sbd:node1:0123456789abcdef", "localhost", "bench.localhost", inner)
+		_ = Wrap(NS2, "sbd:node1:0123456789abcdef", "localhost", "bench.localhost", env, "alice@localhost/r1", env.To)
+	}
+}
+
+// What Wrap returns is the outer IQ around exactly what RewriteNS returns.
+func TestWrapIsRewriteNSInside(t *testing.T) {
+	env, err := ParseStanza([]byte(benchRequest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(Wrap(NS2, "sbd:n1:x&y", "localhost", "bench.localhost", env, "alice@localhost/r1", env.To))
+	want := "<iq type='set' id='sbd:n1:x&amp;y' from='localhost' to='bench.localhost'><delegation xmlns='" + NS2 +
+		"'><forwarded xmlns='" + NSForward + "'>" + string(env.RewriteNS("alice@localhost/r1", env.To, xmpp.NSClient)) +
+		"</forwarded></delegation></iq>"
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 }
 

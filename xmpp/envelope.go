@@ -128,13 +128,25 @@ func (e *Envelope) RewriteNS(from, to, ns string) []byte {
 }
 
 func (e *Envelope) rewrite(from, to, ns string) []byte {
-	name := e.Name.Local
 	var b bytes.Buffer
-	b.Grow(len(e.Raw) + len(from) + len(to) + len(ns) + 32)
+	b.Grow(e.RewriteLen(from, to, ns))
+	e.WriteRewritten(&b, from, to, ns)
+	return b.Bytes()
+}
+
+// RewriteLen is about how many bytes WriteRewritten writes (to size a buffer).
+func (e *Envelope) RewriteLen(from, to, ns string) int {
+	return len(e.Raw) + len(from) + len(to) + len(ns) + 32
+}
+
+// WriteRewritten writes what RewriteNS returns (Rewrite's when ns is "") to b, for a
+// caller that embeds the stanza in a bigger one.
+func (e *Envelope) WriteRewritten(b *bytes.Buffer, from, to, ns string) {
+	name := e.Name.Local
 	b.WriteByte('<')
 	b.WriteString(name)
 	if ns != "" {
-		writeAttr(&b, "xmlns", ns)
+		writeAttr(b, "xmlns", ns)
 	}
 	for _, a := range e.Attrs {
 		if a.Name.Space == "" {
@@ -147,20 +159,19 @@ func (e *Envelope) rewrite(from, to, ns string) []byte {
 				}
 			}
 		}
-		writeAttr(&b, attrName(a.Name), a.Value)
+		writeAttr(b, attrName(a.Name), a.Value)
 	}
 	if from != "" {
-		writeAttr(&b, "from", from)
+		writeAttr(b, "from", from)
 	}
 	if to != "" {
-		writeAttr(&b, "to", to)
+		writeAttr(b, "to", to)
 	}
 	b.WriteByte('>')
 	b.Write(e.Content())
 	b.WriteString("</")
 	b.WriteString(name)
 	b.WriteByte('>')
-	return b.Bytes()
 }
 
 const xmlURL = "http://www.w3.org/XML/1998/namespace"
