@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -23,6 +24,8 @@ type workerDispatcher struct {
 	maxIdle    int32
 	idle       atomic.Int32 // workers waiting on work (or about to)
 	work       chan func()
+	quit       chan struct{} // closed by stop: idle workers exit
+	stopOnce   sync.Once
 }
 
 var _ actor.Dispatcher = (*workerDispatcher)(nil)
@@ -30,8 +33,12 @@ var _ actor.Dispatcher = (*workerDispatcher)(nil)
 // newWorkerDispatcher keeps up to maxIdle idle workers; each mailbox run processes up to
 // throughput messages before yielding (protoactor's meaning).
 func newWorkerDispatcher(throughput, maxIdle int) *workerDispatcher {
-	return &workerDispatcher{throughput: throughput, maxIdle: int32(maxIdle), work: make(chan func())}
+	return &workerDispatcher{throughput: throughput, maxIdle: int32(maxIdle), work: make(chan func()), quit: make(chan struct{})}
 }
+
+// stop lets the idle workers go; runs scheduled afterwards still happen, each on a
+// goroutine of its own.
+func (d *workerDispatcher) stop() { d.stopOnce.Do(func() { close(d.quit) }) }
 
 func (d *workerDispatcher) Throughput() int { return d.throughput }
 
@@ -50,8 +57,13 @@ func (d *workerDispatcher) worker(fn func()) {
 			d.idle.Add(-1)
 			return
 		}
-		fn = <-d.work
-		d.idle.Add(-1)
+		select {
+		case fn = <-d.work:
+			d.idle.Add(-1)
+		case <-d.quit:
+			d.idle.Add(-1)
+			return
+		}
 	}
 }
 

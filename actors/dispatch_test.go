@@ -42,6 +42,21 @@ func TestWorkerDispatcher(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("an idle worker did not run the next function")
 	}
+	// Stopped: the idle workers leave, and what is scheduled still runs.
+	d.stop()
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after stop", runtime.NumGoroutine()-before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ran := make(chan struct{})
+	d.Schedule(func() { close(ran) })
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a run scheduled after stop did not happen")
+	}
 }
 
 func TestJIDCache(t *testing.T) {

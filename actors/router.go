@@ -231,6 +231,7 @@ func (r *Router) Stop() {
 	for _, h := range r.hosts {
 		r.sys.Root.Stop(h.pid)
 	}
+	r.disp.stop()
 }
 
 func (r *Router) allSessions() []*Session {
