@@ -65,17 +65,43 @@ func (r *Router) AttachCluster(c Cluster) error {
 }
 
 // receive handles what other nodes send to this node's router actor. Answers to IQs
-// this node forwarded (delegated or privileged) need parsing and checking, and their order
-// does not matter: they are spread over reply workers so that one actor's mailbox is not
-// the ceiling of cross-node delegation. User-directory messages stay here, in order.
+// this node forwarded (delegated or privileged) need parsing and checking: they are spread
+// over reply workers so that one actor's mailbox is not the ceiling of cross-node
+// delegation. Delegation answers go to the worker of their requester, so that the answers
+// one requester gets keep the order the managing entity sent them in. User-directory
+// messages stay here, in order.
 func (r *Router) receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *pb.DelegationReply, *pb.DelegationAnswer, *pb.PrivilegedReply:
+	case *pb.DelegationAnswer:
+		r.sys.Root.Send(r.replyWorkers[r.replyWorkerOf(m)], m)
+	case *pb.DelegationAnswers:
+		if len(r.replyWorkers) == 1 {
+			r.sys.Root.Send(r.replyWorkers[0], m)
+			return
+		}
+		parts := make([]*pb.DelegationAnswers, len(r.replyWorkers))
+		for _, a := range m.Answers {
+			i := r.replyWorkerOf(a)
+			if parts[i] == nil {
+				parts[i] = &pb.DelegationAnswers{}
+			}
+			parts[i].Answers = append(parts[i].Answers, a)
+		}
+		for i, p := range parts {
+			if p != nil {
+				r.sys.Root.Send(r.replyWorkers[i], p)
+			}
+		}
+	case *pb.DelegationReply, *pb.PrivilegedReply:
 		n := r.replyNext.Add(1)
 		r.sys.Root.Send(r.replyWorkers[n%uint64(len(r.replyWorkers))], m)
 	default:
 		r.receiveUser(ctx, m)
 	}
+}
+
+func (r *Router) replyWorkerOf(a *pb.DelegationAnswer) int {
+	return int(hashString(r.seed, a.InnerTo) % uint64(len(r.replyWorkers)))
 }
 
 // receiveReply is a reply worker.
@@ -87,10 +113,14 @@ func (r *Router) receiveReply(ctx actor.Context) {
 			return
 		}
 		if h := r.hosts[env.To]; h != nil {
-			r.managingReply(h, env.From, env)
+			r.managingReply(nil, h, env.From, env)
 		}
 	case *pb.DelegationAnswer:
 		r.answerFromNode(m)
+	case *pb.DelegationAnswers:
+		for _, a := range m.Answers {
+			r.answerFromNode(a)
+		}
 	case *pb.PrivilegedReply:
 		if env, err := delegation.ParseStanza(m.Stanza); err == nil {
 			r.privilegedReply(env.From, env)

@@ -43,7 +43,7 @@ func (r *Router) componentOpts(domain string) ComponentOptions {
 // namespace of its first child is delegated on this host (and every filtering attribute is
 // present). bareTarget is the user's bare JID for IQs to a bare JID, "" for the server.
 // It reports whether the IQ was taken care of.
-func (r *Router) delegateIQ(h *Host, sender *Session, from, bareTarget string, env *xmpp.Envelope) bool {
+func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTarget string, env *xmpp.Envelope) bool {
 	if r.deleg == nil || !env.HasChild {
 		return false
 	}
@@ -95,7 +95,7 @@ func (r *Router) delegateIQ(h *Host, sender *Session, from, bareTarget string, e
 		OrigTo:    env.To,
 	}
 	r.tracker.Add(p)
-	target.send(r, delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, to, env, from, env.To))
+	target.sendVia(r, out, delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, to, env, from, env.To))
 	r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeForwarded)
 	return true
 }
@@ -108,7 +108,7 @@ func hasNode(env *xmpp.Envelope) bool {
 // managingReply handles an IQ result/error a component sent to a host domain: the answer
 // to a forwarded IQ, or to a disco nesting query. It reports whether it was one.
 // from is the reply's vouched-for sender (stamped for clients, checked for components).
-func (r *Router) managingReply(h *Host, from string, env *xmpp.Envelope) bool {
+func (r *Router) managingReply(out *outbox, h *Host, from string, env *xmpp.Envelope) bool {
 	if r.deleg == nil {
 		return false
 	}
@@ -121,7 +121,11 @@ func (r *Router) managingReply(h *Host, from string, env *xmpp.Envelope) bool {
 			return false
 		}
 		if env.HasChild && env.Child.Local == "delegation" {
-			r.sendToNode(node, r.remoteAnswer(h, from, env))
+			if a := r.remoteAnswer(h, from, env); out != nil {
+				out.answer(node, a)
+			} else {
+				r.sendToNode(node, a)
+			}
 		} else {
 			r.sendToNode(node, &pb.DelegationReply{Stanza: r.stamp(env, from, env.To)})
 		}

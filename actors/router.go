@@ -343,6 +343,12 @@ func (r *Router) bounce(sender *Session, env *xmpp.Envelope, from, to string, e 
 // Route decides where one stanza goes. from is the sender's address as the server vouches
 // for it (stamped for clients, checked for components).
 func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
+	r.route(nil, sender, from, env)
+}
+
+// route is Route for a stanza a connection's reader read: what goes to other nodes is
+// gathered in out (nil: sent at once).
+func (r *Router) route(out *outbox, sender *Session, from string, env *xmpp.Envelope) {
 	toStr := env.To
 	if toStr == "" {
 		if sender.Kind == KindC2S {
@@ -354,7 +360,7 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 				// No 'to': handled by the server on behalf of the account (RFC 6120 §10.3.3),
 				// unless its namespace is delegated.
 				h := r.hosts[sender.Host]
-				if isRequest(env) && r.delegateIQ(h, sender, from, "", env) {
+				if isRequest(env) && r.delegateIQ(out, h, sender, from, "", env) {
 					return
 				}
 				h.serveIQ(sender, from, sender.Bare, env)
@@ -384,10 +390,10 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 				return
 			}
 			if env.Kind == xmpp.KindIQ {
-				if !isRequest(env) && r.managingReply(h, from, env) {
+				if !isRequest(env) && r.managingReply(out, h, from, env) {
 					return
 				}
-				if isRequest(env) && r.delegateIQ(h, sender, from, "", env) {
+				if isRequest(env) && r.delegateIQ(out, h, sender, from, "", env) {
 					return
 				}
 			}
@@ -413,14 +419,14 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 			}
 		}
 		if env.Kind == xmpp.KindIQ && to.Resourcepart() == "" && isRequest(env) &&
-			r.accounts.Exists(domain, to.Localpart()) && r.delegateIQ(h, sender, from, to.Bare().String(), env) {
+			r.accounts.Exists(domain, to.Localpart()) && r.delegateIQ(out, h, sender, from, to.Bare().String(), env) {
 			return
 		}
 		r.toUser(h, sender, from, to.Bare().String(), to.Resourcepart(), toStr, env)
 		return
 	}
 	if c, ok := r.pickComponent(domain, bareOf(from)); ok {
-		c.send(r, r.stamp(env, from, toStr))
+		c.sendVia(r, out, r.stamp(env, from, toStr))
 		return
 	}
 	if r.isComponentDomain(domain) {

@@ -27,6 +27,9 @@ func (r *Router) ServeC2S(c *xmpp.Conn) {
 		}
 		r.stopSession(s)
 	}()
+	out := r.newOutbox()
+	c.R.BeforeFill = out.flush
+	defer out.flush() // before the session goes
 	for {
 		if s != nil && r.limits().IdleTimeout > 0 {
 			_ = c.SetReadDeadline(time.Now().Add(r.limits().IdleTimeout))
@@ -77,7 +80,7 @@ func (r *Router) ServeC2S(c *xmpp.Conn) {
 			continue
 		}
 		r.metrics.stanzaIn(env.Kind, fromC2S)
-		r.Route(s, s.Full, env)
+		r.route(out, s, s.Full, env)
 	}
 }
 
@@ -129,6 +132,9 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 		r.stopSession(s)
 		s.log.Info("component disconnected")
 	}()
+	out := r.newOutbox()
+	c.R.BeforeFill = out.flush
+	defer out.flush() // before the session goes
 	if r.limits().IdleTimeout > 0 {
 		c.Deadline(0)
 	}
@@ -156,6 +162,6 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 			continue
 		}
 		r.metrics.stanzaIn(env.Kind, fromComponent)
-		r.Route(s, env.From, env)
+		r.route(out, s, env.From, env)
 	}
 }

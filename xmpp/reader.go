@@ -74,6 +74,10 @@ type Reader struct {
 	binds        []nsBinding
 	rawName      string // the element's qualified name, as resolve last saw it
 
+	// BeforeFill, if set, is called before the reader waits for more input: what the
+	// caller held back while input lasted can go now.
+	BeforeFill func()
+
 	// A construct cut short by the end of the buffer (see more).
 	tok   int // its start (absolute), -1 if none
 	tried int // bytes it had at the last attempt
@@ -163,6 +167,9 @@ func (r *Reader) fill() (n int) {
 		// caller's.
 		r.rerr = io.EOF
 		return 0
+	}
+	if r.BeforeFill != nil {
+		r.BeforeFill()
 	}
 	if r.buf == nil {
 		r.buf = make([]byte, readBufSize)

@@ -930,6 +930,52 @@ func (x *DelegationAnswer) GetInner() []byte {
 	return nil
 }
 
+// DelegationAnswers are the answers one reader goroutine unwrapped, from one read of a
+// component's stream, for one other node: one message for the burst instead of one each.
+type DelegationAnswers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Answers       []*DelegationAnswer    `protobuf:"bytes,1,rep,name=answers,proto3" json:"answers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegationAnswers) Reset() {
+	*x = DelegationAnswers{}
+	mi := &file_switchboard_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegationAnswers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegationAnswers) ProtoMessage() {}
+
+func (x *DelegationAnswers) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegationAnswers.ProtoReflect.Descriptor instead.
+func (*DelegationAnswers) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DelegationAnswers) GetAnswers() []*DelegationAnswer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -1001,7 +1047,9 @@ const file_switchboard_proto_rawDesc = "" +
 	"\n" +
 	"inner_from\x18\t \x01(\tR\tinnerFrom\x12\x14\n" +
 	"\x05inner\x18\n" +
-	" \x01(\fR\x05innerB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
+	" \x01(\fR\x05inner\"O\n" +
+	"\x11DelegationAnswers\x12:\n" +
+	"\aanswers\x18\x01 \x03(\v2 .switchboard.v1.DelegationAnswerR\aanswersB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -1015,34 +1063,36 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_switchboard_proto_goTypes = []any{
-	(*Ref)(nil),              // 0: switchboard.v1.Ref
-	(*Deliver)(nil),          // 1: switchboard.v1.Deliver
-	(*CloseStream)(nil),      // 2: switchboard.v1.CloseStream
-	(*DelegationReply)(nil),  // 3: switchboard.v1.DelegationReply
-	(*UserStanza)(nil),       // 4: switchboard.v1.UserStanza
-	(*UserRegister)(nil),     // 5: switchboard.v1.UserRegister
-	(*UserUnregister)(nil),   // 6: switchboard.v1.UserUnregister
-	(*UserPresence)(nil),     // 7: switchboard.v1.UserPresence
-	(*Ack)(nil),              // 8: switchboard.v1.Ack
-	(*UserPush)(nil),         // 9: switchboard.v1.UserPush
-	(*PrivilegedReply)(nil),  // 10: switchboard.v1.PrivilegedReply
-	(*PresenceReplay)(nil),   // 11: switchboard.v1.PresenceReplay
-	(*UserPresenceTo)(nil),   // 12: switchboard.v1.UserPresenceTo
-	(*DelegationAnswer)(nil), // 13: switchboard.v1.DelegationAnswer
+	(*Ref)(nil),               // 0: switchboard.v1.Ref
+	(*Deliver)(nil),           // 1: switchboard.v1.Deliver
+	(*CloseStream)(nil),       // 2: switchboard.v1.CloseStream
+	(*DelegationReply)(nil),   // 3: switchboard.v1.DelegationReply
+	(*UserStanza)(nil),        // 4: switchboard.v1.UserStanza
+	(*UserRegister)(nil),      // 5: switchboard.v1.UserRegister
+	(*UserUnregister)(nil),    // 6: switchboard.v1.UserUnregister
+	(*UserPresence)(nil),      // 7: switchboard.v1.UserPresence
+	(*Ack)(nil),               // 8: switchboard.v1.Ack
+	(*UserPush)(nil),          // 9: switchboard.v1.UserPush
+	(*PrivilegedReply)(nil),   // 10: switchboard.v1.PrivilegedReply
+	(*PresenceReplay)(nil),    // 11: switchboard.v1.PresenceReplay
+	(*UserPresenceTo)(nil),    // 12: switchboard.v1.UserPresenceTo
+	(*DelegationAnswer)(nil),  // 13: switchboard.v1.DelegationAnswer
+	(*DelegationAnswers)(nil), // 14: switchboard.v1.DelegationAnswers
 }
 var file_switchboard_proto_depIdxs = []int32{
-	0, // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
-	0, // 1: switchboard.v1.UserRegister.session:type_name -> switchboard.v1.Ref
-	0, // 2: switchboard.v1.UserUnregister.session:type_name -> switchboard.v1.Ref
-	0, // 3: switchboard.v1.UserPresence.session:type_name -> switchboard.v1.Ref
-	0, // 4: switchboard.v1.PresenceReplay.session:type_name -> switchboard.v1.Ref
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
+	0,  // 1: switchboard.v1.UserRegister.session:type_name -> switchboard.v1.Ref
+	0,  // 2: switchboard.v1.UserUnregister.session:type_name -> switchboard.v1.Ref
+	0,  // 3: switchboard.v1.UserPresence.session:type_name -> switchboard.v1.Ref
+	0,  // 4: switchboard.v1.PresenceReplay.session:type_name -> switchboard.v1.Ref
+	13, // 5: switchboard.v1.DelegationAnswers.answers:type_name -> switchboard.v1.DelegationAnswer
+	6,  // [6:6] is the sub-list for method output_type
+	6,  // [6:6] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_proto_init() }
@@ -1056,7 +1106,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -105,6 +105,29 @@ func TestCrossNodeDelegation(t *testing.T) {
 			t.Fatalf("bad answer %d: %s", i, r)
 		}
 	}
+	// A burst in one write crosses in order both ways (node 1 gathers what one read
+	// routes to node 3 into one message, node 3 the answers of one read for node 1).
+	const burst = 100
+	var b strings.Builder
+	for i := range burst {
+		b.WriteString(pubsubIQ(fmt.Sprintf("b%d", i)))
+	}
+	j.SendBatch(b.String())
+	fs := make([]xmpptest.Forwarded, burst)
+	for i := range burst {
+		fs[i] = m.NextForward(wait)
+		if id := fs[i].Inner.Attr("id"); id != fmt.Sprintf("b%d", i) {
+			t.Fatalf("forward %d of the burst is %s", i, id)
+		}
+	}
+	for _, f := range fs {
+		m.Answer(f, "")
+	}
+	for i := range burst {
+		if r := j.Next(wait); r.Attr("type") != "result" || r.Attr("id") != fmt.Sprintf("b%d", i) {
+			t.Fatalf("answer %d of the burst: %s", i, r)
+		}
+	}
 	// Disco nesting answers are known on node 1 too.
 	c.Eventually(wait, "nested features on node1", func() bool {
 		j.Send(`<iq type='get' id='di' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
