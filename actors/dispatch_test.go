@@ -27,35 +27,34 @@ func TestWorkerDispatcher(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before+4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines left after the burst, want at most %d idle workers", runtime.NumGoroutine()-before, 4)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	// The idle workers take new work.
-	done := make(chan struct{})
-	d.Schedule(func() { close(done) })
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("an idle worker did not run the next function")
-	}
+	goroutinesAtMost(t, before+4, "after the burst (at most 4 idle workers stay)")
+	runs(t, d, "an idle worker did not run the next function")
 	// Stopped: the idle workers leave, and what is scheduled still runs.
 	d.stop()
-	for runtime.NumGoroutine() > before {
+	goroutinesAtMost(t, before, "after stop")
+	runs(t, d, "a run scheduled after stop did not happen")
+}
+
+func goroutinesAtMost(t *testing.T, n int, when string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines left after stop", runtime.NumGoroutine()-before)
+			t.Fatalf("%d goroutines %s, want at most %d", runtime.NumGoroutine(), when, n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// runs schedules a function and fails unless it runs.
+func runs(t *testing.T, d *workerDispatcher, failure string) {
+	t.Helper()
 	ran := make(chan struct{})
 	d.Schedule(func() { close(ran) })
 	select {
 	case <-ran:
 	case <-time.After(5 * time.Second):
-		t.Fatal("a run scheduled after stop did not happen")
+		t.Fatal(failure)
 	}
 }
 

@@ -59,14 +59,8 @@ config 1 127.0.0.21 "etcd: {embedded: {client: 127.0.0.21:16379, peer: 127.0.0.2
 config 2 127.0.0.22 'etcd: {endpoints: ["http://127.0.0.21:16379"]}' \
   '{bind: "127.0.0.22:17946", remote: "127.0.0.22:18946", join: ["127.0.0.21:17946"]}'
 
-wait_port() {
-  for _ in $(seq 300); do
-    if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on $1:$2" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 start() { # BIN N IP: start node N and wait for it; its pid is in STARTED
   rm -rf "$WORK/data$2"
   "$1" serve --config "$WORK/n$2.yaml" >>"$WORK/n$2.log" 2>&1 &

@@ -64,14 +64,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { # host port what
-  for _ in $(seq 300); do
-    if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "$3 did not open $1:$2" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh # (the script runs from the repository root)
 
 # One certificate for both servers (ECDSA P-256, like Switchboard's self-signed one), so
 # that TLS costs the same on both sides.
