@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"bytes"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
@@ -18,7 +20,7 @@ import (
 // are concatenated in the order they were routed.
 type outbox struct {
 	r       *Router
-	deliver map[*actor.PID][]byte
+	deliver map[*actor.PID][][]byte
 	pids    []*actor.PID
 	answers map[string]*pb.DelegationAnswers
 	nodes   []string
@@ -33,13 +35,13 @@ func (r *Router) newOutbox() *outbox { return &outbox{r: r} }
 // toSession queues stanza bytes for a session actor on another node.
 func (o *outbox) toSession(pid *actor.PID, b []byte) {
 	if o.deliver == nil {
-		o.deliver = make(map[*actor.PID][]byte)
+		o.deliver = make(map[*actor.PID][][]byte)
 	}
 	q, ok := o.deliver[pid]
 	if !ok {
 		o.pids = append(o.pids, pid)
 	}
-	o.deliver[pid] = append(q, b...)
+	o.deliver[pid] = append(q, b)
 	o.grew(len(b))
 }
 
@@ -70,7 +72,7 @@ func (o *outbox) flush() {
 		return
 	}
 	for _, pid := range o.pids {
-		o.r.sys.Root.Send(pid, &pb.Deliver{Data: o.deliver[pid]})
+		o.r.sys.Root.Send(pid, &pb.Deliver{Data: concat(o.deliver[pid])})
 		delete(o.deliver, pid)
 	}
 	for _, node := range o.nodes {
@@ -89,4 +91,12 @@ func (c *compRef) sendVia(r *Router, out *outbox, b []byte) {
 		return
 	}
 	c.send(r, b)
+}
+
+// concat joins stanzas into one buffer (one stanza is sent as it is, without a copy).
+func concat(parts [][]byte) []byte {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return bytes.Join(parts, nil)
 }
