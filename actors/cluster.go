@@ -18,6 +18,7 @@ type Cluster interface {
 	AddComponent(cluster.ComponentEntry)
 	RemoveComponent(cluster.ComponentEntry)
 	Remote(node string) (string, bool)
+	Proto(node string) int // the cross-node message version it understands (cluster.ProtoVersion)
 	Owner(key string) cluster.Member
 	Members() []cluster.Member
 }

@@ -76,7 +76,7 @@ func (o *outbox) flush() {
 		delete(o.deliver, pid)
 	}
 	for _, node := range o.nodes {
-		o.r.sendToNode(node, o.answers[node])
+		o.r.sendAnswers(node, o.answers[node])
 		delete(o.answers, node)
 	}
 	clear(o.pids)
@@ -99,4 +99,16 @@ func concat(parts [][]byte) []byte {
 		return parts[0]
 	}
 	return bytes.Join(parts, nil)
+}
+
+// sendAnswers sends answers to a node as one message, or one each to a node older than
+// DelegationAnswers (a rolling upgrade), which would drop a message it does not know.
+func (r *Router) sendAnswers(node string, m *pb.DelegationAnswers) {
+	if node == r.nodeID || r.cluster == nil || r.cluster.Proto(node) >= 1 {
+		r.sendToNode(node, m)
+		return
+	}
+	for _, a := range m.Answers {
+		r.sendToNode(node, a)
+	}
 }

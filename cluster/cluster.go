@@ -44,7 +44,17 @@ type Member struct {
 	Remote string `json:"remote"`
 	Admin  string `json:"admin"`
 	State  string `json:"state"`
+	// Proto is the version of the cross-node messages the node understands (see
+	// ProtoVersion); 0 for a node older than versioning.
+	Proto int `json:"proto,omitempty"`
 }
+
+// ProtoVersion is the version of the cross-node messages this build understands, told to
+// the other nodes in the memberlist metadata, so that during a rolling upgrade a newer
+// node sends an older one only what it knows.
+//
+//	1: DelegationAnswers (answers batched per node)
+const ProtoVersion = 1
 
 // ComponentEntry is one connected component session somewhere in the cluster.
 type ComponentEntry struct {
@@ -69,6 +79,7 @@ type meta struct {
 	ID     string `json:"id"`
 	Remote string `json:"remote"`
 	Admin  string `json:"admin"`
+	Proto  int    `json:"proto,omitempty"`
 }
 
 // nodeState is what one node says about its own component sessions. (Incarnation,
@@ -285,6 +296,13 @@ func (c *Cluster) Remote(node string) (string, bool) {
 	return m.Remote, ok
 }
 
+// Proto is the cross-node message version a member understands (0 if unknown or gone).
+func (c *Cluster) Proto(node string) int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.members[node].Proto
+}
+
 // Owner is the node owning a key (a bare JID): highest rendezvous hash over live members.
 func (c *Cluster) Owner(key string) Member {
 	c.mu.RLock()
@@ -444,7 +462,7 @@ func (c *Cluster) memberJoined(n *memberlist.Node) {
 		m.ID = n.Name
 	}
 	c.mu.Lock()
-	c.members[n.Name] = Member{ID: n.Name, Gossip: n.Address(), Remote: m.Remote, Admin: m.Admin, State: "alive"}
+	c.members[n.Name] = Member{ID: n.Name, Gossip: n.Address(), Remote: m.Remote, Admin: m.Admin, State: "alive", Proto: m.Proto}
 	members := c.membersLocked()
 	c.mu.Unlock()
 	c.log.Info("member up", "member", n.Name, "gossip", n.Address(), "remote", m.Remote)
@@ -495,7 +513,7 @@ func (c *Cluster) membersLocked() []Member {
 type delegate Cluster
 
 func (d *delegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(meta{ID: d.cfg.NodeID, Remote: d.cfg.Remote, Admin: d.cfg.Admin})
+	b, _ := json.Marshal(meta{ID: d.cfg.NodeID, Remote: d.cfg.Remote, Admin: d.cfg.Admin, Proto: ProtoVersion})
 	if len(b) > limit {
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/switchboard-im/switchboard/config"
+	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/internal/xmpptest"
@@ -77,6 +78,16 @@ func TestCrossNodeDelegation(t *testing.T) {
 	})
 	m.NextAd(wait)
 	untilForwarded(t, c, j, m)
+	// Every node tells the others which cross-node messages it understands.
+	ms, err := c.Members(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mb := range ms {
+		if mb.Proto != cluster.ProtoVersion {
+			t.Fatalf("member %s: proto %d, want %d", mb.ID, mb.Proto, cluster.ProtoVersion)
+		}
+	}
 
 	// Client on node 1, component on node 3: the IQ goes there and the answer comes back.
 	j.Send(pubsubIQ("x1"))
