@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/internal/xmpptest"
