@@ -76,10 +76,6 @@ func (r *Router) receive(ctx actor.Context) {
 	case *pb.DelegationAnswer:
 		r.sys.Root.Send(r.replyWorkers[r.replyWorkerOf(m)], m)
 	case *pb.DelegationAnswers:
-		if len(r.replyWorkers) == 1 {
-			r.sys.Root.Send(r.replyWorkers[0], m)
-			return
-		}
 		parts := make([]*pb.DelegationAnswers, len(r.replyWorkers))
 		for _, a := range m.Answers {
 			i := r.replyWorkerOf(a)

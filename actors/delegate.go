@@ -140,17 +140,26 @@ func (r *Router) managingReply(out *outbox, h *Host, from string, env *xmpp.Enve
 	}
 	a := delegationAnswer{host: h.Domain, from: from, outerType: env.Type}
 	if env.Type != "error" {
-		opts := r.componentOpts(bareOf(p.Entity))
-		inner, err := delegation.Unwrap(opts.DelegationNS, env, opts.DelegationNS == delegation.NS1)
-		if err != nil {
-			a.invalid = err.Error()
-		} else {
+		inner, invalid := r.unwrapAnswer(p.Entity, env)
+		if a.invalid = invalid; inner != nil {
 			a.innerType, a.innerID, a.innerTo, a.innerFrom = inner.Type, inner.ID, inner.To, inner.From
 			a.bytes = inner.Rewrite
 		}
 	}
 	r.finishDelegated(p, a)
 	return true
+}
+
+// unwrapAnswer unwraps a managing entity's result as the entity's delegation namespace
+// says (urn:xmpp:delegation:1 entities may leave out xmlns='jabber:client'); invalid says
+// why the wrapping was refused.
+func (r *Router) unwrapAnswer(entity string, env *xmpp.Envelope) (inner *xmpp.Envelope, invalid string) {
+	opts := r.componentOpts(bareOf(entity))
+	inner, err := delegation.Unwrap(opts.DelegationNS, env, opts.DelegationNS == delegation.NS1)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return inner, ""
 }
 
 // delegationAnswer is a managing entity's answer to a forwarded IQ, unwrapped.
@@ -166,10 +175,9 @@ func (r *Router) remoteAnswer(h *Host, from string, env *xmpp.Envelope) *pb.Dele
 	if env.Type == "error" {
 		return m
 	}
-	opts := r.componentOpts(bareOf(from))
-	inner, err := delegation.Unwrap(opts.DelegationNS, env, opts.DelegationNS == delegation.NS1)
-	if err != nil {
-		m.Invalid = err.Error()
+	inner, invalid := r.unwrapAnswer(from, env)
+	if inner == nil {
+		m.Invalid = invalid
 		return m
 	}
 	m.InnerType, m.InnerId, m.InnerTo, m.InnerFrom = inner.Type, inner.ID, inner.To, inner.From
