@@ -292,12 +292,8 @@ func (r *Router) ownerRegister(m *pb.UserRegister, local *Session) {
 		r.closeEntry(e, "conflict", "replaced by a new session")
 		return
 	}
-	full := m.Bare + "/" + m.Resource
 	if old.available {
-		unavailable := xmpp.Presence("unavailable", full, "")
-		for _, o := range others {
-			o.send(r, readdress(unavailable, full, o.fullOf(m.Bare)))
-		}
+		r.unavailableTo(others, m.Bare, m.Bare+"/"+m.Resource)
 	}
 	r.closeEntry(old, "conflict", "replaced by a new session")
 }
@@ -349,11 +345,14 @@ func (r *Router) ownerUnregister(m *pb.UserUnregister) {
 	others := othersAvailable(res, m.Resource)
 	sh.mu.Unlock()
 	if e.available {
-		full := m.Bare + "/" + m.Resource
-		unavailable := xmpp.Presence("unavailable", full, "")
-		for _, o := range others {
-			o.send(r, readdress(unavailable, full, o.fullOf(m.Bare)))
-		}
+		r.unavailableTo(others, m.Bare, m.Bare+"/"+m.Resource)
+	}
+}
+
+// unavailableTo tells a user's other available resources that full went unavailable.
+func (r *Router) unavailableTo(others []namedEntry, bare, full string) {
+	for _, o := range others {
+		o.send(r, xmpp.Presence("unavailable", full, o.fullOf(bare)))
 	}
 }
 
