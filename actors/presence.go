@@ -1,6 +1,10 @@
 package actors
 
-import "github.com/switchboard-im/switchboard/actors/pb"
+import (
+	"strings"
+
+	"github.com/switchboard-im/switchboard/actors/pb"
+)
 
 // XEP-0356 §7: components with the presence privilege on a host get the initial and the
 // unavailable presence of its users, as directed presence from the user's full JID, and a
@@ -42,7 +46,7 @@ func (r *Router) ownerReplayPresence(host, entity string, to replyTo) {
 		sh := &r.owned[i]
 		sh.mu.Lock()
 		for bare, res := range sh.users {
-			if len(bare) <= len(suffix) || bare[len(bare)-len(suffix):] != suffix {
+			if len(bare) <= len(suffix) || !strings.HasSuffix(bare, suffix) {
 				continue
 			}
 			for name, e := range res {

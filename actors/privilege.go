@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
+	"maps"
 	"slices"
 	"sort"
 
@@ -96,15 +97,7 @@ func (r *Router) SetDynamicPrivileges(m map[string]map[string]Privileges) {
 }
 
 func privilegesEqual(a, b Privileges) bool {
-	if a.Roster != b.Roster || a.Message != b.Message || a.Presence != b.Presence || len(a.IQ) != len(b.IQ) {
-		return false
-	}
-	for ns, t := range a.IQ {
-		if b.IQ[ns] != t {
-			return false
-		}
-	}
-	return true
+	return a.Roster == b.Roster && a.Message == b.Message && a.Presence == b.Presence && maps.Equal(a.IQ, b.IQ)
 }
 
 // privilegedComponents lists every component that may have privileges: the configured
@@ -152,12 +145,7 @@ func privilegeAdvertisement(host, comp string, p Privileges, changed bool) []byt
 	}
 	if len(p.IQ) > 0 {
 		b.WriteString("<perm access='iq'>")
-		nss := make([]string, 0, len(p.IQ))
-		for ns := range p.IQ {
-			nss = append(nss, ns)
-		}
-		sort.Strings(nss)
-		for _, ns := range nss {
+		for _, ns := range slices.Sorted(maps.Keys(p.IQ)) {
 			b.WriteString("<namespace ns='" + xmpp.Escape(ns) + "' type='" + xmpp.Escape(p.IQ[ns]) + "'/>")
 		}
 		b.WriteString("</perm>")

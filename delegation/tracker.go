@@ -146,14 +146,14 @@ func (t *Tracker) viaCount(via any) *atomic.Int64 {
 
 // Add registers p and starts its timeout.
 func (t *Tracker) Add(p *Pending) {
-	now := time.Now()
-	if p.Started.IsZero() {
-		p.Started = now
-	}
 	t.viaCount(p.Via).Add(1)
 	sh := t.shard(p.OuterID)
 	sh.mu.Lock()
-	p.deadline = time.Now().Add(t.timeout) // under the lock: the shard's list stays in order
+	now := time.Now() // under the lock: the shard's list stays in deadline order
+	if p.Started.IsZero() {
+		p.Started = now
+	}
+	p.deadline = now.Add(t.timeout)
 	sh.m[p.OuterID] = p
 	sh.push(p)
 	sh.mu.Unlock()
