@@ -45,6 +45,19 @@ func (s *Store) Key(host, component string) string {
 	return s.prefix + host + "/" + component
 }
 
+// NormalizeHostComponent is NormalizeDomain of both parts of an entry's key.
+func NormalizeHostComponent(host, component string) (string, string, error) {
+	h, err := NormalizeDomain("host", host)
+	if err != nil {
+		return "", "", err
+	}
+	c, err := NormalizeDomain("component", component)
+	if err != nil {
+		return "", "", err
+	}
+	return h, c, nil
+}
+
 // NormalizeDomain returns the canonical form of a host or component name: lowercased
 // and as RFC 7622 prepares a domainpart. A local or resource part is refused, as is
 // anything that is not a JID.
@@ -133,11 +146,7 @@ func (s *Store) Decode(key, value []byte) (host, component string, p config.Priv
 // whole set: a privilege left out is not granted there). host and component are
 // normalized first.
 func (s *Store) Set(ctx context.Context, host, component string, p config.Privileges) error {
-	h, err := NormalizeDomain("host", host)
-	if err != nil {
-		return fmt.Errorf("privileges: set: %w", err)
-	}
-	c, err := NormalizeDomain("component", component)
+	h, c, err := NormalizeHostComponent(host, component)
 	if err != nil {
 		return fmt.Errorf("privileges: set: %w", err)
 	}
@@ -157,11 +166,7 @@ func (s *Store) Set(ctx context.Context, host, component string, p config.Privil
 
 // Remove deletes the privileges of component on host; ErrNotFound if etcd has none.
 func (s *Store) Remove(ctx context.Context, host, component string) error {
-	h, err := NormalizeDomain("host", host)
-	if err != nil {
-		return fmt.Errorf("privileges: remove: %w", err)
-	}
-	c, err := NormalizeDomain("component", component)
+	h, c, err := NormalizeHostComponent(host, component)
 	if err != nil {
 		return fmt.Errorf("privileges: remove: %w", err)
 	}

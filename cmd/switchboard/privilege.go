@@ -49,7 +49,7 @@ The values are checked as the config file's are.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Check everything that needs no etcd first, so mistakes fail fast.
-			host, comp, err := hostAndComponent(args)
+			host, comp, err := privileges.NormalizeHostComponent(args[0], args[1])
 			if err != nil {
 				return err
 			}
@@ -88,7 +88,7 @@ The values are checked as the config file's are.`,
 		Short: "Remove a component's privileges on a host from etcd (the config file's apply again)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			host, comp, err := hostAndComponent(args)
+			host, comp, err := privileges.NormalizeHostComponent(args[0], args[1])
 			if err != nil {
 				return err
 			}
@@ -251,15 +251,4 @@ func privilegeRows(cfg *config.Config, stored map[string]map[string]config.Privi
 		return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.comp, b.comp), cmp.Compare(a.rank, b.rank))
 	})
 	return rows
-}
-
-// hostAndComponent normalizes the HOST COMPONENT arguments of set and rm.
-func hostAndComponent(args []string) (host, comp string, err error) {
-	if host, err = privileges.NormalizeDomain("host", args[0]); err != nil {
-		return "", "", err
-	}
-	if comp, err = privileges.NormalizeDomain("component", args[1]); err != nil {
-		return "", "", err
-	}
-	return host, comp, nil
 }
