@@ -2,10 +2,12 @@ package xmpp
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Namespaces used on the wire.
@@ -78,6 +80,12 @@ type Reader struct {
 	// caller held back while input lasted can go now.
 	BeforeFill func()
 
+	// lean: src buffers what it has read already (TLS holds a whole record), so when an
+	// element leaves nothing unparsed the reader gives its buffer back, and waits for
+	// the next with a few bytes of its own: an idle session holds no read buffer.
+	lean bool
+	peek [32]byte
+
 	// A construct cut short by the end of the buffer (see more).
 	tok   int // its start (absolute), -1 if none
 	tried int // bytes it had at the last attempt
@@ -106,7 +114,7 @@ type nsBinding struct{ prefix, uri string }
 // NewReader reads from r; an element (or the stream header) over maxStanza bytes fails
 // with a policy-violation stream error.
 func NewReader(r io.Reader, maxStanza int) *Reader {
-	rd := &Reader{src: r, maxStanza: maxStanza, tok: -1}
+	rd := &Reader{src: r, maxStanza: maxStanza, tok: -1, lean: buffers(r)}
 	rd.arena, rd.attrs, rd.binds = rd.small.arena[:0], rd.small.attrs[:0], rd.small.binds[:0]
 	if b, ok := r.(*bytes.Reader); ok {
 		rd.mem = true // already in memory: read it in one go
@@ -119,7 +127,7 @@ func NewReader(r io.Reader, maxStanza int) *Reader {
 // Reset points the reader at a new underlying connection (after a TLS upgrade). Bytes
 // read from the old one and not parsed yet are dropped.
 func (r *Reader) Reset(src io.Reader) {
-	r.src, r.mem = src, false
+	r.src, r.mem, r.lean = src, false, buffers(src)
 	r.pos, r.w, r.mark = 0, 0, 0
 	r.rerr = nil
 	r.Restart()
@@ -129,7 +137,7 @@ func (r *Reader) Reset(src io.Reader) {
 // neither copies nor changes b, and envelopes copy what they keep, so b may be reused
 // once the reader is done with it. With it a Reader can be pooled for in-memory parsing.
 func (r *Reader) ResetBytes(b []byte, maxStanza int) {
-	r.src, r.mem = eofReader{}, true
+	r.src, r.mem, r.lean = eofReader{}, true, false
 	r.buf = b[:len(b):len(b)]
 	r.pos, r.w, r.mark = 0, len(b), 0
 	r.rerr = nil
@@ -171,6 +179,9 @@ func (r *Reader) fill() (n int) {
 	if r.BeforeFill != nil {
 		r.BeforeFill()
 	}
+	if r.buf == nil && r.lean {
+		return r.fillLean()
+	}
 	if r.buf == nil {
 		r.buf = make([]byte, readBufSize)
 	}
@@ -193,6 +204,44 @@ func (r *Reader) fill() (n int) {
 	for range 100 {
 		n, err := r.src.Read(r.buf[r.w:])
 		r.w += n
+		if err != nil {
+			r.rerr = err
+			return n
+		}
+		if n > 0 {
+			return n
+		}
+	}
+	r.rerr = io.ErrNoProgress
+	return 0
+}
+
+// readBufs holds the read buffers of lean readers between elements.
+var readBufs = sync.Pool{New: func() any { return new([readBufSize]byte) }}
+
+// buffers tells a source that keeps what it read but was not asked for (a TLS
+// connection) from one where a short read would cost another system call.
+func buffers(src io.Reader) bool {
+	_, ok := src.(*tls.Conn)
+	return ok
+}
+
+func (r *Reader) putBuf() {
+	if len(r.buf) == readBufSize {
+		readBufs.Put((*[readBufSize]byte)(r.buf))
+	}
+	r.buf, r.pos, r.w, r.mark = nil, 0, 0, 0
+}
+
+// fillLean waits for input with the reader's few bytes of its own, then takes a buffer
+// for what follows; the source holds the rest of what it read until the next fill.
+func (r *Reader) fillLean() int {
+	for range 100 {
+		n, err := r.src.Read(r.peek[:])
+		if n > 0 {
+			r.buf = readBufs.Get().(*[readBufSize]byte)[:]
+			r.w = copy(r.buf, r.peek[:n])
+		}
 		if err != nil {
 			r.rerr = err
 			return n
@@ -437,8 +486,10 @@ func (r *Reader) Next() (*Envelope, error) {
 	if err != nil {
 		return nil, r.fail(err)
 	}
-	if len(r.buf) > shrinkBufSize && r.pos == r.w {
-		r.buf, r.pos, r.w, r.mark = nil, 0, 0, 0
+	if r.pos == r.w && (r.lean || len(r.buf) > shrinkBufSize) {
+		// Nothing read is left. A buffer grown for one big stanza goes; a lean reader
+		// gives its buffer back, as the next element may be a long time coming.
+		r.putBuf()
 	}
 	if cap(r.arena) > shrinkBufSize {
 		r.arena = nil
