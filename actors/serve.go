@@ -30,9 +30,10 @@ func (r *Router) ServeC2S(c *xmpp.Conn) {
 	out := r.newOutbox()
 	c.R.BeforeFill = out.flush
 	defer out.flush() // before the session goes
+	var idleDeadline time.Time
 	for {
-		if s != nil && r.limits().IdleTimeout > 0 {
-			_ = c.SetReadDeadline(time.Now().Add(r.limits().IdleTimeout))
+		if s != nil {
+			idleDeadline = r.armIdleDeadline(c, idleDeadline)
 		}
 		env, err := c.R.Next()
 		if err != nil {
@@ -82,6 +83,24 @@ func (r *Router) ServeC2S(c *xmpp.Conn) {
 		r.metrics.stanzaIn(env.Kind, fromC2S)
 		r.route(out, s, s.Full, env)
 	}
+}
+
+// armIdleDeadline gives a client limits.idle_timeout to send something. Like the write
+// deadline (Session.armWriteDeadline), it is moved only once a quarter of it has passed:
+// a timer update per stanza costs, and a client silent for between 3/4 of idle_timeout and
+// all of it is disconnected.
+func (r *Router) armIdleDeadline(c *xmpp.Conn, last time.Time) time.Time {
+	t := r.limits().IdleTimeout
+	if t <= 0 {
+		return last
+	}
+	now := time.Now()
+	if last.Sub(now) > t-t/4 {
+		return last
+	}
+	d := now.Add(t)
+	_ = c.SetReadDeadline(d)
+	return d
 }
 
 func validIQ(env *xmpp.Envelope) bool {

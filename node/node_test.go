@@ -4,6 +4,7 @@ import (
 	"crypto/sha1"
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -421,6 +422,16 @@ func TestBadInput(t *testing.T) {
 func TestIdleTimeout(t *testing.T) {
 	s := startNode(t, func(c *config.Config) { c.Limits.IdleTimeout = config.Duration(700 * time.Millisecond) })
 	s.addUser("alice", "a")
+	s.addUser("bob", "b")
+	// bob talks every 150 ms for twice the idle timeout: he stays.
+	b := s.client("bob", "b")
+	for i := range 10 {
+		b.Send(fmt.Sprintf(`<iq type='get' id='k%d' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, i))
+		if e := b.Next(wait); e.Attr("id") != fmt.Sprintf("k%d", i) || e.Attr("type") != "result" {
+			t.Fatalf("a talking client got %s", e)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
 	a := s.client("alice", "a")
 	start := time.Now()
 	select {
