@@ -73,22 +73,21 @@ func (r *Router) AttachCluster(c Cluster) error {
 // messages stay here, in order.
 func (r *Router) receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
+	case *pb.PackedAnswers:
+		answers, err := unpackAnswers(m.Data)
+		if err != nil {
+			r.log.Warn("answers from another node dropped", "err", err)
+			return
+		}
+		r.toReplyWorkers(answers)
 	case *pb.DelegationAnswer:
-		r.sys.Root.Send(r.replyWorkers[r.replyWorkerOf(m)], m)
+		r.toReplyWorkers([]answerView{viewOf(m)})
 	case *pb.DelegationAnswers:
-		parts := make([]*pb.DelegationAnswers, len(r.replyWorkers))
-		for _, a := range m.Answers {
-			i := r.replyWorkerOf(a)
-			if parts[i] == nil {
-				parts[i] = &pb.DelegationAnswers{}
-			}
-			parts[i].Answers = append(parts[i].Answers, a)
+		answers := make([]answerView, len(m.Answers))
+		for i, a := range m.Answers {
+			answers[i] = viewOf(a)
 		}
-		for i, p := range parts {
-			if p != nil {
-				r.sys.Root.Send(r.replyWorkers[i], p)
-			}
-		}
+		r.toReplyWorkers(answers)
 	case *pb.DelegationReply, *pb.PrivilegedReply:
 		n := r.replyNext.Add(1)
 		r.sys.Root.Send(r.replyWorkers[n%uint64(len(r.replyWorkers))], m)
@@ -97,8 +96,18 @@ func (r *Router) receive(ctx actor.Context) {
 	}
 }
 
-func (r *Router) replyWorkerOf(a *pb.DelegationAnswer) int {
-	return int(hashString(r.seed, a.InnerTo) % uint64(len(r.replyWorkers)))
+// toReplyWorkers gives each answer to the reply worker of its requester.
+func (r *Router) toReplyWorkers(answers []answerView) {
+	parts := make([]answerBatch, len(r.replyWorkers))
+	for _, a := range answers {
+		i := hashString(r.seed, a.innerTo) % uint64(len(r.replyWorkers))
+		parts[i] = append(parts[i], a)
+	}
+	for i, p := range parts {
+		if p != nil {
+			r.sys.Root.Send(r.replyWorkers[i], p)
+		}
+	}
 }
 
 // receiveReply is a reply worker.
@@ -112,10 +121,8 @@ func (r *Router) receiveReply(ctx actor.Context) {
 		if h := r.hosts[env.To]; h != nil {
 			r.managingReply(nil, h, env.From, env)
 		}
-	case *pb.DelegationAnswer:
-		r.answerFromNode(m)
-	case *pb.DelegationAnswers:
-		for _, a := range m.Answers {
+	case answerBatch:
+		for _, a := range m {
 			r.answerFromNode(a)
 		}
 	case *pb.PrivilegedReply:

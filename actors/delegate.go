@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"hash/maphash"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
@@ -186,29 +187,29 @@ func (r *Router) remoteAnswer(h *Host, from string, env *xmpp.Envelope) *pb.Dele
 }
 
 // answerFromNode checks an answer unwrapped on another node against this node's pending IQ.
-func (r *Router) answerFromNode(m *pb.DelegationAnswer) {
-	if r.hosts[m.Host] == nil {
+func (r *Router) answerFromNode(a answerView) {
+	if r.hosts[a.host] == nil {
 		return
 	}
-	p, ok := r.tracker.Take(m.OuterId)
+	p, ok := r.tracker.Take(a.outerID)
 	if !ok {
 		return
 	}
-	r.finishDelegated(p, delegationAnswer{host: m.Host, from: m.From, outerType: m.OuterType, invalid: m.Invalid,
-		innerType: m.InnerType, innerID: m.InnerId, innerTo: m.InnerTo, innerFrom: m.InnerFrom,
-		bytes: func(from, to string) []byte { return readdressIQ(m.Inner, from, to) }})
+	r.finishDelegated(p, delegationAnswer{host: a.host, from: a.from, outerType: a.outerType, invalid: a.invalid,
+		innerType: a.innerType, innerID: a.innerID, innerTo: a.innerTo, innerFrom: a.innerFrom,
+		bytes: func(from, to string) []byte { return readdressIQ(a.inner, from, to) }})
 }
 
 // readdressIQ adds from and to to an <iq> start tag that has neither.
-func readdressIQ(stripped []byte, from, to string) []byte {
-	if !bytes.HasPrefix(stripped, []byte("<iq")) {
+func readdressIQ(stripped, from, to string) []byte {
+	if !strings.HasPrefix(stripped, "<iq") {
 		return nil
 	}
 	var b bytes.Buffer
 	b.Grow(len(stripped) + len(from) + len(to) + 16)
 	b.WriteString("<iq")
 	xmpp.WriteAddrs(&b, from, to)
-	b.Write(stripped[3:])
+	b.WriteString(stripped[3:])
 	return b.Bytes()
 }
 

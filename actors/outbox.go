@@ -6,6 +6,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/cluster"
 )
 
 // outbox gathers what one connection's reader goroutine routes to other nodes while its
@@ -101,14 +102,22 @@ func concat(parts [][]byte) []byte {
 	return bytes.Join(parts, nil)
 }
 
-// sendAnswers sends answers to a node as one message, or one each to a node older than
-// DelegationAnswers (a rolling upgrade), which would drop a message it does not know.
+// sendAnswers sends answers to a node as one message in the newest form it knows: packed
+// (proto version 2), a DelegationAnswers (1), or one each to a node older than that (a
+// rolling upgrade: a node drops a message it does not know).
 func (r *Router) sendAnswers(node string, m *pb.DelegationAnswers) {
-	if node == r.nodeID || r.cluster == nil || r.cluster.Proto(node) >= 1 {
-		r.sendToNode(node, m)
-		return
+	proto := cluster.ProtoVersion
+	if node != r.nodeID && r.cluster != nil {
+		proto = r.cluster.Proto(node)
 	}
-	for _, a := range m.Answers {
-		r.sendToNode(node, a)
+	switch {
+	case proto >= 2:
+		r.sendToNode(node, &pb.PackedAnswers{Data: packAnswers(nil, m.Answers)})
+	case proto == 1:
+		r.sendToNode(node, m)
+	default:
+		for _, a := range m.Answers {
+			r.sendToNode(node, a)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,14 +26,16 @@ func (f fakeCluster) Proto(string) int                       { return f.proto }
 func (f fakeCluster) Owner(string) cluster.Member            { return cluster.Member{} }
 func (f fakeCluster) Members() []cluster.Member              { return nil }
 
-// Answers for a node go as one DelegationAnswers, or one by one to a node older than that
-// message (a rolling upgrade), which would drop what it does not know.
+// Answers for a node go as one PackedAnswers, or as the newest form an older node knows
+// (a rolling upgrade: a node drops what it does not know).
 func TestOutboxAnswersByPeerVersion(t *testing.T) {
 	for _, tc := range []struct {
 		proto int
 		want  []string
 	}{
-		{cluster.ProtoVersion, []string{"batch:a1,a2,a3"}},
+		{cluster.ProtoVersion, []string{"packed:a1,a2,a3"}},
+		{2, []string{"packed:a1,a2,a3"}},
+		{1, []string{"batch:a1,a2,a3"}},
 		{0, []string{"a1", "a2", "a3"}},
 	} {
 		sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
@@ -48,6 +51,20 @@ func TestOutboxAnswersByPeerVersion(t *testing.T) {
 						s += ","
 					}
 					s += a.OuterId
+				}
+				got <- s
+			case *pb.PackedAnswers:
+				answers, err := unpackAnswers(m.Data)
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				s := "packed:"
+				for i, a := range answers {
+					if i > 0 {
+						s += ","
+					}
+					s += a.outerID
 				}
 				got <- s
 			}
@@ -79,5 +96,36 @@ func TestOutboxAnswersByPeerVersion(t *testing.T) {
 		}
 		r.Stop()
 		sys.Shutdown()
+	}
+}
+
+// PackedAnswers carry every field of every answer, empty ones and the inner stanza
+// included; a cut or overlong field is an error, not a wrong answer.
+func TestPackedAnswersRoundTrip(t *testing.T) {
+	in := []*pb.DelegationAnswer{
+		{OuterId: "sbd:n1:1", Host: "localhost", From: "pubsub.localhost", OuterType: "result", InnerType: "result",
+			InnerId: "q1", InnerTo: "alice@localhost/r", InnerFrom: "localhost", Inner: []byte("<iq type='result' id='q1'/>")},
+		{OuterId: "sbd:n1:2", Host: "localhost", From: "pubsub.localhost", OuterType: "error"},
+		{OuterId: "sbd:n1:3", Host: "localhost", From: "pubsub.localhost", OuterType: "result", Invalid: "no <forwarded/>"},
+		{OuterId: "sbd:n1:4", InnerTo: string(make([]byte, 300)), Inner: []byte(strings.Repeat("é", 200))},
+	}
+	data := packAnswers(nil, in)
+	out, err := unpackAnswers(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(in) {
+		t.Fatalf("%d answers, want %d", len(out), len(in))
+	}
+	for i, a := range in {
+		if out[i] != viewOf(a) {
+			t.Fatalf("answer %d: got %+v, want %+v", i, out[i], viewOf(a))
+		}
+	}
+	for _, bad := range [][]byte{data[:len(data)-1], append(append([]byte{}, data...), 5, 'x'), {0x80},
+		append([]byte{byte(len(in) + 1)}, data[1:]...), append([]byte{byte(len(in) - 1)}, data[1:]...)} {
+		if _, err := unpackAnswers(bad); err == nil {
+			t.Fatalf("%q: no error", bad)
+		}
 	}
 }

@@ -54,7 +54,8 @@ type Member struct {
 // node sends an older one only what it knows.
 //
 //	1: DelegationAnswers (answers batched per node)
-const ProtoVersion = 1
+//	2: PackedAnswers (the same, packed in one byte string)
+const ProtoVersion = 2
 
 // ComponentEntry is one connected component session somewhere in the cluster.
 type ComponentEntry struct {

@@ -976,6 +976,54 @@ func (x *DelegationAnswers) GetAnswers() []*DelegationAnswer {
 	return nil
 }
 
+// PackedAnswers are DelegationAnswers for a node that understands them (proto version
+// 2): their number as a uvarint, then each answer's ten fields, in DelegationAnswer's
+// order, as uvarint length and bytes (actors/answers.go). The receiving node gets one
+// byte string for the burst instead of ten allocated fields per answer.
+type PackedAnswers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedAnswers) Reset() {
+	*x = PackedAnswers{}
+	mi := &file_switchboard_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedAnswers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedAnswers) ProtoMessage() {}
+
+func (x *PackedAnswers) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedAnswers.ProtoReflect.Descriptor instead.
+func (*PackedAnswers) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PackedAnswers) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -1049,7 +1097,9 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x05inner\x18\n" +
 	" \x01(\fR\x05inner\"O\n" +
 	"\x11DelegationAnswers\x12:\n" +
-	"\aanswers\x18\x01 \x03(\v2 .switchboard.v1.DelegationAnswerR\aanswersB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
+	"\aanswers\x18\x01 \x03(\v2 .switchboard.v1.DelegationAnswerR\aanswers\"#\n" +
+	"\rPackedAnswers\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04dataB1Z/github.com/switchboard-im/switchboard/actors/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -1063,7 +1113,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),               // 0: switchboard.v1.Ref
 	(*Deliver)(nil),           // 1: switchboard.v1.Deliver
@@ -1080,6 +1130,7 @@ var file_switchboard_proto_goTypes = []any{
 	(*UserPresenceTo)(nil),    // 12: switchboard.v1.UserPresenceTo
 	(*DelegationAnswer)(nil),  // 13: switchboard.v1.DelegationAnswer
 	(*DelegationAnswers)(nil), // 14: switchboard.v1.DelegationAnswers
+	(*PackedAnswers)(nil),     // 15: switchboard.v1.PackedAnswers
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0,  // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -1106,7 +1157,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

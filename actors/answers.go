@@ -1,0 +1,82 @@
+package actors
+
+import (
+	"encoding/binary"
+	"errors"
+	"slices"
+
+	"github.com/switchboard-im/switchboard/actors/pb"
+)
+
+// answerView is a delegation answer unwrapped on the managing entity's node, as the
+// requester's node reads it: from a DelegationAnswer, or sliced out of PackedAnswers.
+type answerView struct {
+	outerID, host, from, outerType, invalid string
+	innerType, innerID, innerTo, innerFrom  string
+	inner                                   string // the inner stanza without from and to
+}
+
+// answerBatch is a reply worker's share of one PackedAnswers.
+type answerBatch []answerView
+
+func viewOf(m *pb.DelegationAnswer) answerView {
+	return answerView{outerID: m.OuterId, host: m.Host, from: m.From, outerType: m.OuterType, invalid: m.Invalid,
+		innerType: m.InnerType, innerID: m.InnerId, innerTo: m.InnerTo, innerFrom: m.InnerFrom, inner: string(m.Inner)}
+}
+
+// packAnswers appends answers to b in PackedAnswers' layout: their number, then per
+// answer its ten fields in DelegationAnswer's order, each as uvarint length and bytes.
+func packAnswers(b []byte, answers []*pb.DelegationAnswer) []byte {
+	n := 0
+	for _, a := range answers {
+		n += len(a.OuterId) + len(a.Host) + len(a.From) + len(a.OuterType) + len(a.Invalid) + len(a.InnerType) +
+			len(a.InnerId) + len(a.InnerTo) + len(a.InnerFrom) + len(a.Inner) + 2*10
+	}
+	b = slices.Grow(b, n+binary.MaxVarintLen64)
+	b = binary.AppendUvarint(b, uint64(len(answers)))
+	for _, a := range answers {
+		for _, f := range [...]string{a.OuterId, a.Host, a.From, a.OuterType, a.Invalid, a.InnerType, a.InnerId, a.InnerTo, a.InnerFrom} {
+			b = binary.AppendUvarint(b, uint64(len(f)))
+			b = append(b, f...)
+		}
+		b = binary.AppendUvarint(b, uint64(len(a.Inner)))
+		b = append(b, a.Inner...)
+	}
+	return b
+}
+
+var errPackedAnswers = errors.New("malformed PackedAnswers")
+
+// unpackAnswers reads what packAnswers wrote. The views' fields share one copy of data.
+func unpackAnswers(data []byte) ([]answerView, error) {
+	count, off := binary.Uvarint(data)
+	if off <= 0 || count > uint64(len(data)/10) {
+		return nil, errPackedAnswers
+	}
+	s := string(data)
+	out := make([]answerView, 0, count)
+	for off < len(data) {
+		var f [10]string
+		for i := range f {
+			n, k := uint64(data[off]), 1 // most fields are shorter than 128 bytes
+			if n >= 0x80 {
+				n, k = binary.Uvarint(data[off:])
+			}
+			if k <= 0 || n > uint64(len(data)-off-k) {
+				return nil, errPackedAnswers
+			}
+			off += k
+			f[i] = s[off : off+int(n)]
+			off += int(n)
+			if off == len(data) && i < len(f)-1 {
+				return nil, errPackedAnswers
+			}
+		}
+		out = append(out, answerView{outerID: f[0], host: f[1], from: f[2], outerType: f[3], invalid: f[4],
+			innerType: f[5], innerID: f[6], innerTo: f[7], innerFrom: f[8], inner: f[9]})
+	}
+	if uint64(len(out)) != count {
+		return nil, errPackedAnswers
+	}
+	return out, nil
+}
