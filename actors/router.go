@@ -28,6 +28,7 @@ type Limits struct {
 	MaxSendQueue int64
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
+	ParkAfter    time.Duration // a client session silent this long parks (0: never)
 }
 
 // HostInfo is what the router needs to know of a served domain.
@@ -134,6 +135,7 @@ type Metrics struct {
 	StanzasIn     *prometheus.CounterVec // by kind (message, presence, iq) and source (c2s, component)
 	StanzasOut    prometheus.Counter     // written to any session
 	RoutingErrors *prometheus.CounterVec // stanza errors sent, by condition
+	Parked        prometheus.Gauge       // client sessions parked (limits.park_after)
 
 	// in holds StanzasIn's counters, looked up once: a label lookup per stanza hashes
 	// and validates both label values (~2% of a node's CPU).
@@ -161,7 +163,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchboard_routing_errors_total", Help: "Stanza errors the router answered with, by condition.",
 		}, []string{"condition"}),
 	}
-	reg.MustRegister(m.StanzasIn, m.StanzasOut, m.RoutingErrors)
+	m.Parked = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "switchboard_c2s_parked", Help: "Client sessions idle past limits.park_after, waiting for input on a minimal goroutine.",
+	})
+	reg.MustRegister(m.StanzasIn, m.StanzasOut, m.RoutingErrors, m.Parked)
 	for src, name := range []string{fromC2S: "c2s", fromComponent: "component"} {
 		for k := xmpp.KindMessage; k <= xmpp.KindIQ; k++ {
 			m.in[src][k] = m.StanzasIn.WithLabelValues(k.String(), name)

@@ -11,96 +11,178 @@ import (
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
-// ServeC2S runs a negotiated client connection (authenticated, binding offered) until it
-// ends: it handles the bind request, then reads and routes every stanza.
-func (r *Router) ServeC2S(c *xmpp.Conn) {
-	var s *Session
-	defer func() {
-		if s == nil {
-			_ = c.Close()
+// ServeC2S runs a negotiated client connection (authenticated, binding offered): it
+// handles the bind request, then reads and routes every stanza. It calls done once the
+// session is over. It may return before that: a session silent for limits.park_after
+// waits for input on a goroutine of its own (see park).
+func (r *Router) ServeC2S(c *xmpp.Conn, done func()) {
+	cr := &c2sReader{r: r, c: c, out: r.newOutbox(), done: done}
+	c.R.BeforeFill = cr.out.flush
+	c.R.OnTimeout = cr.onTimeout
+	cr.run()
+}
+
+// c2sReader is a client connection's reading side: what its loop keeps between stanzas,
+// so that the loop can stop while the session idles and go on, on another goroutine,
+// when input comes.
+type c2sReader struct {
+	r    *Router
+	c    *xmpp.Conn
+	s    *Session // nil until bound
+	out  *outbox
+	done func()
+	// deadline is the read deadline set on c: the earlier of idleBy and the end of
+	// limits.park_after, moved once a quarter of its window has passed (a timer update
+	// per stanza costs).
+	deadline time.Time
+	idleBy   time.Time // when limits.idle_timeout ends the session (zero: never)
+}
+
+// run reads and routes until the session ends (then finish) or parks.
+func (cr *c2sReader) run() {
+	for {
+		if cr.s != nil {
+			cr.armDeadline()
+		}
+		env, err := cr.c.R.Next()
+		if err == xmpp.ErrParked {
+			go cr.park()
+			return // the parked goroutine owns the reader now
+		}
+		if err != nil {
+			cr.r.endWith(cr.c, cr.s, err)
+			cr.finish()
 			return
 		}
+		if !cr.handle(env) {
+			cr.finish()
+			return
+		}
+	}
+}
+
+// handle binds or routes one stanza; false ends the session.
+func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
+	r, c, s := cr.r, cr.c, cr.s
+	if s == nil {
+		res, ok := xmpp.ParseBind(env)
+		if !ok {
+			c.Fail(&xmpp.StreamError{Condition: "not-authorized", Text: "bind a resource first"}, c.Host)
+			return false
+		}
+		if res == "" {
+			res = xmpp.NewID()[:12]
+		}
+		full, err := jid.New(c.User, c.Host, res)
+		if err != nil {
+			return c.WriteRaw(xmpp.ErrorReply(env, "", "", xmpp.ErrBadRequest)) == nil
+		}
+		s = r.newSession(KindC2S, c)
+		s.Host, s.Local, s.Res = c.Host, full.Localpart(), full.Resourcepart()
+		s.Bare, s.Full = full.Bare().String(), full.String()
+		s.log = r.log.With("jid", s.Full)
+		cr.s = s
+		// The bind result is queued first but held back until the session is
+		// registered (with its owner, maybe on another node): once the client knows
+		// its JID, stanzas sent to it find it, and they follow the bind result.
+		s.hold.Store(true)
+		s.Send(xmpp.BindResult(env.ID, s.Full))
+		r.bindUser(s)
+		s.hold.Store(false)
+		r.sys.Root.Send(s.pid, flushNow{})
+		c.Deadline(0)
+		s.log.Debug("session bound")
+		return true
+	}
+	if env.Kind == xmpp.KindOther {
+		s.Close(&xmpp.StreamError{Condition: "unsupported-stanza-type", Text: env.Name.Local})
+		return false
+	}
+	if env.Kind == xmpp.KindIQ && !validIQ(env) {
+		s.Send(xmpp.ErrorReply(env, "", s.Full, xmpp.ErrBadRequest))
+		return true
+	}
+	r.metrics.stanzaIn(env.Kind, fromC2S)
+	r.route(cr.out, s, s.Full, env)
+	return true
+}
+
+// finish is the end of the session: what the reader held back goes, then the session.
+func (cr *c2sReader) finish() {
+	cr.out.flush()
+	r, s := cr.r, cr.s
+	if s == nil {
+		_ = cr.c.Close()
+	} else {
 		r.unbindUser(s)
 		r.accountDown(s)
 		if !s.replaced.Load() {
 			r.goOffline(s)
 		}
 		r.stopSession(s)
-	}()
-	out := r.newOutbox()
-	c.R.BeforeFill = out.flush
-	defer out.flush() // before the session goes
-	var idleDeadline time.Time
-	for {
-		if s != nil {
-			idleDeadline = r.armIdleDeadline(c, idleDeadline)
-		}
-		env, err := c.R.Next()
-		if err != nil {
-			r.endWith(c, s, err)
-			return
-		}
-		if s == nil {
-			res, ok := xmpp.ParseBind(env)
-			if !ok {
-				c.Fail(&xmpp.StreamError{Condition: "not-authorized", Text: "bind a resource first"}, c.Host)
-				return
-			}
-			if res == "" {
-				res = xmpp.NewID()[:12]
-			}
-			full, err := jid.New(c.User, c.Host, res)
-			if err != nil {
-				if err := c.WriteRaw(xmpp.ErrorReply(env, "", "", xmpp.ErrBadRequest)); err != nil {
-					return
-				}
-				continue
-			}
-			s = r.newSession(KindC2S, c)
-			s.Host, s.Local, s.Res = c.Host, full.Localpart(), full.Resourcepart()
-			s.Bare, s.Full = full.Bare().String(), full.String()
-			s.log = r.log.With("jid", s.Full)
-			// The bind result is queued first but held back until the session is
-			// registered (with its owner, maybe on another node): once the client knows
-			// its JID, stanzas sent to it find it, and they follow the bind result.
-			s.hold.Store(true)
-			s.Send(xmpp.BindResult(env.ID, s.Full))
-			r.bindUser(s)
-			s.hold.Store(false)
-			r.sys.Root.Send(s.pid, flushNow{})
-			c.Deadline(0)
-			s.log.Debug("session bound")
-			continue
-		}
-		if env.Kind == xmpp.KindOther {
-			s.Close(&xmpp.StreamError{Condition: "unsupported-stanza-type", Text: env.Name.Local})
-			return
-		}
-		if env.Kind == xmpp.KindIQ && !validIQ(env) {
-			s.Send(xmpp.ErrorReply(env, "", s.Full, xmpp.ErrBadRequest))
-			continue
-		}
-		r.metrics.stanzaIn(env.Kind, fromC2S)
-		r.route(out, s, s.Full, env)
 	}
+	cr.done()
 }
 
-// armIdleDeadline gives a client limits.idle_timeout to send something. Like the write
-// deadline (Session.armWriteDeadline), it is moved only once a quarter of it has passed:
-// a timer update per stanza costs, and a client silent for between 3/4 of idle_timeout and
-// all of it is disconnected.
-func (r *Router) armIdleDeadline(c *xmpp.Conn, last time.Time) time.Time {
-	t := r.limits().IdleTimeout
-	if t <= 0 {
-		return last
+// armDeadline moves the read deadline when a quarter of its window has passed. The
+// window is limits.park_after, or limits.idle_timeout if that is shorter or parking off.
+func (cr *c2sReader) armDeadline() {
+	lim := cr.r.limits()
+	window := lim.ParkAfter
+	if window <= 0 || (lim.IdleTimeout > 0 && lim.IdleTimeout < window) {
+		window = lim.IdleTimeout
+	}
+	if window <= 0 {
+		if !cr.deadline.IsZero() {
+			cr.deadline, cr.idleBy = time.Time{}, time.Time{}
+			_ = cr.c.SetReadDeadline(time.Time{})
+		}
+		return
 	}
 	now := time.Now()
-	if last.Sub(now) > t-t/4 {
-		return last
+	if cr.deadline.Sub(now) > window-window/4 {
+		return
 	}
-	d := now.Add(t)
-	_ = c.SetReadDeadline(d)
-	return d
+	cr.idleBy = time.Time{}
+	if lim.IdleTimeout > 0 {
+		cr.idleBy = now.Add(lim.IdleTimeout)
+	}
+	cr.deadline = now.Add(window)
+	_ = cr.c.SetReadDeadline(cr.deadline)
+}
+
+// onTimeout is the reader's OnTimeout: the idle timeout ends the session; park_after
+// between stanzas parks it; park_after in the middle of a stanza (a slow sender) reads on.
+func (cr *c2sReader) onTimeout(between bool) (park, again bool) {
+	if cr.s == nil || (!cr.idleBy.IsZero() && !time.Now().Before(cr.idleBy)) {
+		return false, false
+	}
+	if between && cr.r.limits().ParkAfter > 0 {
+		return true, false
+	}
+	cr.deadline = time.Time{}
+	cr.armDeadline()
+	return false, true
+}
+
+// park waits for the session's next input on a fresh goroutine, whose stack is the
+// smallest there is (2 KiB), while the reading loop's goroutine, whose stack grew to
+// 8 KiB for TLS reads and routing, has ended: most sessions mostly idle. Input resumes
+// the loop here (its stack grows again, a few microseconds); the idle timeout, or the
+// connection closing (the session ended by the server), ends the session.
+func (cr *c2sReader) park() {
+	r := cr.r
+	_ = cr.c.SetReadDeadline(cr.idleBy)
+	cr.deadline = time.Time{}
+	r.metrics.Parked.Inc()
+	err := cr.c.WaitReadable()
+	r.metrics.Parked.Dec()
+	if err != nil {
+		r.endWith(cr.c, cr.s, err)
+		cr.finish()
+		return
+	}
+	cr.run()
 }
 
 func validIQ(env *xmpp.Envelope) bool {

@@ -361,6 +361,10 @@ type LimitsConfig struct {
 	// IdleTimeout closes a connection that sent nothing (not even whitespace
 	// keepalives) for this long; 0 never closes. Default: 10m.
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ParkAfter: a client session that sent nothing for this long waits for its next
+	// input on a goroutine with the smallest stack (2 KiB instead of 8), until input
+	// comes; 0 never parks. Default: 5s.
+	ParkAfter Duration `yaml:"park_after"`
 	// WriteTimeout bounds one write to a connection; a peer that does not
 	// read for this long is disconnected. Default: 30s.
 	WriteTimeout Duration `yaml:"write_timeout"`
@@ -441,6 +445,7 @@ func Default() *Config {
 			MaxStanzaBytes:     262144,
 			NegotiationTimeout: Duration(30 * time.Second),
 			IdleTimeout:        Duration(10 * time.Minute),
+			ParkAfter:          Duration(5 * time.Second),
 			WriteTimeout:       Duration(30 * time.Second),
 			MaxAuthAttempts:    3,
 			MaxSendQueueBytes:  8 << 20,
@@ -686,6 +691,9 @@ func (c *Config) Validate() error {
 	v.positive("delegation.timeout", int64(c.Delegation.Timeout))
 	v.positive("limits.max_stanza_bytes", int64(c.Limits.MaxStanzaBytes))
 	v.positive("limits.negotiation_timeout", int64(c.Limits.NegotiationTimeout))
+	if c.Limits.ParkAfter < 0 {
+		v.add("limits.park_after", "must be >= 0 (0 = never)")
+	}
 	if c.Limits.IdleTimeout < 0 {
 		v.add("limits.idle_timeout", "must be >= 0 (0 = never)")
 	}

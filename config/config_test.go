@@ -77,7 +77,7 @@ func TestDefaultValidates(t *testing.T) {
 	}
 	want := LimitsConfig{
 		MaxStanzaBytes: 262144, NegotiationTimeout: Duration(30 * time.Second),
-		IdleTimeout: Duration(10 * time.Minute), WriteTimeout: Duration(30 * time.Second),
+		IdleTimeout: Duration(10 * time.Minute), ParkAfter: Duration(5 * time.Second), WriteTimeout: Duration(30 * time.Second),
 		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, MaxRosterItems: 1000,
 	}
 	if c.Limits != want {
@@ -369,6 +369,7 @@ func TestValidateErrors(t *testing.T) {
 		{"max stanza", func(c *Config) { c.Limits.MaxStanzaBytes = 0 }, "limits.max_stanza_bytes: must be > 0"},
 		{"negotiation", func(c *Config) { c.Limits.NegotiationTimeout = -1 }, "limits.negotiation_timeout: must be > 0"},
 		{"idle negative", func(c *Config) { c.Limits.IdleTimeout = Duration(-time.Second) }, "limits.idle_timeout: must be >= 0"},
+		{"park negative", func(c *Config) { c.Limits.ParkAfter = Duration(-time.Second) }, "limits.park_after: must be >= 0"},
 		{"write timeout", func(c *Config) { c.Limits.WriteTimeout = 0 }, "limits.write_timeout: must be > 0"},
 		{"auth attempts", func(c *Config) { c.Limits.MaxAuthAttempts = 0 }, "limits.max_auth_attempts: must be > 0"},
 		{"send queue", func(c *Config) { c.Limits.MaxSendQueueBytes = -5 }, "limits.max_send_queue_bytes: must be > 0"},
@@ -568,8 +569,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 32 {
-		t.Errorf("checked %d keys, want 32 (update this test when adding keys)", n)
+	if n != 33 {
+		t.Errorf("checked %d keys, want 33 (update this test when adding keys)", n)
 	}
 }
 

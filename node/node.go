@@ -93,6 +93,7 @@ func routerLimits(c *config.Config) actors.Limits {
 		MaxSendQueue: int64(c.Limits.MaxSendQueueBytes),
 		WriteTimeout: c.Limits.WriteTimeout.D(),
 		IdleTimeout:  c.Limits.IdleTimeout.D(),
+		ParkAfter:    c.Limits.ParkAfter.D(),
 	}
 }
 
@@ -478,11 +479,10 @@ func (n *Node) serveC2S(raw net.Conn, direct bool) {
 	// the TLS handshake and SASL and would stay that size for as long as the session
 	// idles (most sessions mostly idle).
 	n.conns.Add(1)
-	go func() {
-		defer n.conns.Done()
-		defer n.metrics.conns.WithLabelValues("c2s").Dec()
-		n.router.ServeC2S(c)
-	}()
+	go n.router.ServeC2S(c, func() {
+		n.metrics.conns.WithLabelValues("c2s").Dec()
+		n.conns.Done()
+	})
 }
 
 func (n *Node) serveComponent(raw net.Conn) {

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -522,4 +524,68 @@ func TestBigStanzaAfterIdle(t *testing.T) {
 	if m := b.Next(wait); m.Attr("id") != "big" || len(m.Child("body").Text) != len(body) {
 		t.Fatalf("bob got %.200s", m)
 	}
+}
+
+// A client silent for limits.park_after parks (switchboard_c2s_parked counts it), and
+// nothing else changes: what is sent to it arrives, what it sends is routed, a stanza it
+// trickles in slower than park_after is read whole, and the idle timeout still ends it.
+func TestParkedSession(t *testing.T) {
+	s := startNode(t, func(c *config.Config) {
+		c.Limits.ParkAfter = config.Duration(200 * time.Millisecond)
+		c.Limits.IdleTimeout = config.Duration(2500 * time.Millisecond)
+	})
+	s.addUser("alice", "a")
+	s.addUser("bob", "b")
+	a := s.client("alice", "a")
+	b := s.client("bob", "b")
+	parked := func() string {
+		resp, err := http.Get("http://" + s.n.Addrs.Admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		m := regexp.MustCompile(`(?m)^switchboard_c2s_parked (\S+)$`).FindStringSubmatch(string(body))
+		if m == nil {
+			t.Fatalf("no switchboard_c2s_parked in\n%s", grepLines(string(body), "switchboard_"))
+		}
+		return m[1]
+	}
+	waitFor(t, wait, "both sessions parked", func() bool { return parked() == "2" })
+
+	a.Send(`<message to='` + b.JID + `' id='m1' type='chat'><body>wake up</body></message>`)
+	if e := b.Next(wait); e.Attr("id") != "m1" || e.Child("body") == nil || e.Child("body").Text != "wake up" {
+		t.Fatalf("bob got %s", e)
+	}
+	b.Send(`<message to='` + a.JID + `' id='m2' type='chat'><body>awake</body></message>`)
+	if e := a.Next(wait); e.Attr("id") != "m2" {
+		t.Fatalf("alice got %s", e)
+	}
+	waitFor(t, wait, "both parked again", func() bool { return parked() == "2" })
+
+	// Half a stanza, a pause of three park_afters, the rest.
+	a.SendBatch(`<message to='` + b.JID + `' id='m3' type='chat'><bo`)
+	time.Sleep(600 * time.Millisecond)
+	a.SendBatch(`dy>slow</body></message>`)
+	if e := b.Next(wait); e.Attr("id") != "m3" || e.Child("body") == nil || e.Child("body").Text != "slow" {
+		t.Fatalf("bob got %s", e)
+	}
+
+	// Parked, the idle timeout still ends the session.
+	start := time.Now()
+	select {
+	case _, ok := <-a.In:
+		if ok {
+			t.Fatal("expected alice's stream to end")
+		}
+		if err := <-a.Errc; err == nil || !strings.Contains(err.Error(), "connection-timeout") {
+			t.Fatalf("ended with %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("idle parked session not closed")
+	}
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Fatalf("closed after %v, before the idle timeout", d)
+	}
+	waitFor(t, wait, "no session parked", func() bool { return parked() == "0" })
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 )
 
@@ -28,6 +29,11 @@ const (
 var ErrStreamEnd = errors.New("xmpp: stream closed by peer")
 
 var errTooLarge = errors.New("xmpp: stanza too large")
+
+// ErrParked is returned by Next when a lean reader's wait for the next element timed out
+// and OnTimeout parked it. Nothing is lost: Next may be called again, on any goroutine,
+// once input may have come (Conn.WaitReadable).
+var ErrParked = errors.New("xmpp: reader parked")
 
 const (
 	readBufSize   = 1024      // TLS buffers records already; this only batches reads
@@ -85,6 +91,13 @@ type Reader struct {
 	// the next with a few bytes of its own: an idle session holds no read buffer.
 	lean bool
 	peek [32]byte
+
+	// OnTimeout, if set, says what a read that timed out means. between: the reader is
+	// lean and between elements, holding nothing. park (between only): Next returns
+	// ErrParked; again: read again (the caller moved the deadline); neither: the timeout
+	// is the read's error, as without OnTimeout.
+	OnTimeout func(between bool) (park, again bool)
+	parked    bool
 
 	// A construct cut short by the end of the buffer (see more).
 	tok   int // its start (absolute), -1 if none
@@ -201,19 +214,35 @@ func (r *Reader) fill() (n int) {
 		copy(nb, r.buf[:r.w])
 		r.buf = nb
 	}
-	for range 100 {
+	for empty := 0; empty < 100; {
 		n, err := r.src.Read(r.buf[r.w:])
 		r.w += n
 		if err != nil {
+			if n == 0 && r.timedOut(err, false) {
+				continue
+			}
 			r.rerr = err
 			return n
 		}
 		if n > 0 {
 			return n
 		}
+		empty++
 	}
 	r.rerr = io.ErrNoProgress
 	return 0
+}
+
+// timedOut asks OnTimeout about err, if it is a timeout: it reports whether to read
+// again; it sets parked if the reader is to park.
+func (r *Reader) timedOut(err error, between bool) bool {
+	var ne net.Error
+	if r.OnTimeout == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		return false
+	}
+	park, again := r.OnTimeout(between)
+	r.parked = park && between
+	return again && !r.parked
 }
 
 // readBufs holds the read buffers of lean readers between elements.
@@ -236,19 +265,26 @@ func (r *Reader) putBuf() {
 // fillLean waits for input with the reader's few bytes of its own, then takes a buffer
 // for what follows; the source holds the rest of what it read until the next fill.
 func (r *Reader) fillLean() int {
-	for range 100 {
+	for empty := 0; empty < 100; {
 		n, err := r.src.Read(r.peek[:])
 		if n > 0 {
 			r.buf = readBufs.Get().(*[readBufSize]byte)[:]
 			r.w = copy(r.buf, r.peek[:n])
 		}
 		if err != nil {
+			if n == 0 && r.timedOut(err, true) {
+				continue
+			}
+			if r.parked {
+				return 0
+			}
 			r.rerr = err
 			return n
 		}
 		if n > 0 {
 			return n
 		}
+		empty++
 	}
 	r.rerr = io.ErrNoProgress
 	return 0
@@ -483,6 +519,10 @@ func (r *Reader) Next() (*Envelope, error) {
 		return nil, r.fail(ErrStreamEnd)
 	}
 	env, err := r.next()
+	if err == ErrParked {
+		r.parked = false
+		return nil, err
+	}
 	if err != nil {
 		return nil, r.fail(err)
 	}
@@ -529,6 +569,9 @@ func (r *Reader) next() (*Envelope, error) {
 			r.tried = lim - r.pos
 		}
 		r.more()
+		if r.parked {
+			return nil, ErrParked
+		}
 	}
 }
 
