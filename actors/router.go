@@ -136,6 +136,7 @@ type Metrics struct {
 	StanzasOut    prometheus.Counter     // written to any session
 	RoutingErrors *prometheus.CounterVec // stanza errors sent, by condition
 	Parked        prometheus.Gauge       // client sessions parked (limits.park_after)
+	Parks         prometheus.Counter     // times a client session parked
 
 	// in holds StanzasIn's counters, looked up once: a label lookup per stanza hashes
 	// and validates both label values (~2% of a node's CPU).
@@ -166,7 +167,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Parked = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "switchboard_c2s_parked", Help: "Client sessions idle past limits.park_after, waiting for input on a minimal goroutine.",
 	})
-	reg.MustRegister(m.StanzasIn, m.StanzasOut, m.RoutingErrors, m.Parked)
+	m.Parks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "switchboard_c2s_parks_total", Help: "Times a client session parked (went silent for limits.park_after).",
+	})
+	reg.MustRegister(m.StanzasIn, m.StanzasOut, m.RoutingErrors, m.Parked, m.Parks)
 	for src, name := range []string{fromC2S: "c2s", fromComponent: "component"} {
 		for k := xmpp.KindMessage; k <= xmpp.KindIQ; k++ {
 			m.in[src][k] = m.StanzasIn.WithLabelValues(k.String(), name)

@@ -174,6 +174,7 @@ func (cr *c2sReader) park() {
 	r := cr.r
 	_ = cr.c.SetReadDeadline(cr.idleBy)
 	cr.deadline = time.Time{}
+	r.metrics.Parks.Inc()
 	r.metrics.Parked.Inc()
 	err := cr.c.WaitReadable()
 	r.metrics.Parked.Dec()

@@ -14,7 +14,7 @@
 #          the node's and the load tool's CPU use
 #   cross  two nodes (127.0.0.21 with the embedded etcd, 127.0.0.22 joined), clients on
 #          node 1, the echo component on node 1 ("same") or node 2 ("cross")
-#   idle   RSS per idle TLS session (2000 sessions)
+#   idle   RSS per idle TLS session (2000 sessions), read after IDLE_HOLD (default 3s) idle
 # The load tool is always the NEW binary's `switchboard bench`, so only the server differs.
 set -euo pipefail
 OLD=$(realpath "$1")
@@ -22,6 +22,7 @@ NEW=$(realpath "$2")
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-60000}
 SCENARIOS=${SCENARIOS:-"max half cross idle"}
+IDLE_HOLD=${IDLE_HOLD:-3s}
 WORK=$(mktemp -d /tmp/sb-ab.XXXXXX)
 PIDS=()
 cleanup() {
@@ -126,7 +127,8 @@ one() { # SCENARIO SIDE BIN: one run, prints a line, adds the figure to SUM
     start "$bin" 0 127.0.0.1
     p=$STARTED
     users "$bin" 0
-    out=$("$NEW" bench idle --server 127.0.0.1:15222 "${COMMON[@]}" --sessions 2000 --conns 20 --server-pid "$p")
+    out=$("$NEW" bench idle --server 127.0.0.1:15222 "${COMMON[@]}" --sessions 2000 --conns 20 --server-pid "$p" \
+      --hold "$IDLE_HOLD")
     stop "$p"
     echo "  idle $side: $(jq -r '.rss_per_session_kib' <<<"$out") KiB/session, errors $(jq -r .errors <<<"$out")"
     SUM[idle/$side]+="$(jq -r '.rss_per_session_kib' <<<"$out") "

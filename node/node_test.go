@@ -538,19 +538,20 @@ func TestParkedSession(t *testing.T) {
 	s.addUser("bob", "b")
 	a := s.client("alice", "a")
 	b := s.client("bob", "b")
-	parked := func() string {
+	metric := func(name string) string {
 		resp, err := http.Get("http://" + s.n.Addrs.Admin + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		m := regexp.MustCompile(`(?m)^switchboard_c2s_parked (\S+)$`).FindStringSubmatch(string(body))
+		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(string(body))
 		if m == nil {
-			t.Fatalf("no switchboard_c2s_parked in\n%s", grepLines(string(body), "switchboard_"))
+			t.Fatalf("no %s in\n%s", name, grepLines(string(body), "switchboard_"))
 		}
 		return m[1]
 	}
+	parked := func() string { return metric("switchboard_c2s_parked") }
 	waitFor(t, wait, "both sessions parked", func() bool { return parked() == "2" })
 
 	a.Send(`<message to='` + b.JID + `' id='m1' type='chat'><body>wake up</body></message>`)
@@ -562,6 +563,13 @@ func TestParkedSession(t *testing.T) {
 		t.Fatalf("alice got %s", e)
 	}
 	waitFor(t, wait, "both parked again", func() bool { return parked() == "2" })
+
+	// A white-space keepalive wakes a parked session, which parks again.
+	parks := metric("switchboard_c2s_parks_total")
+	a.SendBatch(" \n")
+	waitFor(t, wait, "alice parked after a keepalive", func() bool {
+		return metric("switchboard_c2s_parks_total") != parks && parked() == "2"
+	})
 
 	// Half a stanza, a pause of three park_afters, the rest.
 	a.SendBatch(`<message to='` + b.JID + `' id='m3' type='chat'><bo`)

@@ -192,8 +192,15 @@ func (r *Reader) fill() (n int) {
 	if r.BeforeFill != nil {
 		r.BeforeFill()
 	}
-	if r.buf == nil && r.lean {
-		return r.fillLean()
+	if r.lean {
+		if r.buf != nil && r.depth == 0 && r.pos == r.w && r.mark == r.w && r.tok < 0 {
+			// Between elements with nothing unparsed (white space read, say): the
+			// wait for the next is lean too.
+			r.putBuf()
+		}
+		if r.buf == nil {
+			return r.fillLean()
+		}
 	}
 	if r.buf == nil {
 		r.buf = make([]byte, readBufSize)

@@ -262,8 +262,17 @@ func errClass(err error) string {
 // its end (and so may report not-well-formed or EOF for a broken or unfinished one).
 func compareReaders(t *testing.T, in string, max int, chunks []byte) {
 	t.Helper()
+	compareReader(t, in, max, chunks, false)
+	compareReader(t, in, max, chunks, true)
+}
+
+// compareReader compares the readers on in; lean: the new one reads as it does from TLS
+// (its buffer given back between elements, a short read to wait for the next).
+func compareReader(t *testing.T, in string, max int, chunks []byte, lean bool) {
+	t.Helper()
 	old := newOldReader(strings.NewReader(in), max)
 	cur := NewReader(&chunkReader{data: []byte(in), sizes: chunks}, max)
+	cur.lean = lean
 	oh, oerr := old.ReadHeader()
 	nh, nerr := cur.ReadHeader()
 	if errClass(oerr) != errClass(nerr) || !reflect.DeepEqual(oh, nh) {
