@@ -77,3 +77,47 @@ func BenchmarkEnvelopeRewrite(b *testing.B) {
 		_ = env.Rewrite("alice@localhost/r1", "bob@localhost/r2")
 	}
 }
+
+// recordReader serves the header, then one stanza per Read (as a TLS connection hands out
+// one record at a time), over and over.
+type recordReader struct {
+	head, rec []byte
+	off       int
+}
+
+func (r *recordReader) Read(p []byte) (int, error) {
+	if len(r.head) > 0 {
+		n := copy(p, r.head)
+		r.head = r.head[n:]
+		return n, nil
+	}
+	n := copy(p, r.rec[r.off:])
+	r.off = (r.off + n) % len(r.rec)
+	return n, nil
+}
+
+// A delegated IQ per read, as a client's TLS records bring them at moderate load: the
+// reader keeps its buffer, or (lean, as over TLS) gives it back after each IQ and waits
+// for the next with a 32-byte read.
+func BenchmarkReaderNextIQPerRead(b *testing.B) {
+	for _, lean := range []bool{false, true} {
+		name := "buffer"
+		if lean {
+			name = "lean"
+		}
+		b.Run(name, func(b *testing.B) {
+			r := NewReader(&recordReader{head: []byte(hdr), rec: []byte(typicalStanzas[1])}, 1<<16)
+			if _, err := r.ReadHeader(); err != nil {
+				b.Fatal(err)
+			}
+			r.lean = lean
+			b.SetBytes(int64(len(typicalStanzas[1])))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := r.Next(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
