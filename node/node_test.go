@@ -435,19 +435,26 @@ func TestIdleTimeout(t *testing.T) {
 		time.Sleep(150 * time.Millisecond)
 	}
 	a := s.client("alice", "a")
+	expectIdleClose(t, a, 500*time.Millisecond)
+}
+
+// expectIdleClose waits for p's stream to end with connection-timeout, no sooner than
+// min from now.
+func expectIdleClose(t *testing.T, p *peer, min time.Duration) {
+	t.Helper()
 	start := time.Now()
 	select {
-	case _, ok := <-a.In:
+	case _, ok := <-p.In:
 		if ok {
 			t.Fatal("expected the stream to end")
 		}
-		if err := <-a.Errc; err == nil || !strings.Contains(err.Error(), "connection-timeout") {
+		if err := <-p.Errc; err == nil || !strings.Contains(err.Error(), "connection-timeout") {
 			t.Fatalf("ended with %v", err)
 		}
 	case <-time.After(wait):
 		t.Fatal("idle session not closed")
 	}
-	if d := time.Since(start); d < 500*time.Millisecond {
+	if d := time.Since(start); d < min {
 		t.Fatalf("closed after %v, before the idle timeout", d)
 	}
 }
@@ -580,20 +587,6 @@ func TestParkedSession(t *testing.T) {
 	}
 
 	// Parked, the idle timeout still ends the session.
-	start := time.Now()
-	select {
-	case _, ok := <-a.In:
-		if ok {
-			t.Fatal("expected alice's stream to end")
-		}
-		if err := <-a.Errc; err == nil || !strings.Contains(err.Error(), "connection-timeout") {
-			t.Fatalf("ended with %v", err)
-		}
-	case <-time.After(wait):
-		t.Fatal("idle parked session not closed")
-	}
-	if d := time.Since(start); d < 1500*time.Millisecond {
-		t.Fatalf("closed after %v, before the idle timeout", d)
-	}
+	expectIdleClose(t, a, 1500*time.Millisecond)
 	waitFor(t, wait, "no session parked", func() bool { return parked() == "0" })
 }

@@ -182,7 +182,7 @@ func (r *Reader) Buffered() int {
 
 // fill reads more input after buf[:w], dropping what is before mark and growing the buffer
 // when the element being read fills it. A read error is kept in rerr.
-func (r *Reader) fill() (n int) {
+func (r *Reader) fill() int {
 	if r.mem && r.w == len(r.buf) {
 		// All the input is in buf already (ResetBytes): nothing to move, and buf is the
 		// caller's.
@@ -221,14 +221,23 @@ func (r *Reader) fill() (n int) {
 		copy(nb, r.buf[:r.w])
 		r.buf = nb
 	}
+	n := r.read(r.buf[r.w:], false)
+	r.w += n
+	return n
+}
+
+// read reads into p until it gets bytes or an error (kept in rerr), asking OnTimeout
+// what a timeout means; between: the reader holds nothing (a lean reader's wait).
+func (r *Reader) read(p []byte, between bool) int {
 	for empty := 0; empty < 100; {
-		n, err := r.src.Read(r.buf[r.w:])
-		r.w += n
+		n, err := r.src.Read(p)
 		if err != nil {
-			if n == 0 && r.timedOut(err, false) {
+			if n == 0 && r.timedOut(err, between) {
 				continue
 			}
-			r.rerr = err
+			if !r.parked {
+				r.rerr = err
+			}
 			return n
 		}
 		if n > 0 {
@@ -272,29 +281,12 @@ func (r *Reader) putBuf() {
 // fillLean waits for input with the reader's few bytes of its own, then takes a buffer
 // for what follows; the source holds the rest of what it read until the next fill.
 func (r *Reader) fillLean() int {
-	for empty := 0; empty < 100; {
-		n, err := r.src.Read(r.peek[:])
-		if n > 0 {
-			r.buf = readBufs.Get().(*[readBufSize]byte)[:]
-			r.w = copy(r.buf, r.peek[:n])
-		}
-		if err != nil {
-			if n == 0 && r.timedOut(err, true) {
-				continue
-			}
-			if r.parked {
-				return 0
-			}
-			r.rerr = err
-			return n
-		}
-		if n > 0 {
-			return n
-		}
-		empty++
+	n := r.read(r.peek[:], true)
+	if n > 0 {
+		r.buf = readBufs.Get().(*[readBufSize]byte)[:]
+		r.w = copy(r.buf, r.peek[:n])
 	}
-	r.rerr = io.ErrNoProgress
-	return 0
+	return n
 }
 
 // limit returns where the bytes the current element may use end, and whether the
