@@ -121,7 +121,6 @@ func (e *benchEnv) client(local, res string) *Session {
 	s.Host, s.Local, s.Res = "localhost", local, res
 	s.Bare = local + "@localhost"
 	s.Full = s.Bare + "/" + res
-	s.log = e.r.log
 	e.r.bindUser(s)
 	return s
 }
@@ -131,7 +130,6 @@ func (e *benchEnv) component(domain string) *Session {
 	c.Host = domain
 	s := e.r.newSession(KindComponent, c)
 	s.Host, s.Bare, s.Full = domain, domain, domain
-	s.log = e.r.log
 	e.r.addComponent(s)
 	return s
 }

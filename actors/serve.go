@@ -1,8 +1,10 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -80,7 +82,6 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		s = r.newSession(KindC2S, c)
 		s.Host, s.Local, s.Res = c.Host, full.Localpart(), full.Resourcepart()
 		s.Bare, s.Full = full.Bare().String(), full.String()
-		s.log = r.log.With("jid", s.Full)
 		cr.s = s
 		// The bind result is queued first but held back until the session is
 		// registered (with its owner, maybe on another node): once the client knows
@@ -91,7 +92,9 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		s.hold.Store(false)
 		r.sys.Root.Send(s.pid, flushNow{})
 		c.Deadline(0)
-		s.log.Debug("session bound")
+		if r.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.logger().Debug("session bound")
+		}
 		return true
 	}
 	if env.Kind == xmpp.KindOther {
@@ -223,16 +226,15 @@ func (r *Router) endWith(c *xmpp.Conn, s *Session, err error) {
 func (r *Router) ServeComponent(c *xmpp.Conn) {
 	s := r.newSession(KindComponent, c)
 	s.Host, s.Bare, s.Full = c.Host, c.Host, c.Host
-	s.log = r.log.With("component", c.Host)
 	s.Send(xmpp.HandshakeOK)
 	r.addComponent(s)
 	r.publishComponent(s)
-	s.log.Info("component connected")
+	s.logger().Info("component connected")
 	r.componentUp(s)
 	defer func() {
 		r.removeComponent(s)
 		r.stopSession(s)
-		s.log.Info("component disconnected")
+		s.logger().Info("component disconnected")
 	}()
 	out := r.newOutbox()
 	c.R.BeforeFill = out.flush

@@ -50,7 +50,6 @@ type Session struct {
 	conn   *xmpp.Conn
 	pid    *actor.PID
 	router *Router
-	log    *slog.Logger
 
 	w      *bufio.Writer // only the actor touches it; nil while there is nothing to write
 	closed atomic.Bool
@@ -92,6 +91,15 @@ func (s *Session) Send(b []byte) {
 // Close ends the stream after everything already queued is written.
 func (s *Session) Close(err *xmpp.StreamError) {
 	s.router.sys.Root.Send(s.pid, &closeStream{err: err})
+}
+
+// logger is the router's logger with the session's address: made when something is to
+// be logged, not held by every session (a logger with an attribute is about 400 bytes).
+func (s *Session) logger() *slog.Logger {
+	if s.Kind == KindComponent {
+		return s.router.log.With("component", s.Host)
+	}
+	return s.router.log.With("jid", s.Full)
 }
 
 // PID is the session actor.
@@ -182,7 +190,7 @@ func (s *Session) flush() {
 	}
 	s.armWriteDeadline()
 	if err := s.w.Flush(); err != nil {
-		s.log.Debug("write failed", "err", err)
+		s.logger().Debug("write failed", "err", err)
 		s.abort()
 		return
 	}
