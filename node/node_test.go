@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"crypto/sha1"
 	"crypto/tls"
 	"encoding/hex"
@@ -443,19 +444,25 @@ func TestIdleTimeout(t *testing.T) {
 func expectIdleClose(t *testing.T, p *peer, min time.Duration) {
 	t.Helper()
 	start := time.Now()
-	select {
-	case _, ok := <-p.In:
-		if ok {
-			t.Fatal("expected the stream to end")
-		}
-		if err := <-p.Errc; err == nil || !strings.Contains(err.Error(), "connection-timeout") {
-			t.Fatalf("ended with %v", err)
-		}
-	case <-time.After(wait):
-		t.Fatal("idle session not closed")
-	}
+	expectStreamError(t, p, "connection-timeout")
 	if d := time.Since(start); d < min {
 		t.Fatalf("closed after %v, before the idle timeout", d)
+	}
+}
+
+// expectStreamError waits for p's stream to end with the stream error condition.
+func expectStreamError(t *testing.T, p *peer, condition string) {
+	t.Helper()
+	select {
+	case e, ok := <-p.In:
+		if ok {
+			t.Fatalf("got %s, expected the stream to end with %s", e, condition)
+		}
+		if err := <-p.Errc; err == nil || !strings.Contains(err.Error(), condition) {
+			t.Fatalf("ended with %v, want %s", err, condition)
+		}
+	case <-time.After(wait):
+		t.Fatalf("stream not ended (want %s)", condition)
 	}
 }
 
@@ -545,19 +552,7 @@ func TestParkedSession(t *testing.T) {
 	s.addUser("bob", "b")
 	a := s.client("alice", "a")
 	b := s.client("bob", "b")
-	metric := func(name string) string {
-		resp, err := http.Get("http://" + s.n.Addrs.Admin + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(string(body))
-		if m == nil {
-			t.Fatalf("no %s in\n%s", name, grepLines(string(body), "switchboard_"))
-		}
-		return m[1]
-	}
+	metric := func(name string) string { return s.metric(name) }
 	parked := func() string { return metric("switchboard_c2s_parked") }
 	waitFor(t, wait, "both sessions parked", func() bool { return parked() == "2" })
 
@@ -589,4 +584,53 @@ func TestParkedSession(t *testing.T) {
 	// Parked, the idle timeout still ends the session.
 	expectIdleClose(t, a, 1500*time.Millisecond)
 	waitFor(t, wait, "no session parked", func() bool { return parked() == "0" })
+}
+
+// metric reads one unlabelled (or fully labelled, as name{...}) series from /metrics.
+func (s *server) metric(name string) string {
+	s.t.Helper()
+	resp, err := http.Get("http://" + s.n.Addrs.Admin + "/metrics")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(string(body))
+	if m == nil {
+		s.t.Fatalf("no %s in\n%s", name, grepLines(string(body), "switchboard_"))
+	}
+	return m[1]
+}
+
+// A parked session the server ends goes as an active one does: replaced by a login with
+// its resource it gets conflict, and a node that stops ends its parked sessions with
+// system-shutdown without waiting for them.
+func TestParkedSessionEndedByServer(t *testing.T) {
+	s := startNode(t, func(c *config.Config) { c.Limits.ParkAfter = config.Duration(100 * time.Millisecond) })
+	s.addUser("dave", "pw")
+	old, err := s.dialClient("dave", "pw", "phone", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	waitFor(t, wait, "dave parked", func() bool { return s.metric("switchboard_c2s_parked") == "1" })
+	nw, err := s.dialClient("dave", "pw", "phone", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.Close()
+	expectStreamError(t, old, "conflict")
+	waitFor(t, wait, "the old session gone, the new one parked", func() bool {
+		return s.metric(`switchboard_connections{kind="c2s"}`) == "1" && s.metric("switchboard_c2s_parked") == "1"
+	})
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.n.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("stopping took %v: it waited for the parked session", d)
+	}
+	expectStreamError(t, nw, "system-shutdown")
 }
