@@ -218,6 +218,7 @@ func ParseStanza(raw []byte) (*xmpp.Envelope, error) {
 type parser struct {
 	r   *xmpp.Reader
 	buf []byte
+	ns  string // the default namespace of the header r read last ("": none yet)
 }
 
 var parsers = sync.Pool{New: func() any { return &parser{r: xmpp.NewReader(bytes.NewReader(nil), 0)} }}
@@ -227,7 +228,7 @@ func (p *parser) release() {
 	if cap(p.buf) > 64<<10 {
 		p.buf = nil // one big stanza does not pin its buffer
 	}
-	p.r.ResetBytes(nil, 0)
+	p.r.ResetContent(nil, 0) // the header stays: the next stream may share it
 	parsers.Put(p)
 }
 
@@ -241,21 +242,30 @@ func streamOf(content []byte, ns string, closed bool) (*parser, error) {
 	const end = "</stream:stream>"
 	p := parsers.Get().(*parser)
 	buf := p.buf[:0]
-	buf = append(buf, "<stream:stream xmlns='"...)
-	buf = append(buf, ns...)
-	buf = append(buf, "' xmlns:stream='"...)
-	buf = append(buf, xmpp.NSStream...)
-	buf = append(buf, "'>"...)
+	same := p.ns == ns
+	if !same {
+		buf = append(buf, "<stream:stream xmlns='"...)
+		buf = append(buf, ns...)
+		buf = append(buf, "' xmlns:stream='"...)
+		buf = append(buf, xmpp.NSStream...)
+		buf = append(buf, "'>"...)
+	}
 	buf = append(buf, content...)
 	if closed {
 		buf = append(buf, end...)
 	}
 	p.buf = buf
+	if same {
+		p.r.ResetContent(buf, len(buf)+16)
+		return p, nil
+	}
 	p.r.ResetBytes(buf, len(buf)+16)
 	if _, err := p.r.ReadHeader(); err != nil {
+		p.ns = ""
 		p.release()
 		return nil, err
 	}
+	p.ns = ns
 	return p, nil
 }
 

@@ -162,6 +162,22 @@ type eofReader struct{}
 
 func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
+// ResetContent is ResetBytes for a document that begins with the stream header the
+// reader read last: b is what follows that header (its stanzas, and the closing tag if
+// any), and the header is not parsed again. A pooled reader over a synthetic stream (one
+// header for many documents) skips three allocations and a sixth of its work per document.
+func (r *Reader) ResetContent(b []byte, maxStanza int) {
+	r.src, r.mem, r.lean = eofReader{}, true, false
+	r.buf = b[:len(b):len(b)]
+	r.pos, r.w, r.mark = 0, len(b), 0
+	r.rerr, r.err = nil, nil
+	r.maxStanza = maxStanza
+	r.streamEmpty = false
+	r.depth = 0
+	r.open = r.open[:0]
+	r.tok = -1
+}
+
 // Restart begins a new stream on the same input (RFC 6120 §4.3.3).
 func (r *Reader) Restart() {
 	r.err = nil

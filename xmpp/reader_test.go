@@ -223,3 +223,42 @@ func TestReaderRestartReset(t *testing.T) {
 		t.Fatalf("after reset: %v %v", env, err)
 	}
 }
+
+// ResetContent reads a new document under the header read last, whatever became of the
+// document before (an error, the end of the stream, a stanza left unread).
+func TestReaderResetContent(t *testing.T) {
+	r := NewReader(strings.NewReader(""), 0)
+	r.ResetBytes([]byte(hdr+`<message id='a'/></stream:stream>`), 1<<16)
+	if _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	for i, doc := range []struct{ in, want, end string }{
+		{`<iq type='get' id='b'><q xmlns='urn:q'/></iq>`, "b", "EOF"},
+		{`<message id='c'><body>x</body></message></stream:stream>`, "c", "stream end"},
+		{`<message id='d'><bad></message>`, "", "not-well-formed"},
+		{`<presence id='e'/><presence id='f'/>`, "e", ""},
+		{`<message id='g'/>`, "g", "EOF"},
+	} {
+		b := []byte(doc.in)
+		r.ResetContent(b, len(b)+16)
+		env, err := r.Next()
+		if doc.want == "" {
+			if err == nil {
+				t.Fatalf("doc %d: got %s, want an error", i, env.Raw)
+			}
+			continue
+		}
+		if err != nil || env.ID != doc.want || env.Name.Space != NSClient {
+			t.Fatalf("doc %d: got %v %v, want id %s in jabber:client", i, env, err, doc.want)
+		}
+		if doc.end == "" {
+			continue
+		}
+		_, err = r.Next()
+		switch {
+		case doc.end == "EOF" && err != io.EOF,
+			doc.end == "stream end" && !errors.Is(err, ErrStreamEnd):
+			t.Fatalf("doc %d: ended with %v, want %s", i, err, doc.end)
+		}
+	}
+}
