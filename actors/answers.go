@@ -16,8 +16,9 @@ type answerView struct {
 	inner                                   string // the inner stanza without from and to
 }
 
-// answerBatch is a reply worker's share of one PackedAnswers.
-type answerBatch []answerView
+// answerBatch is a reply worker's share of one burst of answers (pointers into the
+// burst's views: an answerView is ten strings, 160 bytes).
+type answerBatch []*answerView
 
 func viewOf(m *pb.DelegationAnswer) answerView {
 	return answerView{outerID: m.OuterId, host: m.Host, from: m.From, outerType: m.OuterType, invalid: m.Invalid,

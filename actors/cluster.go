@@ -98,10 +98,14 @@ func (r *Router) receive(ctx actor.Context) {
 
 // toReplyWorkers gives each answer to the reply worker of its requester.
 func (r *Router) toReplyWorkers(answers []answerView) {
-	parts := make([]answerBatch, len(r.replyWorkers))
-	for _, a := range answers {
-		i := hashString(r.seed, a.innerTo) % uint64(len(r.replyWorkers))
-		parts[i] = append(parts[i], a)
+	n := len(r.replyWorkers)
+	parts := make([]answerBatch, n)
+	for j := range answers {
+		i := hashString(r.seed, answers[j].innerTo) % uint64(n)
+		if parts[i] == nil {
+			parts[i] = make(answerBatch, 0, len(answers)/n+1)
+		}
+		parts[i] = append(parts[i], &answers[j])
 	}
 	for i, p := range parts {
 		if p != nil {

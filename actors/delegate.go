@@ -187,7 +187,7 @@ func (r *Router) remoteAnswer(h *Host, from string, env *xmpp.Envelope) *pb.Dele
 }
 
 // answerFromNode checks an answer unwrapped on another node against this node's pending IQ.
-func (r *Router) answerFromNode(a answerView) {
+func (r *Router) answerFromNode(a *answerView) {
 	if r.hosts[a.host] == nil {
 		return
 	}
