@@ -95,6 +95,7 @@ func serveCmd(g *globals) *cobra.Command {
 		Short: "Run a node (with no config: host localhost on loopback, embedded etcd in ./data)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			smallStacks()
 			cfg, err := g.load()
 			if err != nil {
 				return err

@@ -149,6 +149,11 @@ func TestNewcomerPath(t *testing.T) {
 	if !strings.Contains(logs.String(), "self-signed") {
 		t.Errorf("the log does not say where the self-signed certificate went:\n%s", logs.String())
 	}
+	// serve runs with the smallest initial goroutine stacks (smallStacks), same process.
+	if environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid)); err == nil &&
+		!strings.Contains(string(environ), "adaptivestackstart=0") {
+		t.Errorf("the node runs without GODEBUG=adaptivestackstart=0")
+	}
 	// A second user added while the node runs (the CLI talks to the node's embedded etcd).
 	run(t, e, "bob-pw\n", "user", "add", "bob@localhost", "--password-stdin")
 	if out := run(t, e, "", "user", "ls", "localhost"); out != "alice@localhost\nbob@localhost\n" {
