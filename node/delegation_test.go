@@ -339,8 +339,10 @@ func TestDelegationDiscoNestingAndBareJIDs(t *testing.T) {
 	if !sf[nsPubsub] || !sf[dns2] || !sf["urn:xmpp:ping"] || sf[nsPubsub+"#auto-create"] {
 		t.Fatalf("server features %v", sf)
 	}
-	bf := features("romeo@localhost")
-	if !bf[nsPubsub+"#auto-create"] || bf[nsPubsub+"#publish"] {
+	// The entity answers the two nesting queries (server, bare JID) separately: wait for
+	// the second too.
+	waitFor(t, wait, "nested bare-JID features", func() bool { return features("romeo@localhost")[nsPubsub+"#auto-create"] })
+	if bf := features("romeo@localhost"); bf[nsPubsub+"#publish"] {
 		t.Fatalf("bare features %v", bf)
 	}
 	// A second entity's nesting does not wipe the first's, and re-querying the first (it
