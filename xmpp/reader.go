@@ -150,12 +150,8 @@ func (r *Reader) Reset(src io.Reader) {
 // neither copies nor changes b, and envelopes copy what they keep, so b may be reused
 // once the reader is done with it. With it a Reader can be pooled for in-memory parsing.
 func (r *Reader) ResetBytes(b []byte, maxStanza int) {
-	r.src, r.mem, r.lean = eofReader{}, true, false
-	r.buf = b[:len(b):len(b)]
-	r.pos, r.w, r.mark = 0, len(b), 0
-	r.rerr = nil
-	r.maxStanza = maxStanza
-	r.Restart()
+	r.ResetContent(b, maxStanza)
+	r.streamName, r.streamNS = "", nil // b begins with its own header
 }
 
 type eofReader struct{}
@@ -170,18 +166,21 @@ func (r *Reader) ResetContent(b []byte, maxStanza int) {
 	r.src, r.mem, r.lean = eofReader{}, true, false
 	r.buf = b[:len(b):len(b)]
 	r.pos, r.w, r.mark = 0, len(b), 0
-	r.rerr, r.err = nil, nil
+	r.rerr = nil
 	r.maxStanza = maxStanza
-	r.streamEmpty = false
-	r.depth = 0
-	r.open = r.open[:0]
-	r.tok = -1
+	r.restart()
 }
 
 // Restart begins a new stream on the same input (RFC 6120 §4.3.3).
 func (r *Reader) Restart() {
+	r.restart()
+	r.streamName, r.streamNS = "", nil
+}
+
+// restart is Restart keeping what the last header said (ResetContent).
+func (r *Reader) restart() {
 	r.err = nil
-	r.streamName, r.streamEmpty, r.streamNS = "", false, nil
+	r.streamEmpty = false
 	r.depth = 0
 	r.open = r.open[:0]
 	r.mark = r.pos
