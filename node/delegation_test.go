@@ -3,8 +3,6 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -443,12 +441,7 @@ func TestDelegationMetrics(t *testing.T) {
 	j.Send(`<iq type='get' id='m1' to='localhost'><pubsub xmlns='` + nsPubsub + `'><items node='n'/></pubsub></iq>`)
 	m.Answer(m.NextForward(wait), "")
 	j.Next(wait)
-	resp, err := http.Get("http://" + s.n.Addrs.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := s.metrics()
 	for _, want := range []string{
 		`switchboard_delegation_iqs_total{host="localhost",namespace="` + nsPubsub + `",outcome="forwarded"} 1`,
 		`switchboard_delegation_iqs_total{host="localhost",namespace="` + nsPubsub + `",outcome="result"} 1`,
@@ -459,8 +452,8 @@ func TestDelegationMetrics(t *testing.T) {
 		`switchboard_stanzas_in_total{kind="iq",source="component"} `, // the reply and the disco nesting answers
 		`switchboard_stanzas_out_total `,
 	} {
-		if !strings.Contains(string(body), want) {
-			t.Fatalf("metrics lack %s:\n%s", want, grepLines(string(body), "switchboard_"))
+		if !strings.Contains(body, want) {
+			t.Fatalf("metrics lack %s:\n%s", want, grepLines(body, "switchboard_"))
 		}
 	}
 }

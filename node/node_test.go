@@ -552,8 +552,7 @@ func TestParkedSession(t *testing.T) {
 	s.addUser("bob", "b")
 	a := s.client("alice", "a")
 	b := s.client("bob", "b")
-	metric := func(name string) string { return s.metric(name) }
-	parked := func() string { return metric("switchboard_c2s_parked") }
+	parked := func() string { return s.metric("switchboard_c2s_parked") }
 	waitFor(t, wait, "both sessions parked", func() bool { return parked() == "2" })
 
 	a.Send(`<message to='` + b.JID + `' id='m1' type='chat'><body>wake up</body></message>`)
@@ -567,10 +566,10 @@ func TestParkedSession(t *testing.T) {
 	waitFor(t, wait, "both parked again", func() bool { return parked() == "2" })
 
 	// A white-space keepalive wakes a parked session, which parks again.
-	parks := metric("switchboard_c2s_parks_total")
+	parks := s.metric("switchboard_c2s_parks_total")
 	a.SendBatch(" \n")
 	waitFor(t, wait, "alice parked after a keepalive", func() bool {
-		return metric("switchboard_c2s_parks_total") != parks && parked() == "2"
+		return s.metric("switchboard_c2s_parks_total") != parks && parked() == "2"
 	})
 
 	// Half a stanza, a pause of three park_afters, the rest.
@@ -586,8 +585,8 @@ func TestParkedSession(t *testing.T) {
 	waitFor(t, wait, "no session parked", func() bool { return parked() == "0" })
 }
 
-// metric reads one unlabelled (or fully labelled, as name{...}) series from /metrics.
-func (s *server) metric(name string) string {
+// metrics is what the node's admin listener serves at /metrics.
+func (s *server) metrics() string {
 	s.t.Helper()
 	resp, err := http.Get("http://" + s.n.Addrs.Admin + "/metrics")
 	if err != nil {
@@ -595,9 +594,16 @@ func (s *server) metric(name string) string {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(string(body))
+	return string(body)
+}
+
+// metric reads one unlabelled (or fully labelled, as name{...}) series from /metrics.
+func (s *server) metric(name string) string {
+	s.t.Helper()
+	body := s.metrics()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(body)
 	if m == nil {
-		s.t.Fatalf("no %s in\n%s", name, grepLines(string(body), "switchboard_"))
+		s.t.Fatalf("no %s in\n%s", name, grepLines(body, "switchboard_"))
 	}
 	return m[1]
 }
