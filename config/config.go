@@ -148,6 +148,13 @@ type NodeConfig struct {
 	// data and the self-signed TLS pair when none is configured.
 	// Default: "./data".
 	DataDir string `yaml:"data_dir"`
+	// GCHeadroomBytes: the heap may grow at least this much past what the last
+	// garbage collection found live before the next one starts (Go's own pacing
+	// starts one when the heap has doubled, several times a second on a small
+	// heap under load). GOGC still applies when it allows more, GOMEMLIMIT still
+	// bounds the heap; 0 leaves the pacing to GOGC alone. Read by `serve` (the
+	// whole process). Default: 33554432 (32 MiB).
+	GCHeadroomBytes int64 `yaml:"gc_headroom_bytes"`
 }
 
 // ListenConfig holds listener addresses as host:port (key `listen`). An empty
@@ -417,7 +424,7 @@ func Default() *Config {
 		id = h
 	}
 	return &Config{
-		Node: NodeConfig{ID: id, DataDir: "./data"},
+		Node: NodeConfig{ID: id, DataDir: "./data", GCHeadroomBytes: 32 << 20},
 		Listen: ListenConfig{
 			C2S:       "127.0.0.1:5222",
 			C2STLS:    "127.0.0.1:5223",
@@ -693,6 +700,9 @@ func (c *Config) Validate() error {
 	v.positive("limits.negotiation_timeout", int64(c.Limits.NegotiationTimeout))
 	if c.Limits.ParkAfter < 0 {
 		v.add("limits.park_after", "must be >= 0 (0 = never)")
+	}
+	if c.Node.GCHeadroomBytes < 0 {
+		v.add("node.gc_headroom_bytes", "must be >= 0 (0 = GOGC alone)")
 	}
 	if c.Limits.IdleTimeout < 0 {
 		v.add("limits.idle_timeout", "must be >= 0 (0 = never)")

@@ -53,7 +53,7 @@ func TestDefaultValidates(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Default().Validate() = %v", err)
 	}
-	if c.Node.ID == "" || c.Node.DataDir != "./data" {
+	if c.Node.ID == "" || c.Node.DataDir != "./data" || c.Node.GCHeadroomBytes != 32<<20 {
 		t.Errorf("node = %+v", c.Node)
 	}
 	if c.Listen != (ListenConfig{C2S: "127.0.0.1:5222", C2STLS: "127.0.0.1:5223", Component: "127.0.0.1:5347", Admin: "127.0.0.1:5280"}) {
@@ -125,7 +125,7 @@ func TestLoadMissingFile(t *testing.T) {
 }
 
 const fullYAML = `
-node: {id: node1, data_dir: /var/lib/switchboard}
+node: {id: node1, data_dir: /var/lib/switchboard, gc_headroom_bytes: 0}
 listen: {c2s: 0.0.0.0:5222, c2s_tls: "", component: 10.0.0.1:5347,
          admin: 127.0.0.1:5280}
 tls: {cert: /etc/sb/cert.pem, key: /etc/sb/key.pem}
@@ -370,6 +370,7 @@ func TestValidateErrors(t *testing.T) {
 		{"negotiation", func(c *Config) { c.Limits.NegotiationTimeout = -1 }, "limits.negotiation_timeout: must be > 0"},
 		{"idle negative", func(c *Config) { c.Limits.IdleTimeout = Duration(-time.Second) }, "limits.idle_timeout: must be >= 0"},
 		{"park negative", func(c *Config) { c.Limits.ParkAfter = Duration(-time.Second) }, "limits.park_after: must be >= 0"},
+		{"gc headroom negative", func(c *Config) { c.Node.GCHeadroomBytes = -1 }, "node.gc_headroom_bytes: must be >= 0"},
 		{"write timeout", func(c *Config) { c.Limits.WriteTimeout = 0 }, "limits.write_timeout: must be > 0"},
 		{"auth attempts", func(c *Config) { c.Limits.MaxAuthAttempts = 0 }, "limits.max_auth_attempts: must be > 0"},
 		{"send queue", func(c *Config) { c.Limits.MaxSendQueueBytes = -5 }, "limits.max_send_queue_bytes: must be > 0"},
@@ -442,6 +443,7 @@ func TestApplyEnv(t *testing.T) {
 		"PATH=/usr/bin",
 		"SWITCHBOARD_NODE_ID=n7",
 		"SWITCHBOARD_NODE_DATA_DIR=/srv/sb",
+		"SWITCHBOARD_NODE_GC_HEADROOM_BYTES=67108864",
 		"SWITCHBOARD_LISTEN_C2S=0.0.0.0:5222",
 		"SWITCHBOARD_LISTEN_C2S_TLS=", // disables the listener
 		"SWITCHBOARD_TLS_REQUIRED=false",
@@ -471,6 +473,7 @@ func TestApplyEnv(t *testing.T) {
 	}{
 		{"node.id", c.Node.ID, "n7"},
 		{"node.data_dir", c.Node.DataDir, "/srv/sb"},
+		{"node.gc_headroom_bytes", c.Node.GCHeadroomBytes, int64(64 << 20)},
 		{"listen.c2s", c.Listen.C2S, "0.0.0.0:5222"},
 		{"listen.c2s_tls", c.Listen.C2STLS, ""},
 		{"listen.component", c.Listen.Component, "127.0.0.1:5347"},

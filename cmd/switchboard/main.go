@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-im/switchboard/accounts"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/gcpace"
 	"github.com/switchboard-im/switchboard/node"
 	"github.com/switchboard-im/switchboard/roster"
 )
@@ -102,6 +103,8 @@ func serveCmd(g *globals) *cobra.Command {
 			}
 			base := newLogger(cfg, os.Stderr)
 			log := base.With("node", cfg.Node.ID) // node.New adds the attribute itself
+			pacer := gcpace.Start(cfg.Node.GCHeadroomBytes)
+			defer pacer.Stop()
 			n := node.New(cfg, base)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -122,7 +125,9 @@ func serveCmd(g *globals) *cobra.Command {
 					}
 					if err := n.Reload(next); err != nil {
 						log.Error("reload failed", "err", err)
+						continue
 					}
+					pacer.Set(next.Node.GCHeadroomBytes)
 				}
 			}()
 			<-ctx.Done()

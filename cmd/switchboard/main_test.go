@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -153,6 +155,11 @@ func TestNewcomerPath(t *testing.T) {
 	if environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid)); err == nil &&
 		!strings.Contains(string(environ), "adaptivestackstart=0") {
 		t.Errorf("the node runs without GODEBUG=adaptivestackstart=0")
+	}
+	// The collector keeps node.gc_headroom_bytes (32 MiB) of headroom: the node's next
+	// GC is that far off, not at twice its few MiB of live heap.
+	if next := gcGoal(t, admin); next < 32<<20 {
+		t.Errorf("next GC at %.0f bytes, want at least 32 MiB", next)
 	}
 	// A second user added while the node runs (the CLI talks to the node's embedded etcd).
 	run(t, e, "bob-pw\n", "user", "add", "bob@localhost", "--password-stdin")
@@ -324,4 +331,29 @@ func newEncoder(b *bytes.Buffer) func(xml.Token) {
 			b.Write(t)
 		}
 	}
+}
+
+// gcGoal reads go_memstats_next_gc_bytes from a node's /metrics.
+func gcGoal(t *testing.T, admin string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_next_gc_bytes "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatal("no go_memstats_next_gc_bytes in /metrics")
+	return 0
 }

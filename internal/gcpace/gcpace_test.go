@@ -1,0 +1,107 @@
+package gcpace
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+func TestPercent(t *testing.T) {
+	for _, c := range []struct {
+		base     int
+		headroom int64
+		live     uint64
+		want     int
+	}{
+		{100, 32 << 20, 8 << 20, 400},
+		{100, 32 << 20, 64 << 20, 100}, // a large heap keeps GOGC
+		{200, 32 << 20, 32 << 20, 200},
+		{100, 0, 8 << 20, 100},     // no headroom
+		{100, 32 << 20, 0, 100},    // nothing known yet
+		{100, 1 << 40, 1, 100_000}, // bounded
+		{50, 16 << 20, 16 << 20, 100},
+	} {
+		if got := Percent(c.base, c.headroom, c.live); got != c.want {
+			t.Errorf("Percent(%d, %d, %d) = %d, want %d", c.base, c.headroom, c.live, got, c.want)
+		}
+	}
+}
+
+func heap() (live, goal uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/goal:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
+}
+
+// waitGoal collects until the heap goal is at least the live heap plus headroom (less
+// a margin for what changed since), as the runtime reports them.
+func waitGoal(t *testing.T, headroom uint64) {
+	t.Helper()
+	var live, goal uint64
+	for range 100 {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond) // the pacer runs on the finalizer goroutine
+		if live, goal = heap(); goal >= live+headroom*9/10 {
+			return
+		}
+	}
+	t.Fatalf("heap goal %d MiB for %d MiB live, want at least %d MiB more", goal>>20, live>>20, headroom>>20)
+}
+
+func TestPacerKeepsHeadroom(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+
+	const headroom = 64 << 20
+	p := Start(headroom)
+	defer p.Stop()
+	waitGoal(t, headroom)
+	if p.Percent() <= 100 {
+		t.Errorf("percent %d on a small heap, want more than 100", p.Percent())
+	}
+	small := p.Percent()
+
+	// More live heap: a lower percentage gives the same headroom.
+	hold := make([]*[1 << 20]byte, 48)
+	for i := range hold {
+		hold[i] = new([1 << 20]byte)
+	}
+	waitGoal(t, headroom)
+	if p.Percent() >= small {
+		t.Errorf("percent %d with 48 MiB more live, was %d", p.Percent(), small)
+	}
+	runtime.KeepAlive(hold)
+
+	// A smaller headroom applies too.
+	p.Set(8 << 20)
+	hold = nil
+	for range 100 {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+		if live, goal := heap(); goal < live+32<<20 {
+			break
+		}
+	}
+	if live, goal := heap(); goal >= live+32<<20 {
+		t.Errorf("goal %d MiB for %d MiB live after the headroom went down to 8 MiB", goal>>20, live>>20)
+	}
+
+	p.Stop()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GC percent %d after Stop, want 100 back", got)
+	}
+}
+
+func TestPacerLeavesGCOff(t *testing.T) {
+	old := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(old)
+	p := Start(64 << 20)
+	defer p.Stop()
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	if got := debug.SetGCPercent(-1); got != -1 {
+		t.Errorf("GC percent %d, want it to stay off", got)
+	}
+}
