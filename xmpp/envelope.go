@@ -52,6 +52,10 @@ type Envelope struct {
 	Raw          []byte
 	contentStart int
 	contentEnd   int
+
+	// attrBuf holds Attrs and ChildAttrs when they fit (a delegated IQ and its answer
+	// have four or five), so that they come with the envelope's own allocation.
+	attrBuf [5]xml.Attr
 }
 
 // NewEnvelope builds an envelope for an element already sliced out of a larger document

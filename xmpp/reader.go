@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"unsafe"
 )
 
 // Namespaces used on the wire.
@@ -476,7 +477,7 @@ func (r *Reader) quickHeader() (xml.StartElement, bool, error) {
 		r.tok = -1
 		r.name = span{1, nameEnd - r.mark}
 		r.nStanza, r.hasChild = len(r.attrs), false
-		name, _, attrs, nb := r.resolve()
+		name, _, attrs, _, nb := r.resolve(r.mark, nil)
 		r.streamNS = append(r.small.streamNS[:0], r.binds[:nb]...)
 		clear(r.binds)
 		r.streamName = r.rawName
@@ -887,12 +888,11 @@ func (r *Reader) endTag(b []byte, i int) (*Envelope, bool, error) {
 // finish builds the envelope of the element buf[mark:end].
 func (r *Reader) finish(end, contentEnd int) *Envelope {
 	env := &Envelope{
-		Raw:          append([]byte(nil), r.buf[r.mark:end]...),
 		contentStart: r.contentStart,
 		contentEnd:   contentEnd,
 	}
 	var attrs []xml.Attr
-	env.Name, env.Child, attrs, _ = r.resolve()
+	env.Name, env.Child, attrs, env.Raw, _ = r.resolve(end, env.attrBuf[:0])
 	env.Kind = KindOf(env.Name)
 	env.setHeader(attrs[:r.nStanza:r.nStanza])
 	if r.hasChild {
@@ -909,9 +909,10 @@ func (r *Reader) finish(end, contentEnd int) *Envelope {
 
 // resolve returns the names and attributes of the element read (r.name, the first
 // r.nStanza of r.attrs) and of its first child (if r.hasChild; its attributes follow),
-// namespaces resolved as encoding/xml resolves them: one string holds every name and
-// value. The element's own namespace declarations are left in r.binds[len(streamNS):nb].
-func (r *Reader) resolve() (name, child xml.Name, attrs []xml.Attr, nb int) {
+// namespaces resolved as encoding/xml resolves them, and a copy of r.buf[r.mark:end]: one
+// allocation holds that copy and every name and value. attrs uses dst when it has room.
+// The element's own namespace declarations are left in r.binds[len(streamNS):nb].
+func (r *Reader) resolve(end int, dst []xml.Attr) (name, child xml.Name, attrs []xml.Attr, raw []byte, nb int) {
 	m := r.mark
 	// Names go into the arena after the values.
 	toArena := func(s span) span {
@@ -927,11 +928,22 @@ func (r *Reader) resolve() (name, child xml.Name, attrs []xml.Attr, nb int) {
 	for i := range r.attrs {
 		r.attrs[i].name = toArena(r.attrs[i].name)
 	}
-	s := string(r.arena)
+	// The raw copy first, its capacity cut so that an append to it cannot reach the
+	// strings after it, which are never written again.
+	n := end - m
+	mem := make([]byte, n+len(r.arena))
+	copy(mem, r.buf[m:end])
+	copy(mem[n:], r.arena)
+	raw = mem[:n:n]
+	s := unsafe.String(unsafe.SliceData(mem[n:]), len(r.arena))
 	str := func(sp span) string { return s[sp.a:sp.b] }
 	r.rawName = str(nameAt)
 
-	attrs = make([]xml.Attr, len(r.attrs))
+	if dst != nil && cap(dst) >= len(r.attrs) {
+		attrs = dst[:len(r.attrs)]
+	} else {
+		attrs = make([]xml.Attr, len(r.attrs))
+	}
 	r.binds = append(r.binds[:0], r.streamNS...)
 	nb = -1
 	for i, a := range r.attrs {
@@ -964,7 +976,7 @@ func (r *Reader) resolve() (name, child xml.Name, attrs []xml.Attr, nb int) {
 			a.Name.Space = translate(a.Name.Space, a.Name.Local, false, r.binds)
 		}
 	}
-	return name, child, attrs, nb
+	return name, child, attrs, raw, nb
 }
 
 // translate resolves a name's prefix as encoding/xml does, with binds the declarations
