@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Latency against offered load for one Switchboard binary: delegated IQs paced at each of
+# RATES (10 connections, window 50, open loop), a fresh standalone node per run, loopback
+# only. For each rate: p50/p99/max latency, the node's and the load tool's CPU (% of one
+# core) and the node's read/write system calls per IQ (/proc/PID/io). The tool and the
+# node share the machine's cores: the tool's CPU is what the node could not have.
+#
+#   go build -o /tmp/sb ./cmd/switchboard && bash bench/sweep.sh /tmp/sb
+#   RATES="10000 40000" RUNS=3 NODE_ENV="GOGC=400" bash bench/sweep.sh /tmp/sb
+#
+# RUNS runs per rate (medians are printed when RUNS > 1); DURATION per run (default 8s);
+# NODE_ENV / TOOL_ENV: extra environment for the node / the tool (e.g. GOMAXPROCS=1).
+set -euo pipefail
+BIN=$(realpath "$1")
+RATES=${RATES:-"5000 10000 20000 30000 40000 60000"}
+RUNS=${RUNS:-1}
+DURATION=${DURATION:-8s}
+NODE_ENV=${NODE_ENV:-}
+TOOL_ENV=${TOOL_ENV:-}
+WORK=$(mktemp -d /tmp/sb-sweep.XXXXXX)
+PID=
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+for tool in jq openssl; do
+  command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null
+done
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,DNS:bench.localhost 2>/dev/null
+cat >"$WORK/sb.yaml" <<YAML
+node: {id: sweep, data_dir: $WORK/data}
+listen: {c2s: 127.0.0.1:15222, c2s_tls: "", component: 127.0.0.1:15347, admin: 127.0.0.1:15280}
+tls: {cert: $WORK/cert.pem, key: $WORK/key.pem}
+etcd: {embedded: {client: 127.0.0.1:16379, peer: 127.0.0.1:16380}}
+cluster: {bind: ""}
+hosts:
+  - domain: localhost
+    delegations:
+      "urn:example:bench": {jid: bench.localhost}
+components:
+  - {jid: bench.localhost, secret: bench-secret}
+log: {level: warn}
+YAML
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+sysc() { awk '/^syscr|^syscw/ {printf "%s ", $2}' "/proc/$1/io"; }
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+echo "--- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%8s %8s %8s %8s %8s %9s %9s %11s %11s\n' rate/s IQs/s p50_ms p99_ms max_ms node_cpu tool_cpu reads/IQ writes/IQ
+for rate in $RATES; do
+  P50="" P99="" NCPU="" TCPU=""
+  for _ in $(seq "$RUNS"); do
+    rm -rf "$WORK/data"
+    env $NODE_ENV "$BIN" serve --config "$WORK/sb.yaml" >>"$WORK/node.log" 2>&1 &
+    PID=$!
+    wait_port 127.0.0.1 15347 node
+    for i in $(seq 0 9); do
+      echo bench | "$BIN" user add "bench$i@localhost" --password-stdin --config "$WORK/sb.yaml" >/dev/null
+    done
+    s0=$(cpu "$PID") io0=$(sysc "$PID") b0=$(date +%s%N)
+    env $TOOL_ENV "$BIN" bench delegation --server 127.0.0.1:15222 --component 127.0.0.1:15347 \
+      --component-secret bench-secret --insecure --domain localhost --users 10 --password bench \
+      --timeout 10s --json --conns 10 --window 50 --rate "$rate" --duration "$DURATION" >"$WORK/out.json" &
+    T=$!
+    t0=0
+    while kill -0 $T 2>/dev/null; do t0=$(cpu $T 2>/dev/null || echo "$t0"); sleep 0.2; done
+    wait $T
+    ms=$((($(date +%s%N) - b0) / 1000000))
+    ncpu=$((($(cpu "$PID") - s0) * 1000 / ms))
+    tcpu=$((t0 * 1000 / ms))
+    read -r r0 w0 r1 w1 <<<"$io0 $(sysc "$PID")"
+    kill "$PID"
+    wait "$PID" 2>/dev/null || true
+    PID=
+    o=$WORK/out.json
+    printf '%8s %8.0f %8s %8s %8s %8s%% %8s%% %11.2f %11.2f\n' "$rate" "$(jq .throughput "$o")" \
+      "$(jq .latency_ms.p50 "$o")" "$(jq .latency_ms.p99 "$o")" "$(jq .latency_ms.max "$o")" "$ncpu" "$tcpu" \
+      "$(jq -n "($r1 - $r0) / $(jq .ops "$o")")" "$(jq -n "($w1 - $w0) / $(jq .ops "$o")")"
+    [ "$(jq .errors "$o")" = 0 ] || echo "  errors: $(jq -c .error_kinds "$o")"
+    P50+="$(jq .latency_ms.p50 "$o") " P99+="$(jq .latency_ms.p99 "$o") " NCPU+="$ncpu " TCPU+="$tcpu "
+  done
+  if [ "$RUNS" -gt 1 ]; then
+    printf '%8s %8s %8s %8s %8s %8s%% %8s%%   (medians of %d)\n' "$rate" - "$(median "$P50")" "$(median "$P99")" - \
+      "$(median "$NCPU")" "$(median "$TCPU")" "$RUNS"
+  fi
+done
