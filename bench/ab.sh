@@ -30,12 +30,10 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-for tool in jq openssl; do
-  command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null
-done
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost,DNS:bench.localhost 2>/dev/null
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+need jq openssl
+bench_cert "$WORK"
 
 # config N IP ETCD CLUSTER: one node's configuration
 config() {
@@ -60,8 +58,6 @@ config 1 127.0.0.21 "etcd: {embedded: {client: 127.0.0.21:16379, peer: 127.0.0.2
 config 2 127.0.0.22 'etcd: {endpoints: ["http://127.0.0.21:16379"]}' \
   '{bind: "127.0.0.22:17946", remote: "127.0.0.22:18946", join: ["127.0.0.21:17946"]}'
 
-# shellcheck source=bench/lib.sh
-source "$(dirname "$0")/lib.sh"
 start() { # BIN N IP: start node N and wait for it; its pid is in STARTED
   rm -rf "$WORK/data$2"
   "$1" serve --config "$WORK/n$2.yaml" >>"$WORK/n$2.log" 2>&1 &

@@ -19,11 +19,10 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-for tool in jq openssl curl; do
-  command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null
-done
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+need jq openssl curl
+bench_cert "$WORK"
 cat >"$WORK/sb.yaml" <<YAML
 node: {id: idle, data_dir: $WORK/data}
 listen: {c2s: 127.0.0.1:15222, c2s_tls: "", component: 127.0.0.1:15347, admin: 127.0.0.1:15280}
@@ -34,8 +33,6 @@ hosts: [{domain: localhost}]
 limits: {park_after: $PARK_AFTER}
 log: {level: warn}
 YAML
-# shellcheck source=bench/lib.sh
-source "$(dirname "$0")/lib.sh"
 "$BIN" serve --config "$WORK/sb.yaml" >"$WORK/node.log" 2>&1 &
 PID=$!
 wait_port 127.0.0.1 15347 switchboard

@@ -8,3 +8,15 @@ wait_port() { # host port what
   echo "${3:-nothing} did not open $1:$2" >&2
   exit 1
 }
+
+need() { # tool...: installs what is missing from Debian (jq, openssl, curl)
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
+  done
+}
+
+bench_cert() { # DIR: a self-signed P-256 pair for localhost and bench.localhost, DIR/cert.pem and DIR/key.pem
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -keyout "$1/key.pem" -out "$1/cert.pem" -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,DNS:bench.localhost 2>/dev/null
+}

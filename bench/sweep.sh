@@ -24,12 +24,10 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-for tool in jq openssl; do
-  command -v $tool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null
-done
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost,DNS:bench.localhost 2>/dev/null
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+need jq openssl
+bench_cert "$WORK"
 cat >"$WORK/sb.yaml" <<YAML
 node: {id: sweep, data_dir: $WORK/data}
 listen: {c2s: 127.0.0.1:15222, c2s_tls: "", component: 127.0.0.1:15347, admin: 127.0.0.1:15280}
@@ -44,8 +42,6 @@ components:
   - {jid: bench.localhost, secret: bench-secret}
 log: {level: warn}
 YAML
-# shellcheck source=bench/lib.sh
-source "$(dirname "$0")/lib.sh"
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 sysc() { awk '/^syscr|^syscw/ {printf "%s ", $2}' "/proc/$1/io"; }
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
