@@ -7,7 +7,7 @@
 // it collects several times a second: 4 cycles a second at 10k delegated IQs/s and ~25 at
 // 70k, each a fixed cost (scanning the embedded etcd's and the runtime's roots) and each
 // a few milliseconds in which stanzas wait behind mark assists and the stop-the-world
-// phases. A headroom of a few tens of MiB makes that rare on a small heap and changes
+// phases. A headroom of 16–32 MiB makes that rarer on a small heap and changes
 // nothing on a large one (100k sessions: live heap ~2 GiB, goal 4 GiB either way).
 //
 // It works by moving the GC percentage after every cycle: the larger of the configured
