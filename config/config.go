@@ -153,7 +153,7 @@ type NodeConfig struct {
 	// starts one when the heap has doubled, several times a second on a small
 	// heap under load). GOGC still applies when it allows more, GOMEMLIMIT still
 	// bounds the heap; 0 leaves the pacing to GOGC alone. Read by `serve` (the
-	// whole process). Default: 16777216 (16 MiB).
+	// whole process). Default: 33554432 (32 MiB).
 	GCHeadroomBytes int64 `yaml:"gc_headroom_bytes"`
 }
 
@@ -424,7 +424,7 @@ func Default() *Config {
 		id = h
 	}
 	return &Config{
-		Node: NodeConfig{ID: id, DataDir: "./data", GCHeadroomBytes: 16 << 20},
+		Node: NodeConfig{ID: id, DataDir: "./data", GCHeadroomBytes: 32 << 20},
 		Listen: ListenConfig{
 			C2S:       "127.0.0.1:5222",
 			C2STLS:    "127.0.0.1:5223",

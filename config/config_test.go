@@ -53,7 +53,7 @@ func TestDefaultValidates(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Default().Validate() = %v", err)
 	}
-	if c.Node.ID == "" || c.Node.DataDir != "./data" || c.Node.GCHeadroomBytes != 16<<20 {
+	if c.Node.ID == "" || c.Node.DataDir != "./data" || c.Node.GCHeadroomBytes != 32<<20 {
 		t.Errorf("node = %+v", c.Node)
 	}
 	if c.Listen != (ListenConfig{C2S: "127.0.0.1:5222", C2STLS: "127.0.0.1:5223", Component: "127.0.0.1:5347", Admin: "127.0.0.1:5280"}) {

@@ -13,6 +13,13 @@
 // It works by moving the GC percentage after every cycle: the larger of the configured
 // one (GOGC, 100 by default) and headroom/live. GOMEMLIMIT, when set, still bounds the
 // heap; GOGC=off stays off.
+//
+// Garbage left when the process goes quiet (a login storm's TLS and SCRAM garbage, up to
+// the headroom or the live heap's size) would otherwise stay in RSS until Go's forced
+// collection two minutes later. A process that allocated less than 256 KiB in the last
+// second while holding more than 8 MiB of garbage is collected and its free memory given
+// back to the OS (debug.FreeOSMemory): once when it goes quiet, at most every 32 s under a
+// trickle of traffic.
 package gcpace
 
 import (
@@ -21,6 +28,7 @@ import (
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 const (
@@ -28,6 +36,10 @@ const (
 	maxPercent = 100_000
 	// heapMinimum is the runtime's smallest heap goal at GOGC=100 (runtime.defaultHeapMinimum).
 	heapMinimum = 4 << 20
+	// quietEvery, quietBytes, quietSlack: see the package comment.
+	quietEvery = time.Second
+	quietBytes = 256 << 10 // an idle node allocates ~12 KiB/s
+	quietSlack = 8 << 20
 )
 
 // Pacer adjusts the GC percentage after each cycle. One per process.
@@ -39,6 +51,9 @@ type Pacer struct {
 	mu      sync.Mutex // adjust runs on the finalizer goroutine, Set on the caller's
 	current int
 	sample  []metrics.Sample
+
+	done     chan struct{} // closed by Stop: the quiet watch ends
+	quietGCs atomic.Int64
 }
 
 // sentinel is garbage on purpose: its finalizer runs once after each GC cycle. Larger
@@ -53,14 +68,17 @@ type sentinel struct {
 func Start(headroom int64) *Pacer {
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
-	p := &Pacer{base: base, current: base, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	p := &Pacer{base: base, current: base, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}},
+		done: make(chan struct{})}
 	p.headroom.Store(headroom)
 	if base < 0 {
 		p.stopped.Store(true)
+		close(p.done)
 		return p
 	}
 	p.adjust()
 	p.arm()
+	go p.watchQuiet(quietEvery)
 	return p
 }
 
@@ -78,10 +96,44 @@ func (p *Pacer) Stop() {
 	if p.stopped.Swap(true) {
 		return
 	}
+	close(p.done)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.current = p.base
 	debug.SetGCPercent(p.base)
+}
+
+// QuietGCs is how many times the process was collected for going quiet.
+func (p *Pacer) QuietGCs() int64 { return p.quietGCs.Load() }
+
+// watchQuiet collects once when the process goes quiet with garbage held.
+func (p *Pacer) watchQuiet(every time.Duration) {
+	s := []metrics.Sample{
+		{Name: "/gc/heap/allocs:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+	}
+	metrics.Read(s)
+	last := s[0].Value.Uint64()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+		}
+		metrics.Read(s)
+		allocs, live, objects := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
+		quiet := allocs-last < quietBytes
+		last = allocs
+		if quiet && objects > live+quietSlack {
+			debug.FreeOSMemory()
+			p.quietGCs.Add(1)
+			metrics.Read(s)
+			last = s[0].Value.Uint64()
+		}
+	}
 }
 
 // Percent is the GC percentage the pacer last set.

@@ -105,3 +105,42 @@ func TestPacerLeavesGCOff(t *testing.T) {
 		t.Errorf("GC percent %d, want it to stay off", got)
 	}
 }
+
+var sink [][]byte
+
+// TestQuietCollect: garbage left behind when allocation stops is collected within a
+// couple of seconds, without a cycle of the pacer's own (64 MiB of headroom).
+func TestQuietCollect(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+	p := Start(64 << 20)
+	defer p.Stop()
+	waitGoal(t, 64<<20)
+
+	for range 40 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil // 40 MiB of garbage, below the goal: no cycle collects it
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	if s[1].Value.Uint64() < s[0].Value.Uint64()+32<<20 {
+		t.Fatalf("the garbage was collected at once (%d MiB of objects, %d MiB live)", s[1].Value.Uint64()>>20, s[0].Value.Uint64()>>20)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.QuietGCs() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no collection after going quiet")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	metrics.Read(s)
+	if live, objects := s[0].Value.Uint64(), s[1].Value.Uint64(); objects > live+quietSlack {
+		t.Errorf("%d MiB of objects for %d MiB live after the quiet collection", objects>>20, live>>20)
+	}
+	// Quiet and clean: no further collection.
+	n := p.QuietGCs()
+	time.Sleep(2500 * time.Millisecond)
+	if p.QuietGCs() != n {
+		t.Errorf("collected again while nothing was allocated (%d -> %d)", n, p.QuietGCs())
+	}
+}
