@@ -16,10 +16,11 @@
 //
 // Garbage left when the process goes quiet (a login storm's TLS and SCRAM garbage, up to
 // the headroom or the live heap's size) would otherwise stay in RSS until Go's forced
-// collection two minutes later. A process that allocated less than 256 KiB in the last
-// second while holding more than 8 MiB of garbage is collected and its free memory given
-// back to the OS (debug.FreeOSMemory): once when it goes quiet, at most every 32 s under a
-// trickle of traffic.
+// collection two minutes later, and memory the collector freed stays mapped until the
+// background scavenger returns it, slowly. A process that allocated less than 256 KiB in
+// the last second while holding more than 8 MiB of garbage or of free memory is collected
+// and its free memory given back to the OS (debug.FreeOSMemory): once when it goes quiet,
+// at most every 32 s under a trickle of traffic.
 package gcpace
 
 import (
@@ -112,6 +113,7 @@ func (p *Pacer) watchQuiet(every time.Duration) {
 		{Name: "/gc/heap/allocs:bytes"},
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
 	}
 	metrics.Read(s)
 	last := s[0].Value.Uint64()
@@ -124,10 +126,10 @@ func (p *Pacer) watchQuiet(every time.Duration) {
 		case <-t.C:
 		}
 		metrics.Read(s)
-		allocs, live, objects := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
+		allocs, live, objects, free := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64(), s[3].Value.Uint64()
 		quiet := allocs-last < quietBytes
 		last = allocs
-		if quiet && objects > live+quietSlack {
+		if quiet && (objects > live+quietSlack || free > quietSlack) {
 			debug.FreeOSMemory()
 			p.quietGCs.Add(1)
 			metrics.Read(s)

@@ -143,4 +143,25 @@ func TestQuietCollect(t *testing.T) {
 	if p.QuietGCs() != n {
 		t.Errorf("collected again while nothing was allocated (%d -> %d)", n, p.QuietGCs())
 	}
+
+	// Collected garbage leaves free memory mapped: that goes back too.
+	for range 40 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+	runtime.GC()
+	free := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(free)
+	if free[0].Value.Uint64() < 32<<20 {
+		t.Fatalf("only %d MiB free after collecting 40 MiB", free[0].Value.Uint64()>>20)
+	}
+	for p.QuietGCs() == n {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatal("free memory kept after going quiet")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if metrics.Read(free); free[0].Value.Uint64() > quietSlack {
+		t.Errorf("%d MiB still free and mapped after the quiet collection", free[0].Value.Uint64()>>20)
+	}
 }
