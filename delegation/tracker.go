@@ -198,9 +198,13 @@ func (t *Tracker) sweep() {
 	}
 }
 
-// done does the accounting of a pending IQ that left its shard.
+// done does the accounting of a pending IQ that left its shard. A reply or timeout that
+// races FailVia may come after FailVia dropped the connection's count: it must not bring
+// the count back (at -1, for a connection that is gone).
 func (t *Tracker) done(p *Pending) {
-	t.viaCount(p.Via).Add(-1)
+	if c, ok := t.perVia.Load(p.Via); ok {
+		c.(*atomic.Int64).Add(-1)
+	}
 	t.pending.Add(-1)
 }
 
