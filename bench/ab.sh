@@ -23,39 +23,16 @@ RUNS=${RUNS:-3}
 COUNT=${COUNT:-60000}
 SCENARIOS=${SCENARIOS:-"max half cross idle"}
 IDLE_HOLD=${IDLE_HOLD:-3s}
-WORK=$(mktemp -d /tmp/sb-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
+workdir ab
 need jq openssl
 bench_cert "$WORK"
 
-# config N IP ETCD CLUSTER: one node's configuration
-config() {
-  cat >"$WORK/n$1.yaml" <<EOF
-node: {id: n$1, data_dir: $WORK/data$1}
-listen: {c2s: $2:15222, c2s_tls: $2:15223, component: $2:15347, admin: $2:15280}
-tls: {cert: $WORK/cert.pem, key: $WORK/key.pem}
-$3
-cluster: $4
-hosts:
-  - domain: localhost
-    delegations:
-      "urn:example:bench": {jid: bench.localhost}
-components:
-  - {jid: bench.localhost, secret: bench-secret}
-log: {level: warn}
-EOF
-}
-config 0 127.0.0.1 "etcd: {embedded: {client: 127.0.0.1:16379, peer: 127.0.0.1:16380}}" '{bind: ""}'
-config 1 127.0.0.21 "etcd: {embedded: {client: 127.0.0.21:16379, peer: 127.0.0.21:16380}}" \
+bench_config 0 127.0.0.1 "etcd: {embedded: {client: 127.0.0.1:16379, peer: 127.0.0.1:16380}}" '{bind: ""}'
+bench_config 1 127.0.0.21 "etcd: {embedded: {client: 127.0.0.21:16379, peer: 127.0.0.21:16380}}" \
   '{bind: "127.0.0.21:17946", remote: "127.0.0.21:18946"}'
-config 2 127.0.0.22 'etcd: {endpoints: ["http://127.0.0.21:16379"]}' \
+bench_config 2 127.0.0.22 'etcd: {endpoints: ["http://127.0.0.21:16379"]}' \
   '{bind: "127.0.0.22:17946", remote: "127.0.0.22:18946", join: ["127.0.0.21:17946"]}'
 
 start() { # BIN N IP: start node N and wait for it; its pid is in STARTED
@@ -71,12 +48,7 @@ stop() {
     for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   done
 }
-users() { # BIN N
-  for i in $(seq 0 9); do
-    echo bench | "$1" user add "bench$i@localhost" --password-stdin --config "$WORK/n$2.yaml" >/dev/null
-  done
-}
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+users() { bench_users "$1" "$WORK/n$2.yaml"; } # BIN N
 COMMON=(--insecure --domain localhost --users 10 --password bench --timeout 10s --json)
 summary='"\(.throughput|floor)/s p50 \(.latency_ms.p50) p99 \(.latency_ms.p99) ms errors \(.errors)"'
 declare -A SUM
@@ -131,7 +103,6 @@ one() { # SCENARIO SIDE BIN: one run, prints a line, adds the figure to SUM
     ;;
   esac
 }
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 echo "--- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for sc in $SCENARIOS; do

@@ -12,15 +12,9 @@ BIN=$(realpath "$1")
 SESSIONS=${SESSIONS:-4000}
 HOLD=${HOLD:-25s} # at least 15s
 PARK_AFTER=${PARK_AFTER:-5s}
-WORK=$(mktemp -d /tmp/sb-idle.XXXXXX)
-PID=
-cleanup() {
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
+workdir idle
 need jq openssl curl
 bench_cert "$WORK"
 cat >"$WORK/sb.yaml" <<YAML
@@ -35,10 +29,9 @@ log: {level: warn}
 YAML
 "$BIN" serve --config "$WORK/sb.yaml" >"$WORK/node.log" 2>&1 &
 PID=$!
+PIDS=("$PID")
 wait_port 127.0.0.1 15347 switchboard
-for i in $(seq 0 9); do
-  echo bench | "$BIN" user add "bench$i@localhost" --password-stdin --config "$WORK/sb.yaml" >/dev/null
-done
+bench_users "$BIN" "$WORK/sb.yaml"
 state() { # what the node holds now
   curl -s http://127.0.0.1:15280/metrics | awk -v rss="$(awk '/VmRSS/{print $2}' /proc/$PID/status)" '
     /^go_memstats_stack_inuse_bytes/ {s=$2} /^go_memstats_heap_alloc_bytes/ {h=$2}

@@ -20,3 +20,36 @@ bench_cert() { # DIR: a self-signed P-256 pair for localhost and bench.localhost
     -keyout "$1/key.pem" -out "$1/cert.pem" -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost,DNS:bench.localhost 2>/dev/null
 }
+
+workdir() { # NAME: a fresh $WORK, removed at exit with every process whose pid is in PIDS
+  WORK=$(mktemp -d "/tmp/sb-$1.XXXXXX")
+  PIDS=()
+  trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+}
+
+bench_config() { # N IP ETCD CLUSTER: $WORK/nN.yaml, a node delegating urn:example:bench to bench.localhost
+  cat >"$WORK/n$1.yaml" <<EOF
+node: {id: n$1, data_dir: $WORK/data$1}
+listen: {c2s: $2:15222, c2s_tls: $2:15223, component: $2:15347, admin: $2:15280}
+tls: {cert: $WORK/cert.pem, key: $WORK/key.pem}
+$3
+cluster: $4
+hosts:
+  - domain: localhost
+    delegations:
+      "urn:example:bench": {jid: bench.localhost}
+components:
+  - {jid: bench.localhost, secret: bench-secret}
+log: {level: warn}
+EOF
+}
+
+bench_users() { # BIN CONFIG: accounts bench0..bench9@localhost, password "bench"
+  for i in $(seq 0 9); do
+    echo bench | "$1" user add "bench$i@localhost" --password-stdin --config "$2" >/dev/null
+  done
+}
+
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; } # PID: CPU ticks used so far
+
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

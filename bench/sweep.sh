@@ -17,47 +17,26 @@ RUNS=${RUNS:-1}
 DURATION=${DURATION:-8s}
 NODE_ENV=${NODE_ENV:-}
 TOOL_ENV=${TOOL_ENV:-}
-WORK=$(mktemp -d /tmp/sb-sweep.XXXXXX)
-PID=
-cleanup() {
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
+workdir sweep
 need jq openssl
 bench_cert "$WORK"
-cat >"$WORK/sb.yaml" <<YAML
-node: {id: sweep, data_dir: $WORK/data}
-listen: {c2s: 127.0.0.1:15222, c2s_tls: "", component: 127.0.0.1:15347, admin: 127.0.0.1:15280}
-tls: {cert: $WORK/cert.pem, key: $WORK/key.pem}
-etcd: {embedded: {client: 127.0.0.1:16379, peer: 127.0.0.1:16380}}
-cluster: {bind: ""}
-hosts:
-  - domain: localhost
-    delegations:
-      "urn:example:bench": {jid: bench.localhost}
-components:
-  - {jid: bench.localhost, secret: bench-secret}
-log: {level: warn}
-YAML
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+bench_config 0 127.0.0.1 "etcd: {embedded: {client: 127.0.0.1:16379, peer: 127.0.0.1:16380}}" '{bind: ""}'
+CFG=$WORK/n0.yaml
 sysc() { awk '/^syscr|^syscw/ {printf "%s ", $2}' "/proc/$1/io"; }
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 echo "--- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%8s %8s %8s %8s %8s %9s %9s %11s %11s\n' rate/s IQs/s p50_ms p99_ms max_ms node_cpu tool_cpu reads/IQ writes/IQ
 for rate in $RATES; do
   P50="" P99="" NCPU="" TCPU=""
   for _ in $(seq "$RUNS"); do
-    rm -rf "$WORK/data"
-    env $NODE_ENV "$BIN" serve --config "$WORK/sb.yaml" >>"$WORK/node.log" 2>&1 &
+    rm -rf "$WORK/data0"
+    env $NODE_ENV "$BIN" serve --config "$CFG" >>"$WORK/node.log" 2>&1 &
     PID=$!
+    PIDS=("$PID")
     wait_port 127.0.0.1 15347 node
-    for i in $(seq 0 9); do
-      echo bench | "$BIN" user add "bench$i@localhost" --password-stdin --config "$WORK/sb.yaml" >/dev/null
-    done
+    bench_users "$BIN" "$CFG"
     s0=$(cpu "$PID") io0=$(sysc "$PID") b0=$(date +%s%N)
     env $TOOL_ENV "$BIN" bench delegation --server 127.0.0.1:15222 --component 127.0.0.1:15347 \
       --component-secret bench-secret --insecure --domain localhost --users 10 --password bench \
@@ -72,7 +51,7 @@ for rate in $RATES; do
     read -r r0 w0 r1 w1 <<<"$io0 $(sysc "$PID")"
     kill "$PID"
     wait "$PID" 2>/dev/null || true
-    PID=
+    PIDS=()
     o=$WORK/out.json
     printf '%8s %8.0f %8s %8s %8s %8s%% %8s%% %11.2f %11.2f\n' "$rate" "$(jq .throughput "$o")" \
       "$(jq .latency_ms.p50 "$o")" "$(jq .latency_ms.p99 "$o")" "$(jq .latency_ms.max "$o")" "$ncpu" "$tcpu" \
