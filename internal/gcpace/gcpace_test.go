@@ -35,19 +35,27 @@ func heap() (live, goal uint64) {
 	return s[0].Value.Uint64(), s[1].Value.Uint64()
 }
 
-// waitGoal collects until the heap goal is at least the live heap plus headroom (less
-// a margin for what changed since), as the runtime reports them.
-func waitGoal(t *testing.T, headroom uint64) {
-	t.Helper()
-	var live, goal uint64
+// collectUntil collects (up to 100 times) until the live heap and the heap goal, as the
+// runtime reports them, satisfy ok; it returns the last ones read and whether they did.
+func collectUntil(ok func(live, goal uint64) bool) (live, goal uint64, met bool) {
 	for range 100 {
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond) // the pacer runs on the finalizer goroutine
-		if live, goal = heap(); goal >= live+headroom*9/10 {
-			return
+		if live, goal = heap(); ok(live, goal) {
+			return live, goal, true
 		}
 	}
-	t.Fatalf("heap goal %d MiB for %d MiB live, want at least %d MiB more", goal>>20, live>>20, headroom>>20)
+	return live, goal, false
+}
+
+// waitGoal collects until the heap goal is at least the live heap plus headroom (less
+// a margin for what changed since).
+func waitGoal(t *testing.T, headroom uint64) {
+	t.Helper()
+	live, goal, met := collectUntil(func(live, goal uint64) bool { return goal >= live+headroom*9/10 })
+	if !met {
+		t.Fatalf("heap goal %d MiB for %d MiB live, want at least %d MiB more", goal>>20, live>>20, headroom>>20)
+	}
 }
 
 func TestPacerKeepsHeadroom(t *testing.T) {
@@ -77,14 +85,7 @@ func TestPacerKeepsHeadroom(t *testing.T) {
 	// A smaller headroom applies too.
 	p.Set(8 << 20)
 	hold = nil
-	for range 100 {
-		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-		if live, goal := heap(); goal < live+32<<20 {
-			break
-		}
-	}
-	if live, goal := heap(); goal >= live+32<<20 {
+	if live, goal, met := collectUntil(func(live, goal uint64) bool { return goal < live+32<<20 }); !met {
 		t.Errorf("goal %d MiB for %d MiB live after the headroom went down to 8 MiB", goal>>20, live>>20)
 	}
 
@@ -108,6 +109,26 @@ func TestPacerLeavesGCOff(t *testing.T) {
 
 var sink [][]byte
 
+// garbage allocates 40 MiB and drops it.
+func garbage() {
+	for range 40 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+}
+
+// waitQuietGC waits up to 10 s for a quiet collection after the n-th.
+func waitQuietGC(t *testing.T, p *Pacer, n int64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.QuietGCs() == n {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestQuietCollect: garbage left behind when allocation stops is collected within a
 // couple of seconds, without a cycle of the pacer's own (64 MiB of headroom).
 func TestQuietCollect(t *testing.T) {
@@ -117,22 +138,13 @@ func TestQuietCollect(t *testing.T) {
 	defer p.Stop()
 	waitGoal(t, 64<<20)
 
-	for range 40 {
-		sink = append(sink, make([]byte, 1<<20))
-	}
-	sink = nil // 40 MiB of garbage, below the goal: no cycle collects it
+	garbage() // below the goal: no cycle collects it
 	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
 	metrics.Read(s)
 	if s[1].Value.Uint64() < s[0].Value.Uint64()+32<<20 {
 		t.Fatalf("the garbage was collected at once (%d MiB of objects, %d MiB live)", s[1].Value.Uint64()>>20, s[0].Value.Uint64()>>20)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for p.QuietGCs() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no collection after going quiet")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitQuietGC(t, p, 0, "no collection after going quiet")
 	metrics.Read(s)
 	if live, objects := s[0].Value.Uint64(), s[1].Value.Uint64(); objects > live+quietSlack {
 		t.Errorf("%d MiB of objects for %d MiB live after the quiet collection", objects>>20, live>>20)
@@ -145,22 +157,14 @@ func TestQuietCollect(t *testing.T) {
 	}
 
 	// Collected garbage leaves free memory mapped: that goes back too.
-	for range 40 {
-		sink = append(sink, make([]byte, 1<<20))
-	}
-	sink = nil
+	garbage()
 	runtime.GC()
 	free := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
 	metrics.Read(free)
 	if free[0].Value.Uint64() < 32<<20 {
 		t.Fatalf("only %d MiB free after collecting 40 MiB", free[0].Value.Uint64()>>20)
 	}
-	for p.QuietGCs() == n {
-		if time.Now().After(deadline.Add(5 * time.Second)) {
-			t.Fatal("free memory kept after going quiet")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitQuietGC(t, p, n, "free memory kept after going quiet")
 	if metrics.Read(free); free[0].Value.Uint64() > quietSlack {
 		t.Errorf("%d MiB still free and mapped after the quiet collection", free[0].Value.Uint64()>>20)
 	}
