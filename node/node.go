@@ -527,7 +527,11 @@ func (n *Node) startRemote() (err error) {
 		port = l.Addr().(*net.TCPAddr).Port
 		_ = l.Close()
 	}
-	var opts []remote.ConfigOption
+	opts := []remote.ConfigOption{
+		remote.WithDialOptions(cluster.RemoteDialOptions()...),
+		remote.WithCallOptions(cluster.RemoteCallOptions()...),
+		remote.WithServerOptions(cluster.RemoteServerOptions()...),
+	}
 	if a := n.cfg.Cluster.RemoteAdvertise; a != "" {
 		opts = append(opts, remote.WithAdvertisedHost(a))
 	}

@@ -626,3 +626,41 @@ func TestCrossNodePrivileges(t *testing.T) {
 		t.Fatalf("presence %s", p)
 	}
 }
+
+// TestCrossNodeBurstOfBigStanzas: a burst of large messages to a user on another node
+// arrives whole and in order. The nodes batch what they send each other; a batch over
+// gRPC's default 4 MiB receive limit used to end the connection between the nodes and
+// lose every message in it.
+func TestCrossNodeBurstOfBigStanzas(t *testing.T) {
+	c := Start(t, 2, func(_ int, c *config.Config) { c.Limits.MaxSendQueueBytes = 256 << 20 })
+	c.AddUser("alice", "pw")
+	c.AddUser("bob", "pw")
+	b := login(t, c, 1, "bob", "pw", "")
+	b.Send(`<presence/>`)
+	b.Sync()
+	const senders, each = 4, 100
+	body := strings.Repeat("x", 50_000)
+	var peers []*xmpptest.Peer
+	for s := range senders {
+		peers = append(peers, login(t, c, 0, "alice", "pw", fmt.Sprint("r", s)))
+	}
+	for s, p := range peers {
+		var batch strings.Builder
+		for i := range each {
+			fmt.Fprintf(&batch, `<message to='%s' id='%d-%d' type='chat'><body>%s</body></message>`, b.JID, s, i, body)
+		}
+		go p.SendBatch(batch.String())
+	}
+	next := make([]int, senders)
+	for range senders * each {
+		m := b.Next(4 * wait)
+		var s, i int
+		if _, err := fmt.Sscanf(m.Attr("id"), "%d-%d", &s, &i); err != nil || m.Child("body") == nil {
+			t.Fatalf("bob got %s", m)
+		}
+		if i != next[s] {
+			t.Fatalf("from sender %d: message %d, want %d", s, i, next[s])
+		}
+		next[s]++
+	}
+}
