@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"unsafe"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
 )
@@ -48,13 +49,15 @@ func packAnswers(b []byte, answers []*pb.DelegationAnswer) []byte {
 
 var errPackedAnswers = errors.New("malformed PackedAnswers")
 
-// unpackAnswers reads what packAnswers wrote. The views' fields share one copy of data.
+// unpackAnswers reads what packAnswers wrote. The views' fields are strings over data
+// itself, not a copy: data must not change afterwards (it is a PackedAnswers' Data, which
+// protobuf decoded into a buffer of the message's own and nothing writes again).
 func unpackAnswers(data []byte) ([]answerView, error) {
 	count, off := binary.Uvarint(data)
 	if off <= 0 || count > uint64(len(data)/10) {
 		return nil, errPackedAnswers
 	}
-	s := string(data)
+	s := unsafe.String(unsafe.SliceData(data), len(data))
 	out := make([]answerView, 0, count)
 	for off < len(data) {
 		var f [10]string
