@@ -96,7 +96,10 @@ func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTar
 		OrigTo:    env.To,
 	}
 	r.tracker.Add(p)
-	target.sendVia(r, out, delegation.Wrap(r.componentOpts(rule.JID).DelegationNS, p.OuterID, h.Domain, to, env, from, env.To))
+	dns := r.componentOpts(rule.JID).DelegationNS
+	target.writeVia(r, out, func(b []byte) []byte {
+		return delegation.AppendWrap(b, dns, p.OuterID, h.Domain, to, env, from, env.To)
+	})
 	r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeForwarded)
 	return true
 }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bytes"
+	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -18,32 +19,102 @@ import (
 // At low load a read holds one stanza and nothing waits: the flush comes right after it.
 //
 // Only the reader goroutine touches it. Order is kept: per remote session the stanzas
-// are concatenated in the order they were routed.
+// are concatenated in the order they were routed. What the router makes for one remote
+// session alone (a delegated IQ's wrapping) is written into a scratch buffer from a pool
+// and copied out once at the flush: one allocation of the burst's size, where a buffer
+// for each stanza and their join were.
 type outbox struct {
 	r       *Router
-	deliver map[*actor.PID][][]byte
-	pids    []*actor.PID
+	deliver map[*actor.PID]int // index in queues
+	queues  []sessionQueue
 	answers map[string]*pb.DelegationAnswers
 	nodes   []string
 	bytes   int
 }
 
+// sessionQueue is what waits for one remote session: parts, then scratch[mark:]. Parts
+// are stanzas routed as they were (not copied) and earlier stretches of scratch.
+type sessionQueue struct {
+	pid     *actor.PID
+	parts   [][]byte
+	scratch *[]byte
+	mark    int
+}
+
 // outboxMaxBytes bounds what waits: beyond it, the outbox is sent at once.
 const outboxMaxBytes = 64 << 10
 
+// scratches hold the stanzas written for remote sessions until the flush copies them
+// out; one is held only between an outbox's first write and its flush.
+var scratches = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
 func (r *Router) newOutbox() *outbox { return &outbox{r: r} }
+
+func (o *outbox) queue(pid *actor.PID) *sessionQueue {
+	if o.deliver == nil {
+		o.deliver = make(map[*actor.PID]int)
+	}
+	i, ok := o.deliver[pid]
+	if !ok {
+		i = len(o.queues)
+		o.deliver[pid] = i
+		if i < cap(o.queues) {
+			o.queues = o.queues[:i+1]
+		} else {
+			o.queues = append(o.queues, sessionQueue{})
+		}
+		o.queues[i].pid = pid
+	}
+	return &o.queues[i]
+}
 
 // toSession queues stanza bytes for a session actor on another node.
 func (o *outbox) toSession(pid *actor.PID, b []byte) {
-	if o.deliver == nil {
-		o.deliver = make(map[*actor.PID][][]byte)
+	q := o.queue(pid)
+	if q.scratch != nil && len(*q.scratch) > q.mark {
+		// What was written so far stays where it is: scratch only grows until the
+		// flush (a larger copy leaves the old array as it was).
+		q.parts = append(q.parts, (*q.scratch)[q.mark:])
+		q.mark = len(*q.scratch)
 	}
-	q, ok := o.deliver[pid]
-	if !ok {
-		o.pids = append(o.pids, pid)
-	}
-	o.deliver[pid] = append(q, b)
+	q.parts = append(q.parts, b)
 	o.grew(len(b))
+}
+
+// appendTo queues for a session actor on another node what write appends to the slice it
+// is given (a stanza made for this session alone).
+func (o *outbox) appendTo(pid *actor.PID, write func([]byte) []byte) {
+	q := o.queue(pid)
+	if q.scratch == nil {
+		q.scratch = scratches.Get().(*[]byte)
+	}
+	n := len(*q.scratch)
+	*q.scratch = write(*q.scratch)
+	o.grew(len(*q.scratch) - n)
+}
+
+// take returns the queue as one buffer of its own (one routed stanza alone is sent as it
+// is) and empties it, giving its scratch back.
+func (q *sessionQueue) take() []byte {
+	var d []byte
+	switch {
+	case q.scratch == nil && len(q.parts) == 1:
+		d = q.parts[0]
+	case len(q.parts) == 0:
+		d = bytes.Clone(*q.scratch)
+	default:
+		if q.scratch != nil && len(*q.scratch) > q.mark {
+			q.parts = append(q.parts, (*q.scratch)[q.mark:])
+		}
+		d = bytes.Join(q.parts, nil)
+	}
+	if q.scratch != nil && cap(*q.scratch) <= 4*outboxMaxBytes {
+		*q.scratch = (*q.scratch)[:0]
+		scratches.Put(q.scratch)
+	}
+	clear(q.parts)
+	*q = sessionQueue{parts: q.parts[:0]}
+	return d
 }
 
 // answer queues a delegation answer for another node's router.
@@ -72,16 +143,18 @@ func (o *outbox) flush() {
 	if o.bytes == 0 {
 		return
 	}
-	for _, pid := range o.pids {
-		o.r.sys.Root.Send(pid, &pb.Deliver{Data: concat(o.deliver[pid])})
-		delete(o.deliver, pid)
+	for i := range o.queues {
+		q := &o.queues[i]
+		pid := q.pid
+		o.r.sys.Root.Send(pid, &pb.Deliver{Data: q.take()})
 	}
+	o.queues = o.queues[:0]
+	clear(o.deliver)
 	for _, node := range o.nodes {
 		o.r.sendAnswers(node, o.answers[node])
 		delete(o.answers, node)
 	}
-	clear(o.pids)
-	o.pids, o.nodes, o.bytes = o.pids[:0], o.nodes[:0], 0
+	o.nodes, o.bytes = o.nodes[:0], 0
 }
 
 // sendVia sends to a component session, through out when the session is on another node
@@ -94,12 +167,15 @@ func (c *compRef) sendVia(r *Router, out *outbox, b []byte) {
 	c.send(r, b)
 }
 
-// concat joins stanzas into one buffer (one stanza is sent as it is, without a copy).
-func concat(parts [][]byte) []byte {
-	if len(parts) == 1 {
-		return parts[0]
+// writeVia sends what write makes (appending to the slice it is given) to a component
+// session: into the outbox's buffer for it when the session is on another node and the
+// caller is a reader with an outbox, else as a stanza of its own.
+func (c *compRef) writeVia(r *Router, out *outbox, write func([]byte) []byte) {
+	if c.local == nil && out != nil {
+		out.appendTo(c.pid, write)
+		return
 	}
-	return bytes.Join(parts, nil)
+	c.send(r, write(nil))
 }
 
 // sendAnswers sends answers to a node as one message in the newest form it knows: packed

@@ -129,3 +129,82 @@ func TestPackedAnswersRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// Stanzas for a remote session arrive as one Deliver per flush, in the order they were
+// routed, whether routed as they were (toSession) or written into the outbox's buffer
+// (appendTo); a routed stanza's spare capacity is never written into; past
+// outboxMaxBytes the outbox goes at once.
+func TestOutboxSessionQueues(t *testing.T) {
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
+	defer sys.Shutdown()
+	got := make(chan string, 10)
+	spawn := func(name string) *actor.PID {
+		pid, err := sys.Root.SpawnNamed(actor.PropsFromFunc(func(ctx actor.Context) {
+			if m, ok := ctx.Message().(*pb.Deliver); ok {
+				got <- name + ":" + string(m.Data)
+			}
+		}), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	a, b := spawn("a"), spawn("b")
+	r := NewRouter(Config{System: sys, Log: slog.New(slog.DiscardHandler), NodeID: "n1", Limits: Limits{MaxSendQueue: 1 << 20, WriteTimeout: time.Second}})
+	defer r.Stop()
+	out := r.newOutbox()
+	write := func(s string) func([]byte) []byte { return func(b []byte) []byte { return append(b, s...) } }
+	shared := make([]byte, 2, 64)
+	copy(shared, "s1")
+	out.toSession(a, shared)
+	out.appendTo(a, write("w1"))
+	out.appendTo(b, write("x1"))
+	out.appendTo(a, write("w2"))
+	out.toSession(a, []byte("s2"))
+	out.appendTo(a, write("w3"))
+	out.toSession(b, []byte("y1"))
+	if string(shared[:cap(shared)][2:4]) != "\x00\x00" {
+		t.Fatalf("the outbox wrote into a routed stanza's spare capacity: %q", shared[:4])
+	}
+	next := func() string {
+		select {
+		case m := <-got:
+			return m
+		case <-time.After(5 * time.Second):
+			t.Fatal("no Deliver")
+			return ""
+		}
+	}
+	out.flush()
+	want := map[string]bool{"a:s1w1w2s2w3": true, "b:x1y1": true}
+	for range 2 {
+		if m := next(); !want[m] {
+			t.Fatalf("got %q, want one of %v", m, want)
+		} else {
+			delete(want, m)
+		}
+	}
+	// One stanza alone, either way; then a burst past the bound goes before the flush.
+	out.appendTo(b, write("x2"))
+	out.flush()
+	if m := next(); m != "b:x2" {
+		t.Fatalf("got %q", m)
+	}
+	out.toSession(a, []byte("s3"))
+	out.flush()
+	if m := next(); m != "a:s3" {
+		t.Fatalf("got %q", m)
+	}
+	big := strings.Repeat("z", outboxMaxBytes/2+1)
+	out.appendTo(a, write(big))
+	out.appendTo(a, write(big))
+	if m := next(); m != "a:"+big+big {
+		t.Fatalf("past the bound: got %d bytes", len(m))
+	}
+	out.flush()
+	select {
+	case m := <-got:
+		t.Fatalf("an empty outbox sent %.40q", m)
+	case <-time.After(50 * time.Millisecond):
+	}
+}

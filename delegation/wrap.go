@@ -15,10 +15,15 @@ import (
 // INNER being inner readdressed from innerFrom to innerTo and put in jabber:client, all
 // built in one buffer.
 func Wrap(dns, outerID, from, to string, inner *xmpp.Envelope, innerFrom, innerTo string) []byte {
-	var b bytes.Buffer
+	return AppendWrap(nil, dns, outerID, from, to, inner, innerFrom, innerTo)
+}
+
+// AppendWrap appends what Wrap makes to dst.
+func AppendWrap(dst []byte, dns, outerID, from, to string, inner *xmpp.Envelope, innerFrom, innerTo string) []byte {
+	b := bytes.NewBuffer(dst)
 	b.Grow(inner.RewriteLen(innerFrom, innerTo, xmpp.NSClient) + len(outerID) + len(from) + len(to) + 160)
-	wrapStart(&b, dns, outerID, from, to)
-	inner.WriteRewritten(&b, innerFrom, innerTo, xmpp.NSClient)
+	wrapStart(b, dns, outerID, from, to)
+	inner.WriteRewritten(b, innerFrom, innerTo, xmpp.NSClient)
 	b.WriteString(wrapEnd)
 	return b.Bytes()
 }
