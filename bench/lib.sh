@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by bench/*.sh (sourced).
 
 wait_port() { # host port what
@@ -45,6 +46,7 @@ EOF
 }
 
 bench_users() { # BIN CONFIG: accounts bench0..bench9@localhost, password "bench"
+  local i
   for i in $(seq 0 9); do
     echo bench | "$1" user add "bench$i@localhost" --password-stdin --config "$2" >/dev/null
   done
