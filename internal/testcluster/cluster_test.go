@@ -3,6 +3,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -644,12 +645,14 @@ func TestCrossNodeBurstOfBigStanzas(t *testing.T) {
 	for s := range senders {
 		peers = append(peers, login(t, c, 0, "alice", "pw", fmt.Sprint("r", s)))
 	}
+	sent := make(chan error, senders)
 	for s, p := range peers {
 		var batch strings.Builder
 		for i := range each {
 			fmt.Fprintf(&batch, `<message to='%s' id='%d-%d' type='chat'><body>%s</body></message>`, b.JID, s, i, body)
 		}
-		go p.SendBatch(batch.String())
+		// Written meanwhile from goroutines (t.Fatal belongs to the test's own).
+		go func() { _, err := io.WriteString(p.S.Conn(), batch.String()); sent <- err }()
 	}
 	next := make([]int, senders)
 	for range senders * each {
@@ -662,5 +665,10 @@ func TestCrossNodeBurstOfBigStanzas(t *testing.T) {
 			t.Fatalf("from sender %d: message %d, want %d", s, i, next[s])
 		}
 		next[s]++
+	}
+	for range senders {
+		if err := <-sent; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
