@@ -71,12 +71,7 @@ func (o *outbox) queue(pid *actor.PID) *sessionQueue {
 // toSession queues stanza bytes for a session actor on another node.
 func (o *outbox) toSession(pid *actor.PID, b []byte) {
 	q := o.queue(pid)
-	if q.scratch != nil && len(*q.scratch) > q.mark {
-		// What was written so far stays where it is: scratch only grows until the
-		// flush (a larger copy leaves the old array as it was).
-		q.parts = append(q.parts, (*q.scratch)[q.mark:])
-		q.mark = len(*q.scratch)
-	}
+	q.seal()
 	q.parts = append(q.parts, b)
 	o.grew(len(b))
 }
@@ -93,6 +88,15 @@ func (o *outbox) appendTo(pid *actor.PID, write func([]byte) []byte) {
 	o.grew(len(*q.scratch) - n)
 }
 
+// seal ends the stretch of scratch written since the last one as a part. It stays where
+// it is: scratch only grows until the flush (a larger copy leaves the old array as it was).
+func (q *sessionQueue) seal() {
+	if q.scratch != nil && len(*q.scratch) > q.mark {
+		q.parts = append(q.parts, (*q.scratch)[q.mark:])
+		q.mark = len(*q.scratch)
+	}
+}
+
 // take returns the queue as one buffer of its own (one routed stanza alone is sent as it
 // is) and empties it, giving its scratch back.
 func (q *sessionQueue) take() []byte {
@@ -103,9 +107,7 @@ func (q *sessionQueue) take() []byte {
 	case len(q.parts) == 0:
 		d = bytes.Clone(*q.scratch)
 	default:
-		if q.scratch != nil && len(*q.scratch) > q.mark {
-			q.parts = append(q.parts, (*q.scratch)[q.mark:])
-		}
+		q.seal()
 		d = bytes.Join(q.parts, nil)
 	}
 	if q.scratch != nil && cap(*q.scratch) <= 4*outboxMaxBytes {
@@ -145,7 +147,7 @@ func (o *outbox) flush() {
 	}
 	for i := range o.queues {
 		q := &o.queues[i]
-		pid := q.pid
+		pid := q.pid // before take empties q
 		o.r.sys.Root.Send(pid, &pb.Deliver{Data: q.take()})
 	}
 	o.queues = o.queues[:0]
