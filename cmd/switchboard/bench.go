@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -22,9 +23,10 @@ func benchCmd(g *globals) *cobra.Command {
 		jsonOut     bool
 		createUsers bool
 		allowErrors bool
+		cpuProfile  string
 	)
 	cmd := &cobra.Command{
-		Use:   "bench delegation|message|login|idle",
+		Use:   "bench delegation|message|login|idle|floor",
 		Short: "Generate XMPP load against a server (Switchboard or any other) and report throughput, latency and errors",
 		Long: `bench speaks standard XMPP c2s (STARTTLS or direct TLS, SCRAM/PLAIN, bind) and runs
 its own XEP-0114 echo component, so the same run can target Switchboard or another server.
@@ -35,6 +37,9 @@ Scenarios:
   message     chat messages from --conns senders to as many receivers (on --target, if set)
   login       complete logins per second (TLS + SASL + bind), --conns at a time
   idle        --sessions idle authenticated TLS sessions; with --server-pid, server RSS per session
+  floor       no server: delegation's traffic (--conns, --window, --rate) through four loopback
+              TCP hops inside the tool (client, relay, echo, relay, client) with no XML or TLS:
+              the latency this machine gives any router at that load
 
 Every reply is matched to its request by id; a missing, extra, duplicate or wrong reply
 is an error. The exit status is non-zero if there were errors (unless --allow-errors).`,
@@ -70,6 +75,13 @@ is an error. The exit status is non-zero if there were errors (unless --allow-er
 			}
 			if !jsonOut {
 				o.Progress = cmd.ErrOrStderr()
+			}
+			if cpuProfile != "" {
+				stopProfile, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stopProfile()
 			}
 			res, err := bench.Run(ctx, scenario, o)
 			if err != nil {
@@ -107,7 +119,7 @@ is an error. The exit status is non-zero if there were errors (unless --allow-er
 	f.IntVar(&o.Window, "window", 50, "requests outstanding per connection (1: sequential, for latency)")
 	f.Int64Var(&o.Count, "count", 0, "operations in all (default 100000; login: 500)")
 	f.DurationVar(&o.Dur, "duration", 0, "run for this long instead of --count")
-	f.Float64Var(&o.Rate, "rate", 0, "delegation: total requests per second, paced (0: as fast as the window allows)")
+	f.Float64Var(&o.Rate, "rate", 0, "delegation, floor: total requests per second, paced (0: as fast as the window allows)")
 	f.StringVar(&o.Namespace, "namespace", "urn:example:bench", "delegation: namespace of the IQ payload")
 	f.StringVar(&o.To, "to", "", "delegation: the IQs' 'to' (default the domain; the component's JID sends them to it directly)")
 	f.IntVar(&o.Sessions, "sessions", 1000, "idle: sessions to open")
@@ -117,8 +129,25 @@ is an error. The exit status is non-zero if there were errors (unless --allow-er
 	f.DurationVar(&o.MaxTime, "max-time", 10*time.Minute, "hard limit of the whole run")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	f.BoolVar(&allowErrors, "allow-errors", false, "exit 0 even if there were errors")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file (what the tool costs the machine)")
 	f.BoolVar(&createUsers, "create-users", false, "first create the bench accounts in Switchboard's store (--config/--etcd)")
 	return cmd
+}
+
+// startCPUProfile profiles this process into path until the returned function runs.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // createBenchUsers stores the bench accounts (Switchboard only: other servers have their

@@ -27,10 +27,11 @@ const (
 	Message    = "message"
 	LoginScen  = "login"
 	Idle       = "idle"
+	Floor      = "floor"
 )
 
 // Scenarios lists the scenario names.
-var Scenarios = []string{Delegation, Message, LoginScen, Idle}
+var Scenarios = []string{Delegation, Message, LoginScen, Idle, Floor}
 
 // Options of a run.
 type Options struct {
@@ -51,7 +52,7 @@ type Options struct {
 	Window int
 	Count  int64         // operations in all (0 with Duration: as many as fit)
 	Dur    time.Duration // run for this long instead of Count
-	Rate   float64       // delegation: total requests per second (0: as fast as the window allows)
+	Rate   float64       // delegation, floor: total requests per second (0: as fast as the window allows)
 
 	Namespace string // delegation: the namespace of the IQ's payload
 	To        string // delegation: where the IQs go (default: the domain)
@@ -66,8 +67,8 @@ type Options struct {
 	Progress io.Writer // progress notes (nil: none)
 }
 
-func (o *Options) defaults() error {
-	if o.Client.Addr == "" {
+func (o *Options) defaults(scenario string) error {
+	if o.Client.Addr == "" && scenario != Floor {
 		return errors.New("bench: no server address")
 	}
 	if o.Client.Domain == "" {
@@ -130,7 +131,7 @@ func (o *Options) notef(format string, args ...any) {
 // Run runs one scenario. An error means the run could not be set up (no component, a
 // login that failed before the load started); errors during the load are in the Result.
 func Run(ctx context.Context, scenario string, o Options) (*Result, error) {
-	if err := o.defaults(); err != nil {
+	if err := o.defaults(scenario); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.MaxTime)
@@ -144,6 +145,8 @@ func Run(ctx context.Context, scenario string, o Options) (*Result, error) {
 		return runLogin(ctx, &o)
 	case Idle:
 		return runIdle(ctx, &o)
+	case Floor:
+		return runFloor(ctx, &o)
 	}
 	return nil, fmt.Errorf("bench: unknown scenario %q (one of %v)", scenario, Scenarios)
 }

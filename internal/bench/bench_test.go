@@ -196,3 +196,29 @@ func TestScenarios(t *testing.T) {
 		}
 	})
 }
+
+// The floor needs no server: every record comes back to the connection that sent it, the
+// count is exact, a paced run takes about as long as its rate says, and the tool reports
+// its own CPU use.
+func TestFloor(t *testing.T) {
+	o := bench.Options{Conns: 4, Window: 16, Count: 4000, Timeout: 5 * time.Second, MaxTime: 30 * time.Second}
+	res := run(t, bench.Floor, o)
+	clean(t, res, 4000)
+	if res.ToolCPUPercent <= 0 {
+		t.Fatalf("floor: tool CPU %v%%, want a figure", res.ToolCPUPercent)
+	}
+
+	o.Rate, o.Count = 2000, 1000
+	res = run(t, bench.Floor, o)
+	clean(t, res, 1000)
+	if res.Seconds < 0.4 || res.Seconds > 5 {
+		t.Fatalf("floor: 1000 records at 2000/s took %.2fs", res.Seconds)
+	}
+
+	o.Rate, o.Count, o.Dur = 0, 0, 200*time.Millisecond
+	res = run(t, bench.Floor, o)
+	clean(t, res, res.Ops)
+	if res.Ops == 0 {
+		t.Fatal("floor: nothing went through in 200 ms")
+	}
+}

@@ -58,7 +58,7 @@ func runDelegation(ctx context.Context, o *Options) (*Result, error) {
 	for i, c := range clients {
 		workers[i] = newIQWorker(o, c, i, base, stop)
 	}
-	start := time.Now()
+	start := startSpan()
 	var wg sync.WaitGroup
 	for i, w := range workers {
 		wg.Add(1)
@@ -73,7 +73,7 @@ func runDelegation(ctx context.Context, o *Options) (*Result, error) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, toolCPU := start.end()
 
 	var total Stats
 	for _, w := range workers {
@@ -90,6 +90,7 @@ func runDelegation(ctx context.Context, o *Options) (*Result, error) {
 		res.ComponentHandled += e.Handled()
 	}
 	res.ComponentHandled -= handled0
+	res.ToolCPUPercent = toolCPU
 	res.fill(&total, elapsed)
 	return res, nil
 }
@@ -97,24 +98,17 @@ func runDelegation(ctx context.Context, o *Options) (*Result, error) {
 // iqWorker drives one client connection: up to Window IQs outstanding, each matched to
 // its reply by id.
 type iqWorker struct {
-	o      *Options
-	c      *Client
-	base   time.Time
-	stop   *stopper
-	prefix []byte // request up to the id's number
-	suffix []byte // request after the id's number
-	idPfx  []byte // "q<conn>."
-	n      int64  // requests to send; -1: until stopped
-	sent   int64
-
-	pending   map[uint64]time.Duration // seq → when it was written
-	unstamped []uint64                 // queued, not yet written
-	stats     Stats
+	flow
+	c         *Client
+	prefix    []byte   // request up to the id's number
+	suffix    []byte   // request after the id's number
+	idPfx     []byte   // "q<conn>."
+	unstamped []uint64 // queued, not yet written
 	lastDL    time.Duration
 }
 
 func newIQWorker(o *Options, c *Client, i int, base time.Time, stop *stopper) *iqWorker {
-	w := &iqWorker{o: o, c: c, base: base, stop: stop, n: o.perConn(i), pending: make(map[uint64]time.Duration, o.Window)}
+	w := &iqWorker{flow: newFlow(o, base, stop, i), c: c}
 	w.idPfx = []byte("q" + strconv.Itoa(i) + ".")
 	w.prefix = append([]byte("<iq type='get' to='"), appendEscaped(nil, o.To)...)
 	w.prefix = append(w.prefix, "' id='"...)
@@ -122,10 +116,6 @@ func newIQWorker(o *Options, c *Client, i int, base time.Time, stop *stopper) *i
 	w.suffix = append([]byte("'><query xmlns='"), appendEscaped(nil, o.Namespace)...)
 	w.suffix = append(w.suffix, "'/></iq>"...)
 	return w
-}
-
-func (w *iqWorker) canSend() bool {
-	return !w.stop.stop.Load() && (w.n < 0 || w.sent < w.n)
 }
 
 func (w *iqWorker) queue() {
@@ -174,9 +164,7 @@ func (w *iqWorker) run() {
 			w.queue()
 		}
 	}
-	if w.n > 0 && w.sent < w.n {
-		w.stats.Err(ErrNotSent, uint64(w.n-w.sent), "the run ended before these were sent")
-	}
+	w.notSent()
 }
 
 // failAll counts what is outstanding when the connection can no longer be read.
@@ -254,131 +242,35 @@ func (w *iqWorker) answerServer(st *Stanza) {
 // runPaced sends at a fixed rate (open loop, still capped by the window) from this
 // goroutine while another one reads the replies.
 func (w *iqWorker) runPaced(rate float64, offset time.Duration) {
-	var (
-		mu      sync.Mutex
-		readErr error
-		done    bool
-	)
-	progress := make(chan struct{}, 1)
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
 		for {
 			st, err := w.c.Sc.Next()
-			mu.Lock()
 			if err != nil {
-				if !done {
-					readErr = err
-				}
-				mu.Unlock()
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
+				w.readFailed(err)
 				return
 			}
+			w.mu.Lock()
 			settled := w.reply(st)
-			mu.Unlock()
+			w.mu.Unlock()
 			if settled {
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
+				w.signal()
 			}
 		}
 	}()
-
-	interval := time.Duration(1e9 / rate)
-	if interval <= 0 {
-		interval = 1
-	}
-	next := time.Since(w.base) + offset%interval
-	var buf []byte
-	for w.canSend() {
-		now := time.Since(w.base)
-		if now < next {
-			time.Sleep(next - now)
-			continue
-		}
-		mu.Lock()
-		if readErr != nil {
-			mu.Unlock()
-			break
-		}
-		k := int64((now-next)/interval) + 1
-		if avail := int64(w.o.Window - len(w.pending)); k > avail {
-			k = avail
-		}
-		if w.n > 0 && k > w.n-w.sent {
-			k = w.n - w.sent
-		}
-		if k <= 0 {
-			mu.Unlock()
-			// Window full: wait for a reply (or give up after the timeout).
-			select {
-			case <-progress:
-			case <-time.After(w.o.Timeout):
-				mu.Lock()
-				readErr = errors.New("window full and no reply")
-				mu.Unlock()
-			}
-			continue
-		}
-		buf = buf[:0]
-		for range k {
-			seq := uint64(w.sent)
-			w.sent++
-			buf = append(buf, w.prefix...)
-			buf = strconv.AppendUint(buf, seq, 10)
-			buf = append(buf, w.suffix...)
-			w.pending[seq] = now
-		}
+	w.sendPaced(rate, offset, func(b []byte, seq uint64) []byte {
+		b = append(b, w.prefix...)
+		b = strconv.AppendUint(b, seq, 10)
+		return append(b, w.suffix...)
+	}, func() []byte {
 		out := w.c.out // server requests the reader answered
 		w.c.out = nil
-		mu.Unlock()
-		if len(out) > 0 {
-			buf = append(buf, out...)
-		}
-		if _, err := w.c.Conn.Write(buf); err != nil {
-			mu.Lock()
-			readErr = err
-			mu.Unlock()
-			break
-		}
-		next += time.Duration(k) * interval
-	}
-	// Drain: wait for the outstanding replies, as long as they keep coming.
-	for {
-		mu.Lock()
-		left, rerr := len(w.pending), readErr
-		mu.Unlock()
-		if left == 0 || rerr != nil {
-			break
-		}
-		select {
-		case <-progress:
-			continue
-		case <-time.After(w.o.Timeout):
-		}
-		break
-	}
-	mu.Lock()
-	done = true
-	if n := uint64(len(w.pending)); n > 0 {
-		switch {
-		case w.stop.aborted.Load():
-			w.stats.Err(ErrTimeout, n, "the run's time limit struck")
-		case readErr != nil:
-			w.stats.Err(ErrDisconnected, n, readErr.Error())
-		default:
-			w.stats.Err(ErrTimeout, n, fmt.Sprintf("no reply within %v", w.o.Timeout))
-		}
-		clear(w.pending)
-	}
-	if w.n > 0 && w.sent < w.n {
-		w.stats.Err(ErrNotSent, uint64(w.n-w.sent), "the run ended before these were sent")
-	}
-	mu.Unlock()
+		return out
+	}, func(b []byte) error {
+		_, err := w.c.Conn.Write(b)
+		return err
+	})
 	_ = w.c.Conn.SetReadDeadline(time.Now())
 	<-readerDone
 	_ = w.c.Conn.SetReadDeadline(time.Time{})

@@ -21,7 +21,7 @@ func runLogin(ctx context.Context, o *Options) (*Result, error) {
 	defer release()
 	var started atomic.Int64
 	workers := make([]Stats, o.Conns)
-	start := time.Now()
+	start := startSpan()
 	var wg sync.WaitGroup
 	for i := range workers {
 		wg.Add(1)
@@ -47,7 +47,7 @@ func runLogin(ctx context.Context, o *Options) (*Result, error) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, toolCPU := start.end()
 	var total Stats
 	for i := range workers {
 		total.Merge(&workers[i])
@@ -59,6 +59,7 @@ func runLogin(ctx context.Context, o *Options) (*Result, error) {
 			total.Err(ErrNotSent, uint64(o.Count)-done, "the run ended before these logins were tried")
 		}
 	}
+	res.ToolCPUPercent = toolCPU
 	res.fill(&total, elapsed)
 	return res, nil
 }

@@ -47,14 +47,14 @@ func runMessage(ctx context.Context, o *Options) (*Result, error) {
 	for i := range pairs {
 		pairs[i] = newMsgPair(o, senders[i], receivers[i], i, stop)
 	}
-	start := time.Now()
+	start := startSpan()
 	var wg sync.WaitGroup
 	for _, p := range pairs {
 		wg.Add(1)
 		go func() { defer wg.Done(); p.run(ctx, base) }()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, toolCPU := start.end()
 	var total Stats
 	for _, p := range pairs {
 		total.Merge(&p.stats)
@@ -66,6 +66,7 @@ func runMessage(ctx context.Context, o *Options) (*Result, error) {
 	if o.Dur <= 0 {
 		res.Requested = uint64(o.Count)
 	}
+	res.ToolCPUPercent = toolCPU
 	res.fill(&total, elapsed)
 	return res, nil
 }
