@@ -11,7 +11,8 @@
 # Scenarios (SCENARIOS, default "max half cross idle"):
 #   max    delegated IQs, 10 conns x window 50, as fast as they go (COUNT, 60000)
 #   half   the same paced at RATE/s (default: half of the new binary's median max), with
-#          the node's and the load tool's CPU use
+#          the node's CPU use; before each pair, `bench floor` at the same rate (the same
+#          traffic through four loopback hops in the tool, no server): this machine's floor
 #   cross  two nodes (127.0.0.21 with the embedded etcd, 127.0.0.22 joined), clients on
 #          node 1, the echo component on node 1 ("same") or node 2 ("cross")
 #   idle   RSS per idle TLS session (2000 sessions), read after IDLE_HOLD (default 3s) idle
@@ -117,6 +118,11 @@ for sc in $SCENARIOS; do
   if [ "$sc" = half ]; then echo "--- half ($RATE/s)"; else echo "--- $sc"; fi
   for r in $(seq "$RUNS"); do
     if ((r % 2)); then order="old new"; else order="new old"; fi
+    if [ "$sc" = half ]; then
+      out=$("$NEW" bench floor --json --conns 10 --window 50 --rate "$RATE" --count $((RATE * 7)))
+      echo "  half floor: $(jq -r "$summary" <<<"$out")  (no server: four loopback hops in the tool)"
+      SUM[half-p99-floor]+="$(jq -r '.latency_ms.p99' <<<"$out") "
+    fi
     for side in $order; do
       if [ $side = old ]; then one "$sc" old "$OLD"; else one "$sc" new "$NEW"; fi
     done
@@ -130,6 +136,9 @@ for k in "${!SUM[@]}"; do
   n=$(median "${SUM[$base/new]}")
   echo "  $base: old $(printf %.6g "$o")  new $(printf %.6g "$n")  ratio $(awk -v o="$o" -v n="$n" 'BEGIN {printf "%.2f", (o > 0 ? n / o : 0)}')"
 done | sort
+if [ -n "${SUM[half-p99-floor]:-}" ]; then
+  echo "  half-p99 floor (no server, same traffic): $(median "${SUM[half-p99-floor]}")"
+fi
 if [ -n "${SUM[same/new]:-}" ]; then
   for side in old new; do
     echo "  cross/same $side: $(awk -v c="$(median "${SUM[cross/$side]}")" -v s="$(median "${SUM[same/$side]}")" 'BEGIN {printf "%.2f", c / s}')"
