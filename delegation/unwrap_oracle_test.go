@@ -142,6 +142,9 @@ func TestUnwrapForwardedCases(t *testing.T) {
 		{d2 + `<forwarded xmlns='urn:other'>` + innerOK + `</forwarded></delegation>`, false, false},
 		{d2 + fw + innerOK + `</forwarded>` + fw + innerOK + `</forwarded></delegation>`, false, false},
 		{d2 + fw + innerOK + `</forwarded></delegation><extra/>`, false, false},
+		{d2 + fw + innerOK + "</forwarded ></delegation\n\t>", false, true},
+		{`<delegation xmlns='urn:xmpp:delegation:2' a='>'>` + `<forwarded xmlns='urn:xmpp:forward:0' b="&lt;/forwarded>">` + innerOK + `</forwarded></delegation>`, false, true},
+		{`<d:delegation xmlns:d='urn:xmpp:delegation:2'><f:forwarded xmlns:f='urn:xmpp:forward:0'>` + innerOK + "</f:forwarded \r\n></d:delegation>", false, true},
 		{``, false, false},
 	} {
 		outer, err := ParseStanza([]byte(wrapped(tc.content)))

@@ -196,16 +196,20 @@ func onlyElement(s []byte) (content, tag []byte, ok bool) {
 	for n < i && s[n] != ' ' && s[n] != '\t' && s[n] != '\n' && s[n] != '\r' && s[n] != '>' && s[n] != '/' {
 		n++
 	}
-	closing := "</" + string(s[1:n])
-	j := bytes.LastIndex(s, []byte(closing))
-	if j <= i {
-		return nil, nil, false
+	// s must end with its end tag: "</" name, white space, ">".
+	e := len(s) - 1
+	for e > i && isSpace(s[e-1]) {
+		e--
 	}
-	if rest := bytes.TrimSpace(s[j+len(closing) : len(s)-1]); len(rest) != 0 {
+	name := s[1:n]
+	j := e - len(name) - 2
+	if j <= i || s[j] != '<' || s[j+1] != '/' || !bytes.Equal(s[j+2:e], name) {
 		return nil, nil, false
 	}
 	return s[i+1 : j], s[:i+1], true
 }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // ParseStanza turns the bytes of one stanza into an envelope (as if read from a client stream).
 func ParseStanza(raw []byte) (*xmpp.Envelope, error) {
