@@ -202,7 +202,7 @@ func BenchmarkRouteDelegatedReply(b *testing.B) {
 	e := newBenchEnv(b)
 	alice := e.client("alice", "r1")
 	comp := e.component(benchDomain)
-	key := e.r.components[benchDomain].refs[0].key
+	key := e.r.componentMap()[benchDomain].refs[0].key
 	const batch = 1024
 	envs := make([]*xmpp.Envelope, batch)
 	ids := make([]string, batch)

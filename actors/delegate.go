@@ -293,9 +293,7 @@ func (r *Router) failVia(key string) {
 // pickComponent chooses one connection of a component, on any node, by its balancing
 // policy.
 func (r *Router) pickComponent(domain, senderBare string) (*compRef, bool) {
-	r.cmu.RLock()
-	cs := r.components[domain]
-	r.cmu.RUnlock()
+	cs := r.componentMap()[domain]
 	if cs == nil || len(cs.refs) == 0 {
 		return nil, false
 	}
@@ -322,10 +320,8 @@ func (r *Router) pickComponent(domain, senderBare string) (*compRef, bool) {
 
 // componentSessions returns a component's connections on this node.
 func (r *Router) componentSessions(domain string) []*Session {
-	r.cmu.RLock()
-	defer r.cmu.RUnlock()
 	var out []*Session
-	if cs := r.components[domain]; cs != nil {
+	if cs := r.componentMap()[domain]; cs != nil {
 		for _, c := range cs.refs {
 			if c.local != nil {
 				out = append(out, c.local)

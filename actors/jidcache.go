@@ -26,6 +26,7 @@ const (
 type jidShard struct {
 	mu sync.RWMutex
 	m  map[string]jid.JID
+	_  [64]byte // a shard's lock does not share a cache line with its neighbours'
 }
 
 func newJIDCache() *jidCache { return &jidCache{seed: maphash.MakeSeed()} }

@@ -4,11 +4,13 @@ import (
 	"encoding/xml"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,8 +54,11 @@ type Router struct {
 	shards [64]userShard  // local client sessions
 	owned  [64]ownerShard // owner tables of the users this node owns
 
-	cmu        sync.RWMutex
-	components map[string]*componentSet
+	// components maps a component's domain to its connections. The map is replaced,
+	// never written (cmu serializes the writers), so a lookup per delegated IQ takes no
+	// lock: a read lock's shared counter bounced between the cores on every IQ.
+	cmu        sync.Mutex
+	components atomic.Pointer[map[string]*componentSet]
 
 	deleg   *Delegation
 	tracker *delegation.Tracker
@@ -81,7 +86,7 @@ type userShard struct {
 }
 
 // componentSet is every connection of one component, here and on other nodes.
-// Copy-on-write: readers take the pointer under the read lock and use it freely.
+// Copy-on-write: readers take the pointer from the map and use it freely.
 type componentSet struct {
 	refs []*compRef
 	next atomic.Uint64
@@ -132,15 +137,13 @@ type Config struct {
 
 // Metrics are the router's Prometheus counters.
 type Metrics struct {
-	StanzasIn     *prometheus.CounterVec // by kind (message, presence, iq) and source (c2s, component)
-	StanzasOut    prometheus.Counter     // written to any session
 	RoutingErrors *prometheus.CounterVec // stanza errors sent, by condition
 	Parked        prometheus.Gauge       // client sessions parked (limits.park_after)
 	Parks         prometheus.Counter     // times a client session parked
 
-	// in holds StanzasIn's counters, looked up once: a label lookup per stanza hashes
-	// and validates both label values (~2% of a node's CPU).
-	in [2][xmpp.KindIQ + 1]prometheus.Counter
+	// stanzas counts stanzas in (by kind and source) and out (switchboard_stanzas_in_total,
+	// switchboard_stanzas_out_total), striped: see stripedCounter.
+	stanzas *stanzaCounters
 }
 
 // Sources of stanzas, for Metrics.stanzaIn.
@@ -149,17 +152,18 @@ const (
 	fromComponent
 )
 
-func (m *Metrics) stanzaIn(k xmpp.Kind, source int) { m.in[source][k].Inc() }
+// stanzaIn counts a stanza read from a session; by is the session or connection (it picks
+// the stripe).
+func (m *Metrics) stanzaIn(k xmpp.Kind, source int, by unsafe.Pointer) {
+	if k >= xmpp.KindMessage && k <= xmpp.KindIQ {
+		m.stanzas.in[source][k].inc(by)
+	}
+}
 
 // NewMetrics registers the router's metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		StanzasIn: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchboard_stanzas_in_total", Help: "Stanzas received from sessions, by kind and source.",
-		}, []string{"kind", "source"}),
-		StanzasOut: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "switchboard_stanzas_out_total", Help: "Stanzas queued for writing to sessions on this node.",
-		}),
+		stanzas: newStanzaCounters(),
 		RoutingErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_routing_errors_total", Help: "Stanza errors the router answered with, by condition.",
 		}, []string{"condition"}),
@@ -170,31 +174,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Parks = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "switchboard_c2s_parks_total", Help: "Times a client session parked (went silent for limits.park_after).",
 	})
-	reg.MustRegister(m.StanzasIn, m.StanzasOut, m.RoutingErrors, m.Parked, m.Parks)
-	for src, name := range []string{fromC2S: "c2s", fromComponent: "component"} {
-		for k := xmpp.KindMessage; k <= xmpp.KindIQ; k++ {
-			m.in[src][k] = m.StanzasIn.WithLabelValues(k.String(), name)
-		}
-	}
+	reg.MustRegister(m.stanzas, m.RoutingErrors, m.Parked, m.Parks)
 	return m
 }
 
 // NewRouter builds the router and spawns one host actor per domain.
 func NewRouter(c Config) *Router {
 	r := &Router{
-		sys:        c.System,
-		log:        c.Log,
-		accounts:   c.Accounts,
-		version:    c.Version,
-		hosts:      make(map[string]*Host),
-		seed:       maphash.MakeSeed(),
-		components: make(map[string]*componentSet),
-		deleg:      c.Delegation,
-		nodeID:     c.NodeID,
-		metrics:    c.Metrics,
-		rosters:    c.Rosters,
-		disp:       newWorkerDispatcher(300, 256),
-		jids:       newJIDCache(),
+		sys:      c.System,
+		log:      c.Log,
+		accounts: c.Accounts,
+		version:  c.Version,
+		hosts:    make(map[string]*Host),
+		seed:     maphash.MakeSeed(),
+		deleg:    c.Delegation,
+		nodeID:   c.NodeID,
+		metrics:  c.Metrics,
+		rosters:  c.Rosters,
+		disp:     newWorkerDispatcher(300, 256),
+		jids:     newJIDCache(),
 	}
 	if r.metrics == nil {
 		r.metrics = NewMetrics(prometheus.NewRegistry())
@@ -255,15 +253,13 @@ func (r *Router) allSessions() []*Session {
 		}
 		sh.mu.RUnlock()
 	}
-	r.cmu.RLock()
-	for _, cs := range r.components {
+	for _, cs := range r.componentMap() {
 		for _, c := range cs.refs {
 			if c.local != nil {
 				out = append(out, c.local)
 			}
 		}
 	}
-	r.cmu.RUnlock()
 	return out
 }
 
@@ -295,24 +291,46 @@ func (r *Router) addComponent(s *Session) {
 	r.addComponentRef(s.Bare, &compRef{local: s, key: r.nodeID + "/" + s.pid.Id})
 }
 
+// componentMap is the current map of components (nil: none yet). Do not write it.
+func (r *Router) componentMap() map[string]*componentSet {
+	if m := r.components.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// setComponents replaces domain's entry (cs nil: removes it); r.cmu held.
+func (r *Router) setComponents(domain string, cs *componentSet) {
+	next := maps.Clone(r.componentMap())
+	if next == nil {
+		next = make(map[string]*componentSet)
+	}
+	if cs == nil {
+		delete(next, domain)
+	} else {
+		next[domain] = cs
+	}
+	r.components.Store(&next)
+}
+
 func (r *Router) addComponentRef(domain string, ref *compRef) {
 	r.cmu.Lock()
 	defer r.cmu.Unlock()
-	old := r.components[domain]
+	old := r.componentMap()[domain]
 	cs := &componentSet{}
 	if old != nil {
 		cs.refs = append(cs.refs, old.refs...)
 		cs.next.Store(old.next.Load())
 	}
 	cs.refs = append(cs.refs, ref)
-	r.components[domain] = cs
+	r.setComponents(domain, cs)
 }
 
 // removeComponentRef drops a connection by key; false if it was not there.
 func (r *Router) removeComponentRef(domain, key string) bool {
 	r.cmu.Lock()
 	defer r.cmu.Unlock()
-	old := r.components[domain]
+	old := r.componentMap()[domain]
 	if old == nil {
 		return false
 	}
@@ -327,10 +345,9 @@ func (r *Router) removeComponentRef(domain, key string) bool {
 		cs.refs = append(cs.refs, o)
 	}
 	if len(cs.refs) == 0 {
-		delete(r.components, domain)
-	} else {
-		r.components[domain] = cs
+		cs = nil
 	}
+	r.setComponents(domain, cs)
 	return found
 }
 

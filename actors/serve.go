@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unsafe"
 
 	"mellium.im/xmpp/jid"
 
@@ -105,7 +106,7 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		s.Send(xmpp.ErrorReply(env, "", s.Full, xmpp.ErrBadRequest))
 		return true
 	}
-	r.metrics.stanzaIn(env.Kind, fromC2S)
+	r.metrics.stanzaIn(env.Kind, fromC2S, unsafe.Pointer(s))
 	r.route(cr.out, s, s.Full, env)
 	return true
 }
@@ -265,7 +266,7 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 			s.Send(xmpp.ErrorReply(env, "", env.From, xmpp.ErrBadRequest))
 			continue
 		}
-		r.metrics.stanzaIn(env.Kind, fromComponent)
+		r.metrics.stanzaIn(env.Kind, fromComponent, unsafe.Pointer(s))
 		r.route(out, s, env.From, env)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -84,7 +85,7 @@ func (s *Session) Send(b []byte) {
 		s.Close(&xmpp.StreamError{Condition: "policy-violation", Text: "send queue overflow"})
 		return
 	}
-	s.router.metrics.StanzasOut.Inc()
+	s.router.metrics.stanzas.out.inc(unsafe.Pointer(s))
 	s.router.sys.Root.Send(s.pid, &deliver{data: b})
 }
 
