@@ -95,12 +95,12 @@ func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTar
 		OrigID:    env.ID,
 		OrigTo:    env.To,
 	}
+	r.deleg.Metrics.Forwarded(p)
 	r.tracker.Add(p)
 	dns := r.componentOpts(rule.JID).DelegationNS
 	target.writeVia(r, out, func(b []byte) []byte {
 		return delegation.AppendWrap(b, dns, p.OuterID, h.Domain, to, env, from, env.To)
 	})
-	r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeForwarded)
 	return true
 }
 

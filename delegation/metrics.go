@@ -103,9 +103,19 @@ func (m *Metrics) count(s *nsSeries, host, ns, outcome string) {
 	m.iqs.WithLabelValues(host, ns, outcome).Inc()
 }
 
+// Forwarded counts p as forwarded and keeps its series for Done (one lookup per IQ, not
+// two). Call it before p is shared.
+func (m *Metrics) Forwarded(p *Pending) {
+	p.series = m.seriesOf(p.Host, p.Namespace)
+	m.count(p.series, p.Host, p.Namespace, OutcomeForwarded)
+}
+
 // Done records the end of a pending IQ.
 func (m *Metrics) Done(p *Pending, outcome string) {
-	s := m.seriesOf(p.Host, p.Namespace)
+	s := p.series
+	if s == nil {
+		s = m.seriesOf(p.Host, p.Namespace)
+	}
 	m.count(s, p.Host, p.Namespace, outcome)
 	if outcome == OutcomeResult || outcome == OutcomeError {
 		s.latency.Observe(time.Since(p.Started).Seconds())

@@ -25,6 +25,8 @@ type Pending struct {
 	User      string // XEP-0356: the user the IQ was sent on behalf of
 	Started   time.Time
 
+	series *nsSeries // its metrics, when Metrics.Forwarded counted it
+
 	// The shard's list of pending IQs in the order they were added, which is the order
 	// of their deadlines: the sweeper times them out from the front.
 	deadline   time.Time
