@@ -117,16 +117,12 @@ func runFloor(ctx context.Context, o *Options) (*Result, error) {
 	}
 	start := startSpan()
 	var wg sync.WaitGroup
+	var rate float64 // per connection
+	if o.Rate > 0 {
+		rate = o.Rate / float64(len(workers))
+	}
 	for i, w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var rate float64
-			if o.Rate > 0 {
-				rate = o.Rate / float64(len(workers))
-			}
-			w.run(rate, time.Duration(float64(i)/max(o.Rate, 1)*1e9))
-		}()
+		wg.Go(func() { w.run(rate, time.Duration(float64(i)/max(o.Rate, 1)*1e9)) })
 	}
 	wg.Wait()
 	elapsed, toolCPU := start.end()
