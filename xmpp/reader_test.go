@@ -1,6 +1,8 @@
 package xmpp
 
 import (
+	"bytes"
+	"encoding/xml"
 	"errors"
 	"io"
 	"strings"
@@ -259,6 +261,32 @@ func TestReaderResetContent(t *testing.T) {
 		case doc.end == "EOF" && err != io.EOF,
 			doc.end == "stream end" && !errors.Is(err, ErrStreamEnd):
 			t.Fatalf("doc %d: ended with %v, want %s", i, err, doc.end)
+		}
+	}
+}
+
+// EscapeAttr's output reads back, through encoding/xml, as the value it was given, and
+// leaves plain values as they are.
+func TestEscapeAttr(t *testing.T) {
+	for _, v := range []string{"", "alice@localhost/r1", "q0.123", "a&b", "<x>", `it's "q"`, "tab\there",
+		"ünï©ødé@höst", "end&", "&start", "mid'dle", "\x01ctl"} {
+		var b bytes.Buffer
+		b.WriteString("<a v='")
+		EscapeAttr(&b, v)
+		b.WriteString("'/>")
+		if !strings.ContainsAny(v, "&<>'\"") && b.String() != "<a v='"+v+"'/>" {
+			t.Errorf("%q: written as %q", v, b.String())
+		}
+		if v == "\x01ctl" {
+			continue // not an XML character: written, not readable
+		}
+		var e struct {
+			V string `xml:"v,attr"`
+		}
+		if err := xml.Unmarshal(b.Bytes(), &e); err != nil {
+			t.Errorf("%q: %s does not parse: %v", v, b.String(), err)
+		} else if e.V != v {
+			t.Errorf("%q: reads back as %q", v, e.V)
 		}
 	}
 }
