@@ -157,7 +157,7 @@ func children(content []byte, ns string) ([]*xmpp.Envelope, error) {
 // xmlns='urn:xmpp:forward:0' among its attributes and no prefixed name.
 func plainForwarded(tag []byte) bool {
 	rest, ok := bytes.CutPrefix(tag, []byte("<forwarded"))
-	if !ok || len(rest) == 0 || (rest[0] != ' ' && rest[0] != '\t' && rest[0] != '\n' && rest[0] != '\r') {
+	if !ok || len(rest) == 0 || !isSpace(rest[0]) {
 		return false
 	}
 	return bytes.Contains(rest, []byte(" xmlns='"+NSForward+"'")) || bytes.Contains(rest, []byte(` xmlns="`+NSForward+`"`))
@@ -193,7 +193,7 @@ func onlyElement(s []byte) (content, tag []byte, ok bool) {
 	}
 	// The start tag's raw name, which its end tag repeats.
 	n := 1
-	for n < i && s[n] != ' ' && s[n] != '\t' && s[n] != '\n' && s[n] != '\r' && s[n] != '>' && s[n] != '/' {
+	for n < i && !isSpace(s[n]) && s[n] != '>' && s[n] != '/' {
 		n++
 	}
 	// s must end with its end tag: "</" name, white space, ">".
@@ -209,6 +209,7 @@ func onlyElement(s []byte) (content, tag []byte, ok bool) {
 	return s[i+1 : j], s[:i+1], true
 }
 
+// isSpace reports whether c is XML white space.
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // ParseStanza turns the bytes of one stanza into an envelope (as if read from a client stream).
