@@ -9,7 +9,7 @@ import (
 
 // flow is one connection's requests: how many to send, how many went, which are
 // outstanding since when, and the outcome. In a paced run (sendPaced) a sender and a
-// reader goroutine share it under mu.
+// reader goroutine share it under mu; so do a message pair's sender and its readers.
 type flow struct {
 	o       *Options
 	base    time.Time
@@ -132,6 +132,13 @@ func (f *flow) sendPaced(rate float64, offset time.Duration, add func([]byte, ui
 		}
 		break
 	}
+	f.finish("no reply")
+}
+
+// finish ends the run: what is still outstanding is counted as an error (a timeout,
+// "<missing> within TIMEOUT", unless the run was cut or the connection failed), and so
+// is what was never sent; from now on the reader's failure is expected.
+func (f *flow) finish(missing string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.done = true
@@ -142,7 +149,7 @@ func (f *flow) sendPaced(rate float64, offset time.Duration, add func([]byte, ui
 		case f.readErr != nil:
 			f.stats.Err(ErrDisconnected, n, f.readErr.Error())
 		default:
-			f.stats.Err(ErrTimeout, n, fmt.Sprintf("no reply within %v", f.o.Timeout))
+			f.stats.Err(ErrTimeout, n, fmt.Sprintf("%s within %v", missing, f.o.Timeout))
 		}
 		clear(f.pending)
 	}

@@ -45,13 +45,13 @@ func runMessage(ctx context.Context, o *Options) (*Result, error) {
 	defer release()
 	pairs := make([]*msgPair, o.Conns)
 	for i := range pairs {
-		pairs[i] = newMsgPair(o, senders[i], receivers[i], i, stop)
+		pairs[i] = newMsgPair(o, senders[i], receivers[i], i, base, stop)
 	}
 	start := startSpan()
 	var wg sync.WaitGroup
 	for _, p := range pairs {
 		wg.Add(1)
-		go func() { defer wg.Done(); p.run(ctx, base) }()
+		go func() { defer wg.Done(); p.run(ctx) }()
 	}
 	wg.Wait()
 	elapsed, toolCPU := start.end()
@@ -72,26 +72,16 @@ func runMessage(ctx context.Context, o *Options) (*Result, error) {
 }
 
 type msgPair struct {
-	o      *Options
+	flow
 	s, r   *Client
-	stop   *stopper
 	idPfx  []byte
 	prefix []byte
 	suffix []byte
-	n      int64
-
-	mu      sync.Mutex
-	sent    int64
-	pending map[uint64]time.Duration
-	stats   Stats
-	readErr error
-	done    bool
-	tokens  chan struct{} // one per free window slot
+	tokens chan struct{} // one per free window slot
 }
 
-func newMsgPair(o *Options, s, r *Client, i int, stop *stopper) *msgPair {
-	p := &msgPair{o: o, s: s, r: r, stop: stop, n: o.perConn(i), pending: make(map[uint64]time.Duration, o.Window),
-		tokens: make(chan struct{}, o.Window)}
+func newMsgPair(o *Options, s, r *Client, i int, base time.Time, stop *stopper) *msgPair {
+	p := &msgPair{flow: newFlow(o, base, stop, i), s: s, r: r, tokens: make(chan struct{}, o.Window)}
 	for range o.Window {
 		p.tokens <- struct{}{}
 	}
@@ -103,11 +93,7 @@ func newMsgPair(o *Options, s, r *Client, i int, stop *stopper) *msgPair {
 	return p
 }
 
-func (p *msgPair) canSend() bool {
-	return !p.stop.stop.Load() && (p.n < 0 || p.sent < p.n)
-}
-
-func (p *msgPair) run(ctx context.Context, base time.Time) {
+func (p *msgPair) run(ctx context.Context) {
 	var readers sync.WaitGroup
 	readers.Add(2)
 	go func() { defer readers.Done(); p.read(p.r, true) }()
@@ -148,7 +134,7 @@ func (p *msgPair) run(ctx context.Context, base time.Time) {
 			}
 		}
 		buf = buf[:0]
-		now := time.Since(base)
+		now := time.Since(p.base)
 		p.mu.Lock()
 		if p.readErr != nil {
 			p.mu.Unlock()
@@ -179,23 +165,7 @@ func (p *msgPair) run(ctx context.Context, base time.Time) {
 			break
 		}
 	}
-	p.mu.Lock()
-	p.done = true
-	if n := uint64(len(p.pending)); n > 0 {
-		switch {
-		case p.stop.aborted.Load():
-			p.stats.Err(ErrTimeout, n, "the run's time limit struck")
-		case p.readErr != nil:
-			p.stats.Err(ErrDisconnected, n, p.readErr.Error())
-		default:
-			p.stats.Err(ErrTimeout, n, fmt.Sprintf("not delivered within %v", p.o.Timeout))
-		}
-		clear(p.pending)
-	}
-	if p.n > 0 && p.sent < p.n {
-		p.stats.Err(ErrNotSent, uint64(p.n-p.sent), "the run ended before these were sent")
-	}
-	p.mu.Unlock()
+	p.finish("not delivered")
 	_ = p.s.Conn.SetReadDeadline(time.Now())
 	_ = p.r.Conn.SetReadDeadline(time.Now())
 	readers.Wait()
