@@ -73,7 +73,7 @@ func runDelegation(ctx context.Context, o *Options) (*Result, error) {
 		}()
 	}
 	wg.Wait()
-	elapsed, toolCPU := start.end()
+	ran := start.end()
 
 	var total Stats
 	for _, w := range workers {
@@ -90,8 +90,7 @@ func runDelegation(ctx context.Context, o *Options) (*Result, error) {
 		res.ComponentHandled += e.Handled()
 	}
 	res.ComponentHandled -= handled0
-	res.ToolCPUPercent = toolCPU
-	res.fill(&total, elapsed)
+	res.fill(&total, ran)
 	return res, nil
 }
 

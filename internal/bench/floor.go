@@ -125,7 +125,7 @@ func runFloor(ctx context.Context, o *Options) (*Result, error) {
 		wg.Go(func() { w.run(rate, time.Duration(float64(i)/max(o.Rate, 1)*1e9)) })
 	}
 	wg.Wait()
-	elapsed, toolCPU := start.end()
+	ran := start.end()
 	var total Stats
 	for _, w := range workers {
 		total.Merge(&w.stats)
@@ -134,8 +134,7 @@ func runFloor(ctx context.Context, o *Options) (*Result, error) {
 	if o.Dur <= 0 {
 		res.Requested = uint64(o.Count)
 	}
-	res.ToolCPUPercent = toolCPU
-	res.fill(&total, elapsed)
+	res.fill(&total, ran)
 	return res, nil
 }
 

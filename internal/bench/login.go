@@ -47,7 +47,7 @@ func runLogin(ctx context.Context, o *Options) (*Result, error) {
 		}()
 	}
 	wg.Wait()
-	elapsed, toolCPU := start.end()
+	ran := start.end()
 	var total Stats
 	for i := range workers {
 		total.Merge(&workers[i])
@@ -59,8 +59,7 @@ func runLogin(ctx context.Context, o *Options) (*Result, error) {
 			total.Err(ErrNotSent, uint64(o.Count)-done, "the run ended before these logins were tried")
 		}
 	}
-	res.ToolCPUPercent = toolCPU
-	res.fill(&total, elapsed)
+	res.fill(&total, ran)
 	return res, nil
 }
 
@@ -153,7 +152,7 @@ func runIdle(ctx context.Context, o *Options) (*Result, error) {
 	for i := range workers {
 		total.Merge(&workers[i])
 	}
-	res.fill(&total, opened)
+	res.fill(&total, measured{elapsed: opened})
 	if n := total.Ops; n > 0 && res.RSSAfterKiB > 0 {
 		res.RSSPerSessionKiB = float64(res.RSSAfterKiB-res.RSSBeforeKiB) / float64(o.Sessions)
 	}

@@ -54,7 +54,7 @@ func runMessage(ctx context.Context, o *Options) (*Result, error) {
 		go func() { defer wg.Done(); p.run(ctx) }()
 	}
 	wg.Wait()
-	elapsed, toolCPU := start.end()
+	ran := start.end()
 	var total Stats
 	for _, p := range pairs {
 		total.Merge(&p.stats)
@@ -66,8 +66,7 @@ func runMessage(ctx context.Context, o *Options) (*Result, error) {
 	if o.Dur <= 0 {
 		res.Requested = uint64(o.Count)
 	}
-	res.ToolCPUPercent = toolCPU
-	res.fill(&total, elapsed)
+	res.fill(&total, ran)
 	return res, nil
 }
 

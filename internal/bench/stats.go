@@ -228,28 +228,35 @@ func startSpan() span {
 	return span{wall: time.Now(), cpu: cpu, cpuOK: ok}
 }
 
-// end returns the wall time since the start and the tool's CPU use over it, in % of
-// one core (0 where it cannot be read).
-func (s span) end() (elapsed time.Duration, cpuPercent float64) {
-	elapsed = time.Since(s.wall)
-	if cpu, ok := processCPU(); ok && s.cpuOK && elapsed > 0 {
-		cpuPercent = math.Round(float64(cpu-s.cpu)/float64(elapsed)*1000) / 10
-	}
-	return elapsed, cpuPercent
+// measured is how long the load ran and the tool's CPU use meanwhile, in % of one core
+// (0 where it cannot be read).
+type measured struct {
+	elapsed    time.Duration
+	cpuPercent float64
 }
 
-// fill computes the result's figures from merged stats over elapsed.
-func (r *Result) fill(s *Stats, elapsed time.Duration) {
+// end measures from the start to now.
+func (s span) end() measured {
+	m := measured{elapsed: time.Since(s.wall)}
+	if cpu, ok := processCPU(); ok && s.cpuOK && m.elapsed > 0 {
+		m.cpuPercent = math.Round(float64(cpu-s.cpu)/float64(m.elapsed)*1000) / 10
+	}
+	return m
+}
+
+// fill computes the result's figures from merged stats over what was measured.
+func (r *Result) fill(s *Stats, m measured) {
 	r.Ops = s.Ops
 	r.Errors = s.Errors()
 	if r.Errors > 0 {
 		r.ErrorKinds = s.Errs
 		r.FirstError = s.First
 	}
-	r.Seconds = elapsed.Seconds()
+	r.Seconds = m.elapsed.Seconds()
 	if r.Seconds > 0 {
 		r.Throughput = float64(s.Ops) / r.Seconds
 	}
+	r.ToolCPUPercent = m.cpuPercent
 	h := &s.Lat
 	r.LatencyMS = Latency{P50: ms(h.Quantile(0.5)), P90: ms(h.Quantile(0.9)), P99: ms(h.Quantile(0.99)), Max: ms(time.Duration(h.max))}
 	if h.n > 0 {
