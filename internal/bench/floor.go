@@ -73,7 +73,7 @@ func runFloor(ctx context.Context, o *Options) (*Result, error) {
 		return nil, fmt.Errorf("bench: floor: %w", err)
 	}
 	track(up)
-	rel := &floorRelay{up: up, down: make([]*lockedConn, o.Conns)}
+	rel := &floorRelay{up: &lockedConn{c: up}, down: make([]*lockedConn, o.Conns)}
 
 	// Clients connect and say their index; the relay reads it and serves the connection.
 	clients := make([]net.Conn, o.Conns)
@@ -154,52 +154,48 @@ func (l *lockedConn) write(b []byte) error {
 // echo's records back to the connection their index names; what one read brings for a
 // connection goes out in one write, as a router's write coalescing would.
 type floorRelay struct {
-	up   net.Conn
-	umu  sync.Mutex
+	up   *lockedConn
 	down []*lockedConn
 }
 
 func (r *floorRelay) fromClient(c net.Conn) {
-	buf := make([]byte, 64<<10)
-	have := 0
-	for {
-		n, err := c.Read(buf[have:])
-		if err != nil {
-			return
-		}
-		have += n
-		whole := have - have%floorRec
-		r.umu.Lock()
-		_, err = r.up.Write(buf[:whole])
-		r.umu.Unlock()
-		if err != nil {
-			return
-		}
-		have = copy(buf, buf[whole:have])
-	}
+	_ = readRecords(c, r.up.write)
 }
 
 func (r *floorRelay) fromEcho() {
-	buf := make([]byte, 64<<10)
 	out := make([][]byte, len(r.down))
-	have := 0
-	for {
-		n, err := r.up.Read(buf[have:])
-		if err != nil {
-			return
-		}
-		have += n
-		whole := have - have%floorRec
-		for off := 0; off < whole; off += floorRec {
-			i := binary.LittleEndian.Uint32(buf[off:])
+	_ = readRecords(r.up.c, func(recs []byte) error {
+		for off := 0; off < len(recs); off += floorRec {
+			i := binary.LittleEndian.Uint32(recs[off:])
 			if int(i) < len(out) {
-				out[i] = append(out[i], buf[off:off+floorRec]...)
+				out[i] = append(out[i], recs[off:off+floorRec]...)
 			}
 		}
 		for i, b := range out {
 			if len(b) > 0 {
 				_ = r.down[i].write(b)
 				out[i] = b[:0]
+			}
+		}
+		return nil
+	})
+}
+
+// readRecords reads c until a read fails (its error is returned, or got's) and hands got
+// the whole records each read completes; a record a read cuts waits for its rest.
+func readRecords(c net.Conn, got func(recs []byte) error) error {
+	buf := make([]byte, 64<<10)
+	have := 0
+	for {
+		n, err := c.Read(buf[have:])
+		if err != nil {
+			return err
+		}
+		have += n
+		whole := have - have%floorRec
+		if whole > 0 {
+			if err := got(buf[:whole]); err != nil {
+				return err
 			}
 		}
 		have = copy(buf, buf[whole:have])
@@ -218,25 +214,16 @@ func (w *floorWorker) run(rate float64, offset time.Duration) {
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
-		buf := make([]byte, 64<<10)
-		have := 0
-		for {
-			n, err := w.c.Read(buf[have:])
-			if err != nil {
-				w.readFailed(err)
-				return
-			}
-			have += n
-			whole := have - have%floorRec
+		w.readFailed(readRecords(w.c, func(recs []byte) error {
 			now := time.Since(w.base)
 			w.mu.Lock()
-			for off := 0; off < whole; off += floorRec {
-				w.settle(buf[off:off+floorRec], now)
+			for off := 0; off < len(recs); off += floorRec {
+				w.settle(recs[off:off+floorRec], now)
 			}
 			w.mu.Unlock()
 			w.signal()
-			have = copy(buf, buf[whole:have])
-		}
+			return nil
+		}))
 	}()
 	w.sendPaced(rate, offset, func(b []byte, seq uint64) []byte {
 		var rec [floorRec]byte
