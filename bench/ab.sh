@@ -30,11 +30,7 @@ workdir ab
 need jq openssl
 bench_cert "$WORK"
 
-bench_config 0 127.0.0.1 "etcd: {embedded: {client: 127.0.0.1:16379, peer: 127.0.0.1:16380}}" '{bind: ""}'
-bench_config 1 127.0.0.21 "etcd: {embedded: {client: 127.0.0.21:16379, peer: 127.0.0.21:16380}}" \
-  '{bind: "127.0.0.21:17946", remote: "127.0.0.21:18946"}'
-bench_config 2 127.0.0.22 'etcd: {endpoints: ["http://127.0.0.21:16379"]}' \
-  '{bind: "127.0.0.22:17946", remote: "127.0.0.22:18946", join: ["127.0.0.21:17946"]}'
+bench_configs
 
 start() { # BIN N IP: start node N and wait for it; its pid is in STARTED
   rm -rf "$WORK/data$2"

@@ -28,10 +28,7 @@ source "$(dirname "$0")/lib.sh"
 workdir cost
 need jq openssl
 bench_cert "$WORK"
-bench_config 1 127.0.0.21 "etcd: {embedded: {client: 127.0.0.21:16379, peer: 127.0.0.21:16380}}" \
-  '{bind: "127.0.0.21:17946", remote: "127.0.0.21:18946"}'
-bench_config 2 127.0.0.22 'etcd: {endpoints: ["http://127.0.0.21:16379"]}' \
-  '{bind: "127.0.0.22:17946", remote: "127.0.0.22:18946", join: ["127.0.0.21:17946"]}'
+bench_configs
 BINS=()
 for b in "$@"; do BINS+=("$(realpath "$b")"); done
 TOOL=${BINS[0]}

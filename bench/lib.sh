@@ -45,6 +45,15 @@ log: {level: warn}
 EOF
 }
 
+bench_configs() { # n0.yaml: a standalone node on 127.0.0.1; n1.yaml, n2.yaml: a two-node
+  # cluster, 127.0.0.21 with the embedded etcd and 127.0.0.22 joined to it
+  bench_config 0 127.0.0.1 "etcd: {embedded: {client: 127.0.0.1:16379, peer: 127.0.0.1:16380}}" '{bind: ""}'
+  bench_config 1 127.0.0.21 "etcd: {embedded: {client: 127.0.0.21:16379, peer: 127.0.0.21:16380}}" \
+    '{bind: "127.0.0.21:17946", remote: "127.0.0.21:18946"}'
+  bench_config 2 127.0.0.22 'etcd: {endpoints: ["http://127.0.0.21:16379"]}' \
+    '{bind: "127.0.0.22:17946", remote: "127.0.0.22:18946", join: ["127.0.0.21:17946"]}'
+}
+
 bench_users() { # BIN CONFIG: accounts bench0..bench9@localhost, password "bench"
   local i
   for i in $(seq 0 9); do

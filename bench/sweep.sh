@@ -31,7 +31,7 @@ source "$(dirname "$0")/lib.sh"
 workdir sweep
 need jq openssl
 bench_cert "$WORK"
-bench_config 0 127.0.0.1 "etcd: {embedded: {client: 127.0.0.1:16379, peer: 127.0.0.1:16380}}" '{bind: ""}'
+bench_configs
 CFG=$WORK/n0.yaml
 sysc() { awk '/^syscr|^syscw/ {printf "%s ", $2}' "/proc/$1/io"; }
 
