@@ -7,14 +7,15 @@ import (
 	"unsafe"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/delegation"
 )
 
 // answerView is a delegation answer unwrapped on the managing entity's node, as the
 // requester's node reads it: from a DelegationAnswer, or sliced out of PackedAnswers.
 type answerView struct {
-	outerID, host, from, outerType, invalid string
-	innerType, innerID, innerTo, innerFrom  string
-	inner                                   string // the inner stanza without from and to
+	outerID string
+	delegation.Answer
+	inner string // the inner stanza without from and to
 }
 
 // answerBatch is a reply worker's share of one burst of answers (pointers into the
@@ -22,8 +23,9 @@ type answerView struct {
 type answerBatch []*answerView
 
 func viewOf(m *pb.DelegationAnswer) answerView {
-	return answerView{outerID: m.OuterId, host: m.Host, from: m.From, outerType: m.OuterType, invalid: m.Invalid,
-		innerType: m.InnerType, innerID: m.InnerId, innerTo: m.InnerTo, innerFrom: m.InnerFrom, inner: string(m.Inner)}
+	return answerView{outerID: m.OuterId, Answer: delegation.Answer{Host: m.Host, From: m.From, OuterType: m.OuterType,
+		Invalid: m.Invalid, InnerType: m.InnerType, InnerID: m.InnerId, InnerTo: m.InnerTo, InnerFrom: m.InnerFrom},
+		inner: string(m.Inner)}
 }
 
 // packAnswers appends answers to b in PackedAnswers' layout: their number, then per
@@ -76,8 +78,8 @@ func unpackAnswers(data []byte) ([]answerView, error) {
 				return nil, errPackedAnswers
 			}
 		}
-		out = append(out, answerView{outerID: f[0], host: f[1], from: f[2], outerType: f[3], invalid: f[4],
-			innerType: f[5], innerID: f[6], innerTo: f[7], innerFrom: f[8], inner: f[9]})
+		out = append(out, answerView{outerID: f[0], Answer: delegation.Answer{Host: f[1], From: f[2], OuterType: f[3],
+			Invalid: f[4], InnerType: f[5], InnerID: f[6], InnerTo: f[7], InnerFrom: f[8]}, inner: f[9]})
 	}
 	if uint64(len(out)) != count {
 		return nil, errPackedAnswers

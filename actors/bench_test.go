@@ -214,8 +214,9 @@ func BenchmarkRouteDelegatedReply(b *testing.B) {
 	}
 	add := func() {
 		for _, id := range ids {
-			e.r.tracker.Add(&delegation.Pending{OuterID: id, Host: "localhost", Namespace: benchNS, Entity: benchDomain,
-				Via: key, Requester: alice, From: alice.Full, OrigID: "q0.123", OrigTo: "localhost"})
+			e.r.tracker.Add(&delegation.Pending[*Session]{Request: delegation.Request{OuterID: id, Host: "localhost",
+				Namespace: benchNS, Entity: benchDomain, Via: key, From: alice.Full, OrigID: "q0.123", OrigTo: "localhost"},
+				Requester: alice})
 		}
 	}
 	b.ReportAllocs()

@@ -9,7 +9,6 @@ import (
 
 	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/cluster"
-	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -101,7 +100,7 @@ func (r *Router) toReplyWorkers(answers []answerView) {
 	n := len(r.replyWorkers)
 	parts := make([]answerBatch, n)
 	for j := range answers {
-		i := hashString(r.seed, answers[j].innerTo) % uint64(n)
+		i := hashString(r.seed, answers[j].InnerTo) % uint64(n)
 		if parts[i] == nil {
 			parts[i] = make(answerBatch, 0, len(answers)/n+1)
 		}
@@ -118,7 +117,7 @@ func (r *Router) toReplyWorkers(answers []answerView) {
 func (r *Router) receiveReply(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *pb.DelegationReply:
-		env, err := delegation.ParseStanza(m.Stanza)
+		env, err := xmpp.ParseStanza(m.Stanza)
 		if err != nil {
 			return
 		}
@@ -130,7 +129,7 @@ func (r *Router) receiveReply(ctx actor.Context) {
 			r.answerFromNode(a)
 		}
 	case *pb.PrivilegedReply:
-		if env, err := delegation.ParseStanza(m.Stanza); err == nil {
+		if env, err := xmpp.ParseStanza(m.Stanza); err == nil {
 			r.privilegedReply(env.From, env)
 		}
 	}
@@ -174,7 +173,7 @@ func (r *Router) removeComponent(s *Session) {
 		r.cluster.RemoveComponent(r.entry(s))
 	}
 	r.failVia(key)
-	r.privTracker.FailVia(s) // its IQs on behalf of users: nobody is left to answer
+	r.privTracker.FailVia(key) // its IQs on behalf of users: nobody is left to answer
 }
 
 // publishComponent announces a local component connection to the cluster.

@@ -84,18 +84,17 @@ func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTar
 	if target.full != "" {
 		to = target.full // an account's resource: the reply must come from it
 	}
-	p := &delegation.Pending{
+	p := &delegation.Pending[*Session]{Request: delegation.Request{
 		OuterID:   r.tracker.NewID(),
 		Host:      h.Domain,
 		Namespace: ns,
 		Entity:    to,
 		Via:       target.key,
-		Requester: sender,
 		From:      from,
 		OrigID:    env.ID,
 		OrigTo:    env.To,
-	}
-	r.deleg.Metrics.Forwarded(p)
+	}, Requester: sender}
+	r.deleg.Metrics.Forwarded(&p.Request)
 	r.tracker.Add(p)
 	dns := r.componentOpts(rule.JID).DelegationNS
 	target.writeVia(r, out, func(b []byte) []byte {
@@ -142,15 +141,15 @@ func (r *Router) managingReply(out *outbox, h *Host, from string, env *xmpp.Enve
 	if !ok {
 		return true // late, or already failed: dropped
 	}
-	a := delegationAnswer{host: h.Domain, from: from, outerType: env.Type}
+	a := delegationAnswer{Answer: delegation.Answer{Host: h.Domain, From: from, OuterType: env.Type}}
 	if env.Type != "error" {
 		inner, invalid := r.unwrapAnswer(p.Entity, env)
-		if a.invalid = invalid; inner != nil {
-			a.innerType, a.innerID, a.innerTo, a.innerFrom = inner.Type, inner.ID, inner.To, inner.From
+		if a.Invalid = invalid; inner != nil {
+			a.InnerType, a.InnerID, a.InnerTo, a.InnerFrom = inner.Type, inner.ID, inner.To, inner.From
 			a.bytes = inner.Rewrite
 		}
 	}
-	r.finishDelegated(p, a)
+	r.finishDelegated(p, &a)
 	return true
 }
 
@@ -168,9 +167,8 @@ func (r *Router) unwrapAnswer(entity string, env *xmpp.Envelope) (inner *xmpp.En
 
 // delegationAnswer is a managing entity's answer to a forwarded IQ, unwrapped.
 type delegationAnswer struct {
-	host, from, outerType, invalid         string
-	innerType, innerID, innerTo, innerFrom string
-	bytes                                  func(from, to string) []byte // the inner stanza, readdressed
+	delegation.Answer
+	bytes func(from, to string) []byte // the inner stanza, readdressed
 }
 
 // remoteAnswer unwraps, on the entity's node, an answer for another node's pending IQ.
@@ -191,15 +189,14 @@ func (r *Router) remoteAnswer(h *Host, from string, env *xmpp.Envelope) *pb.Dele
 
 // answerFromNode checks an answer unwrapped on another node against this node's pending IQ.
 func (r *Router) answerFromNode(a *answerView) {
-	if r.hosts[a.host] == nil {
+	if r.hosts[a.Host] == nil {
 		return
 	}
 	p, ok := r.tracker.Take(a.outerID)
 	if !ok {
 		return
 	}
-	r.finishDelegated(p, delegationAnswer{host: a.host, from: a.from, outerType: a.outerType, invalid: a.invalid,
-		innerType: a.innerType, innerID: a.innerID, innerTo: a.innerTo, innerFrom: a.innerFrom,
+	r.finishDelegated(p, &delegationAnswer{Answer: a.Answer,
 		bytes: func(from, to string) []byte { return readdressIQ(a.inner, from, to) }})
 }
 
@@ -216,51 +213,21 @@ func readdressIQ(stripped, from, to string) []byte {
 	return b.Bytes()
 }
 
-// finishDelegated checks a managing entity's answer (XEP-0355 §5.3) and gives the
-// requester the inner stanza, or service-unavailable.
-func (r *Router) finishDelegated(p *delegation.Pending, a delegationAnswer) {
-	requester := p.Requester.(*Session)
-	fail := func(outcome, why string) {
+// finishDelegated checks a managing entity's answer (XEP-0355 §5.3, delegation.Check)
+// and gives the requester the inner stanza, or service-unavailable.
+func (r *Router) finishDelegated(p *delegation.Pending[*Session], a *delegationAnswer) {
+	outcome, why := delegation.Check(&p.Request, &a.Answer, p.Requester.Bare)
+	r.deleg.Metrics.Done(&p.Request, outcome)
+	if why != "" {
 		r.log.Warn("delegated IQ failed", "host", p.Host, "namespace", p.Namespace, "entity", p.Entity,
 			"requester", p.From, "reason", why)
-		r.deleg.Metrics.Done(p, outcome)
-		requester.Send(iqError(p, xmpp.ErrServiceUnavailable))
+		p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
+		return
 	}
-	switch {
-	case a.from != p.Entity || p.Host != a.host:
-		fail(delegation.OutcomeInvalid, "reply from "+a.from+", not from the entity the IQ went to")
-	case a.outerType == "error":
-		fail(delegation.OutcomeUnavailable, "the managing entity answered the forwarded IQ with an error")
-	case a.invalid != "":
-		fail(delegation.OutcomeInvalid, a.invalid)
-	case a.innerType != "result" && a.innerType != "error":
-		fail(delegation.OutcomeInvalid, "inner type "+a.innerType)
-	case a.innerID != p.OrigID:
-		fail(delegation.OutcomeInvalid, "inner id "+a.innerID+" is not the original "+p.OrigID)
-	case a.innerTo != p.From:
-		fail(delegation.OutcomeInvalid, "inner to "+a.innerTo+" is not the requester "+p.From)
-	case !innerFromOK(a.innerFrom, p, a.host, requester.Bare):
-		fail(delegation.OutcomeInvalid, "inner from "+a.innerFrom+" is not "+p.OrigTo)
-	default:
-		outcome := delegation.OutcomeResult
-		if a.innerType == "error" {
-			outcome = delegation.OutcomeError
-		}
-		r.deleg.Metrics.Done(p, outcome)
-		requester.Send(a.bytes(p.ReplyFrom(), p.From))
-	}
+	p.Requester.Send(a.bytes(p.ReplyFrom(), p.From))
 }
 
-// innerFromOK: the inner reply's from is absent or the address the requester asked (for
-// an IQ without 'to', the server or the requester's own bare JID, which it stands for).
-func innerFromOK(from string, p *delegation.Pending, host, requesterBare string) bool {
-	if from == "" || from == p.OrigTo {
-		return true
-	}
-	return p.OrigTo == "" && (from == host || from == requesterBare)
-}
-
-func iqError(p *delegation.Pending, e *xmpp.StanzaError) []byte {
+func iqError(p *delegation.Request, e *xmpp.StanzaError) []byte {
 	return iqErrorTo(p.OrigID, p.ReplyFrom(), p.From, e)
 }
 
@@ -272,10 +239,10 @@ func iqErrorTo(id, from, to string, e *xmpp.StanzaError) []byte {
 }
 
 // delegationTimeout answers a forwarded IQ nobody answered in time.
-func (r *Router) delegationTimeout(p *delegation.Pending) {
-	r.deleg.Metrics.Done(p, delegation.OutcomeTimeout)
+func (r *Router) delegationTimeout(p *delegation.Pending[*Session]) {
+	r.deleg.Metrics.Done(&p.Request, delegation.OutcomeTimeout)
 	r.log.Warn("delegated IQ timed out", "host", p.Host, "namespace", p.Namespace, "entity", p.Entity, "requester", p.From)
-	p.Requester.(*Session).Send(iqError(p, xmpp.ErrServiceUnavailable))
+	p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
 }
 
 // failVia answers every IQ that was forwarded over a component connection that ended
@@ -285,8 +252,8 @@ func (r *Router) failVia(key string) {
 		return
 	}
 	for _, p := range r.tracker.FailVia(key) {
-		r.deleg.Metrics.Done(p, delegation.OutcomeUnavailable)
-		p.Requester.(*Session).Send(iqError(p, xmpp.ErrServiceUnavailable))
+		r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
+		p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
 	}
 }
 

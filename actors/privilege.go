@@ -227,17 +227,17 @@ func (r *Router) privilegedIQ(h *Host, sender *Session, from, bare string, env *
 		return
 	}
 	id := r.privTracker.NewID()
-	r.privTracker.Add(&delegation.Pending{
+	r.privTracker.Add(&delegation.Pending[*Session]{Request: delegation.Request{
 		OuterID: id, Host: h.Domain, Namespace: inner.Child.Space, Entity: sender.Bare,
-		Via: sender, Requester: sender, From: from, OrigID: inner.ID, OrigTo: inner.To,
+		Via: r.sessionKey(sender), From: from, OrigID: inner.ID, OrigTo: inner.To,
 		WrapID: env.ID, User: bare,
-	})
+	}, Requester: sender})
 	// The router treats the encapsulated IQ as the user's own: a stand-in session whose
 	// writes (error replies the router makes) go to the privileged actor, and whose
 	// address is the user's bare JID, which answers from elsewhere are addressed to.
 	proxy := &Session{Kind: KindC2S, Host: h.Domain, Bare: bare, Full: bare, Local: local,
 		pid: r.privPID, router: r}
-	out, err := delegation.ParseStanza(rebuildIQ(inner, id, bare, inner.To))
+	out, err := xmpp.ParseStanza(rebuildIQ(inner, id, bare, inner.To))
 	if err != nil {
 		r.privTracker.Take(id)
 		r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
@@ -292,11 +292,11 @@ func (r *Router) privilegedReply(from string, env *xmpp.Envelope) {
 	if !r.privTracker.Owns(env.ID) {
 		return
 	}
-	p, ok := r.privTracker.TakeIf(env.ID, func(p *delegation.Pending) bool { return replyFromOK(p, from) })
+	p, ok := r.privTracker.TakeIf(env.ID, func(p *delegation.Pending[*Session]) bool { return replyFromOK(&p.Request, from) })
 	if !ok {
 		return
 	}
-	comp := p.Requester.(*Session)
+	comp := p.Requester
 	var b bytes.Buffer
 	b.WriteString("<iq type='result' id='")
 	xmpp.EscapeAttr(&b, p.WrapID)
@@ -312,7 +312,7 @@ func (r *Router) privilegedReply(from string, env *xmpp.Envelope) {
 
 // replyFromOK: the answer must come from the encapsulated IQ's 'to' (the user's bare JID
 // when it had none).
-func replyFromOK(p *delegation.Pending, from string) bool {
+func replyFromOK(p *delegation.Request, from string) bool {
 	want := p.OrigTo
 	if want == "" {
 		want = p.User
@@ -321,8 +321,8 @@ func replyFromOK(p *delegation.Pending, from string) bool {
 }
 
 // privilegedTimeout tells the component its IQ got no answer in time.
-func (r *Router) privilegedTimeout(p *delegation.Pending) {
-	p.Requester.(*Session).Send(iqErrorTo(p.WrapID, p.User, p.From, errRemoteServerTimeout))
+func (r *Router) privilegedTimeout(p *delegation.Pending[*Session]) {
+	p.Requester.Send(iqErrorTo(p.WrapID, p.User, p.From, errRemoteServerTimeout))
 }
 
 // privilegedActor receives what the router writes to a privileged IQ's stand-in session
@@ -337,7 +337,7 @@ func (r *Router) privilegedActor(ctx actor.Context) {
 	default:
 		return
 	}
-	env, err := delegation.ParseStanza(data)
+	env, err := xmpp.ParseStanza(data)
 	if err != nil || env.Kind != xmpp.KindIQ {
 		return
 	}

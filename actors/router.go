@@ -61,12 +61,12 @@ type Router struct {
 	components atomic.Pointer[map[string]*componentSet]
 
 	deleg   *Delegation
-	tracker *delegation.Tracker
+	tracker *delegation.Tracker[*Session]
 
 	rosters     *roster.Store // nil: no roster storage (empty rosters are answered)
 	dynPrivs    atomic.Pointer[dynamicPrivileges]
-	privTracker *delegation.Tracker // XEP-0356 IQs sent on behalf of users
-	privPID     *actor.PID          // receives the router's answers to those IQs
+	privTracker *delegation.Tracker[*Session] // XEP-0356 IQs sent on behalf of users
+	privPID     *actor.PID                    // receives the router's answers to those IQs
 
 	nodeID  string
 	metrics *Metrics
@@ -227,8 +227,8 @@ func (r *Router) Stop() {
 	// IQs still waiting for a managing entity are answered now: nobody will later.
 	if r.tracker != nil {
 		for _, p := range r.tracker.FailAll() {
-			r.deleg.Metrics.Done(p, delegation.OutcomeUnavailable)
-			p.Requester.(*Session).Send(iqError(p, xmpp.ErrServiceUnavailable))
+			r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
+			p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
 		}
 	}
 	r.privTracker.FailAll()

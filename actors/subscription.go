@@ -7,7 +7,6 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
-	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -226,7 +225,7 @@ func (r *Router) deliverTo(to string, data []byte) {
 		r.sendToNode(node, &pb.UserStanza{Stanza: data})
 		return
 	}
-	env, err := delegation.ParseStanza(data)
+	env, err := xmpp.ParseStanza(data)
 	if err != nil {
 		return
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/cluster"
-	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -223,7 +222,7 @@ func (r *Router) goOffline(s *Session) {
 	}
 	for _, to := range s.takeDirected() {
 		b := xmpp.Presence("unavailable", s.Full, to)
-		env, err := delegation.ParseStanza(b)
+		env, err := xmpp.ParseStanza(b)
 		if err != nil {
 			continue
 		}
@@ -459,7 +458,7 @@ func bestResources(entries map[string]*resEntry, all bool) []*resEntry {
 
 // readdress returns a stored presence with new from/to.
 func readdress(raw []byte, from, to string) []byte {
-	env, err := delegation.ParseStanza(raw)
+	env, err := xmpp.ParseStanza(raw)
 	if err != nil {
 		return nil
 	}
@@ -485,7 +484,7 @@ func (r *Router) receiveUser(ctx actor.Context, msg any) bool {
 	case *pb.PresenceReplay:
 		r.ownerReplayPresence(m.Host, m.Entity, replyTo{pid: fromRef(m.Session)})
 	case *pb.UserStanza:
-		env, err := delegation.ParseStanza(m.Stanza)
+		env, err := xmpp.ParseStanza(m.Stanza)
 		if err != nil {
 			return true
 		}

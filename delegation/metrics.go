@@ -105,13 +105,13 @@ func (m *Metrics) count(s *nsSeries, host, ns, outcome string) {
 
 // Forwarded counts p as forwarded and keeps its series for Done (one lookup per IQ, not
 // two). Call it before p is shared.
-func (m *Metrics) Forwarded(p *Pending) {
+func (m *Metrics) Forwarded(p *Request) {
 	p.series = m.seriesOf(p.Host, p.Namespace)
 	m.count(p.series, p.Host, p.Namespace, OutcomeForwarded)
 }
 
 // Done records the end of a pending IQ.
-func (m *Metrics) Done(p *Pending, outcome string) {
+func (m *Metrics) Done(p *Request, outcome string) {
 	s := p.series
 	if s == nil {
 		s = m.seriesOf(p.Host, p.Namespace)

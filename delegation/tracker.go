@@ -10,14 +10,15 @@ import (
 	"time"
 )
 
-// Pending is one forwarded IQ awaiting its managing entity's reply.
-type Pending struct {
+// Request is what the server remembers of an IQ it sent on someone's behalf (a delegated
+// IQ forwarded to its managing entity, XEP-0355, or an IQ a privileged entity sent as a
+// user, XEP-0356) until its answer comes.
+type Request struct {
 	OuterID   string
 	Host      string
 	Namespace string
 	Entity    string // managing entity the IQ went to
-	Via       any    // the managing entity's connection it went to (fails with it)
-	Requester any    // the router's handle to answer the requester
+	Via       string // the key of the connection it went to: it fails with that connection
 	From      string // the requester's full JID: the inner reply's 'to' must be this
 	OrigID    string // the requester's IQ id
 	OrigTo    string // the requester's 'to' ("" for none): the inner reply's 'from', if any, must be this
@@ -26,15 +27,22 @@ type Pending struct {
 	Started   time.Time
 
 	series *nsSeries // its metrics, when Metrics.Forwarded counted it
+}
+
+// Pending is a Request in a Tracker, with the handle R the router answers the requester
+// through.
+type Pending[R any] struct {
+	Request
+	Requester R
 
 	// The shard's list of pending IQs in the order they were added, which is the order
 	// of their deadlines: the sweeper times them out from the front.
 	deadline   time.Time
-	prev, next *Pending
+	prev, next *Pending[R]
 }
 
 // ReplyFrom is the 'from' the requester sees on the answer: the address it asked.
-func (p *Pending) ReplyFrom() string { return p.OrigTo }
+func (p *Request) ReplyFrom() string { return p.OrigTo }
 
 // Tracker holds pending IQs keyed by outer id. Every pending IQ ends exactly once: by a
 // reply (Take), by its timeout, or by its connection going away (FailVia).
@@ -44,25 +52,25 @@ func (p *Pending) ReplyFrom() string { return p.OrigTo }
 // Add is in deadline order, and one sweeper goroutine, running only while something is
 // pending, ends the expired ones from the front every timeout/16 (between 1 ms and
 // 250 ms). An IQ therefore times out between timeout and timeout plus that tick.
-type Tracker struct {
+type Tracker[R any] struct {
 	timeout   time.Duration
 	tick      time.Duration
-	onTimeout func(*Pending)
+	onTimeout func(*Pending[R])
 	prefix    string
 	seed      maphash.Seed
-	shards    [32]trackerShard
-	perVia    sync.Map // via → *atomic.Int64
+	shards    [32]trackerShard[R]
+	perVia    sync.Map // Via (string) → *atomic.Int64
 	pending   atomic.Int64
 	sweeping  atomic.Bool
 }
 
-type trackerShard struct {
+type trackerShard[R any] struct {
 	mu         sync.Mutex
-	m          map[string]*Pending
-	head, tail *Pending
+	m          map[string]*Pending[R]
+	head, tail *Pending[R]
 }
 
-func (sh *trackerShard) push(p *Pending) {
+func (sh *trackerShard[R]) push(p *Pending[R]) {
 	p.prev, p.next = sh.tail, nil
 	if sh.tail != nil {
 		sh.tail.next = p
@@ -72,7 +80,7 @@ func (sh *trackerShard) push(p *Pending) {
 	sh.tail = p
 }
 
-func (sh *trackerShard) unlink(p *Pending) {
+func (sh *trackerShard[R]) unlink(p *Pending[R]) {
 	if p.prev != nil {
 		p.prev.next = p.next
 	} else {
@@ -88,7 +96,7 @@ func (sh *trackerShard) unlink(p *Pending) {
 
 // NewTracker makes a tracker whose outer ids start with "sbd:<node>:" so that, in a
 // cluster, the node holding the pending entry can be read off the reply's id.
-func NewTracker(node string, timeout time.Duration, onTimeout func(*Pending)) *Tracker {
+func NewTracker[R any](node string, timeout time.Duration, onTimeout func(*Pending[R])) *Tracker[R] {
 	return NewTaggedTracker(TagDelegation, node, timeout, onTimeout)
 }
 
@@ -99,17 +107,17 @@ const (
 )
 
 // NewTaggedTracker is NewTracker with ids "<tag>:<node>:<random>".
-func NewTaggedTracker(tag, node string, timeout time.Duration, onTimeout func(*Pending)) *Tracker {
-	t := &Tracker{timeout: timeout, onTimeout: onTimeout, prefix: tag + ":" + node + ":", seed: maphash.MakeSeed()}
+func NewTaggedTracker[R any](tag, node string, timeout time.Duration, onTimeout func(*Pending[R])) *Tracker[R] {
+	t := &Tracker[R]{timeout: timeout, onTimeout: onTimeout, prefix: tag + ":" + node + ":", seed: maphash.MakeSeed()}
 	t.tick = min(max(timeout/16, time.Millisecond), 250*time.Millisecond)
 	for i := range t.shards {
-		t.shards[i].m = make(map[string]*Pending)
+		t.shards[i].m = make(map[string]*Pending[R])
 	}
 	return t
 }
 
 // NewID returns an unguessable outer id for this node.
-func (t *Tracker) NewID() string {
+func (t *Tracker[R]) NewID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return t.prefix + hex.EncodeToString(b[:])
@@ -132,13 +140,13 @@ func NodeOfTagged(tag, id string) string {
 }
 
 // Owns reports whether id was made by this tracker.
-func (t *Tracker) Owns(id string) bool { return strings.HasPrefix(id, t.prefix) }
+func (t *Tracker[R]) Owns(id string) bool { return strings.HasPrefix(id, t.prefix) }
 
-func (t *Tracker) shard(id string) *trackerShard {
+func (t *Tracker[R]) shard(id string) *trackerShard[R] {
 	return &t.shards[maphash.String(t.seed, id)%uint64(len(t.shards))]
 }
 
-func (t *Tracker) viaCount(via any) *atomic.Int64 {
+func (t *Tracker[R]) viaCount(via string) *atomic.Int64 {
 	if c, ok := t.perVia.Load(via); ok {
 		return c.(*atomic.Int64)
 	}
@@ -147,7 +155,7 @@ func (t *Tracker) viaCount(via any) *atomic.Int64 {
 }
 
 // Add registers p and starts its timeout.
-func (t *Tracker) Add(p *Pending) {
+func (t *Tracker[R]) Add(p *Pending[R]) {
 	t.viaCount(p.Via).Add(1)
 	sh := t.shard(p.OuterID)
 	sh.mu.Lock()
@@ -166,8 +174,8 @@ func (t *Tracker) Add(p *Pending) {
 }
 
 // sweep times out expired IQs while any IQ is pending.
-func (t *Tracker) sweep() {
-	var expired []*Pending
+func (t *Tracker[R]) sweep() {
+	var expired []*Pending[R]
 	for {
 		time.Sleep(t.tick)
 		now := time.Now()
@@ -203,7 +211,7 @@ func (t *Tracker) sweep() {
 // done does the accounting of a pending IQ that left its shard. A reply or timeout that
 // races FailVia may come after FailVia dropped the connection's count: it must not bring
 // the count back (at -1, for a connection that is gone).
-func (t *Tracker) done(p *Pending) {
+func (t *Tracker[R]) done(p *Pending[R]) {
 	if c, ok := t.perVia.Load(p.Via); ok {
 		c.(*atomic.Int64).Add(-1)
 	}
@@ -211,10 +219,10 @@ func (t *Tracker) done(p *Pending) {
 }
 
 // Take removes and returns the pending IQ with this outer id.
-func (t *Tracker) Take(id string) (*Pending, bool) { return t.TakeIf(id, nil) }
+func (t *Tracker[R]) Take(id string) (*Pending[R], bool) { return t.TakeIf(id, nil) }
 
 // TakeIf is Take for an entry that ok accepts (nil: any); one it refuses stays pending.
-func (t *Tracker) TakeIf(id string, ok func(*Pending) bool) (*Pending, bool) {
+func (t *Tracker[R]) TakeIf(id string, ok func(*Pending[R]) bool) (*Pending[R], bool) {
 	sh := t.shard(id)
 	sh.mu.Lock()
 	p, found := sh.m[id]
@@ -234,17 +242,17 @@ func (t *Tracker) TakeIf(id string, ok func(*Pending) bool) (*Pending, bool) {
 }
 
 // FailVia removes and returns every pending IQ sent over a connection that went away.
-func (t *Tracker) FailVia(via any) []*Pending {
-	out := t.removeAll(func(p *Pending) bool { return p.Via == via })
+func (t *Tracker[R]) FailVia(via string) []*Pending[R] {
+	out := t.removeAll(func(p *Pending[R]) bool { return p.Via == via })
 	t.perVia.Delete(via)
 	return out
 }
 
 // FailAll removes and returns every pending IQ (shutdown).
-func (t *Tracker) FailAll() []*Pending { return t.removeAll(nil) }
+func (t *Tracker[R]) FailAll() []*Pending[R] { return t.removeAll(nil) }
 
-func (t *Tracker) removeAll(match func(*Pending) bool) []*Pending {
-	var out []*Pending
+func (t *Tracker[R]) removeAll(match func(*Pending[R]) bool) []*Pending[R] {
+	var out []*Pending[R]
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
@@ -264,7 +272,7 @@ func (t *Tracker) removeAll(match func(*Pending) bool) []*Pending {
 }
 
 // Outstanding is how many IQs wait on a connection (for least-pending balancing).
-func (t *Tracker) Outstanding(via any) int64 {
+func (t *Tracker[R]) Outstanding(via string) int64 {
 	if c, ok := t.perVia.Load(via); ok {
 		return c.(*atomic.Int64).Load()
 	}
@@ -272,4 +280,4 @@ func (t *Tracker) Outstanding(via any) int64 {
 }
 
 // Len is the number of pending IQs.
-func (t *Tracker) Len() int { return int(t.pending.Load()) }
+func (t *Tracker[R]) Len() int { return int(t.pending.Load()) }

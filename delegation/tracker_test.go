@@ -11,12 +11,12 @@ import (
 // comes first, even when they race.
 func TestTrackerExactlyOnce(t *testing.T) {
 	var timeouts atomic.Int64
-	tr := NewTracker("n1", 5*time.Millisecond, func(*Pending) { timeouts.Add(1) })
+	tr := NewTracker[int]("n1", 5*time.Millisecond, func(*Pending[int]) { timeouts.Add(1) })
 	const n = 2000
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = tr.NewID()
-		tr.Add(&Pending{OuterID: ids[i], Via: "conn" + string(rune('a'+i%3))})
+		tr.Add(&Pending[int]{Request: Request{OuterID: ids[i], Via: "conn" + string(rune('a'+i%3))}})
 	}
 	var taken, failed atomic.Int64
 	var wg sync.WaitGroup
@@ -53,12 +53,12 @@ func TestTrackerExactlyOnce(t *testing.T) {
 }
 
 func TestOuterIDsNameTheirNode(t *testing.T) {
-	tr := NewTracker("node:with:colons", time.Second, nil)
+	tr := NewTracker[int]("node:with:colons", time.Second, nil)
 	id := tr.NewID()
 	if NodeOf(id) != "node:with:colons" || !tr.Owns(id) {
 		t.Fatalf("id %q → node %q", id, NodeOf(id))
 	}
-	if NodeOf("plain-id") != "" || NewTracker("other", time.Second, nil).Owns(id) {
+	if NodeOf("plain-id") != "" || NewTracker[int]("other", time.Second, nil).Owns(id) {
 		t.Fatal("foreign ids")
 	}
 	if tr.NewID() == id {
@@ -71,9 +71,9 @@ func TestOuterIDsNameTheirNode(t *testing.T) {
 func TestTrackerTimeoutBounds(t *testing.T) {
 	const timeout = 80 * time.Millisecond
 	timedOut := make(chan time.Duration, 10)
-	tr := NewTracker("n1", timeout, func(p *Pending) { timedOut <- time.Since(p.Started) })
+	tr := NewTracker[int]("n1", timeout, func(p *Pending[int]) { timedOut <- time.Since(p.Started) })
 	for round := range 2 {
-		tr.Add(&Pending{OuterID: tr.NewID(), Via: "c"})
+		tr.Add(&Pending[int]{Request: Request{OuterID: tr.NewID(), Via: "c"}})
 		select {
 		case d := <-timedOut:
 			if d < timeout || d > timeout+tr.tick+200*time.Millisecond {
@@ -97,12 +97,12 @@ func TestTrackerTimeoutBounds(t *testing.T) {
 
 // One delegated IQ's bookkeeping: Add when it is forwarded, Take when the answer comes.
 func BenchmarkTrackerAddTake(b *testing.B) {
-	tr := NewTracker("n1", 30*time.Second, nil)
+	tr := NewTracker[int]("n1", 30*time.Second, nil)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := tr.NewID()
-			tr.Add(&Pending{OuterID: id, Via: "c"})
+			tr.Add(&Pending[int]{Request: Request{OuterID: id, Via: "c"}})
 			if _, ok := tr.Take(id); !ok {
 				b.Fatal("not pending")
 			}

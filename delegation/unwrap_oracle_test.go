@@ -147,7 +147,7 @@ func TestUnwrapForwardedCases(t *testing.T) {
 		{`<d:delegation xmlns:d='urn:xmpp:delegation:2'><f:forwarded xmlns:f='urn:xmpp:forward:0'>` + innerOK + "</f:forwarded \r\n></d:delegation>", false, true},
 		{``, false, false},
 	} {
-		outer, err := ParseStanza([]byte(wrapped(tc.content)))
+		outer, err := xmpp.ParseStanza([]byte(wrapped(tc.content)))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.content, err)
 		}
@@ -181,7 +181,7 @@ func FuzzUnwrapForwarded(f *testing.F) {
 	f.Add(`<delegation xmlns='urn:xmpp:delegation:2'><forwarded xmlns='urn:xmpp:forward:0'>`+innerOK+`</forwarded></delegation>`, false)
 	f.Add(`<delegation xmlns='urn:xmpp:delegation:2'><forwarded xmlns='urn:xmpp:forward:0'>`+innerRaw+`</forwarded></delegation>`, true)
 	f.Fuzz(func(t *testing.T, content string, lenient bool) {
-		outer, err := ParseStanza([]byte(wrapped(content)))
+		outer, err := xmpp.ParseStanza([]byte(wrapped(content)))
 		if err != nil {
 			return
 		}

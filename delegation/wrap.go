@@ -5,7 +5,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -75,13 +74,13 @@ func UnwrapForwarded(outer *xmpp.Envelope, wrapper xml.Name, inner string, lenie
 		return nil, ErrBadWrapping
 	}
 	if !plainForwarded(tag) {
-		top, err := children(outer.Content(), outer.Name.Space)
+		top, err := xmpp.Children(outer.Content(), outer.Name.Space)
 		if err != nil || len(top) != 1 || top[0].Name != wrapper || !top[0].HasChild ||
 			top[0].Child != (xml.Name{Space: NSForward, Local: "forwarded"}) {
 			return nil, ErrBadWrapping
 		}
 	}
-	els, err := children(fw, NSForward)
+	els, err := xmpp.Children(fw, NSForward)
 	if err != nil {
 		return nil, ErrBadWrapping
 	}
@@ -117,11 +116,11 @@ var ErrNotClient = errors.New("inner stanza not in jabber:client")
 // that is outer's first child: <wrapper><INNER xmlns='jabber:client'/></wrapper>
 // (XEP-0356 privileged_iq). An inner stanza in another namespace is ErrNotClient.
 func UnwrapChild(outer *xmpp.Envelope, wrapper xml.Name, inner string) (*xmpp.Envelope, error) {
-	top, err := children(outer.Content(), outer.Name.Space)
+	top, err := xmpp.Children(outer.Content(), outer.Name.Space)
 	if err != nil || len(top) != 1 || top[0].Name != wrapper {
 		return nil, ErrBadWrapping
 	}
-	els, err := children(top[0].Content(), wrapper.Space)
+	els, err := xmpp.Children(top[0].Content(), wrapper.Space)
 	if err != nil || len(els) != 1 || els[0].Name.Local != inner {
 		return nil, ErrBadWrapping
 	}
@@ -129,28 +128,6 @@ func UnwrapChild(outer *xmpp.Envelope, wrapper xml.Name, inner string) (*xmpp.En
 		return nil, ErrNotClient
 	}
 	return els[0], nil
-}
-
-// children reads content (elements, and white space between them) as the stanzas of a
-// stream whose default namespace is ns; each becomes an envelope over its own bytes.
-// Text other than white space is not-well-formed here.
-func children(content []byte, ns string) ([]*xmpp.Envelope, error) {
-	p, err := streamOf(content, ns, true)
-	if err != nil {
-		return nil, err
-	}
-	defer p.release()
-	var out []*xmpp.Envelope
-	for {
-		env, err := p.r.Next()
-		if errors.Is(err, xmpp.ErrStreamEnd) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, env)
-	}
 }
 
 // plainForwarded reports whether a start tag is exactly <forwarded ...> with
@@ -211,73 +188,6 @@ func onlyElement(s []byte) (content, tag []byte, ok bool) {
 
 // isSpace reports whether c is XML white space.
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-// ParseStanza turns the bytes of one stanza into an envelope (as if read from a client stream).
-func ParseStanza(raw []byte) (*xmpp.Envelope, error) {
-	p, err := streamOf(raw, xmpp.NSClient, false)
-	if err != nil {
-		return nil, err
-	}
-	defer p.release()
-	return p.r.Next()
-}
-
-// parser is a Reader over a synthetic stream, and that stream's bytes; both are pooled
-// (a reply from a managing entity is unwrapped with two of them: without the pool each
-// cost a Reader and two copies of the content, a third of a node's allocation).
-type parser struct {
-	r   *xmpp.Reader
-	buf []byte
-	ns  string // the default namespace of the header r read last ("": none yet)
-}
-
-var parsers = sync.Pool{New: func() any { return &parser{r: xmpp.NewReader(bytes.NewReader(nil), 0)} }}
-
-// release returns the parser to the pool; the envelopes it read own their bytes.
-func (p *parser) release() {
-	if cap(p.buf) > 64<<10 {
-		p.buf = nil // one big stanza does not pin its buffer
-	}
-	p.r.ResetContent(nil, 0) // the header stays: the next stream may share it
-	parsers.Put(p)
-}
-
-// streamOf returns a parser, past the header, over content wrapped in a stream whose
-// default namespace is ns (jabber:client if empty), closed at the end if closed is set.
-// The caller releases it.
-func streamOf(content []byte, ns string, closed bool) (*parser, error) {
-	if ns == "" {
-		ns = xmpp.NSClient
-	}
-	const end = "</stream:stream>"
-	p := parsers.Get().(*parser)
-	buf := p.buf[:0]
-	same := p.ns == ns
-	if !same {
-		buf = append(buf, "<stream:stream xmlns='"...)
-		buf = append(buf, ns...)
-		buf = append(buf, "' xmlns:stream='"...)
-		buf = append(buf, xmpp.NSStream...)
-		buf = append(buf, "'>"...)
-	}
-	buf = append(buf, content...)
-	if closed {
-		buf = append(buf, end...)
-	}
-	p.buf = buf
-	if same {
-		p.r.ResetContent(buf, len(buf)+16)
-		return p, nil
-	}
-	p.r.ResetBytes(buf, len(buf)+16)
-	if _, err := p.r.ReadHeader(); err != nil {
-		p.ns = ""
-		p.release()
-		return nil, err
-	}
-	p.ns = ns
-	return p, nil
-}
 
 // Advertisement is the <message/> that tells a managing entity what is delegated to it
 // (XEP-0355 §4.2). An empty list is still sent after a change, so that an entity learns

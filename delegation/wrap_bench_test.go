@@ -13,7 +13,7 @@ const (
 
 func mustParse(b *testing.B, raw string) *xmpp.Envelope {
 	b.Helper()
-	env, err := ParseStanza([]byte(raw))
+	env, err := xmpp.ParseStanza([]byte(raw))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func BenchmarkWrap(b *testing.B) {
 
 // What Wrap returns is the outer IQ around exactly what RewriteNS returns.
 func TestWrapIsRewriteNSInside(t *testing.T) {
-	env, err := ParseStanza([]byte(benchRequest))
+	env, err := xmpp.ParseStanza([]byte(benchRequest))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func BenchmarkParseStanza(b *testing.B) {
 	raw := []byte(`<iq xmlns='jabber:client' type='result' id='q0.123' to='alice@localhost/r1'/>`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := ParseStanza(raw); err != nil {
+		if _, err := xmpp.ParseStanza(raw); err != nil {
 			b.Fatal(err)
 		}
 	}
