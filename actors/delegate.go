@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/privileges"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -27,9 +29,9 @@ type Delegation struct {
 
 // ComponentOptions are the per-component settings the router applies.
 type ComponentOptions struct {
-	DelegationNS string     // urn:xmpp:delegation:2 (default) or :1
-	Balance      string     // round-robin (default), least-pending, sender
-	Privileges   Privileges // XEP-0356, on every host (etcd may override per host)
+	DelegationNS string            // urn:xmpp:delegation:2 (default) or :1
+	Balance      string            // round-robin (default), least-pending, sender
+	Privileges   config.Privileges // XEP-0356 (normalized), on every host (etcd may override per host)
 }
 
 func (r *Router) componentOpts(domain string) ComponentOptions {
@@ -269,7 +271,7 @@ func (r *Router) pickComponent(domain, senderBare string) (*compRef, bool) {
 		return cs.refs[0], true
 	}
 	switch r.componentOpts(domain).Balance {
-	case "least-pending":
+	case config.BalanceLeastPending:
 		best := cs.refs[cs.next.Add(1)%n] // rotate the tie-break
 		bestN := r.tracker.Outstanding(best.key)
 		for _, c := range cs.refs {
@@ -278,7 +280,7 @@ func (r *Router) pickComponent(domain, senderBare string) (*compRef, bool) {
 			}
 		}
 		return best, true
-	case "sender":
+	case config.BalanceSender:
 		return cs.refs[maphash.String(r.seed, senderBare)%n], true
 	default:
 		return cs.refs[cs.next.Add(1)%n], true
@@ -313,8 +315,8 @@ func (r *Router) componentUp(s *Session) {
 	opts := r.componentOpts(s.Bare)
 	for _, host := range r.sortedHosts() {
 		p := r.privileges(host, s.Bare)
-		s.Send(privilegeAdvertisement(host, s.Bare, p, false))
-		if p.presence() {
+		s.Send(privileges.Advertisement(host, s.Bare, p, false))
+		if p.ReceivesPresence() {
 			r.replayPresence(host, s)
 		}
 	}

@@ -117,7 +117,7 @@ func (h *Host) answer(m *serverIQ) {
 	case ns == NSRoster && env.Child.Local == "query":
 		switch {
 		case own:
-		case m.sender.Kind == KindComponent && h.router.privileges(h.Domain, m.sender.Bare).rosterAllows(env.Type):
+		case m.sender.Kind == KindComponent && h.router.privileges(h.Domain, m.sender.Bare).RosterAllows(env.Type):
 			if !exists {
 				fail(xmpp.ErrServiceUnavailable)
 				return

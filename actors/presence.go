@@ -14,7 +14,7 @@ import (
 // to every component holding the presence privilege on the user's host.
 func (r *Router) privilegedPresence(s *Session, presence []byte) {
 	for _, c := range r.privilegedComponents() {
-		if !r.privileges(s.Host, c).presence() {
+		if !r.privileges(s.Host, c).ReceivesPresence() {
 			continue
 		}
 		if ref, ok := r.pickComponent(c, s.Bare); ok {

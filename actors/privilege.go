@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
-	"maps"
 	"slices"
 	"sort"
 
@@ -12,43 +11,18 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/privileges"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
 // NSPrivilege is XEP-0356 Privileged Entity (v0.4).
-const NSPrivilege = "urn:xmpp:privilege:2"
-
-// Privileges are what a component may do on behalf of one host's users (XEP-0356).
-// Empty strings mean none.
-type Privileges struct {
-	Roster   string            // none | get | set | both
-	Message  string            // none | outgoing
-	Presence string            // none | managed_entity | roster
-	IQ       map[string]string // namespace → get | set | both
-}
-
-func allows(perm, typ string) bool { return perm == "both" || (perm == typ && typ != "") }
-
-// Any reports whether anything is granted.
-func (p Privileges) Any() bool {
-	return (p.Roster != "" && p.Roster != "none") || p.Message == "outgoing" || p.presence() || len(p.IQ) > 0
-}
-
-func (p Privileges) rosterAllows(typ string) bool { return allows(p.Roster, typ) }
-
-// rosterPush: roster pushes go to the entity with roster get or both (XEP-0356 §4.4).
-func (p Privileges) rosterPush() bool { return p.Roster == "get" || p.Roster == "both" }
-
-func (p Privileges) iqAllows(ns, typ string) bool { return allows(p.IQ[ns], typ) }
-
-func (p Privileges) presence() bool {
-	return p.Presence == "managed_entity" || p.Presence == "roster"
-}
+const NSPrivilege = privileges.NS
 
 // privileges are a component's privileges on a host: the dynamic layer (etcd) for that
 // host and component if it has an entry, else the component's configured ones.
-func (r *Router) privileges(host, comp string) Privileges {
+func (r *Router) privileges(host, comp string) config.Privileges {
 	if dyn := r.dynPrivs.Load(); dyn != nil {
 		if p, ok := dyn.byHost[host][comp]; ok {
 			return p
@@ -59,23 +33,25 @@ func (r *Router) privileges(host, comp string) Privileges {
 
 // dynamicPrivileges is the etcd layer of privileges, with the components it names.
 type dynamicPrivileges struct {
-	byHost map[string]map[string]Privileges
-	comps  []string // every component named, sorted
+	byHost map[string]map[string]config.Privileges // normalized
+	comps  []string                                // every component named, sorted
 }
 
 // SetDynamicPrivileges replaces the privileges stored in etcd (host → component →
 // privileges; an entry overrides the component's configured privileges on that host) and
 // sends every connected component whose privileges changed a fresh advertisement.
-func (r *Router) SetDynamicPrivileges(m map[string]map[string]Privileges) {
-	before := make(map[[2]string]Privileges)
+func (r *Router) SetDynamicPrivileges(m map[string]map[string]config.Privileges) {
+	before := make(map[[2]string]config.Privileges)
 	for host := range r.hosts {
 		for _, c := range r.privilegedComponents() {
 			before[[2]string{host, c}] = r.privileges(host, c)
 		}
 	}
-	dyn := &dynamicPrivileges{byHost: m}
-	for _, comps := range m {
-		for c := range comps {
+	dyn := &dynamicPrivileges{byHost: make(map[string]map[string]config.Privileges, len(m))}
+	for host, comps := range m {
+		dyn.byHost[host] = make(map[string]config.Privileges, len(comps))
+		for c, p := range comps {
+			dyn.byHost[host][c] = p.Normalized()
 			if !slices.Contains(dyn.comps, c) {
 				dyn.comps = append(dyn.comps, c)
 			}
@@ -86,18 +62,14 @@ func (r *Router) SetDynamicPrivileges(m map[string]map[string]Privileges) {
 	for _, host := range r.sortedHosts() {
 		for _, c := range r.privilegedComponents() {
 			p := r.privileges(host, c)
-			if privilegesEqual(p, before[[2]string{host, c}]) {
+			if p.Equal(before[[2]string{host, c}]) {
 				continue
 			}
 			for _, s := range r.componentSessions(c) {
-				s.Send(privilegeAdvertisement(host, c, p, true))
+				s.Send(privileges.Advertisement(host, c, p, true))
 			}
 		}
 	}
-}
-
-func privilegesEqual(a, b Privileges) bool {
-	return a.Roster == b.Roster && a.Message == b.Message && a.Presence == b.Presence && maps.Equal(a.IQ, b.IQ)
 }
 
 // privilegedComponents lists every component that may have privileges: the configured
@@ -123,46 +95,12 @@ func (r *Router) privilegedComponents() []string {
 	return out
 }
 
-// privilegeAdvertisement tells a component what it may do on behalf of a host's users
-// (XEP-0356 §4.2, §5.2, §6.2, §7.2). With nothing granted it is nil, unless changed is
-// set: after a change an empty <privilege/> tells the component its grants were withdrawn.
-func privilegeAdvertisement(host, comp string, p Privileges, changed bool) []byte {
-	if !p.Any() && !changed {
-		return nil
-	}
-	var b bytes.Buffer
-	b.WriteString("<message from='" + xmpp.Escape(host) + "' to='" + xmpp.Escape(comp) + "' id='" + xmpp.NewID() +
-		"'><privilege xmlns='" + NSPrivilege + "'>")
-	if p.Roster != "" && p.Roster != "none" {
-		push := "false"
-		if p.rosterPush() {
-			push = "true"
-		}
-		b.WriteString("<perm access='roster' type='" + xmpp.Escape(p.Roster) + "' push='" + push + "'/>")
-	}
-	if p.Message == "outgoing" {
-		b.WriteString("<perm access='message' type='outgoing'/>")
-	}
-	if len(p.IQ) > 0 {
-		b.WriteString("<perm access='iq'>")
-		for _, ns := range slices.Sorted(maps.Keys(p.IQ)) {
-			b.WriteString("<namespace ns='" + xmpp.Escape(ns) + "' type='" + xmpp.Escape(p.IQ[ns]) + "'/>")
-		}
-		b.WriteString("</perm>")
-	}
-	if p.presence() {
-		b.WriteString("<perm access='presence' type='" + xmpp.Escape(p.Presence) + "'/>")
-	}
-	b.WriteString("</privilege></message>")
-	return b.Bytes()
-}
-
 // privilegedMessage handles <message to=HOST><privilege><forwarded><message from=USER/>:
 // a component with the message privilege sends a message on behalf of one of the host's
 // users (XEP-0356 §5). Anything else is forbidden.
 func (r *Router) privilegedMessage(h *Host, sender *Session, from string, env *xmpp.Envelope) {
 	forbid := func() { r.bounce(sender, env, h.Domain, from, xmpp.ErrForbidden) }
-	if sender.Kind != KindComponent || r.privileges(h.Domain, sender.Bare).Message != "outgoing" {
+	if sender.Kind != KindComponent || !r.privileges(h.Domain, sender.Bare).MessageOutgoing() {
 		forbid()
 		return
 	}
@@ -218,7 +156,7 @@ func (r *Router) privilegedIQ(h *Host, sender *Session, from, bare string, env *
 		r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
 		return
 	}
-	if !r.privileges(h.Domain, sender.Bare).iqAllows(inner.Child.Space, inner.Type) {
+	if !r.privileges(h.Domain, sender.Bare).IQAllows(inner.Child.Space, inner.Type) {
 		forbid()
 		return
 	}

@@ -114,7 +114,7 @@ func (r *Router) rosterPush(host, bare, ver string, it roster.Item) {
 		r.sendToNode(node, &pb.UserPush{Bare: bare, Stanza: push})
 	}
 	for _, c := range r.privilegedComponents() {
-		if !r.privileges(host, c).rosterPush() {
+		if !r.privileges(host, c).RosterPush() {
 			continue
 		}
 		if ref, ok := r.pickComponent(c, bare); ok {

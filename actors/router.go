@@ -102,8 +102,10 @@ type settings struct {
 // SetSettings applies limits and component options (at start and on reload). Components
 // that are no longer configured are disconnected.
 func (r *Router) SetSettings(l Limits, comps map[string]ComponentOptions) {
-	st := &settings{limits: l, compOpts: comps}
-	for name := range comps {
+	st := &settings{limits: l, compOpts: make(map[string]ComponentOptions, len(comps))}
+	for name, o := range comps {
+		o.Privileges = o.Privileges.Normalized()
+		st.compOpts[name] = o
 		st.compNames = append(st.compNames, name)
 	}
 	sort.Strings(st.compNames)

@@ -7,6 +7,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -278,11 +279,11 @@ func (r *Router) rosterPresence(s *Session, presence []byte, managedSent bool, h
 		return
 	}
 	for _, c := range r.privilegedComponents() {
-		if managedSent && r.privileges(s.Host, c).presence() {
+		if managedSent && r.privileges(s.Host, c).ReceivesPresence() {
 			continue // privilegedPresence sent it already
 		}
 		for host := range hosts {
-			if r.privileges(host, c).Presence == "roster" {
+			if r.privileges(host, c).Presence == config.PresenceRoster {
 				if ref, ok := r.pickComponent(c, s.Bare); ok {
 					ref.send(r, readdress(presence, s.Full, c))
 				}

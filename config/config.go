@@ -308,6 +308,72 @@ type Privileges struct {
 	IQ map[string]string `yaml:"iq,omitempty" json:"iq,omitempty"`
 }
 
+// Privilege values with a meaning beyond "granted" (XEP-0356).
+const (
+	PrivilegeNone         = "none"
+	PrivilegeOutgoing     = "outgoing"       // message
+	PresenceManagedEntity = "managed_entity" // presence
+	PresenceRoster        = "roster"         // presence
+	PrivilegeAccessBoth   = "both"           // roster, iq
+	privilegeAccessAbsent = ""
+)
+
+// Normalized is p with "none" written as absent: an empty string, and no IQ entry. It is
+// the form routing keeps, so that "none" and an absent key compare equal.
+func (p Privileges) Normalized() Privileges {
+	none := func(v string) string {
+		if v == PrivilegeNone {
+			return privilegeAccessAbsent
+		}
+		return v
+	}
+	out := Privileges{Roster: none(p.Roster), Message: none(p.Message), Presence: none(p.Presence)}
+	for ns, t := range p.IQ {
+		if t = none(t); t != "" {
+			if out.IQ == nil {
+				out.IQ = make(map[string]string)
+			}
+			out.IQ[ns] = t
+		}
+	}
+	return out
+}
+
+// Equal reports whether p and q grant the same.
+func (p Privileges) Equal(q Privileges) bool {
+	a, b := p.Normalized(), q.Normalized()
+	return a.Roster == b.Roster && a.Message == b.Message && a.Presence == b.Presence && maps.Equal(a.IQ, b.IQ)
+}
+
+// Any reports whether anything is granted.
+func (p Privileges) Any() bool {
+	n := p.Normalized()
+	return n.Roster != "" || n.Message == PrivilegeOutgoing || n.ReceivesPresence() || len(n.IQ) > 0
+}
+
+// RosterAllows reports whether an IQ of type typ (get or set) on a user's roster is allowed.
+func (p Privileges) RosterAllows(typ string) bool { return accessAllows(p.Roster, typ) }
+
+// RosterPush reports whether the entity gets the users' roster pushes: with roster get
+// or both (XEP-0356 §4.4).
+func (p Privileges) RosterPush() bool { return p.Roster == "get" || p.Roster == PrivilegeAccessBoth }
+
+// IQAllows reports whether an IQ of type typ in namespace ns may be sent as a user.
+func (p Privileges) IQAllows(ns, typ string) bool { return accessAllows(p.IQ[ns], typ) }
+
+// MessageOutgoing reports whether messages may be sent on behalf of users.
+func (p Privileges) MessageOutgoing() bool { return p.Message == PrivilegeOutgoing }
+
+// ReceivesPresence reports whether the entity gets the users' presence (managed_entity
+// or roster).
+func (p Privileges) ReceivesPresence() bool {
+	return p.Presence == PresenceManagedEntity || p.Presence == PresenceRoster
+}
+
+func accessAllows(perm, typ string) bool {
+	return perm == PrivilegeAccessBoth || (perm == typ && typ != "" && typ != PrivilegeNone)
+}
+
 // PrivilegeProblem is one invalid privilege: Key is relative to the privileges
 // (e.g. "roster", "iq.urn:example").
 type PrivilegeProblem struct{ Key, Problem string }

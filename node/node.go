@@ -97,31 +97,11 @@ func routerLimits(c *config.Config) actors.Limits {
 	}
 }
 
-// actorPrivileges turns configured XEP-0356 privileges into the router's ("none" → "").
-func actorPrivileges(p config.Privileges) actors.Privileges {
-	none := func(v string) string {
-		if v == "none" {
-			return ""
-		}
-		return v
-	}
-	out := actors.Privileges{Roster: none(p.Roster), Message: none(p.Message), Presence: none(p.Presence)}
-	for ns, t := range p.IQ {
-		if t = none(t); t != "" {
-			if out.IQ == nil {
-				out.IQ = make(map[string]string)
-			}
-			out.IQ[ns] = t
-		}
-	}
-	return out
-}
-
 func componentOptions(c *config.Config) map[string]actors.ComponentOptions {
 	comps := make(map[string]actors.ComponentOptions)
 	for _, cc := range c.Components {
 		comps[cc.JID] = actors.ComponentOptions{DelegationNS: cc.DelegationNS, Balance: cc.Balance,
-			Privileges: actorPrivileges(cc.Privileges)}
+			Privileges: cc.Privileges}
 	}
 	return comps
 }
@@ -308,18 +288,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("delegation rules: %w", err)
 	}
 	// XEP-0356 privileges stored in etcd, per host and component, override the file's.
-	router := n.router
-	n.privs = privileges.NewWatcher(privileges.NewStore(n.etcd, cfg.Etcd.Prefix), n.log,
-		func(m map[string]map[string]config.Privileges) {
-			dyn := make(map[string]map[string]actors.Privileges, len(m))
-			for host, comps := range m {
-				dyn[host] = make(map[string]actors.Privileges, len(comps))
-				for c, p := range comps {
-					dyn[host][c] = actorPrivileges(p)
-				}
-			}
-			router.SetDynamicPrivileges(dyn)
-		})
+	n.privs = privileges.NewWatcher(privileges.NewStore(n.etcd, cfg.Etcd.Prefix), n.log, n.router.SetDynamicPrivileges)
 	if err = n.privs.Start(ctx); err != nil {
 		return fmt.Errorf("privileges: %w", err)
 	}
