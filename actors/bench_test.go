@@ -147,7 +147,7 @@ func drain(b *testing.B, ss ...*Session) {
 	}
 }
 
-func envelope(b *testing.B, ns, raw string) *xmpp.Envelope {
+func envelope(b testing.TB, ns, raw string) *xmpp.Envelope {
 	b.Helper()
 	rd := xmpp.NewReader(strings.NewReader("<stream:stream xmlns='"+ns+"' xmlns:stream='"+xmpp.NSStream+"'>"+raw), 1<<16)
 	if _, err := rd.ReadHeader(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/cluster"
@@ -26,21 +27,12 @@ type Cluster interface {
 // can address any other's (actor.NewPID(remoteAddress, routerActorName)).
 const routerActorName = "router"
 
-// compRef is one connection of a component: a local session, or a session actor on
-// another node. key (node/actor id) identifies it cluster-wide.
+// compRef is one connection of a component (or of a managing account's resource), here
+// or on another node. key (node/actor id) identifies it cluster-wide.
 type compRef struct {
-	local *Session
-	pid   *actor.PID
-	key   string
-	full  string // for an account's resource: its full JID (IQs are addressed to it)
-}
-
-func (c *compRef) send(r *Router, b []byte) {
-	if c.local != nil {
-		c.local.Send(b)
-		return
-	}
-	r.sys.Root.Send(c.pid, &pb.Deliver{Data: b})
+	target
+	key  string
+	full string // for an account's resource: its full JID (IQs are addressed to it)
 }
 
 // SetCluster gives the router the membership layer (after AttachCluster: the cluster
@@ -135,7 +127,7 @@ func (r *Router) receiveReply(ctx actor.Context) {
 	}
 }
 
-func (r *Router) sendToNode(node string, msg any) {
+func (r *Router) sendToNode(node string, msg proto.Message) {
 	if r.cluster == nil {
 		return
 	}
@@ -148,17 +140,16 @@ func (r *Router) sendToNode(node string, msg any) {
 		r.log.Debug("message for a node that is gone", "node", node)
 		return
 	}
-	r.sys.Root.Send(actor.NewPID(addr, routerActorName), msg)
+	r.link.send(actor.NewPID(addr, routerActorName), msg)
 }
 
 // requestNode sends msg to another node's router actor and waits for its answer.
-func (r *Router) requestNode(node string, msg any, timeout time.Duration) error {
+func (r *Router) requestNode(node string, msg proto.Message, timeout time.Duration) error {
 	addr, ok := r.cluster.Remote(node)
 	if !ok {
 		return fmt.Errorf("node %s is gone", node)
 	}
-	_, err := r.sys.Root.RequestFuture(actor.NewPID(addr, routerActorName), msg, timeout).Result()
-	return err
+	return r.link.request(actor.NewPID(addr, routerActorName), msg, timeout)
 }
 
 func (r *Router) entry(s *Session) cluster.ComponentEntry {
@@ -200,7 +191,7 @@ func (r *Router) ComponentsChanged(added, removed []cluster.ComponentEntry) {
 		if e.Node == r.nodeID {
 			continue
 		}
-		ref := &compRef{pid: actor.NewPID(e.Address, e.PID), key: e.Key(), full: e.Full}
+		ref := &compRef{target: target{pid: actor.NewPID(e.Address, e.PID)}, key: e.Key(), full: e.Full}
 		r.addComponentRef(e.Domain, ref)
 		r.log.Info("remote component session", "component", e.Domain, "node", e.Node)
 		if r.deleg == nil || e.Full != "" {

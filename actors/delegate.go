@@ -45,10 +45,10 @@ func (r *Router) componentOpts(domain string) ComponentOptions {
 // delegateIQ forwards an IQ get/set to the managing entity of its namespace, if the
 // namespace of its first child is delegated on this host (and every filtering attribute is
 // present). bareTarget is the user's bare JID for IQs to a bare JID, "" for the server.
-// It reports whether the IQ was taken care of.
-func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTarget string, env *xmpp.Envelope) bool {
+// It passes what is not delegated.
+func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTarget string, env *xmpp.Envelope) verdict {
 	if r.deleg == nil || !env.HasChild {
-		return false
+		return pass
 	}
 	tbl := r.deleg.Rules.Table(h.Domain)
 	ns := env.Child.Space
@@ -69,18 +69,17 @@ func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTar
 		rule, ok = tbl.Match(ns, func(a string) bool { _, has := env.ChildAttr(a); return has })
 	}
 	if !ok {
-		return false
+		return pass
 	}
 	// Never forward what the managing entity itself sends: that is how it uses the
 	// server's own handling of the namespace (XEP-0355 §5.1).
 	if sender.Bare == rule.JID {
-		return false
+		return pass
 	}
 	target, ok := r.pickComponent(rule.JID, sender.Bare)
 	if !ok {
 		r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeUnavailable)
-		r.bounce(sender, env, env.To, from, xmpp.ErrServiceUnavailable)
-		return true
+		return refuse(env.To, xmpp.ErrServiceUnavailable)
 	}
 	to := rule.JID
 	if target.full != "" {
@@ -102,7 +101,7 @@ func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTar
 	target.writeVia(r, out, func(b []byte) []byte {
 		return delegation.AppendWrap(b, dns, p.OuterID, h.Domain, to, env, from, env.To)
 	})
-	return true
+	return handled
 }
 
 func hasNode(env *xmpp.Envelope) bool {
@@ -331,7 +330,7 @@ func (r *Router) componentUp(s *Session) {
 		}
 		s.Send(delegation.Advertisement(dns, host, s.Bare, rules))
 		for _, rule := range rules {
-			r.discoNest(&compRef{local: s}, host, s.Bare, dns, rule.Namespace)
+			r.discoNest(&compRef{target: localTarget(s)}, host, s.Bare, dns, rule.Namespace)
 		}
 	}
 }
@@ -382,7 +381,7 @@ func (r *Router) RulesChanged(ch delegation.Change) {
 		}
 		for _, n := range newRules {
 			if !old[n.Namespace] {
-				r.discoNest(&compRef{local: sessions[0]}, ch.Host, entity, dns, n.Namespace)
+				r.discoNest(&compRef{target: localTarget(sessions[0])}, ch.Host, entity, dns, n.Namespace)
 			}
 		}
 		r.log.Info("delegations changed", "host", ch.Host, "entity", entity, "namespaces", len(newRules))

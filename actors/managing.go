@@ -33,7 +33,7 @@ func (r *Router) accountUp(s *Session) {
 	if !r.managesAnything(s.Bare) || !s.managing.CompareAndSwap(false, true) {
 		return
 	}
-	r.addComponentRef(s.Bare, &compRef{local: s, key: r.sessionKey(s), full: s.Full})
+	r.addComponentRef(s.Bare, &compRef{target: localTarget(s), key: r.sessionKey(s), full: s.Full})
 	if r.cluster != nil {
 		e := r.entry(s)
 		e.Full = s.Full

@@ -148,7 +148,7 @@ func (o *outbox) flush() {
 	for i := range o.queues {
 		q := &o.queues[i]
 		pid := q.pid // before take empties q
-		o.r.sys.Root.Send(pid, &pb.Deliver{Data: q.take()})
+		o.r.link.send(pid, &pb.Deliver{Data: q.take()})
 	}
 	o.queues = o.queues[:0]
 	clear(o.deliver)
@@ -157,27 +157,6 @@ func (o *outbox) flush() {
 		delete(o.answers, node)
 	}
 	o.nodes, o.bytes = o.nodes[:0], 0
-}
-
-// sendVia sends to a component session, through out when the session is on another node
-// and the caller is a reader with an outbox.
-func (c *compRef) sendVia(r *Router, out *outbox, b []byte) {
-	if c.local == nil && out != nil {
-		out.toSession(c.pid, b)
-		return
-	}
-	c.send(r, b)
-}
-
-// writeVia sends what write makes (appending to the slice it is given) to a component
-// session: into the outbox's buffer for it when the session is on another node and the
-// caller is a reader with an outbox, else as a stanza of its own.
-func (c *compRef) writeVia(r *Router, out *outbox, write func([]byte) []byte) {
-	if c.local == nil && out != nil {
-		out.appendTo(c.pid, write)
-		return
-	}
-	c.send(r, write(nil))
 }
 
 // sendAnswers sends answers to a node as one message in the newest form it knows: packed

@@ -26,7 +26,7 @@ func (r *Router) privilegedPresence(s *Session, presence []byte) {
 // replayPresence sends a component that just connected the current presence of the
 // host's available users, from every node's owner tables.
 func (r *Router) replayPresence(host string, s *Session) {
-	r.ownerReplayPresence(host, s.Bare, replyTo{local: s})
+	r.ownerReplayPresence(host, s.Bare, localTarget(s))
 	if r.cluster == nil {
 		return
 	}
@@ -39,7 +39,7 @@ func (r *Router) replayPresence(host string, s *Session) {
 
 // ownerReplayPresence sends the presence of every available resource of host's users
 // that this node owns to a component.
-func (r *Router) ownerReplayPresence(host, entity string, to replyTo) {
+func (r *Router) ownerReplayPresence(host, entity string, to target) {
 	suffix := "@" + host
 	var out [][]byte
 	for i := range r.owned {

@@ -98,24 +98,21 @@ func (r *Router) privilegedComponents() []string {
 // privilegedMessage handles <message to=HOST><privilege><forwarded><message from=USER/>:
 // a component with the message privilege sends a message on behalf of one of the host's
 // users (XEP-0356 §5). Anything else is forbidden.
-func (r *Router) privilegedMessage(h *Host, sender *Session, from string, env *xmpp.Envelope) {
-	forbid := func() { r.bounce(sender, env, h.Domain, from, xmpp.ErrForbidden) }
+func (r *Router) privilegedMessage(h *Host, sender *Session, from string, env *xmpp.Envelope) verdict {
 	if sender.Kind != KindComponent || !r.privileges(h.Domain, sender.Bare).MessageOutgoing() {
-		forbid()
-		return
+		return refuse(h.Domain, xmpp.ErrForbidden)
 	}
 	inner, err := delegation.UnwrapForwarded(env, xml.Name{Space: NSPrivilege, Local: "privilege"}, "message", false)
 	if err != nil {
-		r.bounce(sender, env, h.Domain, from, xmpp.ErrBadRequest)
-		return
+		return refuse(h.Domain, xmpp.ErrBadRequest)
 	}
 	j, err := jid.Parse(inner.From)
 	if err != nil || j.Domainpart() != h.Domain || j.Localpart() == "" || j.Resourcepart() != "" ||
 		!r.accounts.Exists(h.Domain, j.Localpart()) {
-		forbid() // the inner from must be the bare JID of one of this host's users
-		return
+		return refuse(h.Domain, xmpp.ErrForbidden) // the inner from must be the bare JID of one of this host's users
 	}
 	r.Route(sender, j.String(), inner)
+	return handled
 }
 
 // --- XEP-0356 §6: IQs on behalf of a user ----------------------------------------------
@@ -127,42 +124,34 @@ var errRemoteServerTimeout = &xmpp.StanzaError{Type: xmpp.ErrWait, Condition: "r
 // back to the component wrapped in <privilege><forwarded/>. bare is "" when the outer IQ
 // was not addressed to a user's bare JID. Every rule of XEP-0356 §6.3 is checked, and a
 // violation is forbidden.
-func (r *Router) privilegedIQ(h *Host, sender *Session, from, bare string, env *xmpp.Envelope) {
+func (r *Router) privilegedIQ(h *Host, sender *Session, from, bare string, env *xmpp.Envelope) verdict {
 	to := env.To
-	forbid := func() { r.bounce(sender, env, to, from, xmpp.ErrForbidden) }
+	forbid := refuse(to, xmpp.ErrForbidden)
 	if sender.Kind != KindComponent || env.ID == "" {
-		forbid()
-		return
+		return forbid
 	}
 	local, _, _ := cutAt(bare)
 	if bare == "" || local == "" || !r.accounts.Exists(h.Domain, local) {
-		forbid() // not addressed to the bare JID of a managed entity
-		return
+		return forbid // not addressed to the bare JID of a managed entity
 	}
 	inner, err := delegation.UnwrapChild(env, xml.Name{Space: NSPrivilege, Local: "privileged_iq"}, "iq")
 	switch {
 	case errors.Is(err, delegation.ErrNotClient):
-		forbid()
-		return
+		return forbid
 	case err != nil:
-		r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
-		return
+		return refuse(to, xmpp.ErrBadRequest)
 	}
 	if inner.Type != env.Type {
-		forbid()
-		return
+		return forbid
 	}
 	if !inner.HasChild || inner.ID == "" {
-		r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
-		return
+		return refuse(to, xmpp.ErrBadRequest)
 	}
 	if !r.privileges(h.Domain, sender.Bare).IQAllows(inner.Child.Space, inner.Type) {
-		forbid()
-		return
+		return forbid
 	}
 	if inner.From != "" && inner.From != bare {
-		forbid()
-		return
+		return forbid
 	}
 	id := r.privTracker.NewID()
 	r.privTracker.Add(&delegation.Pending[*Session]{Request: delegation.Request{
@@ -178,10 +167,10 @@ func (r *Router) privilegedIQ(h *Host, sender *Session, from, bare string, env *
 	out, err := xmpp.ParseStanza(rebuildIQ(inner, id, bare, inner.To))
 	if err != nil {
 		r.privTracker.Take(id)
-		r.bounce(sender, env, to, from, xmpp.ErrBadRequest)
-		return
+		return refuse(to, xmpp.ErrBadRequest)
 	}
 	r.Route(proxy, bare, out)
+	return handled
 }
 
 // rebuildIQ is the IQ with a new id, from and to, in the client namespace (xml:lang kept).

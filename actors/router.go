@@ -43,6 +43,7 @@ type HostInfo struct {
 // sharded by bare JID so that no lock is shared by all sessions.
 type Router struct {
 	sys      *actor.ActorSystem
+	link     link // to actors on other nodes
 	log      *slog.Logger
 	settings atomic.Pointer[settings] // what a config reload may change
 	accounts Accounts
@@ -184,6 +185,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func NewRouter(c Config) *Router {
 	r := &Router{
 		sys:      c.System,
+		link:     actorLink{c.System},
 		log:      c.Log,
 		accounts: c.Accounts,
 		version:  c.Version,
@@ -290,7 +292,7 @@ func (r *Router) stopSession(s *Session) {
 }
 
 func (r *Router) addComponent(s *Session) {
-	r.addComponentRef(s.Bare, &compRef{local: s, key: r.nodeID + "/" + s.pid.Id})
+	r.addComponentRef(s.Bare, &compRef{target: localTarget(s), key: r.sessionKey(s)})
 }
 
 // componentMap is the current map of components (nil: none yet). Do not write it.
@@ -360,125 +362,6 @@ func (r *Router) isComponentDomain(domain string) bool {
 		}
 	}
 	return false
-}
-
-// bounce answers a stanza with a stanza error sent back to its sender.
-func (r *Router) bounce(sender *Session, env *xmpp.Envelope, from, to string, e *xmpp.StanzaError) {
-	r.metrics.RoutingErrors.WithLabelValues(e.Condition).Inc()
-	sender.Send(xmpp.ErrorReply(env, from, to, e))
-}
-
-// Route decides where one stanza goes. from is the sender's address as the server vouches
-// for it (stamped for clients, checked for components).
-func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
-	r.route(nil, sender, from, env)
-}
-
-// route is Route for a stanza a connection's reader read: what goes to other nodes is
-// gathered in out (nil: sent at once).
-func (r *Router) route(out *outbox, sender *Session, from string, env *xmpp.Envelope) {
-	toStr := env.To
-	if toStr == "" {
-		if sender.Kind == KindC2S {
-			switch env.Kind {
-			case xmpp.KindPresence:
-				r.broadcastPresence(sender, env)
-				return
-			case xmpp.KindIQ:
-				// No 'to': handled by the server on behalf of the account (RFC 6120 §10.3.3),
-				// unless its namespace is delegated.
-				h := r.hosts[sender.Host]
-				if isRequest(env) && r.delegateIQ(out, h, sender, from, "", env) {
-					return
-				}
-				h.serveIQ(sender, from, sender.Bare, env)
-				return
-			default:
-				toStr = sender.Bare
-			}
-		} else {
-			r.bounce(sender, env, "", from, xmpp.ErrBadRequest)
-			return
-		}
-	}
-	if env.Kind == xmpp.KindPresence && sender.Kind == KindC2S && r.rosters != nil && roster.IsSubscription(env.Type) {
-		r.outboundSubscription(sender, env)
-		return
-	}
-	to, err := r.jids.parse(toStr)
-	if err != nil {
-		r.bounce(sender, env, "", from, xmpp.ErrJIDMalformed)
-		return
-	}
-	domain := to.Domainpart()
-	if h := r.hosts[domain]; h != nil {
-		if to.Localpart() == "" {
-			if to.Resourcepart() != "" {
-				r.bounce(sender, env, toStr, from, xmpp.ErrServiceUnavailable)
-				return
-			}
-			if env.Kind == xmpp.KindIQ {
-				if !isRequest(env) && r.managingReply(out, h, from, env) {
-					return
-				}
-				if isRequest(env) && r.delegateIQ(out, h, sender, from, "", env) {
-					return
-				}
-			}
-			if isPrivilegedIQ(env) {
-				r.privilegedIQ(h, sender, from, "", env)
-				return
-			}
-			if env.Kind == xmpp.KindMessage && env.HasChild && env.Child.Space == NSPrivilege && env.Child.Local == "privilege" {
-				r.privilegedMessage(h, sender, from, env)
-				return
-			}
-			h.toServer(sender, from, env)
-			return
-		}
-		if env.Kind == xmpp.KindIQ && to.Resourcepart() == "" {
-			if isPrivilegedIQ(env) {
-				r.privilegedIQ(h, sender, from, to.Bare().String(), env)
-				return
-			}
-			if isPrivilegedReply(env) {
-				r.routePrivilegedReply(from, env)
-				return
-			}
-		}
-		if env.Kind == xmpp.KindIQ && to.Resourcepart() == "" && isRequest(env) &&
-			r.accounts.Exists(domain, to.Localpart()) && r.delegateIQ(out, h, sender, from, to.Bare().String(), env) {
-			return
-		}
-		r.toUser(h, sender, from, to.Bare().String(), to.Resourcepart(), toStr, env)
-		return
-	}
-	if c, ok := r.pickComponent(domain, bareOf(from)); ok {
-		c.sendVia(r, out, r.stamp(env, from, toStr))
-		return
-	}
-	if r.isComponentDomain(domain) {
-		// A configured component that is not connected.
-		r.bounce(sender, env, toStr, from, xmpp.ErrServiceUnavailable)
-		return
-	}
-	if env.Kind == xmpp.KindPresence {
-		return
-	}
-	r.bounce(sender, env, toStr, from, xmpp.ErrRemoteServerNotFound)
-}
-
-func isRequest(env *xmpp.Envelope) bool { return env.Type == "get" || env.Type == "set" }
-
-func isPrivilegedIQ(env *xmpp.Envelope) bool {
-	return env.Kind == xmpp.KindIQ && env.HasChild && env.Child.Space == NSPrivilege && env.Child.Local == "privileged_iq"
-}
-
-func bareOf(j string) string {
-	if i := strings.IndexByte(j, '/'); i >= 0 {
-		return j[:i]
-	}
-	return j
 }
 
 // stamp returns the stanza bytes with the vouched-for from (raw bytes when unchanged).

@@ -230,7 +230,7 @@ func (r *Router) deliverTo(to string, data []byte) {
 	if err != nil {
 		return
 	}
-	r.ownerStanza(bare, res, env.From, data, env, replyTo{})
+	r.ownerStanza(bare, res, env.From, data, env, target{})
 }
 
 // broadcastToContacts sends a resource's presence to the contacts that are subscribed to

@@ -22,41 +22,13 @@ import (
 
 // resEntry is one resource in an owner table.
 type resEntry struct {
-	local     *Session   // set when the session is on this node
-	pid       *actor.PID // the session actor, anywhere
+	target    // local is set when the session is on this node; pid always
 	node      string
 	available bool
 	priority  int32
 	presence  []byte // last broadcast presence, from = the resource's full JID
 	// interested: the session asked for its roster, so roster pushes go to it
 	interested bool
-}
-
-func (e *resEntry) send(r *Router, b []byte) {
-	if b == nil {
-		return
-	}
-	if e.local != nil {
-		e.local.Send(b)
-		return
-	}
-	r.sys.Root.Send(e.pid, &pb.Deliver{Data: b})
-}
-
-// replyTo is whoever should get an error back: a local session or a remote actor.
-type replyTo struct {
-	local *Session
-	pid   *actor.PID
-}
-
-func (t replyTo) send(r *Router, b []byte) {
-	switch {
-	case b == nil:
-	case t.local != nil:
-		t.local.Send(b)
-	case t.pid != nil:
-		r.sys.Root.Send(t.pid, &pb.Deliver{Data: b})
-	}
 }
 
 type ownerShard struct {
@@ -231,15 +203,11 @@ func (r *Router) goOffline(s *Session) {
 }
 
 // toUser routes a stanza to a user of a served host: straight to a local session when
-// the full JID is here, else through the user's owner. IQs to the bare JID are the
-// server's, answered here on the user's behalf.
-func (r *Router) toUser(h *Host, sender *Session, from, bare, res, toStr string, env *xmpp.Envelope) {
+// the full JID is here, else through the user's owner (IQs to the bare JID never come
+// here: the server stage answers them).
+func (r *Router) toUser(sender *Session, from, bare, res, toStr string, env *xmpp.Envelope) {
 	if env.Kind == xmpp.KindPresence && sender.Kind == KindC2S {
 		r.trackDirected(sender, toStr, env)
-	}
-	if res == "" && env.Kind == xmpp.KindIQ {
-		h.serveIQ(sender, from, bare, env)
-		return
 	}
 	if res != "" {
 		if s := r.lookupFull(bare, res); s != nil {
@@ -249,7 +217,7 @@ func (r *Router) toUser(h *Host, sender *Session, from, bare, res, toStr string,
 	}
 	data := r.stamp(env, from, toStr)
 	if node, self := r.owner(bare); self {
-		r.ownerStanza(bare, res, from, data, env, replyTo{local: sender})
+		r.ownerStanza(bare, res, from, data, env, localTarget(sender))
 	} else {
 		r.sendToNode(node, &pb.UserStanza{Stanza: data, From: from, Sender: toRef(sender.pid), SenderBare: sender.Bare})
 	}
@@ -267,7 +235,7 @@ func (r *Router) trackDirected(sender *Session, to string, env *xmpp.Envelope) {
 // --- the owner side ---------------------------------------------------------------
 
 func (r *Router) ownerRegister(m *pb.UserRegister, local *Session) {
-	e := &resEntry{local: local, pid: fromRef(m.Session), node: m.Node, available: m.Available, priority: m.Priority,
+	e := &resEntry{target: target{local: local, pid: fromRef(m.Session)}, node: m.Node, available: m.Available, priority: m.Priority,
 		presence: m.Presence, interested: m.RosterInterested}
 	sh := r.ownerShard(m.Bare)
 	sh.mu.Lock()
@@ -288,22 +256,13 @@ func (r *Router) ownerRegister(m *pb.UserRegister, local *Session) {
 		sh.mu.Lock()
 		res[m.Resource] = old
 		sh.mu.Unlock()
-		r.closeEntry(e, "conflict", "replaced by a new session")
+		e.close(r, "conflict", "replaced by a new session")
 		return
 	}
 	if old.available {
 		r.unavailableTo(others, m.Bare, m.Bare+"/"+m.Resource)
 	}
-	r.closeEntry(old, "conflict", "replaced by a new session")
-}
-
-func (r *Router) closeEntry(e *resEntry, cond, text string) {
-	if e.local != nil {
-		e.local.replaced.Store(true)
-		e.local.Close(&xmpp.StreamError{Condition: cond, Text: text})
-		return
-	}
-	r.sys.Root.Send(e.pid, &pb.CloseStream{Condition: cond, Text: text})
+	old.close(r, "conflict", "replaced by a new session")
 }
 
 func samePID(a, b *actor.PID) bool {
@@ -391,7 +350,7 @@ func (r *Router) ownerPresence(m *pb.UserPresence) {
 
 // ownerStanza delivers a stanza for one of this node's users (RFC 6121 §8.5). data is
 // ready to write (from stamped, to as addressed); errors go back to the sender.
-func (r *Router) ownerStanza(bare, res, from string, data []byte, env *xmpp.Envelope, sender replyTo) {
+func (r *Router) ownerStanza(bare, res, from string, data []byte, env *xmpp.Envelope, sender target) {
 	sh := r.ownerShard(bare)
 	sh.mu.Lock()
 	entries := sh.users[bare]
@@ -482,14 +441,14 @@ func (r *Router) receiveUser(ctx actor.Context, msg any) bool {
 	case *pb.UserPresenceTo:
 		r.ownerPresenceTo(m.Bare, m.To, m.Unavailable)
 	case *pb.PresenceReplay:
-		r.ownerReplayPresence(m.Host, m.Entity, replyTo{pid: fromRef(m.Session)})
+		r.ownerReplayPresence(m.Host, m.Entity, target{pid: fromRef(m.Session)})
 	case *pb.UserStanza:
 		env, err := xmpp.ParseStanza(m.Stanza)
 		if err != nil {
 			return true
 		}
 		bare, res := splitFull(env.To)
-		r.ownerStanza(bare, res, m.From, m.Stanza, env, replyTo{pid: fromRef(m.Sender)})
+		r.ownerStanza(bare, res, m.From, m.Stanza, env, target{pid: fromRef(m.Sender)})
 	default:
 		return false
 	}

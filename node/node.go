@@ -1,21 +1,21 @@
 // Package node wires one Switchboard node together: etcd (embedded or external), the
 // account cache, the actor system and router, the listeners and the admin HTTP server.
 // Subsystems start in order in Start and stop in reverse order in Stop.
+// node.go holds the Node, New, Reload, Start, Stop and the config wiring helpers; listen.go
+// the C2S and component listeners and the SASL authenticator; tls.go the certificates;
+// remote.go protoactor remoting; admin.go the admin HTTP server and metrics; etcdmon.go
+// the etcd health monitor.
 package node
 
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,10 +23,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"mellium.im/sasl"
 
 	"github.com/switchboard-im/switchboard/accounts"
 	"github.com/switchboard-im/switchboard/actors"
@@ -36,7 +33,6 @@ import (
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/privileges"
 	"github.com/switchboard-im/switchboard/roster"
-	"github.com/switchboard-im/switchboard/xmpp"
 )
 
 // Version is set at build time (-ldflags "-X .../node.Version=...").
@@ -376,308 +372,10 @@ func (n *Node) Stop(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) listen(addr string, bound *string, serve func(net.Conn)) error {
-	if addr == "" {
-		return nil
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	n.listeners = append(n.listeners, l)
-	*bound = l.Addr().String()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				n.log.Warn("accept failed", "addr", addr, "err", err)
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			n.conns.Add(1)
-			go func() {
-				defer n.conns.Done()
-				defer func() {
-					if r := recover(); r != nil {
-						n.log.Error("connection handler panicked", "panic", r, "remote", c.RemoteAddr().String())
-						_ = c.Close()
-					}
-				}()
-				serve(c)
-			}()
-		}
-	}()
-	return nil
-}
-
-func (n *Node) serveC2S(raw net.Conn, direct bool) {
-	live := n.live.Load()
-	lim := live.Limits
-	var nc net.Conn = raw
-	if direct {
-		nc = tls.Server(raw, n.tls)
-	}
-	c := xmpp.NewConn(nc, lim.MaxStanzaBytes, direct)
-	c.Deadline(lim.NegotiationTimeout.D())
-	ctx, cancel := context.WithTimeout(context.Background(), lim.NegotiationTimeout.D())
-	defer cancel()
-	if direct {
-		if err := nc.(*tls.Conn).HandshakeContext(ctx); err != nil {
-			_ = raw.Close()
-			return
-		}
-	}
-	err := xmpp.NegotiateC2S(ctx, c, &xmpp.C2SOptions{
-		TLS:             n.tls,
-		RequireTLS:      live.TLS.Required,
-		IsHost:          n.router.IsHost,
-		DefaultHost:     n.cfg.Hosts[0].Domain,
-		Auth:            authenticator{n.accounts},
-		MaxAuthAttempts: lim.MaxAuthAttempts,
-		Log:             n.log,
-	})
-	if err != nil {
-		n.log.Debug("c2s negotiation failed", "remote", raw.RemoteAddr().String(), "err", err)
-		return
-	}
-	n.metrics.conns.WithLabelValues("c2s").Inc()
-	// The session's long life goes on in a fresh goroutine: this one's stack grew for
-	// the TLS handshake and SASL and would stay that size for as long as the session
-	// idles (most sessions mostly idle).
-	n.conns.Add(1)
-	go n.router.ServeC2S(c, func() {
-		n.metrics.conns.WithLabelValues("c2s").Dec()
-		n.conns.Done()
-	})
-}
-
-func (n *Node) serveComponent(raw net.Conn) {
-	live := n.live.Load()
-	lim := live.Limits
-	c := xmpp.NewConn(raw, lim.MaxStanzaBytes, false)
-	c.Deadline(lim.NegotiationTimeout.D())
-	err := xmpp.NegotiateComponent(c, &xmpp.ComponentOptions{Secret: func(domain string) (string, bool) {
-		if cc := live.Component(domain); cc != nil {
-			return cc.Secret, true
-		}
-		return "", false
-	}})
-	if err != nil {
-		n.log.Info("component handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
-		return
-	}
-	c.Deadline(0)
-	n.metrics.conns.WithLabelValues("component").Inc()
-	defer n.metrics.conns.WithLabelValues("component").Dec()
-	n.router.ServeComponent(c)
-}
-
-// startRemote starts protoactor remoting on cluster.remote (announcing
-// cluster.remote_advertise if set).
-func (n *Node) startRemote() (err error) {
-	host, portS, err := net.SplitHostPort(n.cfg.Cluster.Remote)
-	if err != nil {
-		return fmt.Errorf("cluster.remote: %w", err)
-	}
-	port, err := strconv.Atoi(portS)
-	if err != nil {
-		return fmt.Errorf("cluster.remote: %w", err)
-	}
-	if port == 0 {
-		// remote announces the address it listens on; pick the port now so that the
-		// announced one is real.
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return fmt.Errorf("cluster.remote: %w", err)
-		}
-		port = l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-	}
-	opts := []remote.ConfigOption{
-		remote.WithDialOptions(cluster.RemoteDialOptions()...),
-		remote.WithCallOptions(cluster.RemoteCallOptions()...),
-		remote.WithServerOptions(cluster.RemoteServerOptions()...),
-	}
-	if a := n.cfg.Cluster.RemoteAdvertise; a != "" {
-		opts = append(opts, remote.WithAdvertisedHost(a))
-	}
-	r := remote.NewRemote(n.sys, remote.Configure(host, port, opts...))
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("cluster.remote %s: %v", n.cfg.Cluster.Remote, p)
-		}
-	}()
-	r.Start()
-	n.remote = r
-	n.Addrs.Remote = n.sys.Address()
-	return nil
-}
-
-// announcedAdmin is the admin address other nodes and `switchboard members` should use:
-// the bound one, or, when bound to all interfaces, the advertised host with its port.
-func (n *Node) announcedAdmin() string {
-	host, port, err := net.SplitHostPort(n.Addrs.Admin)
-	if err != nil {
-		return n.Addrs.Admin
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
-		return n.Addrs.Admin
-	}
-	for _, a := range []string{n.cfg.Cluster.Advertise, n.cfg.Cluster.RemoteAdvertise} {
-		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
-			return net.JoinHostPort(h, port)
-		}
-	}
-	if h, _, err := net.SplitHostPort(n.cfg.Cluster.Bind); err == nil && h != "" && !net.ParseIP(h).IsUnspecified() {
-		return net.JoinHostPort(h, port)
-	}
-	return n.Addrs.Admin
-}
-
-// MemberInfo is a member as the admin API shows it.
-type MemberInfo struct {
-	cluster.Member
-	Sessions   int `json:"sessions"`
-	Components int `json:"components"`
-}
-
-// LocalInfo is what one node says about itself (GET /local).
-type LocalInfo struct {
-	Node       string `json:"node"`
-	Sessions   int    `json:"sessions"`
-	Components int    `json:"components"`
-}
-
-func (n *Node) serveLocal(w http.ResponseWriter, r *http.Request) {
-	info := LocalInfo{Node: n.cfg.Node.ID}
-	if rt := n.router; rt != nil {
-		info.Sessions, info.Components = rt.Counts()
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(info)
-}
-
-// serveMembers lists the cluster as this node sees it (GET /cluster/members).
-func (n *Node) serveMembers(w http.ResponseWriter, r *http.Request) {
-	var members []cluster.Member
-	if n.cluster != nil {
-		members = n.cluster.Members()
-	} else {
-		members = []cluster.Member{{ID: n.cfg.Node.ID, Admin: n.Addrs.Admin, State: "standalone"}}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(members)
-}
-
-// monitorEtcd checks etcd every 2 s and logs when it becomes unreachable and when it is
-// back. While it is away the node keeps serving from its last rules and accounts; the
-// watches catch up by themselves when it returns.
-func (n *Node) monitorEtcd(ctx context.Context) {
-	defer close(n.monitorDone)
-	n.etcdUp.Store(true)
-	var since time.Time
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-		_, err := n.etcd.Get(cctx, n.cfg.Etcd.Prefix+"/health", clientv3.WithCountOnly())
-		cancel()
-		switch {
-		case err != nil && n.etcdUp.Swap(false):
-			since = time.Now()
-			n.log.Warn("etcd unreachable: serving with the last known rules and accounts", "err", err)
-		case err == nil && !n.etcdUp.Swap(true):
-			n.log.Info("etcd reachable again", "after", time.Since(since).Round(time.Millisecond))
-		}
-	}
-}
-
 func staticRules(h config.HostConfig) map[string]delegation.Rule {
 	out := make(map[string]delegation.Rule, len(h.Delegations))
 	for ns, r := range h.Delegations {
 		out[ns] = delegation.Rule{Namespace: ns, JID: r.JID, Filtering: r.Filtering, Source: delegation.SourceConfig}
 	}
 	return out
-}
-
-// authenticator adapts the account cache to the SASL layer.
-type authenticator struct{ c *accounts.Cache }
-
-func (a authenticator) Fetcher(host string) sasl.SaltedCredentialsFetcher { return a.c.Fetcher(host) }
-func (a authenticator) VerifyPlain(host, local, password string) bool {
-	acc, ok := a.c.Lookup(host, local)
-	return ok && acc.VerifyPassword(password)
-}
-
-type metrics struct {
-	reg   *prometheus.Registry
-	conns *prometheus.GaugeVec
-}
-
-func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
-	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "switchboard_connections", Help: "Open authenticated connections by kind.",
-	}, []string{"kind"})
-	m.reg.MustRegister(m.conns, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
-}
-
-func (n *Node) startAdmin() error {
-	if n.cfg.Listen.Admin == "" {
-		return nil
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !n.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		if n.cluster != nil && !n.cluster.Joined() {
-			http.Error(w, "not joined to the cluster yet", http.StatusServiceUnavailable)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if _, err := n.etcd.Get(ctx, n.cfg.Etcd.Prefix+"/health", clientv3.WithCountOnly()); err != nil {
-			http.Error(w, "etcd unreachable: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/cluster/members", n.serveMembers)
-	mux.HandleFunc("/local", n.serveLocal)
-	// CPU/heap profiles under load (see BENCHMARKS.md); the admin listener is loopback by default.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	l, err := net.Listen("tcp", n.cfg.Listen.Admin)
-	if err != nil {
-		return fmt.Errorf("listen admin %s: %w", n.cfg.Listen.Admin, err)
-	}
-	n.Addrs.Admin = l.Addr().String()
-	n.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = n.admin.Serve(l) }()
-	return nil
-}
-
-// Sessions is how many client sessions this node holds.
-func (n *Node) Sessions() int {
-	if n.router == nil {
-		return 0
-	}
-	c, _ := n.router.Counts()
-	return c
 }

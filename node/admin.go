@@ -1,0 +1,139 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/switchboard-im/switchboard/cluster"
+)
+
+// announcedAdmin is the admin address other nodes and `switchboard members` should use:
+// the bound one, or, when bound to all interfaces, the advertised host with its port.
+func (n *Node) announcedAdmin() string {
+	host, port, err := net.SplitHostPort(n.Addrs.Admin)
+	if err != nil {
+		return n.Addrs.Admin
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return n.Addrs.Admin
+	}
+	for _, a := range []string{n.cfg.Cluster.Advertise, n.cfg.Cluster.RemoteAdvertise} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
+			return net.JoinHostPort(h, port)
+		}
+	}
+	if h, _, err := net.SplitHostPort(n.cfg.Cluster.Bind); err == nil && h != "" && !net.ParseIP(h).IsUnspecified() {
+		return net.JoinHostPort(h, port)
+	}
+	return n.Addrs.Admin
+}
+
+// MemberInfo is a member as the admin API shows it.
+type MemberInfo struct {
+	cluster.Member
+	Sessions   int `json:"sessions"`
+	Components int `json:"components"`
+}
+
+// LocalInfo is what one node says about itself (GET /local).
+type LocalInfo struct {
+	Node       string `json:"node"`
+	Sessions   int    `json:"sessions"`
+	Components int    `json:"components"`
+}
+
+func (n *Node) serveLocal(w http.ResponseWriter, r *http.Request) {
+	info := LocalInfo{Node: n.cfg.Node.ID}
+	if rt := n.router; rt != nil {
+		info.Sessions, info.Components = rt.Counts()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(info)
+}
+
+// serveMembers lists the cluster as this node sees it (GET /cluster/members).
+func (n *Node) serveMembers(w http.ResponseWriter, r *http.Request) {
+	var members []cluster.Member
+	if n.cluster != nil {
+		members = n.cluster.Members()
+	} else {
+		members = []cluster.Member{{ID: n.cfg.Node.ID, Admin: n.Addrs.Admin, State: "standalone"}}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(members)
+}
+
+type metrics struct {
+	reg   *prometheus.Registry
+	conns *prometheus.GaugeVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "switchboard_connections", Help: "Open authenticated connections by kind.",
+	}, []string{"kind"})
+	m.reg.MustRegister(m.conns, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (n *Node) startAdmin() error {
+	if n.cfg.Listen.Admin == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !n.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if n.cluster != nil && !n.cluster.Joined() {
+			http.Error(w, "not joined to the cluster yet", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := n.etcd.Get(ctx, n.cfg.Etcd.Prefix+"/health", clientv3.WithCountOnly()); err != nil {
+			http.Error(w, "etcd unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/cluster/members", n.serveMembers)
+	mux.HandleFunc("/local", n.serveLocal)
+	// CPU/heap profiles under load (see BENCHMARKS.md); the admin listener is loopback by default.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	l, err := net.Listen("tcp", n.cfg.Listen.Admin)
+	if err != nil {
+		return fmt.Errorf("listen admin %s: %w", n.cfg.Listen.Admin, err)
+	}
+	n.Addrs.Admin = l.Addr().String()
+	n.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = n.admin.Serve(l) }()
+	return nil
+}
+
+// Sessions is how many client sessions this node holds.
+func (n *Node) Sessions() int {
+	if n.router == nil {
+		return 0
+	}
+	c, _ := n.router.Counts()
+	return c
+}

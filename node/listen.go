@@ -1,0 +1,123 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"mellium.im/sasl"
+
+	"github.com/switchboard-im/switchboard/accounts"
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+func (n *Node) listen(addr string, bound *string, serve func(net.Conn)) error {
+	if addr == "" {
+		return nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	n.listeners = append(n.listeners, l)
+	*bound = l.Addr().String()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				n.log.Warn("accept failed", "addr", addr, "err", err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			n.conns.Add(1)
+			go func() {
+				defer n.conns.Done()
+				defer func() {
+					if r := recover(); r != nil {
+						n.log.Error("connection handler panicked", "panic", r, "remote", c.RemoteAddr().String())
+						_ = c.Close()
+					}
+				}()
+				serve(c)
+			}()
+		}
+	}()
+	return nil
+}
+
+func (n *Node) serveC2S(raw net.Conn, direct bool) {
+	live := n.live.Load()
+	lim := live.Limits
+	var nc net.Conn = raw
+	if direct {
+		nc = tls.Server(raw, n.tls)
+	}
+	c := xmpp.NewConn(nc, lim.MaxStanzaBytes, direct)
+	c.Deadline(lim.NegotiationTimeout.D())
+	ctx, cancel := context.WithTimeout(context.Background(), lim.NegotiationTimeout.D())
+	defer cancel()
+	if direct {
+		if err := nc.(*tls.Conn).HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			return
+		}
+	}
+	err := xmpp.NegotiateC2S(ctx, c, &xmpp.C2SOptions{
+		TLS:             n.tls,
+		RequireTLS:      live.TLS.Required,
+		IsHost:          n.router.IsHost,
+		DefaultHost:     n.cfg.Hosts[0].Domain,
+		Auth:            authenticator{n.accounts},
+		MaxAuthAttempts: lim.MaxAuthAttempts,
+		Log:             n.log,
+	})
+	if err != nil {
+		n.log.Debug("c2s negotiation failed", "remote", raw.RemoteAddr().String(), "err", err)
+		return
+	}
+	n.metrics.conns.WithLabelValues("c2s").Inc()
+	// The session's long life goes on in a fresh goroutine: this one's stack grew for
+	// the TLS handshake and SASL and would stay that size for as long as the session
+	// idles (most sessions mostly idle).
+	n.conns.Add(1)
+	go n.router.ServeC2S(c, func() {
+		n.metrics.conns.WithLabelValues("c2s").Dec()
+		n.conns.Done()
+	})
+}
+
+func (n *Node) serveComponent(raw net.Conn) {
+	live := n.live.Load()
+	lim := live.Limits
+	c := xmpp.NewConn(raw, lim.MaxStanzaBytes, false)
+	c.Deadline(lim.NegotiationTimeout.D())
+	err := xmpp.NegotiateComponent(c, &xmpp.ComponentOptions{Secret: func(domain string) (string, bool) {
+		if cc := live.Component(domain); cc != nil {
+			return cc.Secret, true
+		}
+		return "", false
+	}})
+	if err != nil {
+		n.log.Info("component handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+		return
+	}
+	c.Deadline(0)
+	n.metrics.conns.WithLabelValues("component").Inc()
+	defer n.metrics.conns.WithLabelValues("component").Dec()
+	n.router.ServeComponent(c)
+}
+
+// authenticator adapts the account cache to the SASL layer.
+type authenticator struct{ c *accounts.Cache }
+
+func (a authenticator) Fetcher(host string) sasl.SaltedCredentialsFetcher { return a.c.Fetcher(host) }
+func (a authenticator) VerifyPlain(host, local, password string) bool {
+	acc, ok := a.c.Lookup(host, local)
+	return ok && acc.VerifyPassword(password)
+}
