@@ -29,7 +29,7 @@ func startCache(t *testing.T, s *Store) *Cache {
 	if err := c.Start(etcdtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Stop)
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
 	return c
 }
 
@@ -425,5 +425,5 @@ func TestCacheStartFailsWithoutEtcd(t *testing.T) {
 	if err := c.Start(ctx); err == nil {
 		t.Fatal("Start without etcd succeeded")
 	}
-	c.Stop() // harmless when not started
+	_ = c.Stop(context.Background()) // harmless when not started
 }

@@ -11,9 +11,10 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/switchboard-im/switchboard/internal/etcdx"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"mellium.im/sasl"
+
+	"github.com/switchboard-im/switchboard/internal/etcdx"
 )
 
 type userKey struct{ host, local string }
@@ -40,9 +41,7 @@ type Cache struct {
 	mu       sync.RWMutex
 	accounts map[userKey]*Account
 
-	lifeMu sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	loop etcdx.Loop // the watch, between Start and Stop
 }
 
 // NewCache returns a Cache over store; call Start to fill it.
@@ -67,33 +66,18 @@ func NewCache(store *Store, log *slog.Logger) *Cache {
 // Start loads all accounts (one Get; its error is returned) and then follows changes in
 // the background until Stop. ctx bounds the initial load only.
 func (c *Cache) Start(ctx context.Context) error {
-	c.lifeMu.Lock()
-	defer c.lifeMu.Unlock()
-	if c.cancel != nil {
+	if c.loop.Running() {
 		return errors.New("accounts: cache already started")
 	}
 	rev, err := c.load(ctx)
 	if err != nil {
 		return err
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	c.done = make(chan struct{})
-	go c.run(runCtx, rev)
-	return nil
+	return c.loop.Go(ctx, func(ctx context.Context) { c.run(ctx, rev) })
 }
 
 // Stop ends the watch and waits for it. The cache keeps answering from what it has.
-func (c *Cache) Stop() {
-	c.lifeMu.Lock()
-	defer c.lifeMu.Unlock()
-	if c.cancel == nil {
-		return
-	}
-	c.cancel()
-	<-c.done
-	c.cancel = nil
-}
+func (c *Cache) Stop(ctx context.Context) error { return c.loop.Stop(ctx) }
 
 // Lookup returns the account, if known. host and localpart are normalized if they are
 // not found as given. The returned Account is shared: do not modify it.
@@ -195,7 +179,6 @@ func (c *Cache) load(ctx context.Context) (int64, error) {
 }
 
 func (c *Cache) run(ctx context.Context, rev int64) {
-	defer close(c.done)
 	etcdx.WatchPrefix(ctx, c.store.cli, c.store.prefix, rev, "account", c.log, c.apply, c.load)
 }
 

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,9 +12,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -98,6 +97,9 @@ func newBenchEnv(b *testing.B) *benchEnv {
 			Timeout: time.Hour,
 		},
 	})
+	if err := r.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 	e := &benchEnv{r: r, sys: sys}
 	b.Cleanup(func() {
 		for _, c := range e.conns {
@@ -202,7 +204,7 @@ func BenchmarkRouteDelegatedReply(b *testing.B) {
 	e := newBenchEnv(b)
 	alice := e.client("alice", "r1")
 	comp := e.component(benchDomain)
-	key := e.r.componentMap()[benchDomain].refs[0].key
+	key := e.r.sessionKey(comp)
 	const batch = 1024
 	envs := make([]*xmpp.Envelope, batch)
 	ids := make([]string, batch)
@@ -272,53 +274,4 @@ func BenchmarkSessionWriteParallel(b *testing.B) {
 		}
 	})
 	drain(b, comp)
-}
-
-// What the clients' node does with a burst of 20 answers from the component's node, as
-// the wire brings it: unmarshal a DelegationAnswers (proto version 1) and read each
-// answer's fields, or unmarshal a PackedAnswers (2) and unpack it.
-func BenchmarkAnswersDecode(b *testing.B) {
-	var answers []*pb.DelegationAnswer
-	for i := range 20 {
-		answers = append(answers, &pb.DelegationAnswer{OuterId: fmt.Sprintf("sbd:n1:%016x", i), Host: "localhost",
-			From: "bench.localhost", OuterType: "result", InnerType: "result", InnerId: fmt.Sprintf("q%d.%d", i%10, i),
-			InnerTo: fmt.Sprintf("bench%d@localhost/r%d", i%10, i%10), Inner: []byte(fmt.Sprintf("<iq type='result' id='q%d.%d'/>", i%10, i))})
-	}
-	v1, err := proto.Marshal(&pb.DelegationAnswers{Answers: answers})
-	if err != nil {
-		b.Fatal(err)
-	}
-	v2, err := proto.Marshal(&pb.PackedAnswers{Data: packAnswers(nil, answers)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Run("DelegationAnswers", func(b *testing.B) {
-		b.SetBytes(int64(len(v1)))
-		b.ReportAllocs()
-		for b.Loop() {
-			var m pb.DelegationAnswers
-			if err := proto.Unmarshal(v1, &m); err != nil {
-				b.Fatal(err)
-			}
-			for _, a := range m.Answers {
-				if viewOf(a).outerID == "" {
-					b.Fatal("empty")
-				}
-			}
-		}
-	})
-	b.Run("PackedAnswers", func(b *testing.B) {
-		b.SetBytes(int64(len(v2)))
-		b.ReportAllocs()
-		for b.Loop() {
-			var m pb.PackedAnswers
-			if err := proto.Unmarshal(v2, &m); err != nil {
-				b.Fatal(err)
-			}
-			views, err := unpackAnswers(m.Data)
-			if err != nil || len(views) != 20 {
-				b.Fatal(err)
-			}
-		}
-	})
 }

@@ -1,155 +1,78 @@
 package actors
 
 import (
-	"fmt"
-	"runtime"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/directory"
+	"github.com/switchboard-im/switchboard/nodelink"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
-// Cluster is what the router needs from the membership layer.
+// Cluster is what the router needs from the membership layer (nil: a standalone node).
 type Cluster interface {
 	AddComponent(cluster.ComponentEntry)
 	RemoveComponent(cluster.ComponentEntry)
-	Remote(node string) (string, bool)
-	Proto(node string) int // the cross-node message version it understands (cluster.ProtoVersion)
 	Owner(key string) cluster.Member
 	Members() []cluster.Member
 }
 
-// routerActorName is the well-known name of every node's router actor, so that any node
-// can address any other's (actor.NewPID(remoteAddress, routerActorName)).
-const routerActorName = "router"
-
-// compRef is one connection of a component (or of a managing account's resource), here
-// or on another node. key (node/actor id) identifies it cluster-wide.
-type compRef struct {
-	target
-	key  string
-	full string // for an account's resource: its full JID (IQs are addressed to it)
+// Link is what the router needs of the node link (nodelink.Link): what crosses nodes
+// goes through it. Routing tests put a recorder in its place.
+type Link interface {
+	ToNode(node string, msg proto.Message)
+	Request(node string, msg proto.Message, timeout time.Duration) error
+	Send(pid *actor.PID, msg proto.Message)
+	Deliver(pid *actor.PID, b []byte) // stanza bytes for a session actor (directory.Remote)
+	SendAnswers(node string, answers []*pb.DelegationAnswer)
 }
 
-// SetCluster gives the router the membership layer (after AttachCluster: the cluster
-// needs the router as its listener, the router needs the cluster).
-func (r *Router) SetCluster(c Cluster) { r.cluster = c }
+// Inbound is the router's nodelink.Handler: what other nodes send this node.
+func (r *Router) Inbound() nodelink.Handler { return inbound{r} }
 
-// AttachCluster spawns the router actor that other nodes send to. Call it once, before
-// any connection is served.
-func (r *Router) AttachCluster(c Cluster) error {
-	if c != nil {
-		r.cluster = c
-	}
-	pid, err := r.sys.Root.SpawnNamed(actor.PropsFromFunc(r.receive, r.onWorkers()), routerActorName)
+type inbound struct{ r *Router }
+
+func (in inbound) UserRegister(m *pb.UserRegister)     { in.r.ownerRegister(m, nil) }
+func (in inbound) UserUnregister(m *pb.UserUnregister) { in.r.ownerUnregister(m) }
+func (in inbound) UserPresence(m *pb.UserPresence)     { in.r.ownerPresence(m) }
+func (in inbound) UserPush(m *pb.UserPush)             { in.r.ownerPush(m.Bare, m.Stanza) }
+func (in inbound) UserPresenceTo(m *pb.UserPresenceTo) {
+	in.r.ownerPresenceTo(m.Bare, m.To, m.Unavailable)
+}
+
+func (in inbound) PresenceReplay(m *pb.PresenceReplay) {
+	in.r.ownerReplayPresence(m.Host, m.Entity, directory.At[*Session](fromRef(m.Session)))
+}
+
+func (in inbound) UserStanza(m *pb.UserStanza) {
+	env, err := xmpp.ParseStanza(m.Stanza)
 	if err != nil {
-		return err
-	}
-	r.self = pid
-	for range max(2, runtime.GOMAXPROCS(0)) {
-		r.replyWorkers = append(r.replyWorkers, r.sys.Root.Spawn(actor.PropsFromFunc(r.receiveReply, r.onWorkers())))
-	}
-	return nil
-}
-
-// receive handles what other nodes send to this node's router actor. Answers to IQs
-// this node forwarded (delegated or privileged) need parsing and checking: they are spread
-// over reply workers so that one actor's mailbox is not the ceiling of cross-node
-// delegation. Delegation answers go to the worker of their requester, so that the answers
-// one requester gets keep the order the managing entity sent them in. User-directory
-// messages stay here, in order.
-func (r *Router) receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *pb.PackedAnswers:
-		answers, err := unpackAnswers(m.Data)
-		if err != nil {
-			r.log.Warn("answers from another node dropped", "err", err)
-			return
-		}
-		r.toReplyWorkers(answers)
-	case *pb.DelegationAnswer:
-		r.toReplyWorkers([]answerView{viewOf(m)})
-	case *pb.DelegationAnswers:
-		answers := make([]answerView, len(m.Answers))
-		for i, a := range m.Answers {
-			answers[i] = viewOf(a)
-		}
-		r.toReplyWorkers(answers)
-	case *pb.DelegationReply, *pb.PrivilegedReply:
-		n := r.replyNext.Add(1)
-		r.sys.Root.Send(r.replyWorkers[n%uint64(len(r.replyWorkers))], m)
-	default:
-		r.receiveUser(ctx, m)
-	}
-}
-
-// toReplyWorkers gives each answer to the reply worker of its requester.
-func (r *Router) toReplyWorkers(answers []answerView) {
-	n := len(r.replyWorkers)
-	parts := make([]answerBatch, n)
-	for j := range answers {
-		i := hashString(r.seed, answers[j].InnerTo) % uint64(n)
-		if parts[i] == nil {
-			parts[i] = make(answerBatch, 0, len(answers)/n+1)
-		}
-		parts[i] = append(parts[i], &answers[j])
-	}
-	for i, p := range parts {
-		if p != nil {
-			r.sys.Root.Send(r.replyWorkers[i], p)
-		}
-	}
-}
-
-// receiveReply is a reply worker.
-func (r *Router) receiveReply(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *pb.DelegationReply:
-		env, err := xmpp.ParseStanza(m.Stanza)
-		if err != nil {
-			return
-		}
-		if h := r.hosts[env.To]; h != nil {
-			r.managingReply(nil, h, env.From, env)
-		}
-	case answerBatch:
-		for _, a := range m {
-			r.answerFromNode(a)
-		}
-	case *pb.PrivilegedReply:
-		if env, err := xmpp.ParseStanza(m.Stanza); err == nil {
-			r.privilegedReply(env.From, env)
-		}
-	}
-}
-
-func (r *Router) sendToNode(node string, msg proto.Message) {
-	if r.cluster == nil {
 		return
 	}
-	if node == r.nodeID {
-		r.sys.Root.Send(r.self, msg)
-		return
-	}
-	addr, ok := r.cluster.Remote(node)
-	if !ok {
-		r.log.Debug("message for a node that is gone", "node", node)
-		return
-	}
-	r.link.send(actor.NewPID(addr, routerActorName), msg)
+	bare, res := splitFull(env.To)
+	in.r.ownerStanza(bare, res, m.From, m.Stanza, env, directory.At[*Session](fromRef(m.Sender)))
 }
 
-// requestNode sends msg to another node's router actor and waits for its answer.
-func (r *Router) requestNode(node string, msg proto.Message, timeout time.Duration) error {
-	addr, ok := r.cluster.Remote(node)
-	if !ok {
-		return fmt.Errorf("node %s is gone", node)
+func (in inbound) DelegationReply(m *pb.DelegationReply) {
+	env, err := xmpp.ParseStanza(m.Stanza)
+	if err != nil {
+		return
 	}
-	return r.link.request(actor.NewPID(addr, routerActorName), msg, timeout)
+	if h := in.r.hosts[env.To]; h != nil {
+		in.r.managingReply(nil, h, env.From, env)
+	}
+}
+
+func (in inbound) DelegationAnswer(a *nodelink.Answer) { in.r.answerFromNode(a) }
+
+func (in inbound) PrivilegedReply(m *pb.PrivilegedReply) {
+	if env, err := xmpp.ParseStanza(m.Stanza); err == nil {
+		in.r.privilegedReply(env.From, env)
+	}
 }
 
 func (r *Router) entry(s *Session) cluster.ComponentEntry {
@@ -159,7 +82,7 @@ func (r *Router) entry(s *Session) cluster.ComponentEntry {
 // removeComponent withdraws a local component connection and fails its pending IQs.
 func (r *Router) removeComponent(s *Session) {
 	key := r.sessionKey(s)
-	r.removeComponentRef(s.Bare, key)
+	r.components.Remove(s.Bare, key)
 	if r.cluster != nil {
 		r.cluster.RemoveComponent(r.entry(s))
 	}
@@ -182,7 +105,7 @@ func (r *Router) ComponentsChanged(added, removed []cluster.ComponentEntry) {
 		if e.Node == r.nodeID {
 			continue
 		}
-		if r.removeComponentRef(e.Domain, e.Key()) {
+		if r.components.Remove(e.Domain, e.Key()) {
 			r.log.Info("remote component session gone", "component", e.Domain, "node", e.Node)
 		}
 		r.failVia(e.Key())
@@ -191,8 +114,8 @@ func (r *Router) ComponentsChanged(added, removed []cluster.ComponentEntry) {
 		if e.Node == r.nodeID {
 			continue
 		}
-		ref := &compRef{target: target{pid: actor.NewPID(e.Address, e.PID)}, key: e.Key(), full: e.Full}
-		r.addComponentRef(e.Domain, ref)
+		ref := &compRef{Handle: directory.At[*Session](actor.NewPID(e.Address, e.PID)), Key: e.Key(), Full: e.Full}
+		r.components.Add(e.Domain, ref)
 		r.log.Info("remote component session", "component", e.Domain, "node", e.Node)
 		if r.deleg == nil || e.Full != "" {
 			continue
@@ -200,7 +123,7 @@ func (r *Router) ComponentsChanged(added, removed []cluster.ComponentEntry) {
 		dns := r.componentOpts(e.Domain).DelegationNS
 		for _, host := range r.sortedHosts() {
 			for _, rule := range r.deleg.Rules.Table(host).For(e.Domain) {
-				r.discoNest(ref, host, e.Domain, dns, rule.Namespace)
+				r.discoNest(ref.Handle, host, e.Domain, dns, rule.Namespace)
 			}
 		}
 	}

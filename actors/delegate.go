@@ -2,14 +2,14 @@ package actors
 
 import (
 	"bytes"
-	"hash/maphash"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/nodelink"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/privileges"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -46,7 +46,7 @@ func (r *Router) componentOpts(domain string) ComponentOptions {
 // namespace of its first child is delegated on this host (and every filtering attribute is
 // present). bareTarget is the user's bare JID for IQs to a bare JID, "" for the server.
 // It passes what is not delegated.
-func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTarget string, env *xmpp.Envelope) verdict {
+func (r *Router) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, from, bareTarget string, env *xmpp.Envelope) verdict {
 	if r.deleg == nil || !env.HasChild {
 		return pass
 	}
@@ -82,15 +82,15 @@ func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTar
 		return refuse(env.To, xmpp.ErrServiceUnavailable)
 	}
 	to := rule.JID
-	if target.full != "" {
-		to = target.full // an account's resource: the reply must come from it
+	if target.Full != "" {
+		to = target.Full // an account's resource: the reply must come from it
 	}
 	p := &delegation.Pending[*Session]{Request: delegation.Request{
 		OuterID:   r.tracker.NewID(),
 		Host:      h.Domain,
 		Namespace: ns,
 		Entity:    to,
-		Via:       target.key,
+		Via:       target.Key,
 		From:      from,
 		OrigID:    env.ID,
 		OrigTo:    env.To,
@@ -98,7 +98,7 @@ func (r *Router) delegateIQ(out *outbox, h *Host, sender *Session, from, bareTar
 	r.deleg.Metrics.Forwarded(&p.Request)
 	r.tracker.Add(p)
 	dns := r.componentOpts(rule.JID).DelegationNS
-	target.writeVia(r, out, func(b []byte) []byte {
+	r.writeVia(target.Handle, out, func(b []byte) []byte {
 		return delegation.AppendWrap(b, dns, p.OuterID, h.Domain, to, env, from, env.To)
 	})
 	return handled
@@ -112,7 +112,7 @@ func hasNode(env *xmpp.Envelope) bool {
 // managingReply handles an IQ result/error a component sent to a host domain: the answer
 // to a forwarded IQ, or to a disco nesting query. It reports whether it was one.
 // from is the reply's vouched-for sender (stamped for clients, checked for components).
-func (r *Router) managingReply(out *outbox, h *Host, from string, env *xmpp.Envelope) bool {
+func (r *Router) managingReply(out *nodelink.Outbox, h *Host, from string, env *xmpp.Envelope) bool {
 	if r.deleg == nil {
 		return false
 	}
@@ -126,12 +126,12 @@ func (r *Router) managingReply(out *outbox, h *Host, from string, env *xmpp.Enve
 		}
 		if env.HasChild && env.Child.Local == "delegation" {
 			if a := r.remoteAnswer(h, from, env); out != nil {
-				out.answer(node, a)
+				out.Answer(node, a)
 			} else {
-				r.sendToNode(node, a)
+				r.link.ToNode(node, a)
 			}
 		} else {
-			r.sendToNode(node, &pb.DelegationReply{Stanza: r.stamp(env, from, env.To)})
+			r.link.ToNode(node, &pb.DelegationReply{Stanza: r.stamp(env, from, env.To)})
 		}
 		return true
 	}
@@ -189,16 +189,16 @@ func (r *Router) remoteAnswer(h *Host, from string, env *xmpp.Envelope) *pb.Dele
 }
 
 // answerFromNode checks an answer unwrapped on another node against this node's pending IQ.
-func (r *Router) answerFromNode(a *answerView) {
+func (r *Router) answerFromNode(a *nodelink.Answer) {
 	if r.hosts[a.Host] == nil {
 		return
 	}
-	p, ok := r.tracker.Take(a.outerID)
+	p, ok := r.tracker.Take(a.OuterID)
 	if !ok {
 		return
 	}
 	r.finishDelegated(p, &delegationAnswer{Answer: a.Answer,
-		bytes: func(from, to string) []byte { return readdressIQ(a.inner, from, to) }})
+		bytes: func(from, to string) []byte { return readdressIQ(a.Inner, from, to) }})
 }
 
 // readdressIQ adds from and to to an <iq> start tag that has neither.
@@ -261,43 +261,11 @@ func (r *Router) failVia(key string) {
 // pickComponent chooses one connection of a component, on any node, by its balancing
 // policy.
 func (r *Router) pickComponent(domain, senderBare string) (*compRef, bool) {
-	cs := r.componentMap()[domain]
-	if cs == nil || len(cs.refs) == 0 {
-		return nil, false
-	}
-	n := uint64(len(cs.refs))
-	if n == 1 {
-		return cs.refs[0], true
-	}
-	switch r.componentOpts(domain).Balance {
-	case config.BalanceLeastPending:
-		best := cs.refs[cs.next.Add(1)%n] // rotate the tie-break
-		bestN := r.tracker.Outstanding(best.key)
-		for _, c := range cs.refs {
-			if k := r.tracker.Outstanding(c.key); k < bestN {
-				best, bestN = c, k
-			}
-		}
-		return best, true
-	case config.BalanceSender:
-		return cs.refs[maphash.String(r.seed, senderBare)%n], true
-	default:
-		return cs.refs[cs.next.Add(1)%n], true
-	}
+	return r.components.Pick(domain, r.componentOpts(domain).Balance, senderBare, r.outstanding)
 }
 
-// componentSessions returns a component's connections on this node.
-func (r *Router) componentSessions(domain string) []*Session {
-	var out []*Session
-	if cs := r.componentMap()[domain]; cs != nil {
-		for _, c := range cs.refs {
-			if c.local != nil {
-				out = append(out, c.local)
-			}
-		}
-	}
-	return out
-}
+// outstanding is how many delegated IQs wait on a connection (least-pending balancing).
+func (r *Router) outstanding(key string) int64 { return r.tracker.Outstanding(key) }
 
 func (r *Router) sortedHosts() []string {
 	out := make([]string, 0, len(r.hosts))
@@ -330,21 +298,21 @@ func (r *Router) componentUp(s *Session) {
 		}
 		s.Send(delegation.Advertisement(dns, host, s.Bare, rules))
 		for _, rule := range rules {
-			r.discoNest(&compRef{target: localTarget(s)}, host, s.Bare, dns, rule.Namespace)
+			r.discoNest(localTarget(s), host, s.Bare, dns, rule.Namespace)
 		}
 	}
 }
 
 // discoNest asks one connection of entity for its nesting answers about ns. The query
 // ids carry this node's tag, so answers that arrive on another node come back here.
-func (r *Router) discoNest(c *compRef, host, entity, dns, ns string) {
+func (r *Router) discoNest(c target, host, entity, dns, ns string) {
 	if ns == delegation.BareDiscoInfoRemaining || ns == delegation.BareDiscoItemsRemaining {
 		return
 	}
 	for _, bare := range []bool{false, true} {
 		id := r.tracker.NewID()
 		r.deleg.Disco.Query(id, host, entity, ns, bare)
-		c.send(r, delegation.DiscoQuery(id, host, entity, delegation.DiscoNode(dns, ns, bare)))
+		c.Send(r.link, delegation.DiscoQuery(id, host, entity, delegation.DiscoNode(dns, ns, bare)))
 	}
 }
 
@@ -356,7 +324,7 @@ func (r *Router) RulesChanged(ch delegation.Change) {
 		if isAccount(entity) {
 			continue
 		}
-		sessions := r.componentSessions(entity)
+		sessions := r.components.Locals(entity)
 		newRules := ch.New.For(entity)
 		old := map[string]bool{}
 		for _, o := range ch.Old.For(entity) {
@@ -381,7 +349,7 @@ func (r *Router) RulesChanged(ch delegation.Change) {
 		}
 		for _, n := range newRules {
 			if !old[n.Namespace] {
-				r.discoNest(&compRef{target: localTarget(sessions[0])}, ch.Host, entity, dns, n.Namespace)
+				r.discoNest(localTarget(sessions[0]), ch.Host, entity, dns, n.Namespace)
 			}
 		}
 		r.log.Info("delegations changed", "host", ch.Host, "entity", entity, "namespaces", len(newRules))

@@ -7,7 +7,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 )
 
-// workerDispatcher runs actors' mailboxes on long-lived goroutines.
+// Dispatcher runs actors' mailboxes on long-lived goroutines.
 //
 // protoactor's default dispatcher starts a goroutine each time an idle mailbox gets a
 // message. Below saturation a session's mailbox empties after almost every stanza, so that
@@ -19,7 +19,7 @@ import (
 // not leave goroutines behind.
 //
 // Schedule never blocks: a handoff happens only to a worker already waiting.
-type workerDispatcher struct {
+type Dispatcher struct {
 	throughput int
 	maxIdle    int32
 	idle       atomic.Int32 // workers waiting on work (or about to)
@@ -28,21 +28,25 @@ type workerDispatcher struct {
 	stopOnce   sync.Once
 }
 
-var _ actor.Dispatcher = (*workerDispatcher)(nil)
+var _ actor.Dispatcher = (*Dispatcher)(nil)
+
+// NewDispatcher is the router's dispatcher: up to 256 idle workers, each mailbox run
+// processing up to 300 messages before yielding.
+func NewDispatcher() *Dispatcher { return newWorkerDispatcher(300, 256) }
 
 // newWorkerDispatcher keeps up to maxIdle idle workers; each mailbox run processes up to
 // throughput messages before yielding (protoactor's meaning).
-func newWorkerDispatcher(throughput, maxIdle int) *workerDispatcher {
-	return &workerDispatcher{throughput: throughput, maxIdle: int32(maxIdle), work: make(chan func()), quit: make(chan struct{})}
+func newWorkerDispatcher(throughput, maxIdle int) *Dispatcher {
+	return &Dispatcher{throughput: throughput, maxIdle: int32(maxIdle), work: make(chan func()), quit: make(chan struct{})}
 }
 
-// stop lets the idle workers go; runs scheduled afterwards still happen, each on a
+// Stop lets the idle workers go; runs scheduled afterwards still happen, each on a
 // goroutine of its own.
-func (d *workerDispatcher) stop() { d.stopOnce.Do(func() { close(d.quit) }) }
+func (d *Dispatcher) Stop() { d.stopOnce.Do(func() { close(d.quit) }) }
 
-func (d *workerDispatcher) Throughput() int { return d.throughput }
+func (d *Dispatcher) Throughput() int { return d.throughput }
 
-func (d *workerDispatcher) Schedule(fn func()) {
+func (d *Dispatcher) Schedule(fn func()) {
 	select {
 	case d.work <- fn:
 	default:
@@ -50,7 +54,7 @@ func (d *workerDispatcher) Schedule(fn func()) {
 	}
 }
 
-func (d *workerDispatcher) worker(fn func()) {
+func (d *Dispatcher) worker(fn func()) {
 	for {
 		fn()
 		if d.idle.Add(1) > d.maxIdle {
@@ -67,5 +71,8 @@ func (d *workerDispatcher) worker(fn func()) {
 	}
 }
 
+// Props is the spawn option that puts an actor on these workers.
+func (d *Dispatcher) Props() actor.PropsOption { return actor.WithDispatcher(d) }
+
 // onWorkers is the spawn option that puts an actor on the router's workers.
-func (r *Router) onWorkers() actor.PropsOption { return actor.WithDispatcher(r.disp) }
+func (r *Router) onWorkers() actor.PropsOption { return r.disp.Props() }

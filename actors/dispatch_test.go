@@ -30,7 +30,7 @@ func TestWorkerDispatcher(t *testing.T) {
 	goroutinesAtMost(t, before+4, "after the burst (at most 4 idle workers stay)")
 	runs(t, d, "an idle worker did not run the next function")
 	// Stopped: the idle workers leave, and what is scheduled still runs.
-	d.stop()
+	d.Stop()
 	goroutinesAtMost(t, before, "after stop")
 	runs(t, d, "a run scheduled after stop did not happen")
 }
@@ -47,7 +47,7 @@ func goroutinesAtMost(t *testing.T, n int, when string) {
 }
 
 // runs schedules a function and fails unless it runs.
-func runs(t *testing.T, d *workerDispatcher, failure string) {
+func runs(t *testing.T, d *Dispatcher, failure string) {
 	t.Helper()
 	ran := make(chan struct{})
 	d.Schedule(func() { close(ran) })

@@ -33,7 +33,7 @@ func (r *Router) accountUp(s *Session) {
 	if !r.managesAnything(s.Bare) || !s.managing.CompareAndSwap(false, true) {
 		return
 	}
-	r.addComponentRef(s.Bare, &compRef{target: localTarget(s), key: r.sessionKey(s), full: s.Full})
+	r.components.Add(s.Bare, &compRef{Handle: localTarget(s), Key: r.sessionKey(s), Full: s.Full})
 	if r.cluster != nil {
 		e := r.entry(s)
 		e.Full = s.Full
@@ -52,7 +52,7 @@ func (r *Router) accountDown(s *Session) {
 		return
 	}
 	key := r.sessionKey(s)
-	r.removeComponentRef(s.Bare, key)
+	r.components.Remove(s.Bare, key)
 	if r.cluster != nil {
 		e := r.entry(s)
 		e.Full = s.Full
@@ -71,15 +71,12 @@ func (r *Router) accountsChanged(ch delegation.Change) {
 		if !isAccount(entity) {
 			continue
 		}
-		sh := r.shard(entity)
-		sh.mu.RLock()
 		var sessions []*Session
-		for _, s := range sh.users[entity] {
+		for _, s := range r.sessions.Of(entity) {
 			if s.available.Load() {
 				sessions = append(sessions, s)
 			}
 		}
-		sh.mu.RUnlock()
 		for _, s := range sessions {
 			switch {
 			case !r.managesAnything(entity):

@@ -1,9 +1,7 @@
 package actors
 
 import (
-	"strings"
-
-	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 )
 
 // XEP-0356 §7: components with the presence privilege on a host get the initial and the
@@ -18,7 +16,7 @@ func (r *Router) privilegedPresence(s *Session, presence []byte) {
 			continue
 		}
 		if ref, ok := r.pickComponent(c, s.Bare); ok {
-			ref.send(r, readdress(presence, s.Full, c))
+			ref.Send(r.link, readdress(presence, s.Full, c))
 		}
 	}
 }
@@ -32,7 +30,7 @@ func (r *Router) replayPresence(host string, s *Session) {
 	}
 	for _, m := range r.cluster.Members() {
 		if m.ID != r.nodeID && m.State == "alive" {
-			r.sendToNode(m.ID, &pb.PresenceReplay{Host: host, Entity: s.Bare, Session: toRef(s.pid)})
+			r.link.ToNode(m.ID, &pb.PresenceReplay{Host: host, Entity: s.Bare, Session: toRef(s.pid)})
 		}
 	}
 }
@@ -40,24 +38,15 @@ func (r *Router) replayPresence(host string, s *Session) {
 // ownerReplayPresence sends the presence of every available resource of host's users
 // that this node owns to a component.
 func (r *Router) ownerReplayPresence(host, entity string, to target) {
-	suffix := "@" + host
 	var out [][]byte
-	for i := range r.owned {
-		sh := &r.owned[i]
-		sh.mu.Lock()
-		for bare, res := range sh.users {
-			if len(bare) <= len(suffix) || !strings.HasSuffix(bare, suffix) {
-				continue
-			}
-			for name, e := range res {
-				if e.available && e.presence != nil {
-					out = append(out, readdress(e.presence, bare+"/"+name, entity))
-				}
+	r.owners.RangeHost(host, func(bare string, res resources) {
+		for name, e := range res {
+			if e.Available && e.Presence != nil {
+				out = append(out, readdress(e.Presence, bare+"/"+name, entity))
 			}
 		}
-		sh.mu.Unlock()
-	}
+	})
 	for _, b := range out {
-		to.send(r, b)
+		to.Send(r.link, b)
 	}
 }

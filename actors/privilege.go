@@ -10,9 +10,9 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"mellium.im/xmpp/jid"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/privileges"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -65,7 +65,7 @@ func (r *Router) SetDynamicPrivileges(m map[string]map[string]config.Privileges)
 			if p.Equal(before[[2]string{host, c}]) {
 				continue
 			}
-			for _, s := range r.componentSessions(c) {
+			for _, s := range r.components.Locals(c) {
 				s.Send(privileges.Advertisement(host, c, p, true))
 			}
 		}
@@ -210,7 +210,7 @@ func (r *Router) routePrivilegedReply(from string, env *xmpp.Envelope) {
 		r.privilegedReply(from, env)
 		return
 	}
-	r.sendToNode(node, &pb.PrivilegedReply{Stanza: r.stamp(env, from, env.To)})
+	r.link.ToNode(node, &pb.PrivilegedReply{Stanza: r.stamp(env, from, env.To)})
 }
 
 // privilegedReply wraps the answer to an IQ sent on behalf of a user and gives it to the

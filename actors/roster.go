@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -111,30 +111,30 @@ func (r *Router) rosterPush(host, bare, ver string, it roster.Item) {
 	if node, self := r.owner(bare); self {
 		r.ownerPush(bare, push)
 	} else {
-		r.sendToNode(node, &pb.UserPush{Bare: bare, Stanza: push})
+		r.link.ToNode(node, &pb.UserPush{Bare: bare, Stanza: push})
 	}
 	for _, c := range r.privilegedComponents() {
 		if !r.privileges(host, c).RosterPush() {
 			continue
 		}
 		if ref, ok := r.pickComponent(c, bare); ok {
-			ref.send(r, xmpp.IQSet("push-"+xmpp.NewID(), bare, c, payload))
+			ref.Send(r.link, xmpp.IQSet("push-"+xmpp.NewID(), bare, c, payload))
 		}
 	}
 }
 
 // ownerPush writes a stanza to every interested resource of one of this node's users.
 func (r *Router) ownerPush(bare string, stanza []byte) {
-	sh := r.ownerShard(bare)
-	sh.mu.Lock()
 	var targets []namedEntry
-	for res, e := range sh.users[bare] {
-		if e.interested {
-			targets = append(targets, namedEntry{res: res, resEntry: e})
+	r.owners.Do(bare, func(res resources) resources {
+		for name, e := range res {
+			if e.Interested {
+				targets = append(targets, namedEntry{Res: name, Entry: e})
+			}
 		}
-	}
-	sh.mu.Unlock()
+		return res
+	})
 	for _, t := range targets {
-		t.send(r, readdress(stanza, bare, t.fullOf(bare)))
+		t.Send(r.link, readdress(stanza, bare, t.Full(bare)))
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/switchboard-im/switchboard/nodelink"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -56,7 +57,7 @@ func refuse(from string, e *xmpp.StanzaError) verdict {
 
 // routed is one stanza on its way, as the stages see it.
 type routed struct {
-	out    *outbox // what goes to other nodes is gathered here (nil: sent at once)
+	out    *nodelink.Outbox // what goes to other nodes is gathered here (nil: sent at once)
 	sender *Session
 	from   string // the sender's address as the server vouches for it
 	env    *xmpp.Envelope
@@ -74,7 +75,7 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 
 // route is Route for a stanza a connection's reader read: what goes to other nodes is
 // gathered in out (nil: sent at once).
-func (r *Router) route(out *outbox, sender *Session, from string, env *xmpp.Envelope) {
+func (r *Router) route(out *nodelink.Outbox, sender *Session, from string, env *xmpp.Envelope) {
 	rt := routed{out: out, sender: sender, from: from, env: env, toStr: env.To}
 	if v := r.decide(&rt); v.state == refused {
 		r.metrics.RoutingErrors.WithLabelValues(v.err.Condition).Inc()
@@ -249,7 +250,7 @@ func (r *Router) user(rt *routed) verdict {
 func (r *Router) component(rt *routed) verdict {
 	domain := rt.to.Domainpart()
 	if c, ok := r.pickComponent(domain, bareOf(rt.from)); ok {
-		c.sendVia(r, rt.out, r.stamp(rt.env, rt.from, rt.toStr))
+		r.sendVia(c.Handle, rt.out, r.stamp(rt.env, rt.from, rt.toStr))
 		return handled
 	}
 	if r.isComponentDomain(domain) {

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,10 +17,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -77,8 +78,6 @@ type ownersCluster struct{ remote map[string]bool }
 
 func (f ownersCluster) AddComponent(cluster.ComponentEntry)    {}
 func (f ownersCluster) RemoveComponent(cluster.ComponentEntry) {}
-func (f ownersCluster) Remote(node string) (string, bool)      { return node + ":8946", node == "n2" }
-func (f ownersCluster) Proto(string) int                       { return cluster.ProtoVersion }
 func (f ownersCluster) Members() []cluster.Member              { return nil }
 func (f ownersCluster) Owner(key string) cluster.Member {
 	if f.remote[key] {
@@ -87,26 +86,35 @@ func (f ownersCluster) Owner(key string) cluster.Member {
 	return cluster.Member{ID: "n1"}
 }
 
-// recLink records what the router sends to other nodes' actors.
+// recLink records what the router sends across nodes.
 type recLink struct {
 	mu   sync.Mutex
 	sent []sentMsg
 }
 
 type sentMsg struct {
-	pid *actor.PID
-	msg proto.Message
+	node string     // to a node's router actor
+	pid  *actor.PID // to an actor
+	msg  proto.Message
 }
 
-func (l *recLink) send(pid *actor.PID, msg proto.Message) {
+func (l *recLink) add(m sentMsg) {
 	l.mu.Lock()
-	l.sent = append(l.sent, sentMsg{pid, msg})
+	l.sent = append(l.sent, m)
 	l.mu.Unlock()
 }
 
-func (l *recLink) request(pid *actor.PID, msg proto.Message, _ time.Duration) error {
-	l.send(pid, msg)
+func (l *recLink) ToNode(node string, msg proto.Message) { l.add(sentMsg{node: node, msg: msg}) }
+func (l *recLink) Request(node string, msg proto.Message, _ time.Duration) error {
+	l.add(sentMsg{node: node, msg: msg})
 	return nil
+}
+func (l *recLink) Send(pid *actor.PID, msg proto.Message) { l.add(sentMsg{pid: pid, msg: msg}) }
+func (l *recLink) Deliver(pid *actor.PID, b []byte) {
+	l.add(sentMsg{pid: pid, msg: &pb.Deliver{Data: b}})
+}
+func (l *recLink) SendAnswers(node string, answers []*pb.DelegationAnswer) {
+	l.add(sentMsg{node: node, msg: &pb.DelegationAnswers{Answers: answers}})
 }
 
 func (l *recLink) take() []sentMsg {
@@ -132,9 +140,24 @@ func newRouteEnv(t *testing.T, remoteUsers ...string) *routeEnv {
 		nsDeleg: {JID: tComp},
 		nsFilt:  {JID: tComp, Filtering: []string{"node"}},
 	})
+	e := &routeEnv{t: t, conns: map[*Session]*recConn{}}
+	var (
+		link Link    // nil: standalone
+		cl   Cluster // nil: standalone
+	)
+	if len(remoteUsers) > 0 {
+		fc := ownersCluster{remote: map[string]bool{}}
+		for _, u := range remoteUsers {
+			fc.remote[u] = true
+		}
+		e.link = &recLink{}
+		link, cl = e.link, fc
+	}
 	r := NewRouter(Config{
 		System:   sys,
 		Log:      quiet,
+		Link:     link,
+		Cluster:  cl,
 		Limits:   Limits{MaxSendQueue: 1 << 20, WriteTimeout: time.Minute},
 		Accounts: accountSet{"alice@" + tHost: true, "bob@" + tHost: true, "carol@" + tHost: true},
 		Hosts:    []string{tHost},
@@ -151,18 +174,12 @@ func newRouteEnv(t *testing.T, remoteUsers ...string) *routeEnv {
 			Timeout: time.Minute,
 		},
 	})
-	e := &routeEnv{t: t, r: r, conns: map[*Session]*recConn{}}
-	if len(remoteUsers) > 0 {
-		fc := ownersCluster{remote: map[string]bool{}}
-		for _, u := range remoteUsers {
-			fc.remote[u] = true
-		}
-		e.link = &recLink{}
-		r.link = e.link
-		r.cluster = fc
+	e.r = r
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		r.Stop()
+		_ = r.Stop(context.Background())
 		for _, c := range e.conns {
 			_ = c.Close()
 		}
@@ -524,8 +541,8 @@ func TestRouteCrossNode(t *testing.T) {
 		t.Fatalf("sent %d messages to other nodes, want 1: %v", len(sent), sent)
 	}
 	us, ok := sent[0].msg.(*pb.UserStanza)
-	if !ok || sent[0].pid.Address != "n2:8946" || sent[0].pid.Id != routerActorName {
-		t.Fatalf("sent %T to %v, want a UserStanza to n2's router", sent[0].msg, sent[0].pid)
+	if !ok || sent[0].node != "n2" {
+		t.Fatalf("sent %T to node %q, want a UserStanza to n2", sent[0].msg, sent[0].node)
 	}
 	if us.From != alice.Full || !strings.Contains(string(us.Stanza), "<body>over there</body>") {
 		t.Fatalf("UserStanza from %q: %s", us.From, us.Stanza)
@@ -535,7 +552,7 @@ func TestRouteCrossNode(t *testing.T) {
 	e.link.take() // disco nesting queries
 	e.send(alice, `<iq type='get' to='example.test' id='d1'><query xmlns='`+nsDeleg+`'/></iq>`)
 	sent = e.link.take()
-	if len(sent) != 1 || sent[0].pid.Id != "comp1" {
+	if len(sent) != 1 || sent[0].pid == nil || sent[0].pid.Id != "comp1" {
 		t.Fatalf("sent %v, want one Deliver to the component's session on n2", sent)
 	}
 	if d, ok := sent[0].msg.(*pb.Deliver); !ok || !strings.Contains(string(d.Data), wrapped) {

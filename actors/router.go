@@ -1,13 +1,11 @@
 package actors
 
 import (
+	"context"
 	"encoding/xml"
-	"hash/maphash"
 	"log/slog"
-	"maps"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -16,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/directory"
+	"github.com/switchboard-im/switchboard/nodelink"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -33,17 +33,12 @@ type Limits struct {
 	ParkAfter    time.Duration // a client session silent this long parks (0: never)
 }
 
-// HostInfo is what the router needs to know of a served domain.
-type HostInfo struct {
-	Domain string
-}
-
 // Router is the node-local stanza switch: the session tables and the routing decision.
 // It is safe for concurrent use by every connection's reader goroutine; the user table is
 // sharded by bare JID so that no lock is shared by all sessions.
 type Router struct {
 	sys      *actor.ActorSystem
-	link     link // to actors on other nodes
+	link     Link // what crosses nodes
 	log      *slog.Logger
 	settings atomic.Pointer[settings] // what a config reload may change
 	accounts Accounts
@@ -51,15 +46,9 @@ type Router struct {
 
 	hosts map[string]*Host
 
-	seed   maphash.Seed
-	shards [64]userShard  // local client sessions
-	owned  [64]ownerShard // owner tables of the users this node owns
-
-	// components maps a component's domain to its connections. The map is replaced,
-	// never written (cmu serializes the writers), so a lookup per delegated IQ takes no
-	// lock: a read lock's shared counter bounced between the cores on every IQ.
-	cmu        sync.Mutex
-	components atomic.Pointer[map[string]*componentSet]
+	sessions   *directory.Sessions[*Session]   // client sessions of this node's sockets
+	owners     *directory.Owners[*Session]     // owner tables of the users this node owns
+	components *directory.Components[*Session] // component and managing-account connections
 
 	deleg   *Delegation
 	tracker *delegation.Tracker[*Session]
@@ -72,25 +61,9 @@ type Router struct {
 	nodeID  string
 	metrics *Metrics
 	cluster Cluster // nil: standalone
-	self    *actor.PID
 
-	replyWorkers []*actor.PID // see receive (cluster.go)
-	replyNext    atomic.Uint64
-
-	disp *workerDispatcher // runs every mailbox of the router's actors
+	disp *Dispatcher // runs every mailbox of the router's actors
 	jids *jidCache
-}
-
-type userShard struct {
-	mu    sync.RWMutex
-	users map[string]map[string]*Session // bare → resource → session
-}
-
-// componentSet is every connection of one component, here and on other nodes.
-// Copy-on-write: readers take the pointer from the map and use it freely.
-type componentSet struct {
-	refs []*compRef
-	next atomic.Uint64
 }
 
 // settings are swapped whole on reload; readers load the pointer once.
@@ -122,10 +95,18 @@ func (r *Router) limits() Limits { return r.settings.Load().limits }
 
 // Config for NewRouter.
 type Config struct {
-	System     *actor.ActorSystem
-	Log        *slog.Logger
-	Limits     Limits
-	Accounts   Accounts
+	System   *actor.ActorSystem
+	Log      *slog.Logger
+	Limits   Limits
+	Accounts Accounts
+	// Link carries what crosses nodes (nil: a standalone link); Cluster is the
+	// membership (nil: standalone). Both are made before the router, which is given to
+	// them as their handler and listener when they start.
+	Link    Link
+	Cluster Cluster
+	// Dispatcher runs the router's actors (nil: one of its own); the node link's actors
+	// should share it.
+	Dispatcher *Dispatcher
 	Hosts      []string
 	Components map[string]ComponentOptions // configured components (listed in the server's disco#items)
 	Version    string
@@ -181,25 +162,34 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// NewRouter builds the router and spawns one host actor per domain.
+// NewRouter builds the router; Start spawns its actors.
 func NewRouter(c Config) *Router {
 	r := &Router{
-		sys:      c.System,
-		link:     actorLink{c.System},
-		log:      c.Log,
-		accounts: c.Accounts,
-		version:  c.Version,
-		hosts:    make(map[string]*Host),
-		seed:     maphash.MakeSeed(),
-		deleg:    c.Delegation,
-		nodeID:   c.NodeID,
-		metrics:  c.Metrics,
-		rosters:  c.Rosters,
-		disp:     newWorkerDispatcher(300, 256),
-		jids:     newJIDCache(),
+		sys:        c.System,
+		link:       c.Link,
+		cluster:    c.Cluster,
+		log:        c.Log,
+		accounts:   c.Accounts,
+		version:    c.Version,
+		hosts:      make(map[string]*Host),
+		sessions:   directory.NewSessions[*Session](),
+		owners:     directory.NewOwners[*Session](),
+		components: directory.NewComponents[*Session](),
+		deleg:      c.Delegation,
+		nodeID:     c.NodeID,
+		metrics:    c.Metrics,
+		rosters:    c.Rosters,
+		disp:       c.Dispatcher,
+		jids:       newJIDCache(),
 	}
 	if r.metrics == nil {
 		r.metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	if r.disp == nil {
+		r.disp = NewDispatcher()
+	}
+	if r.link == nil {
+		r.link = nodelink.New(c.System, c.NodeID, nil, c.Log)
 	}
 	r.SetSettings(c.Limits, c.Components)
 	if r.deleg != nil {
@@ -213,21 +203,25 @@ func NewRouter(c Config) *Router {
 		pt = 30 * time.Second
 	}
 	r.privTracker = delegation.NewTaggedTracker(delegation.TagPrivileged, c.NodeID, pt, r.privilegedTimeout)
-	r.privPID = r.sys.Root.Spawn(actor.PropsFromFunc(r.privilegedActor, r.onWorkers()))
-	for i := range r.shards {
-		r.shards[i].users = make(map[string]map[string]*Session)
-		r.owned[i].users = make(map[string]map[string]*resEntry)
-	}
 	for _, d := range c.Hosts {
-		h := &Host{Domain: d, router: r}
-		h.pid = r.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h }, r.onWorkers()))
-		r.hosts[d] = h
+		r.hosts[d] = &Host{Domain: d, router: r}
 	}
 	return r
 }
 
-// Stop ends every session with system-shutdown and stops the host actors.
-func (r *Router) Stop() {
+// Start spawns the host actors (one per served domain) and the actor that takes the
+// answers to privileged IQs. Sessions are served from then on.
+func (r *Router) Start(ctx context.Context) error {
+	r.privPID = r.sys.Root.Spawn(actor.PropsFromFunc(r.privilegedActor, r.onWorkers()))
+	for _, h := range r.hosts {
+		h.pid = r.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h }, r.onWorkers()))
+	}
+	return nil
+}
+
+// Stop answers what waits for a managing entity, ends every session with
+// system-shutdown and stops the host actors.
+func (r *Router) Stop(ctx context.Context) error {
 	// IQs still waiting for a managing entity are answered now: nobody will later.
 	if r.tracker != nil {
 		for _, p := range r.tracker.FailAll() {
@@ -240,41 +234,20 @@ func (r *Router) Stop() {
 		s.Close(&xmpp.StreamError{Condition: "system-shutdown"})
 	}
 	for _, h := range r.hosts {
-		r.sys.Root.Stop(h.pid)
+		if h.pid != nil {
+			r.sys.Root.Stop(h.pid)
+		}
 	}
-	r.disp.stop()
+	r.disp.Stop()
+	return nil
 }
 
 func (r *Router) allSessions() []*Session {
-	var out []*Session
-	for i := range r.shards {
-		sh := &r.shards[i]
-		sh.mu.RLock()
-		for _, res := range sh.users {
-			for _, s := range res {
-				out = append(out, s)
-			}
-		}
-		sh.mu.RUnlock()
-	}
-	for _, cs := range r.componentMap() {
-		for _, c := range cs.refs {
-			if c.local != nil {
-				out = append(out, c.local)
-			}
-		}
-	}
-	return out
+	return append(r.sessions.All(), r.components.AllLocals()...)
 }
 
 // IsHost reports whether domain is served here.
 func (r *Router) IsHost(domain string) bool { _, ok := r.hosts[domain]; return ok }
-
-func (r *Router) shard(bare string) *userShard {
-	return &r.shards[hashString(r.seed, bare)%uint64(len(r.shards))]
-}
-
-func hashString(seed maphash.Seed, s string) uint64 { return maphash.String(seed, s) }
 
 // newSession spawns the session's writer actor.
 func (r *Router) newSession(kind SessionKind, c *xmpp.Conn) *Session {
@@ -292,67 +265,7 @@ func (r *Router) stopSession(s *Session) {
 }
 
 func (r *Router) addComponent(s *Session) {
-	r.addComponentRef(s.Bare, &compRef{target: localTarget(s), key: r.sessionKey(s)})
-}
-
-// componentMap is the current map of components (nil: none yet). Do not write it.
-func (r *Router) componentMap() map[string]*componentSet {
-	if m := r.components.Load(); m != nil {
-		return *m
-	}
-	return nil
-}
-
-// setComponents replaces domain's entry (cs nil: removes it); r.cmu held.
-func (r *Router) setComponents(domain string, cs *componentSet) {
-	next := maps.Clone(r.componentMap())
-	if next == nil {
-		next = make(map[string]*componentSet)
-	}
-	if cs == nil {
-		delete(next, domain)
-	} else {
-		next[domain] = cs
-	}
-	r.components.Store(&next)
-}
-
-func (r *Router) addComponentRef(domain string, ref *compRef) {
-	r.cmu.Lock()
-	defer r.cmu.Unlock()
-	old := r.componentMap()[domain]
-	cs := &componentSet{}
-	if old != nil {
-		cs.refs = append(cs.refs, old.refs...)
-		cs.next.Store(old.next.Load())
-	}
-	cs.refs = append(cs.refs, ref)
-	r.setComponents(domain, cs)
-}
-
-// removeComponentRef drops a connection by key; false if it was not there.
-func (r *Router) removeComponentRef(domain, key string) bool {
-	r.cmu.Lock()
-	defer r.cmu.Unlock()
-	old := r.componentMap()[domain]
-	if old == nil {
-		return false
-	}
-	cs := &componentSet{}
-	cs.next.Store(old.next.Load())
-	found := false
-	for _, o := range old.refs {
-		if o.key == key {
-			found = true
-			continue
-		}
-		cs.refs = append(cs.refs, o)
-	}
-	if len(cs.refs) == 0 {
-		cs = nil
-	}
-	r.setComponents(domain, cs)
-	return found
+	r.components.Add(s.Bare, &compRef{Handle: localTarget(s), Key: r.sessionKey(s)})
 }
 
 func (r *Router) isComponentDomain(domain string) bool {

@@ -11,6 +11,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/switchboard-im/switchboard/nodelink"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -19,8 +20,8 @@ import (
 // session is over. It may return before that: a session silent for limits.park_after
 // waits for input on a goroutine of its own (see park).
 func (r *Router) ServeC2S(c *xmpp.Conn, done func()) {
-	cr := &c2sReader{r: r, c: c, out: r.newOutbox(), done: done}
-	c.R.BeforeFill = cr.out.flush
+	cr := &c2sReader{r: r, c: c, out: nodelink.NewOutbox(r.link), done: done}
+	c.R.BeforeFill = cr.out.Flush
 	c.R.OnTimeout = cr.onTimeout
 	cr.run()
 }
@@ -32,7 +33,7 @@ type c2sReader struct {
 	r    *Router
 	c    *xmpp.Conn
 	s    *Session // nil until bound
-	out  *outbox
+	out  *nodelink.Outbox
 	done func()
 	// deadline is the read deadline set on c: the earlier of idleBy and the end of
 	// limits.park_after, moved once a quarter of its window has passed (a timer update
@@ -113,7 +114,7 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 
 // finish is the end of the session: what the reader held back goes, then the session.
 func (cr *c2sReader) finish() {
-	cr.out.flush()
+	cr.out.Flush()
 	r, s := cr.r, cr.s
 	if s == nil {
 		_ = cr.c.Close()
@@ -237,9 +238,9 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 		r.stopSession(s)
 		s.logger().Info("component disconnected")
 	}()
-	out := r.newOutbox()
-	c.R.BeforeFill = out.flush
-	defer out.flush() // before the session goes
+	out := nodelink.NewOutbox(r.link)
+	c.R.BeforeFill = out.Flush
+	defer out.Flush() // before the session goes
 	if r.limits().IdleTimeout > 0 {
 		c.Deadline(0)
 	}

@@ -6,8 +6,8 @@ import (
 
 	"mellium.im/xmpp/jid"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/config"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -131,7 +131,7 @@ func (r *Router) sendSubscription(user, contact, typ string, stanza []byte, saw 
 		r.inboundSubscription(h, contact, user, typ, stanza)
 	} else if _, domain, _ := cutAt(contact); domain != "" {
 		if c, ok := r.pickComponent(domain, user); ok {
-			c.send(r, stanza)
+			c.Send(r.link, stanza)
 		}
 	}
 	switch typ {
@@ -175,28 +175,28 @@ func (r *Router) presenceTo(bare, to string, unavailable bool) {
 		return
 	}
 	if node, self := r.owner(bare); !self {
-		r.sendToNode(node, &pb.UserPresenceTo{Bare: bare, To: to, Unavailable: unavailable})
+		r.link.ToNode(node, &pb.UserPresenceTo{Bare: bare, To: to, Unavailable: unavailable})
 		return
 	}
 	r.ownerPresenceTo(bare, to, unavailable)
 }
 
 func (r *Router) ownerPresenceTo(bare, to string, unavailable bool) {
-	sh := r.ownerShard(bare)
-	sh.mu.Lock()
 	var out [][]byte
-	for res, e := range sh.users[bare] {
-		if !e.available || e.presence == nil {
-			continue
+	r.owners.Do(bare, func(entries resources) resources {
+		for res, e := range entries {
+			if !e.Available || e.Presence == nil {
+				continue
+			}
+			full := bare + "/" + res
+			if unavailable {
+				out = append(out, xmpp.Presence("unavailable", full, to))
+			} else {
+				out = append(out, readdress(e.Presence, full, to))
+			}
 		}
-		full := bare + "/" + res
-		if unavailable {
-			out = append(out, xmpp.Presence("unavailable", full, to))
-		} else {
-			out = append(out, readdress(e.presence, full, to))
-		}
-	}
-	sh.mu.Unlock()
+		return entries
+	})
 	for _, b := range out {
 		r.deliverTo(to, b)
 	}
@@ -212,7 +212,7 @@ func (r *Router) deliverTo(to string, data []byte) {
 	local, domain, _ := cutAt(bare)
 	if r.hosts[domain] == nil || local == "" {
 		if c, ok := r.pickComponent(domain, ""); ok {
-			c.send(r, data)
+			c.Send(r.link, data)
 		}
 		return
 	}
@@ -223,7 +223,7 @@ func (r *Router) deliverTo(to string, data []byte) {
 		}
 	}
 	if node, self := r.owner(bare); !self {
-		r.sendToNode(node, &pb.UserStanza{Stanza: data})
+		r.link.ToNode(node, &pb.UserStanza{Stanza: data})
 		return
 	}
 	env, err := xmpp.ParseStanza(data)
@@ -285,7 +285,7 @@ func (r *Router) rosterPresence(s *Session, presence []byte, managedSent bool, h
 		for host := range hosts {
 			if r.privileges(host, c).Presence == config.PresenceRoster {
 				if ref, ok := r.pickComponent(c, s.Bare); ok {
-					ref.send(r, readdress(presence, s.Full, c))
+					ref.Send(r.link, readdress(presence, s.Full, c))
 				}
 				break
 			}

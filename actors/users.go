@@ -2,13 +2,13 @@ package actors
 
 import (
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/directory"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -20,25 +20,17 @@ import (
 // goes to the session directly when it is local, else through the owner: at most two
 // hops. Standalone, this node owns everyone and every owner call is a function call.
 
-// resEntry is one resource in an owner table.
-type resEntry struct {
-	target    // local is set when the session is on this node; pid always
-	node      string
-	available bool
-	priority  int32
-	presence  []byte // last broadcast presence, from = the resource's full JID
-	// interested: the session asked for its roster, so roster pushes go to it
-	interested bool
-}
+// The directory's types, for this router's sessions.
+type (
+	target     = directory.Handle[*Session]
+	compRef    = directory.Conn[*Session]
+	resEntry   = directory.Entry[*Session]
+	namedEntry = directory.Named[*Session]
+	resources  = directory.Resources[*Session]
+)
 
-type ownerShard struct {
-	mu    sync.Mutex
-	users map[string]map[string]*resEntry
-}
-
-func (r *Router) ownerShard(bare string) *ownerShard {
-	return &r.owned[hashString(r.seed, bare)%uint64(len(r.owned))]
-}
+// localTarget is the handle of a session on this node.
+func localTarget(s *Session) target { return directory.On(s, s.pid) }
 
 func toRef(pid *actor.PID) *pb.Ref {
 	if pid == nil {
@@ -72,15 +64,7 @@ func (r *Router) owner(bare string) (string, bool) {
 // already bound to the same full JID, anywhere, is replaced and gets a conflict stream
 // error (RFC 6120 §7.7.2.2).
 func (r *Router) bindUser(s *Session) {
-	sh := r.shard(s.Bare)
-	sh.mu.Lock()
-	res := sh.users[s.Bare]
-	if res == nil {
-		res = make(map[string]*Session)
-		sh.users[s.Bare] = res
-	}
-	res[s.Res] = s
-	sh.mu.Unlock()
+	r.sessions.Bind(s.Bare, s.Res, s)
 	r.register(s, true)
 }
 
@@ -98,12 +82,12 @@ func (r *Router) register(s *Session, replace bool) {
 		return
 	}
 	if !replace {
-		r.sendToNode(node, m)
+		r.link.ToNode(node, m)
 		return
 	}
 	// A fresh bind waits for the owner: once the client has its bind result, stanzas
 	// routed to it through the owner must find it.
-	if err := r.requestNode(node, m, registerTimeout); err != nil {
+	if err := r.link.Request(node, m, registerTimeout); err != nil {
 		r.log.Warn("owner did not confirm the registration", "jid", s.Full, "owner", node, "err", err)
 	}
 }
@@ -113,28 +97,17 @@ const registerTimeout = 5 * time.Second
 // unbindUser forgets an ended client session here and at its owner (which tells the
 // user's other resources it went offline, if it was available).
 func (r *Router) unbindUser(s *Session) {
-	sh := r.shard(s.Bare)
-	sh.mu.Lock()
-	if res := sh.users[s.Bare]; res != nil && res[s.Res] == s {
-		delete(res, s.Res)
-		if len(res) == 0 {
-			delete(sh.users, s.Bare)
-		}
-	}
-	sh.mu.Unlock()
+	r.sessions.Unbind(s.Bare, s.Res, s)
 	m := &pb.UserUnregister{Bare: s.Bare, Resource: s.Res, Session: toRef(s.pid)}
 	if node, self := r.owner(s.Bare); self {
 		r.ownerUnregister(m)
 	} else {
-		r.sendToNode(node, m)
+		r.link.ToNode(node, m)
 	}
 }
 
 func (r *Router) lookupFull(bare, res string) *Session {
-	sh := r.shard(bare)
-	sh.mu.RLock()
-	s := sh.users[bare][res]
-	sh.mu.RUnlock()
+	s, _ := r.sessions.Lookup(bare, res)
 	return s
 }
 
@@ -168,7 +141,7 @@ func (r *Router) broadcastPresence(s *Session, env *xmpp.Envelope) {
 	if node, self := r.owner(s.Bare); self {
 		r.ownerPresence(m)
 	} else {
-		r.sendToNode(node, m)
+		r.link.ToNode(node, m)
 	}
 	if r.rosters != nil {
 		data := m.Presence
@@ -219,7 +192,7 @@ func (r *Router) toUser(sender *Session, from, bare, res, toStr string, env *xmp
 	if node, self := r.owner(bare); self {
 		r.ownerStanza(bare, res, from, data, env, localTarget(sender))
 	} else {
-		r.sendToNode(node, &pb.UserStanza{Stanza: data, From: from, Sender: toRef(sender.pid), SenderBare: sender.Bare})
+		r.link.ToNode(node, &pb.UserStanza{Stanza: data, From: from, Sender: toRef(sender.pid), SenderBare: sender.Bare})
 	}
 }
 
@@ -234,75 +207,56 @@ func (r *Router) trackDirected(sender *Session, to string, env *xmpp.Envelope) {
 
 // --- the owner side ---------------------------------------------------------------
 
+// ownerRegister enters a session in the owner table of one of this node's users. A
+// fresh bind (Replace) wins over a session already on that resource, which gets a
+// conflict; a re-registration after a membership change loses to a newer bind.
 func (r *Router) ownerRegister(m *pb.UserRegister, local *Session) {
-	e := &resEntry{target: target{local: local, pid: fromRef(m.Session)}, node: m.Node, available: m.Available, priority: m.Priority,
-		presence: m.Presence, interested: m.RosterInterested}
-	sh := r.ownerShard(m.Bare)
-	sh.mu.Lock()
-	res := sh.users[m.Bare]
-	if res == nil {
-		res = make(map[string]*resEntry)
-		sh.users[m.Bare] = res
-	}
-	old := res[m.Resource]
-	res[m.Resource] = e
-	others := othersAvailable(res, m.Resource)
-	sh.mu.Unlock()
-	if old == nil || samePID(old.pid, e.pid) {
+	e := &resEntry{Handle: directory.Handle[*Session]{Local: local, PID: fromRef(m.Session)}, Node: m.Node,
+		Available: m.Available, Priority: m.Priority, Presence: m.Presence, Interested: m.RosterInterested}
+	var loser *resEntry
+	var others []namedEntry
+	oldAvailable := false
+	r.owners.Do(m.Bare, func(res resources) resources {
+		if res == nil {
+			res = make(resources)
+		}
+		old := res[m.Resource]
+		switch {
+		case old == nil || old.SamePID(e.Handle):
+			res[m.Resource] = e
+		case !m.Replace:
+			loser = e
+		default:
+			res[m.Resource] = e
+			loser, oldAvailable = old, old.Available
+			others = res.Available(m.Resource)
+		}
+		return res
+	})
+	if loser == nil {
 		return
 	}
-	if !m.Replace {
-		// A re-registration after a membership change met a newer bind: the newer wins.
-		sh.mu.Lock()
-		res[m.Resource] = old
-		sh.mu.Unlock()
-		e.close(r, "conflict", "replaced by a new session")
-		return
-	}
-	if old.available {
+	if oldAvailable {
 		r.unavailableTo(others, m.Bare, m.Bare+"/"+m.Resource)
 	}
-	old.close(r, "conflict", "replaced by a new session")
-}
-
-func samePID(a, b *actor.PID) bool {
-	return a != nil && b != nil && a.Address == b.Address && a.Id == b.Id
-}
-
-// fullOf needs the resource: entries are kept per resource, so callers pass it along.
-type namedEntry struct {
-	res string
-	*resEntry
-}
-
-func (n namedEntry) fullOf(bare string) string { return bare + "/" + n.res }
-
-func othersAvailable(res map[string]*resEntry, except string) []namedEntry {
-	var out []namedEntry
-	for name, e := range res {
-		if name != except && e.available {
-			out = append(out, namedEntry{name, e})
-		}
-	}
-	return out
+	r.closeTarget(loser.Handle, "conflict", "replaced by a new session")
 }
 
 func (r *Router) ownerUnregister(m *pb.UserUnregister) {
-	sh := r.ownerShard(m.Bare)
-	sh.mu.Lock()
-	res := sh.users[m.Bare]
-	e := res[m.Resource]
-	if e == nil || !samePID(e.pid, fromRef(m.Session)) {
-		sh.mu.Unlock()
-		return
-	}
-	delete(res, m.Resource)
-	if len(res) == 0 {
-		delete(sh.users, m.Bare)
-	}
-	others := othersAvailable(res, m.Resource)
-	sh.mu.Unlock()
-	if e.available {
+	var gone *resEntry
+	var others []namedEntry
+	wasAvailable := false
+	r.owners.Do(m.Bare, func(res resources) resources {
+		e := res[m.Resource]
+		if e == nil || !e.SamePID(directory.At[*Session](fromRef(m.Session))) {
+			return res
+		}
+		delete(res, m.Resource)
+		gone, wasAvailable = e, e.Available
+		others = res.Available(m.Resource)
+		return res
+	})
+	if gone != nil && wasAvailable {
 		r.unavailableTo(others, m.Bare, m.Bare+"/"+m.Resource)
 	}
 }
@@ -310,87 +264,93 @@ func (r *Router) ownerUnregister(m *pb.UserUnregister) {
 // unavailableTo tells a user's other available resources that full went unavailable.
 func (r *Router) unavailableTo(others []namedEntry, bare, full string) {
 	for _, o := range others {
-		o.send(r, xmpp.Presence("unavailable", full, o.fullOf(bare)))
+		o.Send(r.link, xmpp.Presence("unavailable", full, o.Full(bare)))
 	}
 }
 
 func (r *Router) ownerPresence(m *pb.UserPresence) {
 	full := m.Bare + "/" + m.Resource
-	sh := r.ownerShard(m.Bare)
-	sh.mu.Lock()
-	e := sh.users[m.Bare][m.Resource]
-	if e == nil || !samePID(e.pid, fromRef(m.Session)) {
-		sh.mu.Unlock()
-		return
-	}
-	first := m.Available && !e.available
-	e.available, e.priority = m.Available, m.Priority
-	if m.Available {
-		e.presence = m.Presence
-	} else {
-		e.presence = nil
-	}
-	others := othersAvailable(sh.users[m.Bare], m.Resource)
-	var replay [][]byte
-	if first {
-		for _, o := range others {
-			if o.presence != nil {
-				replay = append(replay, readdress(o.presence, o.fullOf(m.Bare), full))
+	var (
+		e      *resEntry
+		others []namedEntry
+		replay [][]byte
+	)
+	r.owners.Do(m.Bare, func(res resources) resources {
+		e = res[m.Resource]
+		if e == nil || !e.SamePID(directory.At[*Session](fromRef(m.Session))) {
+			e = nil
+			return res
+		}
+		first := m.Available && !e.Available
+		e.Available, e.Priority = m.Available, m.Priority
+		if m.Available {
+			e.Presence = m.Presence
+		} else {
+			e.Presence = nil
+		}
+		others = res.Available(m.Resource)
+		if first {
+			for _, o := range others {
+				if o.Presence != nil {
+					replay = append(replay, readdress(o.Presence, o.Full(m.Bare), full))
+				}
 			}
 		}
+		return res
+	})
+	if e == nil {
+		return
 	}
-	sh.mu.Unlock()
 	for _, o := range others {
-		o.send(r, readdress(m.Presence, full, o.fullOf(m.Bare)))
+		o.Send(r.link, readdress(m.Presence, full, o.Full(m.Bare)))
 	}
 	for _, p := range replay {
-		e.send(r, p)
+		e.Send(r.link, p)
 	}
 }
 
 // ownerStanza delivers a stanza for one of this node's users (RFC 6121 §8.5). data is
 // ready to write (from stamped, to as addressed); errors go back to the sender.
 func (r *Router) ownerStanza(bare, res, from string, data []byte, env *xmpp.Envelope, sender target) {
-	sh := r.ownerShard(bare)
-	sh.mu.Lock()
-	entries := sh.users[bare]
-	var targets []*resEntry
-	if res != "" {
-		if e := entries[res]; e != nil {
-			targets = append(targets, e)
-		}
-	}
-	if len(targets) == 0 {
-		switch {
-		case res != "" && env.Kind != xmpp.KindMessage:
-			// IQ: service-unavailable below; presence: dropped.
-		case env.Kind == xmpp.KindPresence:
-			for _, e := range entries {
-				if e.available && env.Type != "probe" {
-					targets = append(targets, e)
-				}
+	var targets []target
+	r.owners.Do(bare, func(entries resources) resources {
+		if res != "" {
+			if e := entries[res]; e != nil {
+				targets = append(targets, e.Handle)
 			}
-		case env.Kind == xmpp.KindMessage && env.Type != "groupchat":
-			targets = bestResources(entries, env.Type == "headline")
 		}
-	}
-	sh.mu.Unlock()
+		if len(targets) == 0 {
+			switch {
+			case res != "" && env.Kind != xmpp.KindMessage:
+				// IQ: service-unavailable below; presence: dropped.
+			case env.Kind == xmpp.KindPresence:
+				for _, e := range entries {
+					if e.Available && env.Type != "probe" {
+						targets = append(targets, e.Handle)
+					}
+				}
+			case env.Kind == xmpp.KindMessage && env.Type != "groupchat":
+				targets = bestResources(entries, env.Type == "headline")
+			}
+		}
+		return entries
+	})
 	if len(targets) > 0 {
-		for _, e := range targets {
-			e.send(r, data)
+		for _, t := range targets {
+			t.Send(r.link, data)
 		}
 		return
 	}
 	if env.Kind == xmpp.KindPresence {
 		return
 	}
-	sender.send(r, xmpp.ErrorReply(env, env.To, from, xmpp.ErrServiceUnavailable))
+	sender.Send(r.link, xmpp.ErrorReply(env, env.To, from, xmpp.ErrServiceUnavailable))
 }
 
 // bestResources: the highest-priority non-negative available resources (all of them
 // with a non-negative priority for headlines).
-func bestResources(entries map[string]*resEntry, all bool) []*resEntry {
-	var out []*resEntry
+func bestResources(entries resources, all bool) []target {
+	var out []target
 	best := int32(-1)
 	names := make([]string, 0, len(entries))
 	for n := range entries {
@@ -399,17 +359,17 @@ func bestResources(entries map[string]*resEntry, all bool) []*resEntry {
 	sort.Strings(names)
 	for _, n := range names {
 		e := entries[n]
-		if !e.available || e.priority < 0 {
+		if !e.Available || e.Priority < 0 {
 			continue
 		}
 		switch {
 		case all:
-			out = append(out, e)
-		case e.priority > best:
-			best = e.priority
-			out = append(out[:0], e)
-		case e.priority == best:
-			out = append(out, e)
+			out = append(out, e.Handle)
+		case e.Priority > best:
+			best = e.Priority
+			out = append(out[:0], e.Handle)
+		case e.Priority == best:
+			out = append(out, e.Handle)
 		}
 	}
 	return out
@@ -422,37 +382,6 @@ func readdress(raw []byte, from, to string) []byte {
 		return nil
 	}
 	return env.Rewrite(from, to)
-}
-
-// receiveUser handles user-directory messages from other nodes (router actor).
-func (r *Router) receiveUser(ctx actor.Context, msg any) bool {
-	switch m := msg.(type) {
-	case *pb.UserRegister:
-		r.ownerRegister(m, nil)
-		if ctx != nil && ctx.Sender() != nil {
-			ctx.Respond(&pb.Ack{})
-		}
-	case *pb.UserUnregister:
-		r.ownerUnregister(m)
-	case *pb.UserPresence:
-		r.ownerPresence(m)
-	case *pb.UserPush:
-		r.ownerPush(m.Bare, m.Stanza)
-	case *pb.UserPresenceTo:
-		r.ownerPresenceTo(m.Bare, m.To, m.Unavailable)
-	case *pb.PresenceReplay:
-		r.ownerReplayPresence(m.Host, m.Entity, target{pid: fromRef(m.Session)})
-	case *pb.UserStanza:
-		env, err := xmpp.ParseStanza(m.Stanza)
-		if err != nil {
-			return true
-		}
-		bare, res := splitFull(env.To)
-		r.ownerStanza(bare, res, m.From, m.Stanza, env, target{pid: fromRef(m.Sender)})
-	default:
-		return false
-	}
-	return true
 }
 
 func splitFull(j string) (bare, res string) {
@@ -473,53 +402,32 @@ func (r *Router) membersChanged(members []cluster.Member, left []string) {
 	for _, n := range left {
 		gone[n] = true
 	}
-	for i := range r.owned {
-		sh := &r.owned[i]
-		var notify []func()
-		sh.mu.Lock()
-		for bare, res := range sh.users {
-			if _, self := r.owner(bare); !self {
-				delete(sh.users, bare)
+	var notify []func()
+	r.owners.Range(func(bare string, res resources) bool {
+		if _, self := r.owner(bare); !self {
+			return false
+		}
+		for name, e := range res {
+			if !gone[e.Node] {
 				continue
 			}
-			for name, e := range res {
-				if !gone[e.node] {
-					continue
-				}
-				delete(res, name)
-				if e.available {
-					full := bare + "/" + name
-					for _, o := range othersAvailable(res, name) {
-						o, to := o, o.fullOf(bare)
-						notify = append(notify, func() {
-							o.send(r, xmpp.Presence("unavailable", full, to))
-						})
-					}
+			delete(res, name)
+			if e.Available {
+				full := bare + "/" + name
+				for _, o := range res.Available(name) {
+					to := o.Full(bare)
+					notify = append(notify, func() { o.Send(r.link, xmpp.Presence("unavailable", full, to)) })
 				}
 			}
-			if len(res) == 0 {
-				delete(sh.users, bare)
-			}
 		}
-		sh.mu.Unlock()
-		for _, f := range notify {
-			f()
-		}
+		return true
+	})
+	for _, f := range notify {
+		f()
 	}
-	for i := range r.shards {
-		sh := &r.shards[i]
-		var moved []*Session
-		sh.mu.RLock()
-		for _, res := range sh.users {
-			for _, s := range res {
-				node, _ := r.owner(s.Bare)
-				if old := s.owner.Load(); old == nil || *old != node {
-					moved = append(moved, s)
-				}
-			}
-		}
-		sh.mu.RUnlock()
-		for _, s := range moved {
+	for _, s := range r.sessions.All() {
+		node, _ := r.owner(s.Bare)
+		if old := s.owner.Load(); old == nil || *old != node {
 			r.register(s, false)
 		}
 	}

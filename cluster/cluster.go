@@ -127,9 +127,9 @@ func (c *Cluster) Joined() bool {
 }
 
 // New prepares the membership layer; Start joins.
-func New(cfg Config, l Listener, log *slog.Logger) *Cluster {
+func New(cfg Config, log *slog.Logger) *Cluster {
 	return &Cluster{
-		cfg: cfg, log: log.With("subsystem", "cluster"), listener: l,
+		cfg: cfg, log: log.With("subsystem", "cluster"),
 		members: make(map[string]Member),
 		own:     nodeState{Node: cfg.NodeID, Incarnation: time.Now().UnixNano()},
 		states:  make(map[string]nodeState),
@@ -138,8 +138,11 @@ func New(cfg Config, l Listener, log *slog.Logger) *Cluster {
 }
 
 // Start creates the memberlist and keeps trying to join the seeds in the background until
-// at least one answers (a node that starts first simply forms the cluster).
-func (c *Cluster) Start(ctx context.Context) error {
+// at least one answers (a node that starts first simply forms the cluster). l is told of
+// every change from then on; it is given here, not to New, so that what it calls back
+// (the router) can be built with the cluster in hand.
+func (c *Cluster) Start(ctx context.Context, l Listener) error {
+	c.listener = l
 	host, port, err := splitHostPort(c.cfg.Bind)
 	if err != nil {
 		return fmt.Errorf("cluster.bind: %w", err)
@@ -255,19 +258,28 @@ func (c *Cluster) joinLoop() {
 
 // Stop leaves the cluster cleanly (others drop this node at once rather than after the
 // failure-detection time) and shuts memberlist down.
-func (c *Cluster) Stop(timeout time.Duration) {
+func (c *Cluster) Stop(ctx context.Context) error {
 	select {
 	case <-c.stopped:
-		return
+		return nil
 	default:
 		close(c.stopped)
 	}
 	c.wg.Wait()
-	if ml := c.ml.Load(); ml != nil {
-		_ = ml.Leave(timeout)
-		_ = ml.Shutdown()
+	ml := c.ml.Load()
+	if ml == nil {
+		return nil
 	}
+	timeout := leaveTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = max(time.Until(d), 0)
+	}
+	leaveErr := ml.Leave(timeout)
+	return errors.Join(leaveErr, ml.Shutdown())
 }
+
+// leaveTimeout bounds how long Stop waits for the leave to be gossiped.
+const leaveTimeout = 5 * time.Second
 
 // HealthScore is memberlist's awareness score (0 = healthy).
 func (c *Cluster) HealthScore() int {

@@ -45,9 +45,7 @@ type Manager struct {
 	subsMu sync.Mutex
 	subs   []func(Change)
 
-	lifeMu sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	loop etcdx.Loop // the watch, between Start and Stop
 }
 
 // NewManager returns a Manager over store. static holds the config's rules, host →
@@ -98,9 +96,7 @@ func (m *Manager) build(host string) *Table {
 // start on a partial view) and then follows changes until Stop. ctx bounds the initial
 // load only. The initial load does not notify subscribers.
 func (m *Manager) Start(ctx context.Context) error {
-	m.lifeMu.Lock()
-	defer m.lifeMu.Unlock()
-	if m.cancel != nil {
+	if m.loop.Running() {
 		return errors.New("delegation: manager already started")
 	}
 	snap, err := m.store.Load(ctx)
@@ -108,24 +104,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 	m.apply(snap, false)
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m.cancel = cancel
-	m.done = make(chan struct{})
-	go m.run(runCtx, snap.Revision)
-	return nil
+	return m.loop.Go(ctx, func(ctx context.Context) { m.run(ctx, snap.Revision) })
 }
 
 // Stop ends the watch and waits for it. The tables keep serving what they have.
-func (m *Manager) Stop() {
-	m.lifeMu.Lock()
-	defer m.lifeMu.Unlock()
-	if m.cancel == nil {
-		return
-	}
-	m.cancel()
-	<-m.done
-	m.cancel = nil
-}
+func (m *Manager) Stop(ctx context.Context) error { return m.loop.Stop(ctx) }
 
 // Table returns host's effective rules: non-nil for a served host, nil otherwise. It
 // takes no lock. The Table is immutable; a change swaps in a new one.
@@ -250,7 +233,6 @@ func identical(a, b *Table) bool {
 }
 
 func (m *Manager) run(ctx context.Context, rev int64) {
-	defer close(m.done)
 	etcdx.WatchPrefix(ctx, m.store.cli, m.store.Prefix(), rev, "delegation", m.log, m.applyEvents,
 		func(ctx context.Context) (int64, error) {
 			snap, err := m.store.Load(ctx)

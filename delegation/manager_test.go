@@ -63,7 +63,7 @@ func startManager(t *testing.T, s *Store, static map[string]map[string]Rule, log
 	if err := m.Start(etcdtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(m.Stop)
+	t.Cleanup(func() { _ = m.Stop(context.Background()) })
 	return m, cl
 }
 
@@ -85,7 +85,7 @@ func TestManagerStaticOnly(t *testing.T) {
 	if err := m.Start(etcdtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
-	defer m.Stop()
+	defer func() { _ = m.Stop(context.Background()) }()
 	r := lookup(m, "localhost", "urn:xmpp:mam:2")
 	if r.JID != "archive.localhost" || r.Source != SourceConfig || r.Namespace != "urn:xmpp:mam:2" || !slices.Equal(r.Filtering, []string{"with"}) {
 		t.Fatalf("rule = %+v", r)
@@ -414,7 +414,7 @@ func TestManagerStartFailsWithoutEtcd(t *testing.T) {
 	if err := m.Start(ctx); err == nil {
 		t.Fatal("Start without etcd succeeded")
 	}
-	m.Stop() // harmless when not started
+	_ = m.Stop(context.Background()) // harmless when not started
 	if m.Table("localhost") == nil {
 		t.Fatal("no static table")
 	}

@@ -87,9 +87,35 @@ func newMetrics() *metrics {
 	return m
 }
 
-func (n *Node) startAdmin() error {
+// bindAdmin binds the admin listener (listen.admin; empty: none), so that its address is
+// known before the cluster announces it; serveAdmin serves it once the router is up.
+func (n *Node) bindAdmin() error {
 	if n.cfg.Listen.Admin == "" {
 		return nil
+	}
+	l, err := net.Listen("tcp", n.cfg.Listen.Admin)
+	if err != nil {
+		return fmt.Errorf("listen admin %s: %w", n.cfg.Listen.Admin, err)
+	}
+	n.adminL = l
+	n.Addrs.Admin = l.Addr().String()
+	return nil
+}
+
+// stopAdmin shuts the admin server down (or closes its listener, if it never served).
+func (n *Node) stopAdmin(ctx context.Context) error {
+	if n.admin != nil {
+		return n.admin.Shutdown(ctx)
+	}
+	if n.adminL != nil {
+		return n.adminL.Close()
+	}
+	return nil
+}
+
+func (n *Node) serveAdmin() {
+	if n.adminL == nil {
+		return
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -119,14 +145,8 @@ func (n *Node) startAdmin() error {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	l, err := net.Listen("tcp", n.cfg.Listen.Admin)
-	if err != nil {
-		return fmt.Errorf("listen admin %s: %w", n.cfg.Listen.Admin, err)
-	}
-	n.Addrs.Admin = l.Addr().String()
 	n.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = n.admin.Serve(l) }()
-	return nil
+	go func() { _ = n.admin.Serve(n.adminL) }()
 }
 
 // Sessions is how many client sessions this node holds.

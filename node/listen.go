@@ -14,6 +14,26 @@ import (
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
+// startListeners opens the client and component ports; stopping them closes the ports
+// (connections already accepted go on until the router ends them).
+func (n *Node) startListeners() error {
+	n.started("listeners", func(context.Context) error {
+		for _, l := range n.listeners {
+			_ = l.Close()
+		}
+		n.listeners = nil
+		return nil
+	})
+	cfg := n.cfg
+	if err := n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn) { n.serveC2S(c, false) }); err != nil {
+		return err
+	}
+	if err := n.listen(cfg.Listen.C2STLS, &n.Addrs.C2STLS, func(c net.Conn) { n.serveC2S(c, true) }); err != nil {
+		return err
+	}
+	return n.listen(cfg.Listen.Component, &n.Addrs.Component, n.serveComponent)
+}
+
 func (n *Node) listen(addr string, bound *string, serve func(net.Conn)) error {
 	if addr == "" {
 		return nil

@@ -10,6 +10,7 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -31,6 +32,7 @@ import (
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/nodelink"
 	"github.com/switchboard-im/switchboard/privileges"
 	"github.com/switchboard-im/switchboard/roster"
 )
@@ -61,18 +63,19 @@ type Node struct {
 	rosters  *roster.Store
 	sys      *actor.ActorSystem
 	router   *actors.Router
+	link     *nodelink.Link
 	tls      *tls.Config
 
 	listeners []net.Listener
 	admin     *http.Server
+	adminL    net.Listener // bound before the router starts; admin serves it after
 	conns     sync.WaitGroup
 	ready     atomic.Bool
 	etcdUp    atomic.Bool
 
-	monitorCtx  context.Context
-	monitorStop context.CancelFunc
 	monitorDone chan struct{}
 	metrics     *metrics
+	running     []subsystem // started, in order
 
 	Addrs Addrs
 }
@@ -161,7 +164,19 @@ func (n *Node) Reload(cfg *config.Config) error {
 	return nil
 }
 
-// Start brings every subsystem up, in order; on error what started is stopped again.
+// subsystem is one part of a running node, with how to stop it.
+type subsystem struct {
+	name string
+	stop func(context.Context) error
+}
+
+// started registers a subsystem that is up; Stop stops them in reverse order.
+func (n *Node) started(name string, stop func(context.Context) error) {
+	n.running = append(n.running, subsystem{name, stop})
+}
+
+// Start brings every subsystem up, in order, registering each as it comes up; on error
+// what started is stopped again, in reverse.
 func (n *Node) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -174,11 +189,73 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return n.log.With("lib", "protoactor")
 	}))
+	n.started("actor system", func(context.Context) error { n.sys.Shutdown(); return nil })
 	if cfg.Cluster.Bind != "" {
 		if err = n.startRemote(); err != nil {
 			return err
 		}
+		n.started("remoting", func(context.Context) error { n.remote.Shutdown(false); return nil })
 	}
+	if err = n.startStore(ctx); err != nil {
+		return err
+	}
+	// The admin listener is bound before the cluster is made, so that its real address
+	// is announced; it serves once the router is up.
+	if err = n.bindAdmin(); err != nil {
+		return err
+	}
+	n.started("admin HTTP", n.stopAdmin)
+	if err = n.startRouter(ctx); err != nil {
+		return err
+	}
+	n.serveAdmin()
+	if err = n.link.Start(ctx, n.router.Inbound()); err != nil {
+		return fmt.Errorf("node link: %w", err)
+	}
+	n.started("node link", n.link.Stop)
+	if n.cluster != nil {
+		if err = n.cluster.Start(ctx, n.router); err != nil {
+			return err
+		}
+		n.started("cluster membership", n.cluster.Stop)
+	}
+	// Rules are loaded (and watched) only once the router can take changes.
+	n.rules.Subscribe(n.router.RulesChanged)
+	if err = n.rules.Start(ctx); err != nil {
+		return fmt.Errorf("delegation rules: %w", err)
+	}
+	n.started("delegation rules", n.rules.Stop)
+	// XEP-0356 privileges stored in etcd, per host and component, override the file's.
+	n.privs = privileges.NewWatcher(privileges.NewStore(n.etcd, cfg.Etcd.Prefix), n.log, n.router.SetDynamicPrivileges)
+	if err = n.privs.Start(ctx); err != nil {
+		return fmt.Errorf("privileges: %w", err)
+	}
+	n.started("privileges", n.privs.Stop)
+	if err = n.startListeners(); err != nil {
+		return err
+	}
+	monitorCtx, stopMonitor := context.WithCancel(context.Background())
+	n.monitorDone = make(chan struct{})
+	go n.monitorEtcd(monitorCtx)
+	n.started("etcd monitor", func(context.Context) error { stopMonitor(); <-n.monitorDone; return nil })
+	n.ready.Store(true)
+	n.log.Info("node ready", "c2s", n.Addrs.C2S, "c2s_tls", n.Addrs.C2STLS, "component", n.Addrs.Component,
+		"admin", n.Addrs.Admin, "hosts", n.hosts())
+	return nil
+}
+
+func (n *Node) hosts() []string {
+	var hosts []string
+	for _, h := range n.cfg.Hosts {
+		hosts = append(hosts, h.Domain)
+	}
+	return hosts
+}
+
+// startStore brings up etcd (embedded, or a client of the configured one) and the
+// account cache.
+func (n *Node) startStore(ctx context.Context) (err error) {
+	cfg := n.cfg
 	endpoints := cfg.Etcd.Endpoints
 	if cfg.EmbeddedEtcd() {
 		n.embedded, err = etcdx.StartEmbedded(ctx, etcdx.EmbeddedConfig{
@@ -190,6 +267,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("embedded etcd: %w", err)
 		}
+		n.started("embedded etcd", n.embedded.Stop)
 		endpoints = n.embedded.Endpoints()
 		n.log.Info("embedded etcd running", "dir", filepath.Join(cfg.Node.DataDir, "etcd"), "client", endpoints)
 	}
@@ -198,15 +276,20 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	n.started("etcd client", func(context.Context) error { return n.etcd.Close() })
 	n.accounts = accounts.NewCache(accounts.New(n.etcd, cfg.Etcd.Prefix), n.log)
 	if err = n.accounts.Start(ctx); err != nil {
 		return fmt.Errorf("accounts: %w", err)
 	}
+	n.started("accounts", n.accounts.Stop)
+	return nil
+}
 
-	var hosts []string
-	for _, h := range cfg.Hosts {
-		hosts = append(hosts, h.Domain)
-	}
+// startRouter builds what routing needs, in the order each needs the other: the
+// membership (not started yet), the node link, then the router, which is given to both
+// when they start; then it starts the router.
+func (n *Node) startRouter(ctx context.Context) (err error) {
+	cfg := n.cfg
 	static, err := staticLayer(cfg)
 	if err != nil {
 		return err
@@ -221,155 +304,104 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return 0
 	}))
 	n.rules = delegation.NewManager(delegation.NewStore(n.etcd, cfg.Etcd.Prefix), static, n.log)
-	n.tls, err = loadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Node.DataDir, hosts, n.log)
+	n.tls, err = loadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Node.DataDir, n.hosts(), n.log)
 	if err != nil {
 		return err
 	}
-
-	deleg := &actors.Delegation{
-		Rules:   n.rules,
-		Disco:   delegation.NewDiscoCache(),
-		Metrics: delegation.NewMetrics(n.metrics.reg),
-		Timeout: cfg.Delegation.Timeout.D(),
-	}
 	n.rosters = roster.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.MaxRosterItems)
+	var (
+		members nodelink.Members // nil: standalone
+		cl      actors.Cluster   // nil: standalone
+	)
+	if cfg.Cluster.Bind != "" {
+		n.cluster = n.newCluster()
+		members, cl = n.cluster, n.cluster
+	}
+	disp := actors.NewDispatcher()
+	n.link = nodelink.New(n.sys, cfg.Node.ID, members, n.log, disp.Props())
 	n.router = actors.NewRouter(actors.Config{
 		System:     n.sys,
 		Log:        n.log,
+		Link:       n.link,
+		Cluster:    cl,
+		Dispatcher: disp,
 		Limits:     routerLimits(cfg),
 		Accounts:   n.accounts,
-		Hosts:      hosts,
+		Hosts:      n.hosts(),
 		Components: componentOptions(cfg),
 		Version:    Version,
 		NodeID:     cfg.Node.ID,
-		Delegation: deleg,
-		Metrics:    actors.NewMetrics(n.metrics.reg),
-		Rosters:    n.rosters,
+		Delegation: &actors.Delegation{
+			Rules:   n.rules,
+			Disco:   delegation.NewDiscoCache(),
+			Metrics: delegation.NewMetrics(n.metrics.reg),
+			Timeout: cfg.Delegation.Timeout.D(),
+		},
+		Metrics: actors.NewMetrics(n.metrics.reg),
+		Rosters: n.rosters,
 	})
-	// The admin listener starts before the cluster so that its real address is announced.
-	if err = n.startAdmin(); err != nil {
+	if err = n.router.Start(ctx); err != nil {
 		return err
 	}
-	if cfg.Cluster.Bind != "" {
-		if err = n.router.AttachCluster(nil); err != nil {
-			return err
-		}
-		n.cluster = cluster.New(cluster.Config{
-			NodeID:        cfg.Node.ID,
-			Bind:          cfg.Cluster.Bind,
-			Advertise:     cfg.Cluster.Advertise,
-			Remote:        n.sys.Address(),
-			Admin:         n.announcedAdmin(),
-			Join:          cfg.Cluster.Join,
-			ProbeInterval: cfg.Cluster.ProbeInterval.D(),
-			SuspicionMult: cfg.Cluster.SuspicionMult,
-		}, n.router, n.log)
-		n.router.SetCluster(n.cluster)
-		cl := n.cluster
-		n.metrics.reg.MustRegister(
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "switchboard_cluster_members", Help: "Live cluster members as this node sees them.",
-			}, func() float64 { return float64(len(cl.Members())) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "switchboard_gossip_health_score", Help: "memberlist's awareness health score (0 is healthy; higher means this node is slow to gossip).",
-			}, func() float64 { return float64(cl.HealthScore()) }),
-		)
-		if err = n.cluster.Start(ctx); err != nil {
-			return err
-		}
-	}
-	// Rules are loaded (and watched) only once the router can take changes.
-	n.rules.Subscribe(n.router.RulesChanged)
-	if err = n.rules.Start(ctx); err != nil {
-		return fmt.Errorf("delegation rules: %w", err)
-	}
-	// XEP-0356 privileges stored in etcd, per host and component, override the file's.
-	n.privs = privileges.NewWatcher(privileges.NewStore(n.etcd, cfg.Etcd.Prefix), n.log, n.router.SetDynamicPrivileges)
-	if err = n.privs.Start(ctx); err != nil {
-		return fmt.Errorf("privileges: %w", err)
-	}
-
-	if err = n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn) { n.serveC2S(c, false) }); err != nil {
-		return err
-	}
-	if err = n.listen(cfg.Listen.C2STLS, &n.Addrs.C2STLS, func(c net.Conn) { n.serveC2S(c, true) }); err != nil {
-		return err
-	}
-	if err = n.listen(cfg.Listen.Component, &n.Addrs.Component, n.serveComponent); err != nil {
-		return err
-	}
-	n.monitorCtx, n.monitorStop = context.WithCancel(context.Background())
-	n.monitorDone = make(chan struct{})
-	go n.monitorEtcd(n.monitorCtx)
-	n.ready.Store(true)
-	n.log.Info("node ready", "c2s", n.Addrs.C2S, "c2s_tls", n.Addrs.C2STLS, "component", n.Addrs.Component,
-		"admin", n.Addrs.Admin, "hosts", hosts)
+	n.started("router", n.stopRouter)
 	return nil
 }
 
-// Stop shuts down in reverse order: stop accepting, end sessions with system-shutdown,
-// then the actor system, the account cache and etcd.
+// stopRouter ends every session (system-shutdown) and waits, a few seconds at most, for
+// their connections to finish.
+func (n *Node) stopRouter(ctx context.Context) error {
+	err := n.router.Stop(ctx)
+	done := make(chan struct{})
+	go func() { n.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+	}
+	n.router = nil
+	return err
+}
+
+// newCluster prepares the membership layer (started later, with the router).
+func (n *Node) newCluster() *cluster.Cluster {
+	cfg := n.cfg
+	cl := cluster.New(cluster.Config{
+		NodeID:        cfg.Node.ID,
+		Bind:          cfg.Cluster.Bind,
+		Advertise:     cfg.Cluster.Advertise,
+		Remote:        n.sys.Address(),
+		Admin:         n.announcedAdmin(),
+		Join:          cfg.Cluster.Join,
+		ProbeInterval: cfg.Cluster.ProbeInterval.D(),
+		SuspicionMult: cfg.Cluster.SuspicionMult,
+	}, n.log)
+	n.metrics.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchboard_cluster_members", Help: "Live cluster members as this node sees them.",
+		}, func() float64 { return float64(len(cl.Members())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchboard_gossip_health_score", Help: "memberlist's awareness health score (0 is healthy; higher means this node is slow to gossip).",
+		}, func() float64 { return float64(cl.HealthScore()) }),
+	)
+	return cl
+}
+
+// Stop stops every subsystem that started, in reverse order: the etcd monitor, the
+// listeners (no new connections), the watches, the cluster membership (the node leaves),
+// the node link, the admin server, the router (sessions end with system-shutdown), the
+// account cache, etcd, remoting and the actor system. It returns what went wrong.
 func (n *Node) Stop(ctx context.Context) error {
 	n.ready.Store(false)
-	if n.monitorStop != nil {
-		n.monitorStop()
-		<-n.monitorDone
-		n.monitorStop = nil
-	}
-	for _, l := range n.listeners {
-		_ = l.Close()
-	}
-	n.listeners = nil
-	if n.router != nil {
-		n.router.Stop()
-		defer func() {
-			if n.cluster != nil {
-				n.cluster.Stop(5 * time.Second)
-				n.cluster = nil
-			}
-			if n.remote != nil {
-				n.remote.Shutdown(false)
-				n.remote = nil
-			}
-		}()
-		done := make(chan struct{})
-		go func() { n.conns.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-		case <-time.After(5 * time.Second):
+	var errs []error
+	for i := len(n.running) - 1; i >= 0; i-- {
+		s := n.running[i]
+		if err := s.stop(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Warn("stopping "+s.name, "err", err)
+			errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
 		}
-		n.router = nil
 	}
-	if n.admin != nil {
-		_ = n.admin.Shutdown(ctx)
-		n.admin = nil
-	}
-	if n.sys != nil {
-		n.sys.Shutdown()
-		n.sys = nil
-	}
-	if n.privs != nil {
-		n.privs.Stop()
-		n.privs = nil
-	}
-	if n.rules != nil {
-		n.rules.Stop()
-		n.rules = nil
-	}
-	if n.accounts != nil {
-		n.accounts.Stop()
-		n.accounts = nil
-	}
-	if n.etcd != nil {
-		_ = n.etcd.Close()
-		n.etcd = nil
-	}
-	if n.embedded != nil {
-		n.embedded.Stop()
-		n.embedded = nil
-	}
-	return nil
+	n.running = nil
+	return errors.Join(errs...)
 }
 
 func staticRules(h config.HostConfig) map[string]delegation.Rule {

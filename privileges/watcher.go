@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
-	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -26,9 +25,7 @@ type Watcher struct {
 	// (which Start starts after its own use), so it needs no lock.
 	cur map[string]map[string]config.Privileges
 
-	lifeMu sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	loop etcdx.Loop // the watch, between Start and Stop
 }
 
 // NewWatcher returns a Watcher over s. onChange gets a map of its own every time (it
@@ -44,9 +41,7 @@ func NewWatcher(s *Store, log *slog.Logger, onChange func(map[string]map[string]
 // not start on a partial view), calls onChange with them, and then follows changes
 // until Stop. ctx bounds the initial read only.
 func (w *Watcher) Start(ctx context.Context) error {
-	w.lifeMu.Lock()
-	defer w.lifeMu.Unlock()
-	if w.cancel != nil {
+	if w.loop.Running() {
 		return errors.New("privileges: watcher already started")
 	}
 	m, rev, invalid, err := w.store.List(ctx)
@@ -56,27 +51,13 @@ func (w *Watcher) Start(ctx context.Context) error {
 	w.warn(invalid)
 	w.cur = m
 	w.notify()
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w.cancel = cancel
-	w.done = make(chan struct{})
-	go w.run(runCtx, rev)
-	return nil
+	return w.loop.Go(ctx, func(ctx context.Context) { w.run(ctx, rev) })
 }
 
 // Stop ends the watch and waits for it; no onChange call runs after it returns.
-func (w *Watcher) Stop() {
-	w.lifeMu.Lock()
-	defer w.lifeMu.Unlock()
-	if w.cancel == nil {
-		return
-	}
-	w.cancel()
-	<-w.done
-	w.cancel = nil
-}
+func (w *Watcher) Stop(ctx context.Context) error { return w.loop.Stop(ctx) }
 
 func (w *Watcher) run(ctx context.Context, rev int64) {
-	defer close(w.done)
 	etcdx.WatchPrefix(ctx, w.store.cli, w.store.Prefix(), rev, "privileges", w.log, w.apply,
 		func(ctx context.Context) (int64, error) {
 			m, rev, invalid, err := w.store.List(ctx)

@@ -73,7 +73,7 @@ func startWatcher(t *testing.T, s *Store, log *slog.Logger) *recorder {
 	if err := w.Start(etcdtest.Context(t)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.Stop)
+	t.Cleanup(func() { _ = w.Stop(context.Background()) })
 	if err := w.Start(etcdtest.Context(t)); err == nil {
 		t.Fatal("second Start succeeded")
 	}
@@ -153,12 +153,12 @@ func TestWatcherStopEndsCalls(t *testing.T) {
 	ctx := etcdtest.Context(t)
 	r := &recorder{t: t}
 	w := NewWatcher(s, nil, r.onChange)
-	w.Stop() // harmless when not started
+	_ = w.Stop(context.Background()) // harmless when not started
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w.Stop()
-	w.Stop()
+	_ = w.Stop(context.Background())
+	_ = w.Stop(context.Background())
 	n := r.calls()
 	if err := s.Set(ctx, "localhost", "pubsub.localhost", config.Privileges{Roster: "get"}); err != nil {
 		t.Fatal(err)
@@ -171,7 +171,7 @@ func TestWatcherStopEndsCalls(t *testing.T) {
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer w.Stop()
+	defer func() { _ = w.Stop(context.Background()) }()
 	if want := (privMap{"localhost": {"pubsub.localhost": {Roster: "get"}}}); !reflect.DeepEqual(r.last(), want) {
 		t.Fatalf("after restart: %+v", r.last())
 	}
@@ -225,7 +225,7 @@ func TestWatcherStartFailsWithoutEtcd(t *testing.T) {
 	if err := w.Start(ctx); err == nil {
 		t.Fatal("Start without etcd succeeded")
 	}
-	w.Stop() // harmless when not started
+	_ = w.Stop(context.Background()) // harmless when not started
 	if called {
 		t.Fatal("onChange called although nothing was read")
 	}

@@ -185,10 +185,10 @@ func (g *globals) store(ctx context.Context) (*config.Config, *clientv3.Client, 
 	}
 	cli, err := etcdx.Connect(ctx, emb.Endpoints(), cfg.Etcd.DialTimeout.D())
 	if err != nil {
-		emb.Stop()
+		_ = emb.Stop(context.Background())
 		return nil, nil, nil, err
 	}
-	return cfg, cli, func() { _ = cli.Close(); emb.Stop() }, nil
+	return cfg, cli, func() { _ = cli.Close(); _ = emb.Stop(context.Background()) }, nil
 }
 
 // withStore runs fn with the configuration and an etcd client (see store), under the

@@ -20,9 +20,11 @@ var allowed = map[string][]string{
 	"accounts":       {"internal/etcdx"},
 	"delegation":     {"xmpp", "internal/etcdx"},
 	"privileges":     {"config", "xmpp", "internal/etcdx"},
-	"actors/pb":      {},
-	"actors":         {"actors/pb", "cluster", "config", "delegation", "privileges", "roster", "xmpp"},
-	"node":           {"accounts", "actors", "cluster", "config", "delegation", "privileges", "roster", "xmpp", "internal/etcdx"},
+	"nodelink/pb":    {},
+	"nodelink":       {"cluster", "delegation", "nodelink/pb"},
+	"directory":      {"config"},
+	"actors":         {"cluster", "config", "delegation", "directory", "nodelink", "nodelink/pb", "privileges", "roster", "xmpp"},
+	"node":           {"accounts", "actors", "cluster", "config", "delegation", "nodelink", "privileges", "roster", "xmpp", "internal/etcdx"},
 	"internal/etcdx": {},
 }
 

@@ -129,14 +129,20 @@ func (e *Embedded) Endpoints() []string {
 	return append([]string(nil), e.endpoints...)
 }
 
-// Stop shuts etcd down and returns once it has stopped. Safe to call more than once.
-func (e *Embedded) Stop() {
+// Stop shuts etcd down and returns once it has stopped (or ctx is done). Safe to call
+// more than once.
+func (e *Embedded) Stop(ctx context.Context) error {
 	e.stopOnce.Do(func() {
 		e.stopping.Store(true)
 		e.etcd.Close()
-		<-e.etcd.Server.StopNotify()
-		e.log.Debug("embedded etcd stopped")
 	})
+	select {
+	case <-e.etcd.Server.StopNotify():
+		e.log.Debug("embedded etcd stopped")
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // FreeAddr returns host:port with a port that was free a moment ago (it listens on port 0

@@ -19,7 +19,7 @@ func start(t *testing.T, client, peer string) *Embedded {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.Stop)
+	t.Cleanup(func() { _ = e.Stop(context.Background()) })
 	return e
 }
 
@@ -47,8 +47,8 @@ func TestEmbeddedFreeAddr(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
 		t.Fatalf("get: %v %v", resp, err)
 	}
-	e.Stop()
-	e.Stop() // idempotent
+	_ = e.Stop(context.Background())
+	_ = e.Stop(context.Background()) // idempotent
 }
 
 func TestEmbeddedPortZero(t *testing.T) {
@@ -85,13 +85,13 @@ func TestEmbeddedRestartKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli.Close()
-	e.Stop()
+	_ = e.Stop(context.Background())
 
 	e, err = StartEmbedded(ctx, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Stop()
+	defer func() { _ = e.Stop(context.Background()) }()
 	cli, err = Connect(ctx, e.Endpoints(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func TestEmbeddedPortInUse(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if e2, err := StartEmbedded(ctx, EmbeddedConfig{Dir: t.TempDir(), ClientAddr: addr, PeerAddr: peer}, nil); err == nil {
-		e2.Stop()
+		_ = e2.Stop(context.Background())
 		t.Fatal("second etcd on a used client port started")
 	}
 }

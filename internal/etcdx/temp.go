@@ -22,7 +22,7 @@ func StartTemp(name string, log *slog.Logger) (endpoints []string, stop func(), 
 		emb, err = StartEmbedded(ctx, EmbeddedConfig{Dir: dir, ClientAddr: addrs[0], PeerAddr: addrs[1], Name: name}, log)
 		cancel()
 		if err == nil {
-			return emb.Endpoints(), func() { emb.Stop(); _ = os.RemoveAll(dir) }, nil
+			return emb.Endpoints(), func() { _ = emb.Stop(context.Background()); _ = os.RemoveAll(dir) }, nil
 		}
 	}
 	_ = os.RemoveAll(dir)

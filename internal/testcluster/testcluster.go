@@ -71,7 +71,7 @@ func StopEtcd() {
 	etcdMu.Lock()
 	defer etcdMu.Unlock()
 	if etcdRunning != nil {
-		etcdRunning.Stop()
+		_ = etcdRunning.Stop(context.Background())
 		etcdRunning = nil
 	}
 }

@@ -1,4 +1,4 @@
-package actors
+package nodelink
 
 import (
 	"bytes"
@@ -6,14 +6,13 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
-	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 )
 
-// outbox gathers what one connection's reader goroutine routes to other nodes while its
+// Outbox gathers what one connection's reader goroutine routes to other nodes while its
 // input lasts, and sends it when the reader is about to wait for more (xmpp.Reader's
 // BeforeFill): the stanzas for one remote session become one Deliver, the delegation
-// answers for one node one DelegationAnswers. Under load a read holds many stanzas, and
+// answers for one node one message (Link.SendAnswers). Under load a read holds many stanzas, and
 // each remote message costs its serialization, envelope and lookups on both nodes
 // whatever its size (a third of both nodes' CPU in a cross-node run, one message each).
 // At low load a read holds one stanza and nothing waits: the flush comes right after it.
@@ -23,8 +22,8 @@ import (
 // session alone (a delegated IQ's wrapping) is written into a scratch buffer from a pool
 // and copied out once at the flush: one allocation of the burst's size, where a buffer
 // for each stanza and their join were.
-type outbox struct {
-	r       *Router
+type Outbox struct {
+	link    Sender
 	deliver map[*actor.PID]int // index in queues
 	queues  []sessionQueue
 	answers map[string]*pb.DelegationAnswers
@@ -48,9 +47,16 @@ const outboxMaxBytes = 64 << 10
 // out; one is held only between an outbox's first write and its flush.
 var scratches = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-func (r *Router) newOutbox() *outbox { return &outbox{r: r} }
+// Sender is what an outbox sends through: a Link.
+type Sender interface {
+	Deliver(pid *actor.PID, b []byte)
+	SendAnswers(node string, answers []*pb.DelegationAnswer)
+}
 
-func (o *outbox) queue(pid *actor.PID) *sessionQueue {
+// NewOutbox makes an empty outbox that sends through link.
+func NewOutbox(link Sender) *Outbox { return &Outbox{link: link} }
+
+func (o *Outbox) queue(pid *actor.PID) *sessionQueue {
 	if o.deliver == nil {
 		o.deliver = make(map[*actor.PID]int)
 	}
@@ -68,17 +74,17 @@ func (o *outbox) queue(pid *actor.PID) *sessionQueue {
 	return &o.queues[i]
 }
 
-// toSession queues stanza bytes for a session actor on another node.
-func (o *outbox) toSession(pid *actor.PID, b []byte) {
+// ToSession queues stanza bytes for a session actor on another node.
+func (o *Outbox) ToSession(pid *actor.PID, b []byte) {
 	q := o.queue(pid)
 	q.seal()
 	q.parts = append(q.parts, b)
 	o.grew(len(b))
 }
 
-// appendTo queues for a session actor on another node what write appends to the slice it
+// AppendTo queues for a session actor on another node what write appends to the slice it
 // is given (a stanza made for this session alone).
-func (o *outbox) appendTo(pid *actor.PID, write func([]byte) []byte) {
+func (o *Outbox) AppendTo(pid *actor.PID, write func([]byte) []byte) {
 	q := o.queue(pid)
 	if q.scratch == nil {
 		q.scratch = scratches.Get().(*[]byte)
@@ -119,8 +125,8 @@ func (q *sessionQueue) take() []byte {
 	return d
 }
 
-// answer queues a delegation answer for another node's router.
-func (o *outbox) answer(node string, a *pb.DelegationAnswer) {
+// Answer queues a delegation answer for another node's router.
+func (o *Outbox) Answer(node string, a *pb.DelegationAnswer) {
 	if o.answers == nil {
 		o.answers = make(map[string]*pb.DelegationAnswers)
 	}
@@ -134,47 +140,27 @@ func (o *outbox) answer(node string, a *pb.DelegationAnswer) {
 	o.grew(len(a.Inner) + 128)
 }
 
-func (o *outbox) grew(n int) {
+func (o *Outbox) grew(n int) {
 	if o.bytes += n; o.bytes > outboxMaxBytes {
-		o.flush()
+		o.Flush()
 	}
 }
 
-// flush sends everything queued.
-func (o *outbox) flush() {
+// Flush sends everything queued.
+func (o *Outbox) Flush() {
 	if o.bytes == 0 {
 		return
 	}
 	for i := range o.queues {
 		q := &o.queues[i]
 		pid := q.pid // before take empties q
-		o.r.link.send(pid, &pb.Deliver{Data: q.take()})
+		o.link.Deliver(pid, q.take())
 	}
 	o.queues = o.queues[:0]
 	clear(o.deliver)
 	for _, node := range o.nodes {
-		o.r.sendAnswers(node, o.answers[node])
+		o.link.SendAnswers(node, o.answers[node].Answers)
 		delete(o.answers, node)
 	}
 	o.nodes, o.bytes = o.nodes[:0], 0
-}
-
-// sendAnswers sends answers to a node as one message in the newest form it knows: packed
-// (proto version 2), a DelegationAnswers (1), or one each to a node older than that (a
-// rolling upgrade: a node drops a message it does not know).
-func (r *Router) sendAnswers(node string, m *pb.DelegationAnswers) {
-	proto := cluster.ProtoVersion
-	if node != r.nodeID && r.cluster != nil {
-		proto = r.cluster.Proto(node)
-	}
-	switch {
-	case proto >= 2:
-		r.sendToNode(node, &pb.PackedAnswers{Data: packAnswers(nil, m.Answers)})
-	case proto == 1:
-		r.sendToNode(node, m)
-	default:
-		for _, a := range m.Answers {
-			r.sendToNode(node, a)
-		}
-	}
 }

@@ -1,4 +1,4 @@
-package actors
+package nodelink
 
 import (
 	"encoding/binary"
@@ -6,26 +6,22 @@ import (
 	"slices"
 	"unsafe"
 
-	"github.com/switchboard-im/switchboard/actors/pb"
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 )
 
-// answerView is a delegation answer unwrapped on the managing entity's node, as the
+// Answer is a delegation answer unwrapped on the managing entity's node, as the
 // requester's node reads it: from a DelegationAnswer, or sliced out of PackedAnswers.
-type answerView struct {
-	outerID string
+type Answer struct {
+	OuterID string
 	delegation.Answer
-	inner string // the inner stanza without from and to
+	Inner string // the inner stanza without from and to
 }
 
-// answerBatch is a reply worker's share of one burst of answers (pointers into the
-// burst's views: an answerView is ten strings, 160 bytes).
-type answerBatch []*answerView
-
-func viewOf(m *pb.DelegationAnswer) answerView {
-	return answerView{outerID: m.OuterId, Answer: delegation.Answer{Host: m.Host, From: m.From, OuterType: m.OuterType,
+func viewOf(m *pb.DelegationAnswer) Answer {
+	return Answer{OuterID: m.OuterId, Answer: delegation.Answer{Host: m.Host, From: m.From, OuterType: m.OuterType,
 		Invalid: m.Invalid, InnerType: m.InnerType, InnerID: m.InnerId, InnerTo: m.InnerTo, InnerFrom: m.InnerFrom},
-		inner: string(m.Inner)}
+		Inner: string(m.Inner)}
 }
 
 // packAnswers appends answers to b in PackedAnswers' layout: their number, then per
@@ -54,13 +50,13 @@ var errPackedAnswers = errors.New("malformed PackedAnswers")
 // unpackAnswers reads what packAnswers wrote. The views' fields are strings over data
 // itself, not a copy: data must not change afterwards (it is a PackedAnswers' Data, which
 // protobuf decoded into a buffer of the message's own and nothing writes again).
-func unpackAnswers(data []byte) ([]answerView, error) {
+func unpackAnswers(data []byte) ([]Answer, error) {
 	count, off := binary.Uvarint(data)
 	if off <= 0 || count > uint64(len(data)/10) {
 		return nil, errPackedAnswers
 	}
 	s := unsafe.String(unsafe.SliceData(data), len(data))
-	out := make([]answerView, 0, count)
+	out := make([]Answer, 0, count)
 	for off < len(data) {
 		var f [10]string
 		for i := range f {
@@ -78,8 +74,8 @@ func unpackAnswers(data []byte) ([]answerView, error) {
 				return nil, errPackedAnswers
 			}
 		}
-		out = append(out, answerView{outerID: f[0], Answer: delegation.Answer{Host: f[1], From: f[2], OuterType: f[3],
-			Invalid: f[4], InnerType: f[5], InnerID: f[6], InnerTo: f[7], InnerFrom: f[8]}, inner: f[9]})
+		out = append(out, Answer{OuterID: f[0], Answer: delegation.Answer{Host: f[1], From: f[2], OuterType: f[3],
+			Invalid: f[4], InnerType: f[5], InnerID: f[6], InnerTo: f[7], InnerFrom: f[8]}, Inner: f[9]})
 	}
 	if uint64(len(out)) != count {
 		return nil, errPackedAnswers

@@ -1,0 +1,153 @@
+package directory
+
+import (
+	"hash/maphash"
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"github.com/switchboard-im/switchboard/config"
+)
+
+// Conn is one connection of a component, or one available resource of a managing
+// account, here or on another node. Key (node/actor id) names it cluster-wide; the IQs
+// sent over it fail with it.
+type Conn[S Local] struct {
+	Handle[S]
+	Key  string
+	Full string // an account's resource: its full JID (IQs are addressed to it); "" for a component
+}
+
+// Components are the connections of every component domain (and managing account), here
+// and on other nodes. The map is replaced, never written (a mutex serializes the
+// writers), so a lookup per delegated IQ takes no lock: a read lock's shared counter
+// bounced between the cores on every IQ.
+type Components[S Local] struct {
+	seed maphash.Seed
+	mu   sync.Mutex
+	m    atomic.Pointer[map[string]*connSet[S]]
+}
+
+// connSet is every connection of one domain; copy-on-write.
+type connSet[S Local] struct {
+	conns []*Conn[S]
+	next  atomic.Uint64
+}
+
+// NewComponents makes an empty directory of components.
+func NewComponents[S Local]() *Components[S] { return &Components[S]{seed: maphash.MakeSeed()} }
+
+func (c *Components[S]) current() map[string]*connSet[S] {
+	if m := c.m.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// set replaces domain's set (nil: removes it); c.mu held.
+func (c *Components[S]) set(domain string, cs *connSet[S]) {
+	next := maps.Clone(c.current())
+	if next == nil {
+		next = make(map[string]*connSet[S])
+	}
+	if cs == nil {
+		delete(next, domain)
+	} else {
+		next[domain] = cs
+	}
+	c.m.Store(&next)
+}
+
+// Add enters a connection of domain.
+func (c *Components[S]) Add(domain string, conn *Conn[S]) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.current()[domain]
+	cs := &connSet[S]{}
+	if old != nil {
+		cs.conns = append(cs.conns, old.conns...)
+		cs.next.Store(old.next.Load())
+	}
+	cs.conns = append(cs.conns, conn)
+	c.set(domain, cs)
+}
+
+// Remove drops domain's connection with this key; false if it was not there.
+func (c *Components[S]) Remove(domain, key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.current()[domain]
+	if old == nil {
+		return false
+	}
+	cs := &connSet[S]{}
+	cs.next.Store(old.next.Load())
+	found := false
+	for _, o := range old.conns {
+		if o.Key == key {
+			found = true
+			continue
+		}
+		cs.conns = append(cs.conns, o)
+	}
+	if len(cs.conns) == 0 {
+		cs = nil
+	}
+	c.set(domain, cs)
+	return found
+}
+
+// Pick chooses one connection of domain, on any node, by a balancing policy named in
+// config: round-robin (also for an unknown policy), least-pending (pending tells how many
+// IQs wait on a connection, by key), or sender (by the sender's bare JID).
+func (c *Components[S]) Pick(domain, policy, sender string, pending func(key string) int64) (*Conn[S], bool) {
+	cs := c.current()[domain]
+	if cs == nil || len(cs.conns) == 0 {
+		return nil, false
+	}
+	n := uint64(len(cs.conns))
+	if n == 1 {
+		return cs.conns[0], true
+	}
+	switch policy {
+	case config.BalanceLeastPending:
+		best := cs.conns[cs.next.Add(1)%n] // rotate the tie-break
+		bestN := pending(best.Key)
+		for _, k := range cs.conns {
+			if p := pending(k.Key); p < bestN {
+				best, bestN = k, p
+			}
+		}
+		return best, true
+	case config.BalanceSender:
+		return cs.conns[maphash.String(c.seed, sender)%n], true
+	default:
+		return cs.conns[cs.next.Add(1)%n], true
+	}
+}
+
+// Locals returns domain's connections on this node.
+func (c *Components[S]) Locals(domain string) []S {
+	var out []S
+	if cs := c.current()[domain]; cs != nil {
+		for _, k := range cs.conns {
+			if k.IsLocal() {
+				out = append(out, k.Local)
+			}
+		}
+	}
+	return out
+}
+
+// AllLocals returns every connection on this node, of every domain.
+func (c *Components[S]) AllLocals() []S {
+	var out []S
+	for _, cs := range c.current() {
+		for _, k := range cs.conns {
+			if k.IsLocal() {
+				out = append(out, k.Local)
+			}
+		}
+	}
+	return out
+}

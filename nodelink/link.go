@@ -1,0 +1,166 @@
+// Package nodelink is everything that crosses nodes: the well-known router actor every
+// node runs and the reply workers behind it, the wire forms of what one node sends
+// another (pb/, packed delegation answers), and the per-reader outbox that batches what
+// one read of a connection routes to other nodes. Incoming messages go to a typed
+// Handler (the router); outgoing ones go through Link's methods. The transport is
+// protoactor remote over gRPC (node/remote.go); memberlist says where each node is.
+package nodelink
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
+)
+
+// RouterName is the well-known name of every node's router actor, so that any node can
+// address any other's (actor.NewPID(remoteAddress, RouterName)).
+const RouterName = "router"
+
+// Members is where the other nodes are (the membership layer).
+type Members interface {
+	Remote(node string) (string, bool) // a node's actor remoting address
+	Proto(node string) int             // the cross-node message version it understands
+}
+
+// Handler is what a node does with what other nodes send its router actor. User
+// directory messages are handled one at a time, in the order they came, on the router
+// actor; answers to forwarded IQs on reply workers (answers for one requester on one
+// worker, in order). Methods must not block for long.
+type Handler interface {
+	UserRegister(*pb.UserRegister)
+	UserUnregister(*pb.UserUnregister)
+	UserPresence(*pb.UserPresence)
+	UserPush(*pb.UserPush)
+	UserPresenceTo(*pb.UserPresenceTo)
+	PresenceReplay(*pb.PresenceReplay)
+	UserStanza(*pb.UserStanza)
+	// DelegationReply is a managing entity's raw answer that another node could not
+	// unwrap for us (an older node); DelegationAnswer an answer it unwrapped.
+	DelegationReply(*pb.DelegationReply)
+	DelegationAnswer(*Answer)
+	PrivilegedReply(*pb.PrivilegedReply)
+}
+
+// Link sends to other nodes' actors and receives what they send this node.
+type Link struct {
+	sys     *actor.ActorSystem
+	node    string
+	members Members // nil: standalone, nothing crosses
+	opts    []actor.PropsOption
+	log     *slog.Logger
+
+	handler Handler
+	self    *actor.PID
+	workers []*actor.PID
+	next    atomic.Uint64
+	seed    maphash.Seed
+}
+
+// New makes the link of node over sys; members is nil for a standalone node. opts are
+// applied to the actors it spawns (the router's dispatcher). Nothing is received until
+// Start.
+func New(sys *actor.ActorSystem, node string, members Members, log *slog.Logger, opts ...actor.PropsOption) *Link {
+	return &Link{sys: sys, node: node, members: members, opts: opts, log: log, seed: maphash.MakeSeed()}
+}
+
+// Start spawns the router actor (under RouterName) and its reply workers, which hand what
+// comes to h. A standalone node spawns nothing. h is given here, not to New, so that the
+// router it is can be built with the link in hand.
+func (l *Link) Start(_ context.Context, h Handler) error {
+	if l.members == nil {
+		return nil
+	}
+	l.handler = h
+	pid, err := l.sys.Root.SpawnNamed(actor.PropsFromFunc(l.receive, l.opts...), RouterName)
+	if err != nil {
+		return err
+	}
+	l.self = pid
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		l.workers = append(l.workers, l.sys.Root.Spawn(actor.PropsFromFunc(l.receiveReply, l.opts...)))
+	}
+	return nil
+}
+
+// Stop stops the router actor and the reply workers.
+func (l *Link) Stop(context.Context) error {
+	if l.self != nil {
+		l.sys.Root.Stop(l.self)
+		l.self = nil
+	}
+	for _, w := range l.workers {
+		l.sys.Root.Stop(w)
+	}
+	l.workers = nil
+	return nil
+}
+
+// Clustered reports whether there are other nodes to talk to.
+func (l *Link) Clustered() bool { return l.members != nil }
+
+// ToNode sends msg to node's router actor (this node's own when node is this one). A
+// node that is gone gets nothing.
+func (l *Link) ToNode(node string, msg proto.Message) {
+	if l.members == nil {
+		return
+	}
+	if node == l.node {
+		l.sys.Root.Send(l.self, msg)
+		return
+	}
+	addr, ok := l.members.Remote(node)
+	if !ok {
+		l.log.Debug("message for a node that is gone", "node", node)
+		return
+	}
+	l.sys.Root.Send(actor.NewPID(addr, RouterName), msg)
+}
+
+// Request sends msg to another node's router actor and waits for its answer.
+func (l *Link) Request(node string, msg proto.Message, timeout time.Duration) error {
+	addr, ok := "", false
+	if l.members != nil {
+		addr, ok = l.members.Remote(node)
+	}
+	if !ok {
+		return fmt.Errorf("node %s is gone", node)
+	}
+	_, err := l.sys.Root.RequestFuture(actor.NewPID(addr, RouterName), msg, timeout).Result()
+	return err
+}
+
+// Send sends msg to an actor, here or on another node.
+func (l *Link) Send(pid *actor.PID, msg proto.Message) { l.sys.Root.Send(pid, msg) }
+
+// Deliver sends stanza bytes to a session actor, here or on another node.
+func (l *Link) Deliver(pid *actor.PID, b []byte) { l.sys.Root.Send(pid, &pb.Deliver{Data: b}) }
+
+// SendAnswers sends delegation answers to a node as one message in the newest form it
+// knows: packed (proto version 2), a DelegationAnswers (1), or one each to a node older
+// than that (a rolling upgrade: a node drops a message it does not know).
+func (l *Link) SendAnswers(node string, answers []*pb.DelegationAnswer) {
+	proto := cluster.ProtoVersion
+	if node != l.node && l.members != nil {
+		proto = l.members.Proto(node)
+	}
+	switch {
+	case proto >= 2:
+		l.ToNode(node, &pb.PackedAnswers{Data: packAnswers(nil, answers)})
+	case proto == 1:
+		l.ToNode(node, &pb.DelegationAnswers{Answers: answers})
+	default:
+		for _, a := range answers {
+			l.ToNode(node, a)
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package nodelink
+
+import (
+	"hash/maphash"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/switchboard-im/switchboard/nodelink/pb"
+)
+
+// receive handles what other nodes send to this node's router actor. Answers to IQs this
+// node forwarded (delegated or privileged) need parsing and checking: they are spread
+// over reply workers so that one actor's mailbox is not the ceiling of cross-node
+// delegation. Delegation answers go to the worker of their requester, so that the answers
+// one requester gets keep the order the managing entity sent them in. User-directory
+// messages stay here, in order.
+func (l *Link) receive(ctx actor.Context) {
+	h := l.handler
+	switch m := ctx.Message().(type) {
+	case *pb.PackedAnswers:
+		answers, err := unpackAnswers(m.Data)
+		if err != nil {
+			l.log.Warn("answers from another node dropped", "err", err)
+			return
+		}
+		l.toReplyWorkers(answers)
+	case *pb.DelegationAnswer:
+		l.toReplyWorkers([]Answer{viewOf(m)})
+	case *pb.DelegationAnswers:
+		answers := make([]Answer, len(m.Answers))
+		for i, a := range m.Answers {
+			answers[i] = viewOf(a)
+		}
+		l.toReplyWorkers(answers)
+	case *pb.DelegationReply, *pb.PrivilegedReply:
+		n := l.next.Add(1)
+		l.sys.Root.Send(l.workers[n%uint64(len(l.workers))], m)
+	case *pb.UserRegister:
+		h.UserRegister(m)
+		if ctx.Sender() != nil {
+			ctx.Respond(&pb.Ack{})
+		}
+	case *pb.UserUnregister:
+		h.UserUnregister(m)
+	case *pb.UserPresence:
+		h.UserPresence(m)
+	case *pb.UserPush:
+		h.UserPush(m)
+	case *pb.UserPresenceTo:
+		h.UserPresenceTo(m)
+	case *pb.PresenceReplay:
+		h.PresenceReplay(m)
+	case *pb.UserStanza:
+		h.UserStanza(m)
+	}
+}
+
+// answerBatch is a reply worker's share of one burst of answers (pointers into the
+// burst's views: an Answer is ten strings, 160 bytes).
+type answerBatch []*Answer
+
+// toReplyWorkers gives each answer to the reply worker of its requester.
+func (l *Link) toReplyWorkers(answers []Answer) {
+	n := len(l.workers)
+	parts := make([]answerBatch, n)
+	for j := range answers {
+		i := maphash.String(l.seed, answers[j].InnerTo) % uint64(n)
+		if parts[i] == nil {
+			parts[i] = make(answerBatch, 0, len(answers)/n+1)
+		}
+		parts[i] = append(parts[i], &answers[j])
+	}
+	for i, p := range parts {
+		if p != nil {
+			l.sys.Root.Send(l.workers[i], p)
+		}
+	}
+}
+
+// receiveReply is a reply worker.
+func (l *Link) receiveReply(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *pb.DelegationReply:
+		l.handler.DelegationReply(m)
+	case answerBatch:
+		for _, a := range m {
+			l.handler.DelegationAnswer(a)
+		}
+	case *pb.PrivilegedReply:
+		l.handler.PrivilegedReply(m)
+	}
+}
