@@ -123,7 +123,7 @@ func (e *benchEnv) client(local, res string) *Session {
 	s.Host, s.Local, s.Res = "localhost", local, res
 	s.Bare = local + "@localhost"
 	s.Full = s.Bare + "/" + res
-	e.r.bindUser(s)
+	e.r.users.bindUser(s)
 	return s
 }
 
@@ -132,7 +132,7 @@ func (e *benchEnv) component(domain string) *Session {
 	c.Host = domain
 	s := e.r.newSession(KindComponent, c)
 	s.Host, s.Bare, s.Full = domain, domain, domain
-	e.r.addComponent(s)
+	e.r.comps.addComponent(s)
 	return s
 }
 
@@ -190,12 +190,12 @@ func BenchmarkRouteDelegatedIQ(b *testing.B) {
 		e.r.Route(alice, alice.Full, env)
 		if i++; i%4096 == 0 {
 			b.StopTimer()
-			e.r.tracker.FailAll() // as if answered: keep the tracker at its steady-state size
+			e.r.del.tracker.FailAll() // as if answered: keep the tracker at its steady-state size
 			b.StartTimer()
 		}
 	}
 	drain(b, comp)
-	e.r.tracker.FailAll()
+	e.r.del.tracker.FailAll()
 }
 
 // The managing entity's answer to a forwarded IQ: tracker lookup, reply validation,
@@ -204,7 +204,7 @@ func BenchmarkRouteDelegatedReply(b *testing.B) {
 	e := newBenchEnv(b)
 	alice := e.client("alice", "r1")
 	comp := e.component(benchDomain)
-	key := e.r.sessionKey(comp)
+	key := e.r.comps.sessionKey(comp)
 	const batch = 1024
 	envs := make([]*xmpp.Envelope, batch)
 	ids := make([]string, batch)
@@ -216,7 +216,7 @@ func BenchmarkRouteDelegatedReply(b *testing.B) {
 	}
 	add := func() {
 		for _, id := range ids {
-			e.r.tracker.Add(&delegation.Pending[*Session]{Request: delegation.Request{OuterID: id, Host: "localhost",
+			e.r.del.tracker.Add(&delegation.Pending[*Session]{Request: delegation.Request{OuterID: id, Host: "localhost",
 				Namespace: benchNS, Entity: benchDomain, Via: key, From: alice.Full, OrigID: "q0.123", OrigTo: "localhost"},
 				Requester: alice})
 		}
@@ -227,7 +227,7 @@ func BenchmarkRouteDelegatedReply(b *testing.B) {
 	for b.Loop() {
 		if i%batch == 0 {
 			b.StopTimer()
-			e.r.tracker.FailAll()
+			e.r.del.tracker.FailAll()
 			add()
 			b.StartTimer()
 		}
@@ -235,7 +235,7 @@ func BenchmarkRouteDelegatedReply(b *testing.B) {
 		i++
 	}
 	drain(b, alice)
-	if n := e.r.tracker.Len(); n >= batch {
+	if n := e.r.del.tracker.Len(); n >= batch {
 		b.Fatalf("replies were not matched: %d pending", n)
 	}
 }

@@ -2,7 +2,6 @@ package actors
 
 import (
 	"bytes"
-	"sort"
 	"strings"
 	"time"
 
@@ -10,9 +9,16 @@ import (
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/nodelink"
 	"github.com/switchboard-im/switchboard/nodelink/pb"
-	"github.com/switchboard-im/switchboard/privileges"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
+
+// delegator is XEP-0355 on the router: forwarding delegated IQs to a managing entity,
+// checking its answers (delegation.Check), advertising delegations and asking for disco
+// nesting, and the managing accounts' resources (managing.go).
+type delegator struct {
+	r       *Router
+	tracker *delegation.Tracker[*Session] // forwarded IQs awaiting their answer (nil: no XEP-0355)
+}
 
 // Rules gives the effective delegation rules of a host (lock-free on the hot path).
 type Rules interface {
@@ -34,23 +40,15 @@ type ComponentOptions struct {
 	Privileges   config.Privileges // XEP-0356 (normalized), on every host (etcd may override per host)
 }
 
-func (r *Router) componentOpts(domain string) ComponentOptions {
-	o := r.settings.Load().compOpts[domain]
-	if o.DelegationNS == "" {
-		o.DelegationNS = delegation.NS2
-	}
-	return o
-}
-
 // delegateIQ forwards an IQ get/set to the managing entity of its namespace, if the
 // namespace of its first child is delegated on this host (and every filtering attribute is
 // present). bareTarget is the user's bare JID for IQs to a bare JID, "" for the server.
 // It passes what is not delegated.
-func (r *Router) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, from, bareTarget string, env *xmpp.Envelope) verdict {
-	if r.deleg == nil || !env.HasChild {
+func (d *delegator) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, from, bareTarget string, env *xmpp.Envelope) verdict {
+	if d.r.deleg == nil || !env.HasChild {
 		return pass
 	}
-	tbl := r.deleg.Rules.Table(h.Domain)
+	tbl := d.r.deleg.Rules.Table(h.Domain)
 	ns := env.Child.Space
 	var (
 		rule delegation.Rule
@@ -76,9 +74,9 @@ func (r *Router) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, from
 	if sender.Bare == rule.JID {
 		return pass
 	}
-	target, ok := r.pickComponent(rule.JID, sender.Bare)
+	target, ok := d.r.comps.pickComponent(rule.JID, sender.Bare)
 	if !ok {
-		r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeUnavailable)
+		d.r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeUnavailable)
 		return refuse(env.To, xmpp.ErrServiceUnavailable)
 	}
 	to := rule.JID
@@ -86,7 +84,7 @@ func (r *Router) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, from
 		to = target.Full // an account's resource: the reply must come from it
 	}
 	p := &delegation.Pending[*Session]{Request: delegation.Request{
-		OuterID:   r.tracker.NewID(),
+		OuterID:   d.tracker.NewID(),
 		Host:      h.Domain,
 		Namespace: ns,
 		Entity:    to,
@@ -95,10 +93,10 @@ func (r *Router) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, from
 		OrigID:    env.ID,
 		OrigTo:    env.To,
 	}, Requester: sender}
-	r.deleg.Metrics.Forwarded(&p.Request)
-	r.tracker.Add(p)
-	dns := r.componentOpts(rule.JID).DelegationNS
-	r.writeVia(target.Handle, out, func(b []byte) []byte {
+	d.r.deleg.Metrics.Forwarded(&p.Request)
+	d.tracker.Add(p)
+	dns := d.r.componentOpts(rule.JID).DelegationNS
+	d.r.writeVia(target.Handle, out, func(b []byte) []byte {
 		return delegation.AppendWrap(b, dns, p.OuterID, h.Domain, to, env, from, env.To)
 	})
 	return handled
@@ -112,53 +110,53 @@ func hasNode(env *xmpp.Envelope) bool {
 // managingReply handles an IQ result/error a component sent to a host domain: the answer
 // to a forwarded IQ, or to a disco nesting query. It reports whether it was one.
 // from is the reply's vouched-for sender (stamped for clients, checked for components).
-func (r *Router) managingReply(out *nodelink.Outbox, h *Host, from string, env *xmpp.Envelope) bool {
-	if r.deleg == nil {
+func (d *delegator) managingReply(out *nodelink.Outbox, h *Host, from string, env *xmpp.Envelope) bool {
+	if d.r.deleg == nil {
 		return false
 	}
-	if !r.tracker.Owns(env.ID) {
+	if !d.tracker.Owns(env.ID) {
 		// Made by another node: the answer goes straight back to it (DESIGN §Cluster),
 		// unwrapped here, where the entity's connection already parsed it, so that the
 		// clients' node only checks it against its pending entry.
 		node := delegation.NodeOf(env.ID)
-		if node == "" || r.cluster == nil {
+		if node == "" || d.r.cluster == nil {
 			return false
 		}
 		if env.HasChild && env.Child.Local == "delegation" {
-			if a := r.remoteAnswer(h, from, env); out != nil {
+			if a := d.remoteAnswer(h, from, env); out != nil {
 				out.Answer(node, a)
 			} else {
-				r.link.ToNode(node, a)
+				d.r.link.ToNode(node, a)
 			}
 		} else {
-			r.link.ToNode(node, &pb.DelegationReply{Stanza: r.stamp(env, from, env.To)})
+			d.r.link.ToNode(node, &pb.DelegationReply{Stanza: stamp(env, from, env.To)})
 		}
 		return true
 	}
-	if r.deleg.Disco.Answer(env.ID, from, env) {
+	if d.r.deleg.Disco.Answer(env.ID, from, env) {
 		return true
 	}
-	p, ok := r.tracker.Take(env.ID)
+	p, ok := d.tracker.Take(env.ID)
 	if !ok {
 		return true // late, or already failed: dropped
 	}
 	a := delegationAnswer{Answer: delegation.Answer{Host: h.Domain, From: from, OuterType: env.Type}}
 	if env.Type != "error" {
-		inner, invalid := r.unwrapAnswer(p.Entity, env)
+		inner, invalid := d.unwrapAnswer(p.Entity, env)
 		if a.Invalid = invalid; inner != nil {
 			a.InnerType, a.InnerID, a.InnerTo, a.InnerFrom = inner.Type, inner.ID, inner.To, inner.From
 			a.bytes = inner.Rewrite
 		}
 	}
-	r.finishDelegated(p, &a)
+	d.finishDelegated(p, &a)
 	return true
 }
 
 // unwrapAnswer unwraps a managing entity's result as the entity's delegation namespace
 // says (urn:xmpp:delegation:1 entities may leave out xmlns='jabber:client'); invalid says
 // why the wrapping was refused.
-func (r *Router) unwrapAnswer(entity string, env *xmpp.Envelope) (inner *xmpp.Envelope, invalid string) {
-	opts := r.componentOpts(bareOf(entity))
+func (d *delegator) unwrapAnswer(entity string, env *xmpp.Envelope) (inner *xmpp.Envelope, invalid string) {
+	opts := d.r.componentOpts(bareOf(entity))
 	inner, err := delegation.Unwrap(opts.DelegationNS, env, opts.DelegationNS == delegation.NS1)
 	if err != nil {
 		return nil, err.Error()
@@ -173,12 +171,12 @@ type delegationAnswer struct {
 }
 
 // remoteAnswer unwraps, on the entity's node, an answer for another node's pending IQ.
-func (r *Router) remoteAnswer(h *Host, from string, env *xmpp.Envelope) *pb.DelegationAnswer {
+func (d *delegator) remoteAnswer(h *Host, from string, env *xmpp.Envelope) *pb.DelegationAnswer {
 	m := &pb.DelegationAnswer{OuterId: env.ID, Host: h.Domain, From: from, OuterType: env.Type}
 	if env.Type == "error" {
 		return m
 	}
-	inner, invalid := r.unwrapAnswer(from, env)
+	inner, invalid := d.unwrapAnswer(from, env)
 	if inner == nil {
 		m.Invalid = invalid
 		return m
@@ -189,15 +187,15 @@ func (r *Router) remoteAnswer(h *Host, from string, env *xmpp.Envelope) *pb.Dele
 }
 
 // answerFromNode checks an answer unwrapped on another node against this node's pending IQ.
-func (r *Router) answerFromNode(a *nodelink.Answer) {
-	if r.hosts[a.Host] == nil {
+func (d *delegator) answerFromNode(a *nodelink.Answer) {
+	if d.r.hosts[a.Host] == nil {
 		return
 	}
-	p, ok := r.tracker.Take(a.OuterID)
+	p, ok := d.tracker.Take(a.OuterID)
 	if !ok {
 		return
 	}
-	r.finishDelegated(p, &delegationAnswer{Answer: a.Answer,
+	d.finishDelegated(p, &delegationAnswer{Answer: a.Answer,
 		bytes: func(from, to string) []byte { return readdressIQ(a.Inner, from, to) }})
 }
 
@@ -216,11 +214,11 @@ func readdressIQ(stripped, from, to string) []byte {
 
 // finishDelegated checks a managing entity's answer (XEP-0355 §5.3, delegation.Check)
 // and gives the requester the inner stanza, or service-unavailable.
-func (r *Router) finishDelegated(p *delegation.Pending[*Session], a *delegationAnswer) {
+func (d *delegator) finishDelegated(p *delegation.Pending[*Session], a *delegationAnswer) {
 	outcome, why := delegation.Check(&p.Request, &a.Answer, p.Requester.Bare)
-	r.deleg.Metrics.Done(&p.Request, outcome)
+	d.r.deleg.Metrics.Done(&p.Request, outcome)
 	if why != "" {
-		r.log.Warn("delegated IQ failed", "host", p.Host, "namespace", p.Namespace, "entity", p.Entity,
+		d.r.log.Warn("delegated IQ failed", "host", p.Host, "namespace", p.Namespace, "entity", p.Entity,
 			"requester", p.From, "reason", why)
 		p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
 		return
@@ -240,91 +238,49 @@ func iqErrorTo(id, from, to string, e *xmpp.StanzaError) []byte {
 }
 
 // delegationTimeout answers a forwarded IQ nobody answered in time.
-func (r *Router) delegationTimeout(p *delegation.Pending[*Session]) {
-	r.deleg.Metrics.Done(&p.Request, delegation.OutcomeTimeout)
-	r.log.Warn("delegated IQ timed out", "host", p.Host, "namespace", p.Namespace, "entity", p.Entity, "requester", p.From)
+func (d *delegator) delegationTimeout(p *delegation.Pending[*Session]) {
+	d.r.deleg.Metrics.Done(&p.Request, delegation.OutcomeTimeout)
+	d.r.log.Warn("delegated IQ timed out", "host", p.Host, "namespace", p.Namespace, "entity", p.Entity, "requester", p.From)
 	p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
 }
 
 // failVia answers every IQ that was forwarded over a component connection that ended
 // (closed here, or gone with its node).
-func (r *Router) failVia(key string) {
-	if r.tracker == nil {
+func (d *delegator) failVia(key string) {
+	if d.tracker == nil {
 		return
 	}
-	for _, p := range r.tracker.FailVia(key) {
-		r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
+	for _, p := range d.tracker.FailVia(key) {
+		d.r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
 		p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
 	}
 }
 
-// pickComponent chooses one connection of a component, on any node, by its balancing
-// policy.
-func (r *Router) pickComponent(domain, senderBare string) (*compRef, bool) {
-	return r.components.Pick(domain, r.componentOpts(domain).Balance, senderBare, r.outstanding)
-}
-
 // outstanding is how many delegated IQs wait on a connection (least-pending balancing).
-func (r *Router) outstanding(key string) int64 { return r.tracker.Outstanding(key) }
-
-func (r *Router) sortedHosts() []string {
-	out := make([]string, 0, len(r.hosts))
-	for d := range r.hosts {
-		out = append(out, d)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// componentUp advertises a component's delegations (one <message/> per host that
-// delegates to it) and asks it for disco nesting (XEP-0355 §4.2, §7.2).
-func (r *Router) componentUp(s *Session) {
-	opts := r.componentOpts(s.Bare)
-	for _, host := range r.sortedHosts() {
-		p := r.privileges(host, s.Bare)
-		s.Send(privileges.Advertisement(host, s.Bare, p, false))
-		if p.ReceivesPresence() {
-			r.replayPresence(host, s)
-		}
-	}
-	if r.deleg == nil {
-		return
-	}
-	dns := opts.DelegationNS
-	for _, host := range r.sortedHosts() {
-		rules := r.deleg.Rules.Table(host).For(s.Bare)
-		if len(rules) == 0 {
-			continue
-		}
-		s.Send(delegation.Advertisement(dns, host, s.Bare, rules))
-		for _, rule := range rules {
-			r.discoNest(localTarget(s), host, s.Bare, dns, rule.Namespace)
-		}
-	}
-}
+func (d *delegator) outstanding(key string) int64 { return d.tracker.Outstanding(key) }
 
 // discoNest asks one connection of entity for its nesting answers about ns. The query
 // ids carry this node's tag, so answers that arrive on another node come back here.
-func (r *Router) discoNest(c target, host, entity, dns, ns string) {
+func (d *delegator) discoNest(c target, host, entity, dns, ns string) {
 	if ns == delegation.BareDiscoInfoRemaining || ns == delegation.BareDiscoItemsRemaining {
 		return
 	}
 	for _, bare := range []bool{false, true} {
-		id := r.tracker.NewID()
-		r.deleg.Disco.Query(id, host, entity, ns, bare)
-		c.Send(r.link, delegation.DiscoQuery(id, host, entity, delegation.DiscoNode(dns, ns, bare)))
+		id := d.tracker.NewID()
+		d.r.deleg.Disco.Query(id, host, entity, ns, bare)
+		c.Send(d.r.link, delegation.DiscoQuery(id, host, entity, delegation.DiscoNode(dns, ns, bare)))
 	}
 }
 
-// RulesChanged applies a rule change: every affected managing entity that is connected
+// rulesChanged applies a rule change: every affected managing entity that is connected
 // gets a fresh advertisement and is asked for disco nesting of what is new to it.
-func (r *Router) RulesChanged(ch delegation.Change) {
-	r.accountsChanged(ch)
+func (d *delegator) rulesChanged(ch delegation.Change) {
+	d.accountsChanged(ch)
 	for _, entity := range ch.Affected {
 		if isAccount(entity) {
 			continue
 		}
-		sessions := r.components.Locals(entity)
+		sessions := d.r.comps.dir.Locals(entity)
 		newRules := ch.New.For(entity)
 		old := map[string]bool{}
 		for _, o := range ch.Old.For(entity) {
@@ -336,22 +292,22 @@ func (r *Router) RulesChanged(ch delegation.Change) {
 		}
 		for ns := range old {
 			if !still[ns] {
-				r.deleg.Disco.Forget(entity, ns)
+				d.r.deleg.Disco.Forget(entity, ns)
 			}
 		}
 		if len(sessions) == 0 {
 			continue
 		}
-		dns := r.componentOpts(entity).DelegationNS
+		dns := d.r.componentOpts(entity).DelegationNS
 		adv := delegation.Advertisement(dns, ch.Host, entity, newRules)
 		for _, s := range sessions {
 			s.Send(adv)
 		}
 		for _, n := range newRules {
 			if !old[n.Namespace] {
-				r.discoNest(localTarget(sessions[0]), ch.Host, entity, dns, n.Namespace)
+				d.discoNest(localTarget(sessions[0]), ch.Host, entity, dns, n.Namespace)
 			}
 		}
-		r.log.Info("delegations changed", "host", ch.Host, "entity", entity, "namespaces", len(newRules))
+		d.r.log.Info("delegations changed", "host", ch.Host, "entity", entity, "namespaces", len(newRules))
 	}
 }

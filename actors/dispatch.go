@@ -73,6 +73,3 @@ func (d *Dispatcher) worker(fn func()) {
 
 // Props is the spawn option that puts an actor on these workers.
 func (d *Dispatcher) Props() actor.PropsOption { return actor.WithDispatcher(d) }
-
-// onWorkers is the spawn option that puts an actor on the router's workers.
-func (r *Router) onWorkers() actor.PropsOption { return r.disp.Props() }

@@ -54,100 +54,170 @@ func (h *Host) Receive(ctx actor.Context) {
 	}
 }
 
+// iqHandler answers one kind of IQ the server handles itself: IQs in its namespace whose
+// first child is elem, of the types it takes. Feature says whether disco#info
+// advertises the namespace.
+type iqHandler struct {
+	elem     string
+	get, set bool
+	feature  bool
+	serve    func(c *iqCall)
+}
+
+// iqCall is one server IQ being answered.
+type iqCall struct {
+	h      *Host
+	m      *serverIQ
+	from   string // the answer's 'from': the domain or the user's bare JID
+	own    bool   // a user's session asking about its own bare JID
+	exists bool   // the bare JID is an account (for IQs to a user's bare JID)
+}
+
+func (c *iqCall) ok(payload []byte) {
+	c.m.sender.Send(xmpp.IQResult(c.m.env.ID, c.from, c.m.from, payload))
+}
+
+func (c *iqCall) fail(e *xmpp.StanzaError) {
+	c.m.sender.Send(xmpp.ErrorReply(c.m.env, c.from, c.m.from, e))
+}
+
+// domainIQs are what the served domain answers (the server itself), by namespace.
+var domainIQs = map[string]iqHandler{
+	NSDiscoInfo: {elem: "query", get: true, feature: true, serve: func(c *iqCall) {
+		if noNode(c) {
+			c.ok(c.h.serverInfo())
+		}
+	}},
+	NSDiscoItems: {elem: "query", get: true, feature: true, serve: func(c *iqCall) {
+		if noNode(c) {
+			c.ok(c.h.serverItems())
+		}
+	}},
+	NSPing: {elem: "ping", get: true, feature: true, serve: func(c *iqCall) { c.ok(nil) }},
+	NSVersion: {elem: "query", get: true, feature: true, serve: func(c *iqCall) {
+		var b bytes.Buffer
+		b.WriteString("<query xmlns='" + NSVersion + "'><name>Switchboard</name><version>")
+		_ = xml.EscapeText(&b, []byte(c.h.router.version))
+		b.WriteString("</version></query>")
+		c.ok(b.Bytes())
+	}},
+	// RFC 3921 session establishment, a no-op kept for old clients.
+	xmpp.NSSession: {elem: "session", set: true, serve: func(c *iqCall) { c.ok(nil) }},
+}
+
+// bareIQs are what a user's bare JID answers on the user's behalf, by namespace.
+var bareIQs = map[string]iqHandler{
+	xmpp.NSSession: {elem: "session", set: true, serve: func(c *iqCall) {
+		if !c.own {
+			c.fail(xmpp.ErrServiceUnavailable)
+			return
+		}
+		c.ok(nil)
+	}},
+	NSRoster: {elem: "query", get: true, set: true, serve: (*iqCall).roster},
+	NSDiscoInfo: {elem: "query", get: true, feature: true, serve: func(c *iqCall) {
+		if !c.exists {
+			c.fail(xmpp.ErrServiceUnavailable)
+		} else if noNode(c) {
+			c.ok(c.h.bareInfo())
+		}
+	}},
+	NSDiscoItems: {elem: "query", get: true, serve: func(c *iqCall) {
+		if !c.exists {
+			c.fail(xmpp.ErrServiceUnavailable)
+			return
+		}
+		c.ok([]byte("<query xmlns='" + NSDiscoItems + "'/>"))
+	}},
+}
+
+// features lists the namespaces of handlers that disco#info advertises.
+func features(handlers map[string]iqHandler) []string {
+	var out []string
+	for ns, hd := range handlers {
+		if hd.feature {
+			out = append(out, ns)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Features the domain and a bare JID advertise: what the handlers above really answer.
+// (Set in init: the handlers' own disco#info answers read them.)
+var serverFeatures, bareFeatures []string
+
+func init() { serverFeatures, bareFeatures = features(domainIQs), features(bareIQs) }
+
+// noNode answers item-not-found to a disco query for a node (the server has none) and
+// reports whether the query had none.
+func noNode(c *iqCall) bool {
+	if node, _ := c.m.env.ChildAttr("node"); node != "" {
+		c.fail(xmpp.ErrItemNotFound)
+		return false
+	}
+	return true
+}
+
+// answer answers a server IQ by its namespace's handler; anything no handler takes is
+// service-unavailable.
 func (h *Host) answer(m *serverIQ) {
 	env := m.env
-	replyFrom := m.target
-	if replyFrom == "" {
-		replyFrom = h.Domain
+	c := &iqCall{h: h, m: m, from: m.target}
+	if c.from == "" {
+		c.from = h.Domain
 	}
-	fail := func(e *xmpp.StanzaError) { m.sender.Send(xmpp.ErrorReply(env, replyFrom, m.from, e)) }
-	ok := func(payload []byte) { m.sender.Send(xmpp.IQResult(env.ID, replyFrom, m.from, payload)) }
-
 	switch env.Type {
 	case "result", "error":
 		return
 	case "get", "set":
 	default:
-		fail(xmpp.ErrBadRequest)
+		c.fail(xmpp.ErrBadRequest)
 		return
 	}
 	if !env.HasChild || env.ID == "" {
-		fail(xmpp.ErrBadRequest)
+		c.fail(xmpp.ErrBadRequest)
 		return
 	}
-	get := env.Type == "get"
-	ns := env.Child.Space
-	if m.target == "" {
-		switch {
-		case get && ns == NSDiscoInfo && env.Child.Local == "query":
-			if node, _ := env.ChildAttr("node"); node != "" {
-				fail(xmpp.ErrItemNotFound)
-				return
-			}
-			ok(h.serverInfo())
-		case get && ns == NSDiscoItems && env.Child.Local == "query":
-			if node, _ := env.ChildAttr("node"); node != "" {
-				fail(xmpp.ErrItemNotFound)
-				return
-			}
-			ok(h.serverItems())
-		case get && ns == NSPing && env.Child.Local == "ping":
-			ok(nil)
-		case get && ns == NSVersion && env.Child.Local == "query":
-			var b bytes.Buffer
-			b.WriteString("<query xmlns='" + NSVersion + "'><name>Switchboard</name><version>")
-			_ = xml.EscapeText(&b, []byte(h.router.version))
-			b.WriteString("</version></query>")
-			ok(b.Bytes())
-		case !get && ns == xmpp.NSSession && env.Child.Local == "session":
-			ok(nil)
-		default:
-			fail(xmpp.ErrServiceUnavailable)
-		}
+	handlers := domainIQs
+	if m.target != "" {
+		handlers = bareIQs
+		c.own = m.sender.Kind == KindC2S && m.sender.Bare == m.target
+		local, _, _ := cutAt(m.target)
+		c.exists = h.router.accounts.Exists(h.Domain, local)
+	}
+	hd, ok := handlers[env.Child.Space]
+	if !ok || hd.elem != env.Child.Local || (env.Type == "get" && !hd.get) || (env.Type == "set" && !hd.set) {
+		c.fail(xmpp.ErrServiceUnavailable)
 		return
 	}
+	hd.serve(c)
+}
 
-	// On behalf of a user's bare JID.
-	own := m.sender.Kind == KindC2S && m.sender.Bare == m.target
-	local, _, _ := cutAt(m.target)
-	exists := h.router.accounts.Exists(h.Domain, local)
+// roster answers a roster get or set on a user's roster, by the user or by a component
+// privileged for it (RFC 6121 §2.1.5, XEP-0356 §4.3); anyone else is forbidden.
+func (c *iqCall) roster() {
+	h, m, env := c.h, c.m, c.m.env
 	switch {
-	case own && !get && ns == xmpp.NSSession && env.Child.Local == "session":
-		ok(nil) // RFC 3921 session establishment, a no-op kept for old clients
-	case ns == NSRoster && env.Child.Local == "query":
-		switch {
-		case own:
-		case m.sender.Kind == KindComponent && h.router.privileges(h.Domain, m.sender.Bare).RosterAllows(env.Type):
-			if !exists {
-				fail(xmpp.ErrServiceUnavailable)
-				return
-			}
-		default:
-			// Only the user, or an entity privileged for it, reads or changes a roster
-			// (RFC 6121 §2.1.5, XEP-0356 §4.3).
-			fail(xmpp.ErrForbidden)
+	case c.own:
+	case m.sender.Kind == KindComponent && h.router.priv.privileges(h.Domain, m.sender.Bare).RosterAllows(env.Type):
+		if !c.exists {
+			c.fail(xmpp.ErrServiceUnavailable)
 			return
 		}
-		if h.router.rosters == nil {
-			if get {
-				ok([]byte("<query xmlns='" + NSRoster + "'/>")) // no roster storage: an empty roster
-			} else {
-				fail(xmpp.ErrServiceUnavailable)
-			}
-			return
-		}
-		go h.rosterIQ(m, m.target)
-	case get && exists && ns == NSDiscoInfo && env.Child.Local == "query":
-		if node, _ := env.ChildAttr("node"); node != "" {
-			fail(xmpp.ErrItemNotFound)
-			return
-		}
-		ok(h.bareInfo())
-	case get && exists && ns == NSDiscoItems && env.Child.Local == "query":
-		ok([]byte("<query xmlns='" + NSDiscoItems + "'/>"))
 	default:
-		fail(xmpp.ErrServiceUnavailable)
+		c.fail(xmpp.ErrForbidden)
+		return
 	}
+	if h.router.rosters == nil {
+		if env.Type == "get" {
+			c.ok([]byte("<query xmlns='" + NSRoster + "'/>")) // no roster storage: an empty roster
+		} else {
+			c.fail(xmpp.ErrServiceUnavailable)
+		}
+		return
+	}
+	go h.rosterIQ(m, m.target)
 }
 
 func cutAt(bare string) (local, domain string, ok bool) {
@@ -158,9 +228,6 @@ func cutAt(bare string) (local, domain string, ok bool) {
 	}
 	return "", bare, false
 }
-
-// serverFeatures are what this node really answers (see answer above).
-var serverFeatures = []string{NSDiscoInfo, NSDiscoItems, NSPing, NSVersion}
 
 // serverInfo is the domain's disco#info: its own identity and features, except those of
 // delegated namespaces, which the managing entities' nested answers replace (XEP-0355 §7.2).
@@ -178,7 +245,7 @@ func (h *Host) serverInfo() []byte {
 func (h *Host) bareInfo() []byte {
 	var b delegation.InfoBuilder
 	b.Identity(delegation.Identity{Category: "account", Type: "registered"})
-	h.nest(&b, []string{NSDiscoInfo}, true)
+	h.nest(&b, bareFeatures, true)
 	return b.Query("")
 }
 

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/nodelink/pb"
 )
 
@@ -10,43 +11,50 @@ import (
 
 // privilegedPresence sends a user's initial or unavailable presence (from = the full JID)
 // to every component holding the presence privilege on the user's host.
-func (r *Router) privilegedPresence(s *Session, presence []byte) {
-	for _, c := range r.privilegedComponents() {
-		if !r.privileges(s.Host, c).ReceivesPresence() {
+func (pv *privileged) privilegedPresence(s *Session, presence []byte) {
+	for _, c := range pv.privilegedComponents() {
+		if !pv.privileges(s.Host, c).ReceivesPresence() {
 			continue
 		}
-		if ref, ok := r.pickComponent(c, s.Bare); ok {
-			ref.Send(r.link, readdress(presence, s.Full, c))
+		if ref, ok := pv.r.comps.pickComponent(c, s.Bare); ok {
+			ref.Send(pv.r.link, readdress(presence, s.Full, c))
 		}
 	}
 }
 
 // replayPresence sends a component that just connected the current presence of the
 // host's available users, from every node's owner tables.
-func (r *Router) replayPresence(host string, s *Session) {
-	r.ownerReplayPresence(host, s.Bare, localTarget(s))
-	if r.cluster == nil {
+func (pv *privileged) replayPresence(host string, s *Session) {
+	pv.r.users.ownerReplayPresence(host, s.Bare, localTarget(s))
+	if pv.r.cluster == nil {
 		return
 	}
-	for _, m := range r.cluster.Members() {
-		if m.ID != r.nodeID && m.State == "alive" {
-			r.link.ToNode(m.ID, &pb.PresenceReplay{Host: host, Entity: s.Bare, Session: toRef(s.pid)})
+	for _, m := range pv.r.cluster.Members() {
+		if m.ID != pv.r.nodeID && m.State == "alive" {
+			pv.r.link.ToNode(m.ID, &pb.PresenceReplay{Host: host, Entity: s.Bare, Session: toRef(s.pid)})
 		}
 	}
 }
 
-// ownerReplayPresence sends the presence of every available resource of host's users
-// that this node owns to a component.
-func (r *Router) ownerReplayPresence(host, entity string, to target) {
-	var out [][]byte
-	r.owners.RangeHost(host, func(bare string, res resources) {
-		for name, e := range res {
-			if e.Available && e.Presence != nil {
-				out = append(out, readdress(e.Presence, bare+"/"+name, entity))
+// rosterPresence gives a user's presence to the components with the presence privilege
+// of type roster on the hosts of the contacts that received it (XEP-0356 §7.3), once per
+// component, unless the component already got it as a managed entity's presence (an
+// initial or unavailable one: managedSent).
+func (pv *privileged) rosterPresence(s *Session, presence []byte, managedSent bool, hosts map[string]bool) {
+	if len(hosts) == 0 {
+		return
+	}
+	for _, c := range pv.privilegedComponents() {
+		if managedSent && pv.privileges(s.Host, c).ReceivesPresence() {
+			continue // privilegedPresence sent it already
+		}
+		for host := range hosts {
+			if pv.privileges(host, c).Presence == config.PresenceRoster {
+				if ref, ok := pv.r.comps.pickComponent(c, s.Bare); ok {
+					ref.Send(pv.r.link, readdress(presence, s.Full, c))
+				}
+				break
 			}
 		}
-	})
-	for _, b := range out {
-		to.Send(r.link, b)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"mellium.im/xmpp/jid"
@@ -17,18 +18,27 @@ import (
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
+// privileged is XEP-0356 on the router: what a privileged component may do on behalf of
+// a host's users (messages, IQs, roster access) and the presence it gets (presence.go).
+type privileged struct {
+	r       *Router
+	dyn     atomic.Pointer[dynamicPrivileges]
+	tracker *delegation.Tracker[*Session] // IQs sent on behalf of users, awaiting their answer
+	pid     *actor.PID                    // receives the router's answers to those IQs
+}
+
 // NSPrivilege is XEP-0356 Privileged Entity (v0.4).
 const NSPrivilege = privileges.NS
 
 // privileges are a component's privileges on a host: the dynamic layer (etcd) for that
 // host and component if it has an entry, else the component's configured ones.
-func (r *Router) privileges(host, comp string) config.Privileges {
-	if dyn := r.dynPrivs.Load(); dyn != nil {
+func (pv *privileged) privileges(host, comp string) config.Privileges {
+	if dyn := pv.dyn.Load(); dyn != nil {
 		if p, ok := dyn.byHost[host][comp]; ok {
 			return p
 		}
 	}
-	return r.componentOpts(comp).Privileges
+	return pv.r.componentOpts(comp).Privileges
 }
 
 // dynamicPrivileges is the etcd layer of privileges, with the components it names.
@@ -37,14 +47,14 @@ type dynamicPrivileges struct {
 	comps  []string                                // every component named, sorted
 }
 
-// SetDynamicPrivileges replaces the privileges stored in etcd (host → component →
+// setDynamic replaces the privileges stored in etcd (host → component →
 // privileges; an entry overrides the component's configured privileges on that host) and
 // sends every connected component whose privileges changed a fresh advertisement.
-func (r *Router) SetDynamicPrivileges(m map[string]map[string]config.Privileges) {
+func (pv *privileged) setDynamic(m map[string]map[string]config.Privileges) {
 	before := make(map[[2]string]config.Privileges)
-	for host := range r.hosts {
-		for _, c := range r.privilegedComponents() {
-			before[[2]string{host, c}] = r.privileges(host, c)
+	for host := range pv.r.hosts {
+		for _, c := range pv.privilegedComponents() {
+			before[[2]string{host, c}] = pv.privileges(host, c)
 		}
 	}
 	dyn := &dynamicPrivileges{byHost: make(map[string]map[string]config.Privileges, len(m))}
@@ -58,14 +68,14 @@ func (r *Router) SetDynamicPrivileges(m map[string]map[string]config.Privileges)
 		}
 	}
 	sort.Strings(dyn.comps)
-	r.dynPrivs.Store(dyn)
-	for _, host := range r.sortedHosts() {
-		for _, c := range r.privilegedComponents() {
-			p := r.privileges(host, c)
+	pv.dyn.Store(dyn)
+	for _, host := range pv.r.sortedHosts() {
+		for _, c := range pv.privilegedComponents() {
+			p := pv.privileges(host, c)
 			if p.Equal(before[[2]string{host, c}]) {
 				continue
 			}
-			for _, s := range r.components.Locals(c) {
+			for _, s := range pv.r.comps.dir.Locals(c) {
 				s.Send(privileges.Advertisement(host, c, p, true))
 			}
 		}
@@ -75,9 +85,9 @@ func (r *Router) SetDynamicPrivileges(m map[string]map[string]config.Privileges)
 // privilegedComponents lists every component that may have privileges: the configured
 // ones and those named in the dynamic layer. It is asked on every presence broadcast, so
 // in the usual case (etcd names no other component) it is the configured list itself.
-func (r *Router) privilegedComponents() []string {
-	configured := r.settings.Load().compNames
-	dyn := r.dynPrivs.Load()
+func (pv *privileged) privilegedComponents() []string {
+	configured := pv.r.settings.Load().compNames
+	dyn := pv.dyn.Load()
 	if dyn == nil {
 		return configured
 	}
@@ -98,8 +108,8 @@ func (r *Router) privilegedComponents() []string {
 // privilegedMessage handles <message to=HOST><privilege><forwarded><message from=USER/>:
 // a component with the message privilege sends a message on behalf of one of the host's
 // users (XEP-0356 §5). Anything else is forbidden.
-func (r *Router) privilegedMessage(h *Host, sender *Session, from string, env *xmpp.Envelope) verdict {
-	if sender.Kind != KindComponent || !r.privileges(h.Domain, sender.Bare).MessageOutgoing() {
+func (pv *privileged) privilegedMessage(h *Host, sender *Session, from string, env *xmpp.Envelope) verdict {
+	if sender.Kind != KindComponent || !pv.privileges(h.Domain, sender.Bare).MessageOutgoing() {
 		return refuse(h.Domain, xmpp.ErrForbidden)
 	}
 	inner, err := delegation.UnwrapForwarded(env, xml.Name{Space: NSPrivilege, Local: "privilege"}, "message", false)
@@ -108,10 +118,10 @@ func (r *Router) privilegedMessage(h *Host, sender *Session, from string, env *x
 	}
 	j, err := jid.Parse(inner.From)
 	if err != nil || j.Domainpart() != h.Domain || j.Localpart() == "" || j.Resourcepart() != "" ||
-		!r.accounts.Exists(h.Domain, j.Localpart()) {
+		!pv.r.accounts.Exists(h.Domain, j.Localpart()) {
 		return refuse(h.Domain, xmpp.ErrForbidden) // the inner from must be the bare JID of one of this host's users
 	}
-	r.Route(sender, j.String(), inner)
+	pv.r.Route(sender, j.String(), inner)
 	return handled
 }
 
@@ -124,14 +134,14 @@ var errRemoteServerTimeout = &xmpp.StanzaError{Type: xmpp.ErrWait, Condition: "r
 // back to the component wrapped in <privilege><forwarded/>. bare is "" when the outer IQ
 // was not addressed to a user's bare JID. Every rule of XEP-0356 §6.3 is checked, and a
 // violation is forbidden.
-func (r *Router) privilegedIQ(h *Host, sender *Session, from, bare string, env *xmpp.Envelope) verdict {
+func (pv *privileged) privilegedIQ(h *Host, sender *Session, from, bare string, env *xmpp.Envelope) verdict {
 	to := env.To
 	forbid := refuse(to, xmpp.ErrForbidden)
 	if sender.Kind != KindComponent || env.ID == "" {
 		return forbid
 	}
 	local, _, _ := cutAt(bare)
-	if bare == "" || local == "" || !r.accounts.Exists(h.Domain, local) {
+	if bare == "" || local == "" || !pv.r.accounts.Exists(h.Domain, local) {
 		return forbid // not addressed to the bare JID of a managed entity
 	}
 	inner, err := delegation.UnwrapChild(env, xml.Name{Space: NSPrivilege, Local: "privileged_iq"}, "iq")
@@ -147,29 +157,29 @@ func (r *Router) privilegedIQ(h *Host, sender *Session, from, bare string, env *
 	if !inner.HasChild || inner.ID == "" {
 		return refuse(to, xmpp.ErrBadRequest)
 	}
-	if !r.privileges(h.Domain, sender.Bare).IQAllows(inner.Child.Space, inner.Type) {
+	if !pv.privileges(h.Domain, sender.Bare).IQAllows(inner.Child.Space, inner.Type) {
 		return forbid
 	}
 	if inner.From != "" && inner.From != bare {
 		return forbid
 	}
-	id := r.privTracker.NewID()
-	r.privTracker.Add(&delegation.Pending[*Session]{Request: delegation.Request{
+	id := pv.tracker.NewID()
+	pv.tracker.Add(&delegation.Pending[*Session]{Request: delegation.Request{
 		OuterID: id, Host: h.Domain, Namespace: inner.Child.Space, Entity: sender.Bare,
-		Via: r.sessionKey(sender), From: from, OrigID: inner.ID, OrigTo: inner.To,
+		Via: pv.r.comps.sessionKey(sender), From: from, OrigID: inner.ID, OrigTo: inner.To,
 		WrapID: env.ID, User: bare,
 	}, Requester: sender})
 	// The router treats the encapsulated IQ as the user's own: a stand-in session whose
 	// writes (error replies the router makes) go to the privileged actor, and whose
 	// address is the user's bare JID, which answers from elsewhere are addressed to.
 	proxy := &Session{Kind: KindC2S, Host: h.Domain, Bare: bare, Full: bare, Local: local,
-		pid: r.privPID, router: r}
+		pid: pv.pid, router: pv.r}
 	out, err := xmpp.ParseStanza(rebuildIQ(inner, id, bare, inner.To))
 	if err != nil {
-		r.privTracker.Take(id)
+		pv.tracker.Take(id)
 		return refuse(to, xmpp.ErrBadRequest)
 	}
-	r.Route(proxy, bare, out)
+	pv.r.Route(proxy, bare, out)
 	return handled
 }
 
@@ -204,22 +214,22 @@ func isPrivilegedReply(env *xmpp.Envelope) bool {
 
 // routePrivilegedReply sends an answer to a privileged IQ (from: its vouched-for sender)
 // to the node that holds it.
-func (r *Router) routePrivilegedReply(from string, env *xmpp.Envelope) {
+func (pv *privileged) routePrivilegedReply(from string, env *xmpp.Envelope) {
 	node := delegation.NodeOfTagged(delegation.TagPrivileged, env.ID)
-	if node == r.nodeID || r.cluster == nil {
-		r.privilegedReply(from, env)
+	if node == pv.r.nodeID || pv.r.cluster == nil {
+		pv.privilegedReply(from, env)
 		return
 	}
-	r.link.ToNode(node, &pb.PrivilegedReply{Stanza: r.stamp(env, from, env.To)})
+	pv.r.link.ToNode(node, &pb.PrivilegedReply{Stanza: stamp(env, from, env.To)})
 }
 
 // privilegedReply wraps the answer to an IQ sent on behalf of a user and gives it to the
 // privileged entity (XEP-0356 §6.3). An answer from anyone but the IQ's addressee is dropped.
-func (r *Router) privilegedReply(from string, env *xmpp.Envelope) {
-	if !r.privTracker.Owns(env.ID) {
+func (pv *privileged) privilegedReply(from string, env *xmpp.Envelope) {
+	if !pv.tracker.Owns(env.ID) {
 		return
 	}
-	p, ok := r.privTracker.TakeIf(env.ID, func(p *delegation.Pending[*Session]) bool { return replyFromOK(&p.Request, from) })
+	p, ok := pv.tracker.TakeIf(env.ID, func(p *delegation.Pending[*Session]) bool { return replyFromOK(&p.Request, from) })
 	if !ok {
 		return
 	}
@@ -248,13 +258,13 @@ func replyFromOK(p *delegation.Request, from string) bool {
 }
 
 // privilegedTimeout tells the component its IQ got no answer in time.
-func (r *Router) privilegedTimeout(p *delegation.Pending[*Session]) {
+func (pv *privileged) privilegedTimeout(p *delegation.Pending[*Session]) {
 	p.Requester.Send(iqErrorTo(p.WrapID, p.User, p.From, errRemoteServerTimeout))
 }
 
 // privilegedActor receives what the router writes to a privileged IQ's stand-in session
 // (error answers), here or from other nodes.
-func (r *Router) privilegedActor(ctx actor.Context) {
+func (pv *privileged) privilegedActor(ctx actor.Context) {
 	var data []byte
 	switch m := ctx.Message().(type) {
 	case *deliver:
@@ -268,5 +278,5 @@ func (r *Router) privilegedActor(ctx actor.Context) {
 	if err != nil || env.Kind != xmpp.KindIQ {
 		return
 	}
-	r.privilegedReply(env.From, env)
+	pv.privilegedReply(env.From, env)
 }

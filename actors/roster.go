@@ -42,7 +42,7 @@ func (h *Host) rosterIQ(m *serverIQ, bare string) {
 		// resource) becomes interested: its owner entry is updated before it gets the
 		// roster, so every later change is pushed to it.
 		if s := m.sender; s.Kind == KindC2S && s.Bare == bare && s.Res != "" && !s.rosterInterested.Swap(true) {
-			r.register(s, false)
+			r.users.register(s, false)
 		}
 		ros, err := r.rosters.Get(ctx, h.Domain, local)
 		if err != nil {
@@ -95,46 +95,30 @@ func (h *Host) rosterIQ(m *serverIQ, bare string) {
 	}
 	m.sender.Send(xmpp.IQResult(env.ID, replyFrom, m.from, nil))
 	if changed {
-		r.rosterPush(h.Domain, bare, ros.Version(), pushed)
+		r.subs.rosterPush(h.Domain, bare, ros.Version(), pushed)
 	}
 	if req.Remove {
-		r.removedItem(bare, prev)
+		r.subs.removedItem(bare, prev)
 	}
 }
 
 // rosterPush tells everyone who follows a user's roster of a changed item: each of the
 // user's interested resources, those that asked for the roster (RFC 6121 §2.1.6), and the
 // components that hold the roster privilege with pushes on this host (XEP-0356 §4.4).
-func (r *Router) rosterPush(host, bare, ver string, it roster.Item) {
+func (sub *subscriptions) rosterPush(host, bare, ver string, it roster.Item) {
 	payload := roster.PushQuery(ver, it)
 	push := xmpp.IQSet("push-"+xmpp.NewID(), bare, bare, payload)
-	if node, self := r.owner(bare); self {
-		r.ownerPush(bare, push)
+	if node, self := sub.r.users.owner(bare); self {
+		sub.r.users.ownerPush(bare, push)
 	} else {
-		r.link.ToNode(node, &pb.UserPush{Bare: bare, Stanza: push})
+		sub.r.link.ToNode(node, &pb.UserPush{Bare: bare, Stanza: push})
 	}
-	for _, c := range r.privilegedComponents() {
-		if !r.privileges(host, c).RosterPush() {
+	for _, c := range sub.r.priv.privilegedComponents() {
+		if !sub.r.priv.privileges(host, c).RosterPush() {
 			continue
 		}
-		if ref, ok := r.pickComponent(c, bare); ok {
-			ref.Send(r.link, xmpp.IQSet("push-"+xmpp.NewID(), bare, c, payload))
+		if ref, ok := sub.r.comps.pickComponent(c, bare); ok {
+			ref.Send(sub.r.link, xmpp.IQSet("push-"+xmpp.NewID(), bare, c, payload))
 		}
-	}
-}
-
-// ownerPush writes a stanza to every interested resource of one of this node's users.
-func (r *Router) ownerPush(bare string, stanza []byte) {
-	var targets []namedEntry
-	r.owners.Do(bare, func(res resources) resources {
-		for name, e := range res {
-			if e.Interested {
-				targets = append(targets, namedEntry{Res: name, Entry: e})
-			}
-		}
-		return res
-	})
-	for _, t := range targets {
-		t.Send(r.link, readdress(stanza, bare, t.Full(bare)))
 	}
 }

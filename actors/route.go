@@ -6,6 +6,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/switchboard-im/switchboard/nodelink"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -125,12 +126,12 @@ func (r *Router) noTo(rt *routed) verdict {
 	}
 	switch env.Kind {
 	case xmpp.KindPresence:
-		r.broadcastPresence(s, env)
+		r.users.broadcastPresence(s, env)
 		return handled
 	case xmpp.KindIQ:
 		h := r.hosts[s.Host]
 		if isRequest(env) {
-			if v := r.delegateIQ(rt.out, h, s, rt.from, "", env); v.state != passed {
+			if v := r.del.delegateIQ(rt.out, h, s, rt.from, "", env); v.state != passed {
 				return v
 			}
 		}
@@ -148,7 +149,7 @@ func (r *Router) subscription(rt *routed) verdict {
 	if env.Kind != xmpp.KindPresence || rt.sender.Kind != KindC2S || r.rosters == nil || !roster.IsSubscription(env.Type) {
 		return pass
 	}
-	r.outboundSubscription(rt.sender, env)
+	r.subs.outboundSubscription(rt.sender, env)
 	return handled
 }
 
@@ -176,7 +177,7 @@ func (r *Router) managing(rt *routed) verdict {
 	if rt.bare != "" || rt.env.Kind != xmpp.KindIQ || isRequest(rt.env) {
 		return pass
 	}
-	if r.managingReply(rt.out, rt.host, rt.from, rt.env) {
+	if r.del.managingReply(rt.out, rt.host, rt.from, rt.env) {
 		return handled
 	}
 	return pass
@@ -190,12 +191,12 @@ func (r *Router) delegation(rt *routed) verdict {
 		return pass
 	}
 	if rt.bare == "" {
-		return r.delegateIQ(rt.out, rt.host, rt.sender, rt.from, "", env)
+		return r.del.delegateIQ(rt.out, rt.host, rt.sender, rt.from, "", env)
 	}
 	if rt.to.Resourcepart() != "" || !r.accounts.Exists(rt.host.Domain, rt.to.Localpart()) {
 		return pass
 	}
-	return r.delegateIQ(rt.out, rt.host, rt.sender, rt.from, rt.bare, env)
+	return r.del.delegateIQ(rt.out, rt.host, rt.sender, rt.from, rt.bare, env)
 }
 
 // privileged: an IQ a privileged entity sends as a user (to the user's bare JID), the
@@ -205,17 +206,17 @@ func (r *Router) privileged(rt *routed) verdict {
 	switch {
 	case rt.bare == "":
 		if isPrivilegedIQ(env) {
-			return r.privilegedIQ(rt.host, rt.sender, rt.from, "", env)
+			return r.priv.privilegedIQ(rt.host, rt.sender, rt.from, "", env)
 		}
 		if env.Kind == xmpp.KindMessage && env.HasChild && env.Child.Space == NSPrivilege && env.Child.Local == "privilege" {
-			return r.privilegedMessage(rt.host, rt.sender, rt.from, env)
+			return r.priv.privilegedMessage(rt.host, rt.sender, rt.from, env)
 		}
 	case env.Kind == xmpp.KindIQ && rt.to.Resourcepart() == "":
 		if isPrivilegedIQ(env) {
-			return r.privilegedIQ(rt.host, rt.sender, rt.from, rt.bare, env)
+			return r.priv.privilegedIQ(rt.host, rt.sender, rt.from, rt.bare, env)
 		}
 		if isPrivilegedReply(env) {
-			r.routePrivilegedReply(rt.from, env)
+			r.priv.routePrivilegedReply(rt.from, env)
 			return handled
 		}
 	}
@@ -240,7 +241,7 @@ func (r *Router) server(rt *routed) verdict {
 // user: a message or presence for a user of a served host, or an IQ for one of its
 // sessions.
 func (r *Router) user(rt *routed) verdict {
-	r.toUser(rt.sender, rt.from, rt.bare, rt.to.Resourcepart(), rt.toStr, rt.env)
+	r.users.toUser(rt.sender, rt.from, rt.bare, rt.to.Resourcepart(), rt.toStr, rt.env)
 	return handled
 }
 
@@ -249,11 +250,11 @@ func (r *Router) user(rt *routed) verdict {
 // domain is remote, and there is no s2s yet.
 func (r *Router) component(rt *routed) verdict {
 	domain := rt.to.Domainpart()
-	if c, ok := r.pickComponent(domain, bareOf(rt.from)); ok {
-		r.sendVia(c.Handle, rt.out, r.stamp(rt.env, rt.from, rt.toStr))
+	if c, ok := r.comps.pickComponent(domain, bareOf(rt.from)); ok {
+		r.sendVia(c.Handle, rt.out, stamp(rt.env, rt.from, rt.toStr))
 		return handled
 	}
-	if r.isComponentDomain(domain) {
+	if r.comps.isComponentDomain(domain) {
 		return refuse(rt.toStr, xmpp.ErrServiceUnavailable)
 	}
 	if rt.env.Kind == xmpp.KindPresence {
@@ -273,4 +274,39 @@ func bareOf(j string) string {
 		return j[:i]
 	}
 	return j
+}
+
+// sendVia sends b to t, through out when the session is on another node and the caller
+// is a reader with an outbox.
+func (r *Router) sendVia(t target, out *nodelink.Outbox, b []byte) {
+	if !t.IsLocal() && out != nil {
+		out.ToSession(t.PID, b)
+		return
+	}
+	t.Send(r.link, b)
+}
+
+// writeVia sends to t what write makes (appending to the slice it is given): into the
+// outbox's buffer for the session when it is on another node and the caller is a reader
+// with an outbox, else as a stanza of its own.
+func (r *Router) writeVia(t target, out *nodelink.Outbox, write func([]byte) []byte) {
+	if !t.IsLocal() && out != nil {
+		out.AppendTo(t.PID, write)
+		return
+	}
+	t.Send(r.link, write(nil))
+}
+
+// closeTarget ends the session's stream with a stream error.
+func (r *Router) closeTarget(t target, cond, text string) {
+	if t.IsLocal() {
+		if cond == "conflict" {
+			t.Local.replaced.Store(true)
+		}
+		t.Local.Close(&xmpp.StreamError{Condition: cond, Text: text})
+		return
+	}
+	if t.PID != nil {
+		r.link.Send(t.PID, &pb.CloseStream{Condition: cond, Text: text})
+	}
 }

@@ -203,7 +203,7 @@ func (e *routeEnv) client(local, res string, available bool, priority int) *Sess
 	s.Host, s.Local, s.Res = tHost, local, res
 	s.Bare = local + "@" + tHost
 	s.Full = s.Bare + "/" + res
-	e.r.bindUser(s)
+	e.r.users.bindUser(s)
 	if available {
 		e.r.Route(s, s.Full, envelope(e.t, xmpp.NSClient, "<presence><priority>"+strconv.Itoa(priority)+"</priority></presence>"))
 	}
@@ -213,7 +213,7 @@ func (e *routeEnv) client(local, res string, available bool, priority int) *Sess
 func (e *routeEnv) component(domain string) *Session {
 	s := e.session(KindComponent, domain)
 	s.Host, s.Bare, s.Full = domain, domain, domain
-	e.r.addComponent(s)
+	e.r.comps.addComponent(s)
 	return s
 }
 
@@ -419,7 +419,7 @@ func TestRouteManagingReply(t *testing.T) {
 			w.send(w.comp, `<iq type='result' from='`+tComp+`' to='example.test' id='`+outer+`'>`+wrapped+
 				`<iq xmlns='jabber:client' type='result' id='`+tc.innerID+`' to='alice@example.test/r1'/></forwarded></delegation></iq>`)
 			w.expect(w.alice1, tc.want...)
-			if n := w.r.tracker.Len(); n != 0 {
+			if n := w.r.del.tracker.Len(); n != 0 {
 				t.Fatalf("%d IQs still pending", n)
 			}
 		})
@@ -561,4 +561,28 @@ func TestRouteCrossNode(t *testing.T) {
 	// The component's connection goes away with its node: the requester hears at once.
 	e.r.ComponentsChanged(nil, []cluster.ComponentEntry{{Domain: tComp, Node: "n2", Address: "n2:8946", PID: "comp1"}})
 	e.expect(alice, "type='error'", "id='d1'", "<service-unavailable")
+}
+
+// Every namespace the domain's disco#info advertises is answered (the features come from
+// the same handler map that answers).
+func TestAdvertisedServerFeaturesAnswer(t *testing.T) {
+	if len(serverFeatures) < 4 {
+		t.Fatalf("server features: %v", serverFeatures)
+	}
+	w := newWorld(t, true)
+	for i, ns := range serverFeatures {
+		id := "f" + strconv.Itoa(i)
+		w.send(w.alice1, `<iq type='get' to='example.test' id='`+id+`'><`+domainIQs[ns].elem+` xmlns='`+ns+`'/></iq>`)
+		got := w.expect(w.alice1, "id='"+id+"'")
+		if !strings.Contains(got, "type='result'") {
+			t.Errorf("%s: %s", ns, got)
+		}
+	}
+	w.send(w.alice1, `<iq type='get' to='example.test' id='i'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+	info := w.expect(w.alice1, "id='i'")
+	for _, ns := range serverFeatures {
+		if !strings.Contains(info, "var='"+ns+"'") {
+			t.Errorf("disco#info does not advertise %s: %s", ns, info)
+		}
+	}
 }

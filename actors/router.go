@@ -13,6 +13,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/directory"
 	"github.com/switchboard-im/switchboard/nodelink"
@@ -46,17 +48,15 @@ type Router struct {
 
 	hosts map[string]*Host
 
-	sessions   *directory.Sessions[*Session]   // client sessions of this node's sockets
-	owners     *directory.Owners[*Session]     // owner tables of the users this node owns
-	components *directory.Components[*Session] // component and managing-account connections
+	// The router's parts, each over the router's shared state.
+	users *users
+	del   *delegator
+	priv  *privileged
+	subs  *subscriptions
+	comps *components
 
-	deleg   *Delegation
-	tracker *delegation.Tracker[*Session]
-
-	rosters     *roster.Store // nil: no roster storage (empty rosters are answered)
-	dynPrivs    atomic.Pointer[dynamicPrivileges]
-	privTracker *delegation.Tracker[*Session] // XEP-0356 IQs sent on behalf of users
-	privPID     *actor.PID                    // receives the router's answers to those IQs
+	deleg   *Delegation   // nil: no XEP-0355
+	rosters *roster.Store // nil: no roster storage (empty rosters are answered)
 
 	nodeID  string
 	metrics *Metrics
@@ -165,23 +165,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // NewRouter builds the router; Start spawns its actors.
 func NewRouter(c Config) *Router {
 	r := &Router{
-		sys:        c.System,
-		link:       c.Link,
-		cluster:    c.Cluster,
-		log:        c.Log,
-		accounts:   c.Accounts,
-		version:    c.Version,
-		hosts:      make(map[string]*Host),
-		sessions:   directory.NewSessions[*Session](),
-		owners:     directory.NewOwners[*Session](),
-		components: directory.NewComponents[*Session](),
-		deleg:      c.Delegation,
-		nodeID:     c.NodeID,
-		metrics:    c.Metrics,
-		rosters:    c.Rosters,
-		disp:       c.Dispatcher,
-		jids:       newJIDCache(),
+		sys:      c.System,
+		link:     c.Link,
+		cluster:  c.Cluster,
+		log:      c.Log,
+		accounts: c.Accounts,
+		version:  c.Version,
+		hosts:    make(map[string]*Host),
+		deleg:    c.Delegation,
+		nodeID:   c.NodeID,
+		metrics:  c.Metrics,
+		rosters:  c.Rosters,
+		disp:     c.Dispatcher,
+		jids:     newJIDCache(),
 	}
+	r.users = &users{r: r, sessions: directory.NewSessions[*Session](), owners: directory.NewOwners[*Session]()}
+	r.del, r.priv, r.subs = &delegator{r: r}, &privileged{r: r}, &subscriptions{r}
+	r.comps = &components{r: r, dir: directory.NewComponents[*Session]()}
 	if r.metrics == nil {
 		r.metrics = NewMetrics(prometheus.NewRegistry())
 	}
@@ -193,7 +193,7 @@ func NewRouter(c Config) *Router {
 	}
 	r.SetSettings(c.Limits, c.Components)
 	if r.deleg != nil {
-		r.tracker = delegation.NewTracker(c.NodeID, r.deleg.Timeout, r.delegationTimeout)
+		r.del.tracker = delegation.NewTracker(c.NodeID, r.deleg.Timeout, r.del.delegationTimeout)
 	}
 	pt := c.PrivilegedTimeout
 	if pt <= 0 && r.deleg != nil {
@@ -202,7 +202,7 @@ func NewRouter(c Config) *Router {
 	if pt <= 0 {
 		pt = 30 * time.Second
 	}
-	r.privTracker = delegation.NewTaggedTracker(delegation.TagPrivileged, c.NodeID, pt, r.privilegedTimeout)
+	r.priv.tracker = delegation.NewTaggedTracker(delegation.TagPrivileged, c.NodeID, pt, r.priv.privilegedTimeout)
 	for _, d := range c.Hosts {
 		r.hosts[d] = &Host{Domain: d, router: r}
 	}
@@ -212,7 +212,7 @@ func NewRouter(c Config) *Router {
 // Start spawns the host actors (one per served domain) and the actor that takes the
 // answers to privileged IQs. Sessions are served from then on.
 func (r *Router) Start(ctx context.Context) error {
-	r.privPID = r.sys.Root.Spawn(actor.PropsFromFunc(r.privilegedActor, r.onWorkers()))
+	r.priv.pid = r.sys.Root.Spawn(actor.PropsFromFunc(r.priv.privilegedActor, r.onWorkers()))
 	for _, h := range r.hosts {
 		h.pid = r.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h }, r.onWorkers()))
 	}
@@ -223,13 +223,13 @@ func (r *Router) Start(ctx context.Context) error {
 // system-shutdown and stops the host actors.
 func (r *Router) Stop(ctx context.Context) error {
 	// IQs still waiting for a managing entity are answered now: nobody will later.
-	if r.tracker != nil {
-		for _, p := range r.tracker.FailAll() {
+	if r.del.tracker != nil {
+		for _, p := range r.del.tracker.FailAll() {
 			r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
 			p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
 		}
 	}
-	r.privTracker.FailAll()
+	r.priv.tracker.FailAll()
 	for _, s := range r.allSessions() {
 		s.Close(&xmpp.StreamError{Condition: "system-shutdown"})
 	}
@@ -243,7 +243,7 @@ func (r *Router) Stop(ctx context.Context) error {
 }
 
 func (r *Router) allSessions() []*Session {
-	return append(r.sessions.All(), r.components.AllLocals()...)
+	return append(r.users.sessions.All(), r.comps.dir.AllLocals()...)
 }
 
 // IsHost reports whether domain is served here.
@@ -264,21 +264,8 @@ func (r *Router) stopSession(s *Session) {
 	r.sys.Root.Poison(s.pid)
 }
 
-func (r *Router) addComponent(s *Session) {
-	r.components.Add(s.Bare, &compRef{Handle: localTarget(s), Key: r.sessionKey(s)})
-}
-
-func (r *Router) isComponentDomain(domain string) bool {
-	for _, c := range r.settings.Load().compNames {
-		if c == domain {
-			return true
-		}
-	}
-	return false
-}
-
 // stamp returns the stanza bytes with the vouched-for from (raw bytes when unchanged).
-func (r *Router) stamp(env *xmpp.Envelope, from, to string) []byte {
+func stamp(env *xmpp.Envelope, from, to string) []byte {
 	if env.From == from && env.To == to {
 		return env.Raw
 	}
@@ -303,4 +290,61 @@ func parsePriority(env *xmpp.Envelope) int32 {
 		v = 127
 	}
 	return v
+}
+
+// RulesChanged applies a change of a host's delegation rules (delegation.Manager's
+// subscribers): affected managing entities are advertised again.
+func (r *Router) RulesChanged(ch delegation.Change) { r.del.rulesChanged(ch) }
+
+// SetDynamicPrivileges replaces the XEP-0356 privileges stored in etcd (host →
+// component → privileges; an entry overrides the component's configured privileges on
+// that host).
+func (r *Router) SetDynamicPrivileges(m map[string]map[string]config.Privileges) {
+	r.priv.setDynamic(m)
+}
+
+// ComponentsChanged applies the cluster directory's news about other nodes' component
+// sessions (cluster.Listener).
+func (r *Router) ComponentsChanged(added, removed []cluster.ComponentEntry) {
+	r.comps.componentsChanged(added, removed)
+}
+
+func (r *Router) componentOpts(domain string) ComponentOptions {
+	o := r.settings.Load().compOpts[domain]
+	if o.DelegationNS == "" {
+		o.DelegationNS = delegation.NS2
+	}
+	return o
+}
+
+func (r *Router) sortedHosts() []string {
+	out := make([]string, 0, len(r.hosts))
+	for d := range r.hosts {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// onWorkers is the spawn option that puts an actor on the router's workers.
+func (r *Router) onWorkers() actor.PropsOption { return r.disp.Props() }
+
+// Inbound is the router's nodelink.Handler: what other nodes send this node.
+func (r *Router) Inbound() nodelink.Handler { return inbound{r} }
+
+// MembersChanged is told about membership; users move owners (see users.go).
+func (r *Router) MembersChanged(members []cluster.Member, left []string) {
+	r.users.membersChanged(members, left)
+}
+
+// Counts returns how many client and component sessions this node holds.
+func (r *Router) Counts() (clients, components int) {
+	for _, s := range r.allSessions() {
+		if s.Kind == KindC2S {
+			clients++
+		} else {
+			components++
+		}
+	}
+	return clients, components
 }

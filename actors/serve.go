@@ -54,7 +54,7 @@ func (cr *c2sReader) run() {
 			return // the parked goroutine owns the reader now
 		}
 		if err != nil {
-			cr.r.endWith(cr.c, cr.s, err)
+			endWith(cr.c, cr.s, err)
 			cr.finish()
 			return
 		}
@@ -90,7 +90,7 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		// its JID, stanzas sent to it find it, and they follow the bind result.
 		s.hold.Store(true)
 		s.Send(xmpp.BindResult(env.ID, s.Full))
-		r.bindUser(s)
+		r.users.bindUser(s)
 		s.hold.Store(false)
 		r.sys.Root.Send(s.pid, flushNow{})
 		c.Deadline(0)
@@ -119,10 +119,10 @@ func (cr *c2sReader) finish() {
 	if s == nil {
 		_ = cr.c.Close()
 	} else {
-		r.unbindUser(s)
-		r.accountDown(s)
+		r.users.unbindUser(s)
+		r.del.accountDown(s)
 		if !s.replaced.Load() {
-			r.goOffline(s)
+			r.users.goOffline(s)
 		}
 		r.stopSession(s)
 	}
@@ -184,7 +184,7 @@ func (cr *c2sReader) park() {
 	err := cr.c.WaitReadable()
 	r.metrics.Parked.Dec()
 	if err != nil {
-		r.endWith(cr.c, cr.s, err)
+		endWith(cr.c, cr.s, err)
 		cr.finish()
 		return
 	}
@@ -205,7 +205,7 @@ func validIQ(env *xmpp.Envelope) bool {
 }
 
 // endWith reports why a reading loop ended: bad input gets its stream error.
-func (r *Router) endWith(c *xmpp.Conn, s *Session, err error) {
+func endWith(c *xmpp.Conn, s *Session, err error) {
 	se, ok := xmpp.AsStreamError(err)
 	if !ok {
 		if errors.Is(err, xmpp.ErrStreamEnd) && s != nil {
@@ -229,12 +229,12 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 	s := r.newSession(KindComponent, c)
 	s.Host, s.Bare, s.Full = c.Host, c.Host, c.Host
 	s.Send(xmpp.HandshakeOK)
-	r.addComponent(s)
-	r.publishComponent(s)
+	r.comps.addComponent(s)
+	r.comps.publishComponent(s)
 	s.logger().Info("component connected")
-	r.componentUp(s)
+	r.comps.componentUp(s)
 	defer func() {
-		r.removeComponent(s)
+		r.comps.removeComponent(s)
 		r.stopSession(s)
 		s.logger().Info("component disconnected")
 	}()
@@ -247,7 +247,7 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 	for {
 		env, err := c.R.Next()
 		if err != nil {
-			r.endWith(c, s, err)
+			endWith(c, s, err)
 			return
 		}
 		if env.Kind == xmpp.KindOther {

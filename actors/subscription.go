@@ -6,11 +6,14 @@ import (
 
 	"mellium.im/xmpp/jid"
 
-	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
+
+// subscriptions are presence subscriptions and presence broadcast to contacts (RFC 6121
+// §3, §4), and roster pushes (roster.go), with the rosters in etcd.
+type subscriptions struct{ r *Router }
 
 // Presence subscriptions and presence broadcast to contacts (RFC 6121 §3, §4), for the
 // users of the hosts this cluster serves (there is no s2s: subscription stanzas to other
@@ -63,42 +66,42 @@ func rosterCtx() (context.Context, context.CancelFunc) {
 }
 
 // isLocalUser reports whether bare is an account of a host served here.
-func (r *Router) isLocalUser(bare string) (*Host, string, bool) {
+func (sub *subscriptions) isLocalUser(bare string) (*Host, string, bool) {
 	local, domain, ok := cutAt(bare)
 	if !ok || local == "" {
 		return nil, "", false
 	}
-	h := r.hosts[domain]
-	if h == nil || !r.accounts.Exists(domain, local) {
+	h := sub.r.hosts[domain]
+	if h == nil || !sub.r.accounts.Exists(domain, local) {
 		return nil, "", false
 	}
 	return h, local, true
 }
 
 // updateRoster applies fn to a user's roster and pushes the item it changed.
-func (r *Router) updateRoster(host, bare string, fn func(*roster.Roster) (bool, roster.Item)) (bool, error) {
+func (sub *subscriptions) updateRoster(host, bare string, fn func(*roster.Roster) (bool, roster.Item)) (bool, error) {
 	local, _, _ := cutAt(bare)
 	ctx, cancel := rosterCtx()
 	defer cancel()
 	var it roster.Item
-	ros, changed, err := r.rosters.Update(ctx, host, local, func(ros *roster.Roster) (bool, error) {
+	ros, changed, err := sub.r.rosters.Update(ctx, host, local, func(ros *roster.Roster) (bool, error) {
 		var ch bool
 		ch, it = fn(ros)
 		return ch, nil
 	})
 	if err != nil {
-		r.log.Warn("roster update failed", "user", bare, "err", err)
+		sub.r.log.Warn("roster update failed", "user", bare, "err", err)
 		return false, err
 	}
 	if changed && it.JID != "" {
-		r.rosterPush(host, bare, ros.Version(), it)
+		sub.rosterPush(host, bare, ros.Version(), it)
 	}
 	return changed, nil
 }
 
 // outboundSubscription handles a subscription stanza a client sends (RFC 6121 §3): its
 // roster changes, then the stanza goes on, stamped with the user's bare JID.
-func (r *Router) outboundSubscription(s *Session, env *xmpp.Envelope) {
+func (sub *subscriptions) outboundSubscription(s *Session, env *xmpp.Envelope) {
 	to, err := jid.Parse(env.To)
 	if err != nil {
 		return // presence errors are not answered
@@ -111,7 +114,7 @@ func (r *Router) outboundSubscription(s *Session, env *xmpp.Envelope) {
 	stanza := env.Rewrite(s.Bare, contact)
 	s.later(func() {
 		var route, saw bool
-		if _, err := r.updateRoster(s.Host, s.Bare, func(ros *roster.Roster) (bool, roster.Item) {
+		if _, err := sub.updateRoster(s.Host, s.Bare, func(ros *roster.Roster) (bool, roster.Item) {
 			saw = ros.Sees(contact)
 			changed, it, rt := roster.Outbound(ros, typ, contact)
 			route = rt
@@ -119,36 +122,36 @@ func (r *Router) outboundSubscription(s *Session, env *xmpp.Envelope) {
 		}); err != nil || !route {
 			return
 		}
-		r.sendSubscription(s.Bare, contact, typ, stanza, saw)
+		sub.sendSubscription(s.Bare, contact, typ, stanza, saw)
 	})
 }
 
 // sendSubscription delivers a subscription stanza from user to contact, and the presence
 // that goes with an approval, or with the cancellation of a subscription the contact had
 // (saw: RFC 6121 §3.1.5, §3.2.2).
-func (r *Router) sendSubscription(user, contact, typ string, stanza []byte, saw bool) {
-	if h, _, ok := r.isLocalUser(contact); ok {
-		r.inboundSubscription(h, contact, user, typ, stanza)
+func (sub *subscriptions) sendSubscription(user, contact, typ string, stanza []byte, saw bool) {
+	if h, _, ok := sub.isLocalUser(contact); ok {
+		sub.inboundSubscription(h, contact, user, typ, stanza)
 	} else if _, domain, _ := cutAt(contact); domain != "" {
-		if c, ok := r.pickComponent(domain, user); ok {
-			c.Send(r.link, stanza)
+		if c, ok := sub.r.comps.pickComponent(domain, user); ok {
+			c.Send(sub.r.link, stanza)
 		}
 	}
 	switch typ {
 	case roster.Subscribed:
-		r.presenceTo(user, contact, false)
+		sub.presenceTo(user, contact, false)
 	case roster.Unsubscribed:
 		if saw {
-			r.presenceTo(user, contact, true)
+			sub.presenceTo(user, contact, true)
 		}
 	}
 }
 
 // inboundSubscription applies a subscription stanza from contact to one of this
 // cluster's users and delivers it to the user's available resources when RFC 6121 says so.
-func (r *Router) inboundSubscription(h *Host, user, contact, typ string, stanza []byte) {
+func (sub *subscriptions) inboundSubscription(h *Host, user, contact, typ string, stanza []byte) {
 	var deliver, approve bool
-	if _, err := r.updateRoster(h.Domain, user, func(ros *roster.Roster) (bool, roster.Item) {
+	if _, err := sub.updateRoster(h.Domain, user, func(ros *roster.Roster) (bool, roster.Item) {
 		changed, it, d, a := roster.Inbound(ros, typ, contact)
 		deliver, approve = d, a
 		return changed, it
@@ -156,81 +159,29 @@ func (r *Router) inboundSubscription(h *Host, user, contact, typ string, stanza 
 		return
 	}
 	if deliver {
-		r.deliverTo(user, stanza)
+		sub.r.users.deliverTo(user, stanza)
 	}
 	switch {
 	case approve:
 		// The user already lets the contact see its presence: answered for it (§3.1.3).
-		r.sendSubscription(user, contact, roster.Subscribed,
+		sub.sendSubscription(user, contact, roster.Subscribed,
 			xmpp.Presence(roster.Subscribed, user, contact), true)
 	case typ == roster.Unsubscribe && deliver:
-		r.presenceTo(user, contact, true) // §3.3.3
+		sub.presenceTo(user, contact, true) // §3.3.3
 	}
 }
 
 // presenceTo sends to an address the current presence of each available resource of a
 // user (unavailable: an unavailable presence from each), through the user's owner.
-func (r *Router) presenceTo(bare, to string, unavailable bool) {
-	if _, _, ok := r.isLocalUser(bare); !ok {
+func (sub *subscriptions) presenceTo(bare, to string, unavailable bool) {
+	if _, _, ok := sub.isLocalUser(bare); !ok {
 		return
 	}
-	if node, self := r.owner(bare); !self {
-		r.link.ToNode(node, &pb.UserPresenceTo{Bare: bare, To: to, Unavailable: unavailable})
+	if node, self := sub.r.users.owner(bare); !self {
+		sub.r.link.ToNode(node, &pb.UserPresenceTo{Bare: bare, To: to, Unavailable: unavailable})
 		return
 	}
-	r.ownerPresenceTo(bare, to, unavailable)
-}
-
-func (r *Router) ownerPresenceTo(bare, to string, unavailable bool) {
-	var out [][]byte
-	r.owners.Do(bare, func(entries resources) resources {
-		for res, e := range entries {
-			if !e.Available || e.Presence == nil {
-				continue
-			}
-			full := bare + "/" + res
-			if unavailable {
-				out = append(out, xmpp.Presence("unavailable", full, to))
-			} else {
-				out = append(out, readdress(e.Presence, full, to))
-			}
-		}
-		return entries
-	})
-	for _, b := range out {
-		r.deliverTo(to, b)
-	}
-}
-
-// deliverTo gives a stanza the server generated (from already set) to an address: a
-// local session, a user through its owner, or a component. Nothing is answered back.
-func (r *Router) deliverTo(to string, data []byte) {
-	if data == nil {
-		return
-	}
-	bare, res := splitFull(to)
-	local, domain, _ := cutAt(bare)
-	if r.hosts[domain] == nil || local == "" {
-		if c, ok := r.pickComponent(domain, ""); ok {
-			c.Send(r.link, data)
-		}
-		return
-	}
-	if res != "" {
-		if s := r.lookupFull(bare, res); s != nil {
-			s.Send(data)
-			return
-		}
-	}
-	if node, self := r.owner(bare); !self {
-		r.link.ToNode(node, &pb.UserStanza{Stanza: data})
-		return
-	}
-	env, err := xmpp.ParseStanza(data)
-	if err != nil {
-		return
-	}
-	r.ownerStanza(bare, res, env.From, data, env, target{})
+	sub.r.users.ownerPresenceTo(bare, to, unavailable)
 }
 
 // broadcastToContacts sends a resource's presence to the contacts that are subscribed to
@@ -238,31 +189,31 @@ func (r *Router) deliverTo(to string, data []byte) {
 // presence of the contacts it is subscribed to (§4.2.3, a probe answered at once, since
 // every contact is this cluster's), and hands over subscription requests that came
 // while the user was offline (§3.1.3).
-func (r *Router) broadcastToContacts(s *Session, presence []byte, initial, unavailable bool) {
+func (sub *subscriptions) broadcastToContacts(s *Session, presence []byte, initial, unavailable bool) {
 	local, _, _ := cutAt(s.Bare)
 	ctx, cancel := rosterCtx()
-	ros, err := r.rosters.Get(ctx, s.Host, local)
+	ros, err := sub.r.rosters.Get(ctx, s.Host, local)
 	cancel()
 	if err != nil {
-		r.log.Warn("presence broadcast: roster unavailable", "user", s.Bare, "err", err)
+		sub.r.log.Warn("presence broadcast: roster unavailable", "user", s.Bare, "err", err)
 		return
 	}
 	hosts := map[string]bool{}
 	for _, it := range ros.Items {
 		if it.Subscription == roster.SubFrom || it.Subscription == roster.SubBoth {
-			r.deliverTo(it.JID, readdress(presence, s.Full, it.JID))
-			if _, domain, _ := cutAt(it.JID); r.hosts[domain] != nil {
+			sub.r.users.deliverTo(it.JID, readdress(presence, s.Full, it.JID))
+			if _, domain, _ := cutAt(it.JID); sub.r.hosts[domain] != nil {
 				hosts[domain] = true
 			}
 		}
 	}
-	r.rosterPresence(s, presence, initial || unavailable, hosts)
+	sub.r.priv.rosterPresence(s, presence, initial || unavailable, hosts)
 	if !initial {
 		return
 	}
 	for _, it := range ros.Items {
 		if it.Subscription == roster.SubTo || it.Subscription == roster.SubBoth {
-			r.presenceTo(it.JID, s.Full, false)
+			sub.presenceTo(it.JID, s.Full, false)
 		}
 	}
 	for _, from := range ros.PendingIn {
@@ -270,38 +221,15 @@ func (r *Router) broadcastToContacts(s *Session, presence []byte, initial, unava
 	}
 }
 
-// rosterPresence gives a user's presence to the components with the presence privilege
-// of type roster on the hosts of the contacts that received it (XEP-0356 §7.3), once per
-// component, unless the component already got it as a managed entity's presence (an
-// initial or unavailable one: managedSent).
-func (r *Router) rosterPresence(s *Session, presence []byte, managedSent bool, hosts map[string]bool) {
-	if len(hosts) == 0 {
-		return
-	}
-	for _, c := range r.privilegedComponents() {
-		if managedSent && r.privileges(s.Host, c).ReceivesPresence() {
-			continue // privilegedPresence sent it already
-		}
-		for host := range hosts {
-			if r.privileges(host, c).Presence == config.PresenceRoster {
-				if ref, ok := r.pickComponent(c, s.Bare); ok {
-					ref.Send(r.link, readdress(presence, s.Full, c))
-				}
-				break
-			}
-		}
-	}
-}
-
 // removedItem tells a contact what removing it from the user's roster ended (RFC 6121
 // §2.5.2): the user's subscription to it, and its subscription to the user.
-func (r *Router) removedItem(user string, prev roster.Item) {
+func (sub *subscriptions) removedItem(user string, prev roster.Item) {
 	if prev.Subscription == roster.SubTo || prev.Subscription == roster.SubBoth || prev.Ask {
-		r.sendSubscription(user, prev.JID, roster.Unsubscribe,
+		sub.sendSubscription(user, prev.JID, roster.Unsubscribe,
 			xmpp.Presence(roster.Unsubscribe, user, prev.JID), false)
 	}
 	if prev.Subscription == roster.SubFrom || prev.Subscription == roster.SubBoth {
-		r.sendSubscription(user, prev.JID, roster.Unsubscribed,
+		sub.sendSubscription(user, prev.JID, roster.Unsubscribed,
 			xmpp.Presence(roster.Unsubscribed, user, prev.JID), true)
 	}
 }

@@ -1,0 +1,120 @@
+package actors
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/directory"
+	"github.com/switchboard-im/switchboard/privileges"
+)
+
+// components are the component connections as the router sees them: local ones entered,
+// advertised and withdrawn, other nodes' ones applied from the cluster directory, and
+// the balancing pick.
+type components struct {
+	r   *Router
+	dir *directory.Components[*Session] // every connection, here and on other nodes
+}
+
+func (c *components) entry(s *Session) cluster.ComponentEntry {
+	return cluster.ComponentEntry{Domain: s.Bare, Node: c.r.nodeID, Address: c.r.sys.Address(), PID: s.pid.Id}
+}
+
+// removeComponent withdraws a local component connection and fails its pending IQs.
+func (c *components) removeComponent(s *Session) {
+	key := c.sessionKey(s)
+	c.dir.Remove(s.Bare, key)
+	if c.r.cluster != nil {
+		c.r.cluster.RemoveComponent(c.entry(s))
+	}
+	c.r.del.failVia(key)
+	c.r.priv.tracker.FailVia(key) // its IQs on behalf of users: nobody is left to answer
+}
+
+// publishComponent announces a local component connection to the cluster.
+func (c *components) publishComponent(s *Session) {
+	if c.r.cluster != nil {
+		c.r.cluster.AddComponent(c.entry(s))
+	}
+}
+
+// componentsChanged applies the directory's news about other nodes' component sessions:
+// new ones share the load (and are asked for disco nesting from here, so the answers are
+// known on every node); gone ones fail the IQs this node had sent them.
+func (c *components) componentsChanged(added, removed []cluster.ComponentEntry) {
+	for _, e := range removed {
+		if e.Node == c.r.nodeID {
+			continue
+		}
+		if c.dir.Remove(e.Domain, e.Key()) {
+			c.r.log.Info("remote component session gone", "component", e.Domain, "node", e.Node)
+		}
+		c.r.del.failVia(e.Key())
+	}
+	for _, e := range added {
+		if e.Node == c.r.nodeID {
+			continue
+		}
+		ref := &compRef{Handle: directory.At[*Session](actor.NewPID(e.Address, e.PID)), Key: e.Key(), Full: e.Full}
+		c.dir.Add(e.Domain, ref)
+		c.r.log.Info("remote component session", "component", e.Domain, "node", e.Node)
+		if c.r.deleg == nil || e.Full != "" {
+			continue
+		}
+		dns := c.r.componentOpts(e.Domain).DelegationNS
+		for _, host := range c.r.sortedHosts() {
+			for _, rule := range c.r.deleg.Rules.Table(host).For(e.Domain) {
+				c.r.del.discoNest(ref.Handle, host, e.Domain, dns, rule.Namespace)
+			}
+		}
+	}
+}
+
+// pickComponent chooses one connection of a component, on any node, by its balancing
+// policy.
+func (c *components) pickComponent(domain, senderBare string) (*compRef, bool) {
+	return c.dir.Pick(domain, c.r.componentOpts(domain).Balance, senderBare, c.r.del.outstanding)
+}
+
+// componentUp advertises a component's delegations (one <message/> per host that
+// delegates to it) and asks it for disco nesting (XEP-0355 §4.2, §7.2).
+func (c *components) componentUp(s *Session) {
+	opts := c.r.componentOpts(s.Bare)
+	for _, host := range c.r.sortedHosts() {
+		p := c.r.priv.privileges(host, s.Bare)
+		s.Send(privileges.Advertisement(host, s.Bare, p, false))
+		if p.ReceivesPresence() {
+			c.r.priv.replayPresence(host, s)
+		}
+	}
+	if c.r.deleg == nil {
+		return
+	}
+	dns := opts.DelegationNS
+	for _, host := range c.r.sortedHosts() {
+		rules := c.r.deleg.Rules.Table(host).For(s.Bare)
+		if len(rules) == 0 {
+			continue
+		}
+		s.Send(delegation.Advertisement(dns, host, s.Bare, rules))
+		for _, rule := range rules {
+			c.r.del.discoNest(localTarget(s), host, s.Bare, dns, rule.Namespace)
+		}
+	}
+}
+
+func (c *components) sessionKey(s *Session) string { return c.r.nodeID + "/" + s.pid.Id }
+
+func (c *components) addComponent(s *Session) {
+	c.dir.Add(s.Bare, &compRef{Handle: localTarget(s), Key: c.sessionKey(s)})
+}
+
+func (c *components) isComponentDomain(domain string) bool {
+	for _, c := range c.r.settings.Load().compNames {
+		if c == domain {
+			return true
+		}
+	}
+	return false
+}

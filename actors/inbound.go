@@ -1,0 +1,106 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchboard-im/switchboard/cluster"
+	"github.com/switchboard-im/switchboard/directory"
+	"github.com/switchboard-im/switchboard/nodelink"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// Cluster is what the router needs from the membership layer (nil: a standalone node).
+type Cluster interface {
+	AddComponent(cluster.ComponentEntry)
+	RemoveComponent(cluster.ComponentEntry)
+	Owner(key string) cluster.Member
+	Members() []cluster.Member
+}
+
+// Link is what the router needs of the node link (nodelink.Link): what crosses nodes
+// goes through it. Routing tests put a recorder in its place.
+type Link interface {
+	ToNode(node string, msg proto.Message)
+	Request(node string, msg proto.Message, timeout time.Duration) error
+	Send(pid *actor.PID, msg proto.Message)
+	Deliver(pid *actor.PID, b []byte) // stanza bytes for a session actor (directory.Remote)
+	SendAnswers(node string, answers []*pb.DelegationAnswer)
+}
+
+type inbound struct{ r *Router }
+
+func (in inbound) UserRegister(m *pb.UserRegister)     { in.r.users.ownerRegister(m, nil) }
+func (in inbound) UserUnregister(m *pb.UserUnregister) { in.r.users.ownerUnregister(m) }
+func (in inbound) UserPresence(m *pb.UserPresence)     { in.r.users.ownerPresence(m) }
+func (in inbound) UserPush(m *pb.UserPush)             { in.r.users.ownerPush(m.Bare, m.Stanza) }
+func (in inbound) UserPresenceTo(m *pb.UserPresenceTo) {
+	in.r.users.ownerPresenceTo(m.Bare, m.To, m.Unavailable)
+}
+
+func (in inbound) PresenceReplay(m *pb.PresenceReplay) {
+	in.r.users.ownerReplayPresence(m.Host, m.Entity, directory.At[*Session](fromRef(m.Session)))
+}
+
+func (in inbound) UserStanza(m *pb.UserStanza) {
+	env, err := xmpp.ParseStanza(m.Stanza)
+	if err != nil {
+		return
+	}
+	bare, res := splitFull(env.To)
+	in.r.users.ownerStanza(bare, res, m.From, m.Stanza, env, directory.At[*Session](fromRef(m.Sender)))
+}
+
+func (in inbound) DelegationReply(m *pb.DelegationReply) {
+	env, err := xmpp.ParseStanza(m.Stanza)
+	if err != nil {
+		return
+	}
+	if h := in.r.hosts[env.To]; h != nil {
+		in.r.del.managingReply(nil, h, env.From, env)
+	}
+}
+
+func (in inbound) DelegationAnswer(a *nodelink.Answer) { in.r.del.answerFromNode(a) }
+
+func (in inbound) PrivilegedReply(m *pb.PrivilegedReply) {
+	if env, err := xmpp.ParseStanza(m.Stanza); err == nil {
+		in.r.priv.privilegedReply(env.From, env)
+	}
+}
+
+// remoteMessage handles what a session actor receives from other nodes.
+func (s *Session) remoteMessage(m any) bool {
+	switch m := m.(type) {
+	case *pb.Deliver:
+		if s.closed.Load() {
+			return true
+		}
+		if _, err := s.writer().Write(m.Data); err != nil {
+			s.abort()
+			return true
+		}
+		// Stanzas from other nodes are not counted in queued (Send counts local ones), so
+		// the mailbox may hold more of them: flush behind them, one write for the burst,
+		// instead of one write per stanza.
+		if !s.flushQueued && !s.hold.Load() {
+			s.flushQueued = true
+			s.router.sys.Root.Send(s.pid, flushLater{})
+		}
+		return true
+	case *pb.CloseStream:
+		var se *xmpp.StreamError
+		if m.Condition == "conflict" {
+			s.replaced.Store(true)
+		}
+		if m.Condition != "" {
+			se = &xmpp.StreamError{Condition: m.Condition, Text: m.Text}
+		}
+		s.handle(&closeStream{err: se})
+		return true
+	}
+	return false
+}
