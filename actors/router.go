@@ -35,7 +35,9 @@ type Limits struct {
 	ParkAfter    time.Duration // a client session silent this long parks (0: never)
 }
 
-// Router is the node-local stanza switch: the session tables and the routing decision.
+// Router is the node-local stanza switch: construction and lifecycle, the routing
+// decision (route.go) and the reading side of connections (serve.go); its parts do the
+// protocol work.
 // It is safe for concurrent use by every connection's reader goroutine; the user table is
 // sharded by bare JID so that no lock is shared by all sessions.
 type Router struct {
@@ -332,7 +334,7 @@ func (r *Router) onWorkers() actor.PropsOption { return r.disp.Props() }
 // Inbound is the router's nodelink.Handler: what other nodes send this node.
 func (r *Router) Inbound() nodelink.Handler { return inbound{r} }
 
-// MembersChanged is told about membership; users move owners (see users.go).
+// MembersChanged is told about membership (cluster.Listener); users move owners (owners.go).
 func (r *Router) MembersChanged(members []cluster.Member, left []string) {
 	r.users.membersChanged(members, left)
 }

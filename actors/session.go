@@ -1,7 +1,9 @@
-// Package actors holds Switchboard's protoactor-go actors: one per connected session
-// (client or component) that owns the socket's writing side, one per served host that
-// answers what the server itself handles, and the router glue that decides where a
-// stanza goes. Routing runs in each connection's reader goroutine; actors only write.
+// Package actors is the router: one protoactor actor per connected session (client or
+// component) that owns the socket's writing side, one per served host that answers what
+// the server itself handles, and the routing decision as ordered stages (route.go), run
+// in each connection's reader goroutine. Protocol work is split by responsibility (users,
+// components, delegator, privileged, subscriptions) over the directory (where each
+// session is) and the node link (what crosses nodes). ARCHITECTURE.md has the map.
 package actors
 
 import (
