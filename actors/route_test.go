@@ -3,6 +3,7 @@ package actors
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/nodelink/pb"
+	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -134,6 +136,12 @@ type routeEnv struct {
 
 func newRouteEnv(t *testing.T, remoteUsers ...string) *routeEnv {
 	t.Helper()
+	return newRouteEnvWith(t, nil, remoteUsers...)
+}
+
+// newRouteEnvWith is newRouteEnv with roster storage (nil: none).
+func newRouteEnvWith(t *testing.T, rosters Rosters, remoteUsers ...string) *routeEnv {
+	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
 	tbl := delegation.NewTable(tHost, map[string]delegation.Rule{
@@ -158,6 +166,7 @@ func newRouteEnv(t *testing.T, remoteUsers ...string) *routeEnv {
 		Log:      quiet,
 		Link:     link,
 		Cluster:  cl,
+		Rosters:  rosters,
 		Limits:   Limits{MaxSendQueue: 1 << 20, WriteTimeout: time.Minute},
 		Accounts: accountSet{"alice@" + tHost: true, "bob@" + tHost: true, "carol@" + tHost: true},
 		Hosts:    []string{tHost},
@@ -295,7 +304,11 @@ type world struct {
 }
 
 func newWorld(t *testing.T, noComponent bool) *world {
-	e := newRouteEnv(t)
+	return newWorldWith(t, noComponent, nil)
+}
+
+func newWorldWith(t *testing.T, noComponent bool, rosters Rosters) *world {
+	e := newRouteEnvWith(t, rosters)
 	w := &world{routeEnv: e}
 	w.alice1 = e.client("alice", "r1", true, 1)
 	w.alice2 = e.client("alice", "r2", true, 0)
@@ -585,4 +598,82 @@ func TestAdvertisedServerFeaturesAnswer(t *testing.T) {
 			t.Errorf("disco#info does not advertise %s: %s", ns, info)
 		}
 	}
+}
+
+// memRosters is roster storage in memory, with etcd's semantics as the router sees them:
+// a version per write, nothing stored for an empty roster.
+type memRosters struct {
+	mu  sync.Mutex
+	m   map[string]roster.Roster
+	rev int64
+}
+
+func (s *memRosters) copyOf(k string) *roster.Roster {
+	r := s.m[k]
+	b, _ := json.Marshal(r)
+	var c roster.Roster
+	_ = json.Unmarshal(b, &c)
+	c.Ver = r.Ver
+	return &c
+}
+
+func (s *memRosters) Get(_ context.Context, host, local string) (*roster.Roster, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.copyOf(local + "@" + host), nil
+}
+
+func (s *memRosters) Update(_ context.Context, host, local string, fn func(*roster.Roster) (bool, error)) (*roster.Roster, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := local + "@" + host
+	r := s.copyOf(k)
+	changed, err := fn(r)
+	if err != nil || !changed {
+		return r, false, err
+	}
+	s.rev++
+	r.Ver = s.rev
+	if s.m == nil {
+		s.m = map[string]roster.Roster{}
+	}
+	s.m[k] = *r
+	return r, true, nil
+}
+
+func (s *memRosters) item(user, contact string) roster.Item {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.m[user]
+	if i := r.Find(contact); i >= 0 {
+		return r.Items[i]
+	}
+	return roster.Item{}
+}
+
+// A subscription handshake between two users of the host (RFC 6121 §3.1): the request
+// reaches the contact and changes both rosters, the approval reaches the user's
+// resources, and the contact's presence follows it.
+func TestRouteSubscriptions(t *testing.T) {
+	ros := &memRosters{}
+	w := newWorldWith(t, true, ros)
+	w.send(w.alice1, `<presence type='subscribe' to='bob@example.test'/>`)
+	w.expect(w.bob, "type='subscribe'", "from='alice@example.test'")
+	if it := ros.item("alice@example.test", "bob@example.test"); it.Subscription != roster.SubNone || !it.Ask {
+		t.Fatalf("alice's item for bob after subscribe: %+v", it)
+	}
+	w.send(w.bob, `<presence type='subscribed' to='alice@example.test'/>`)
+	for _, s := range []*Session{w.alice1, w.alice2} {
+		w.expect(s, "type='subscribed'", "from='bob@example.test'", "<presence from='bob@example.test/r1'")
+	}
+	if it := ros.item("alice@example.test", "bob@example.test"); it.Subscription != roster.SubTo || it.Ask {
+		t.Fatalf("alice's item for bob after approval: %+v", it)
+	}
+	if it := ros.item("bob@example.test", "alice@example.test"); it.Subscription != roster.SubFrom {
+		t.Fatalf("bob's item for alice after approval: %+v", it)
+	}
+	// Now subscribed to bob, alice gets his presence when it changes; carol, who is not
+	// subscribed, would not.
+	w.send(w.bob, `<presence><show>away</show></presence>`)
+	w.expect(w.alice1, "<show>away</show>", "from='bob@example.test/r1'")
 }

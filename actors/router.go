@@ -27,6 +27,15 @@ type Accounts interface {
 	Exists(host, localpart string) bool
 }
 
+// Rosters are the users' rosters (roster.Store: etcd, compare-and-swap).
+type Rosters interface {
+	// Get returns a user's roster (empty, Ver 0, if none was ever stored).
+	Get(ctx context.Context, host, localpart string) (*roster.Roster, error)
+	// Update applies fn and stores the result if fn reports a change, retrying on a
+	// concurrent write; it returns the roster as stored and whether it was written.
+	Update(ctx context.Context, host, localpart string, fn func(*roster.Roster) (bool, error)) (*roster.Roster, bool, error)
+}
+
 // Limits the router enforces on sessions.
 type Limits struct {
 	MaxSendQueue int64
@@ -57,8 +66,8 @@ type Router struct {
 	subs  *subscriptions
 	comps *components
 
-	deleg   *Delegation   // nil: no XEP-0355
-	rosters *roster.Store // nil: no roster storage (empty rosters are answered)
+	deleg   *Delegation // nil: no XEP-0355
+	rosters Rosters     // nil: no roster storage (empty rosters are answered)
 
 	nodeID  string
 	metrics *Metrics
@@ -115,7 +124,7 @@ type Config struct {
 	NodeID     string
 	Delegation *Delegation // nil: no XEP-0355
 	Metrics    *Metrics    // nil: not counted
-	Rosters    *roster.Store
+	Rosters    Rosters     // nil: no roster storage
 	// PrivilegedTimeout bounds how long an IQ a privileged entity sends on behalf of a
 	// user waits for its answer (default: the delegation timeout, else 30s).
 	PrivilegedTimeout time.Duration
