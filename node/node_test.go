@@ -379,6 +379,9 @@ func TestBadInput(t *testing.T) {
 		{"stanza before auth", streamStart + `<message to='bob@localhost'><body>x</body></message>`, "<not-authorized"},
 		{"restricted xml", streamStart + `<!-- comment -->`, "<restricted-xml"},
 		{"oversized", streamStart + `<message><body>` + strings.Repeat("x", 4096) + `</body></message>`, "<policy-violation"},
+		// Every byte before the header counts toward limits.max_stanza_bytes, white space
+		// too (before, it was buffered without bound until the negotiation timeout).
+		{"white space before the header", strings.Repeat(" ", 8192) + streamStart, "<policy-violation"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -390,6 +393,13 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+	t.Run("white space before the component header", func(t *testing.T) {
+		r := s.raw(s.n.Addrs.Component)
+		r.write(strings.Repeat("\n", 8192) + `<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='comp.localhost'>`)
+		if got := r.readUntilClosed(wait); !strings.Contains(got, "<policy-violation") {
+			t.Fatalf("got %q, want policy-violation and the stream closed", got)
+		}
+	})
 	t.Run("stalled negotiation", func(t *testing.T) {
 		r := s.raw(s.n.Addrs.C2S)
 		r.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:client'`)

@@ -341,11 +341,11 @@ func (r *Reader) wrap(err error) error {
 }
 
 // headerSource feeds the stream header to encoding/xml a byte at a time (so that it reads
-// no further than the header), enforcing maxStanza from the first byte that is not white
-// space.
+// no further than the header), enforcing maxStanza over every byte from where ReadHeader
+// started: white space before the header counts too (encoding/xml gathers a run of it
+// into one token, so uncounted it would grow without bound before any authentication).
 type headerSource struct {
-	r       *Reader
-	between bool
+	r *Reader
 }
 
 func (h *headerSource) ReadByte() (byte, error) {
@@ -364,13 +364,6 @@ func (h *headerSource) ReadByte() (byte, error) {
 	}
 	c := r.buf[r.pos]
 	r.pos++
-	if h.between {
-		if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
-			r.mark = r.pos
-		} else {
-			h.between = false
-		}
-	}
 	return c, nil
 }
 
@@ -399,7 +392,7 @@ func (r *Reader) ReadHeader() (xml.StartElement, error) {
 		}
 		return h, nil
 	}
-	dec := xml.NewDecoder(&headerSource{r: r, between: true})
+	dec := xml.NewDecoder(&headerSource{r: r})
 	dec.Strict = true
 	for {
 		before := dec.InputOffset()

@@ -290,3 +290,26 @@ func TestEscapeAttr(t *testing.T) {
 		}
 	}
 }
+
+// Bytes before the stream header count toward the limit, white space included: a peer
+// that sends white space and never a header is cut off at the limit, before any
+// authentication, instead of being buffered without bound.
+func TestReaderHeaderWhitespaceCounts(t *testing.T) {
+	const max = 4096
+	for _, pre := range []int{0, 16, max - len(hdr)} {
+		r := NewReader(strings.NewReader(strings.Repeat(" ", pre)+hdr+"<message/>"), max)
+		if _, err := r.ReadHeader(); err != nil {
+			t.Fatalf("%d bytes of white space before the header: %v", pre, err)
+		}
+		if _, err := r.Next(); err != nil {
+			t.Fatalf("after %d bytes of white space: %v", pre, err)
+		}
+	}
+	r := NewReader(strings.NewReader(strings.Repeat(" ", 1<<20)+hdr), max)
+	if _, err := r.ReadHeader(); errClass(err) != "policy-violation" {
+		t.Fatalf("1 MiB of white space before the header: %v, want policy-violation", err)
+	}
+	if n := cap(r.buf); n > 4*max {
+		t.Fatalf("the reader grew to %d bytes for a limit of %d", n, max)
+	}
+}
