@@ -87,6 +87,14 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig, log *slog.Logger) (*Em
 	stopping := new(atomic.Bool)
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(log, stopping))
 	// No metrics listener or other extras: the node exposes its own /metrics.
+	// Switchboard and its CLI speak gRPC only. The HTTP/JSON gateway is off, no CORS
+	// headers are sent and HTTP requests must name this address or loopback in Host: a
+	// web page in an operator's browser must not be able to read or write the store
+	// (etcd's defaults allow any origin and any Host).
+	cfg.EnableGRPCGateway = false
+	cfg.CORS = map[string]struct{}{clientURL.String(): {}} // etcd reads an empty set as "any origin"
+	host, _, _ := net.SplitHostPort(clientAddr)
+	cfg.HostWhitelist = map[string]struct{}{host: {}, clientAddr: {}, "localhost": {}, "127.0.0.1": {}, "::1": {}}
 
 	log.Debug("starting embedded etcd", "dir", c.Dir, "client", clientURL.String(), "peer", peerURL.String())
 	e, err := embed.StartEtcd(cfg)

@@ -2,7 +2,10 @@ package etcdx
 
 import (
 	"context"
+	"encoding/base64"
+	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +170,52 @@ func TestWatchReportsCompaction(t *testing.T) {
 	}
 	if err := watchOnce(ctx, cli, "/w/", 1, func([]*clientv3.Event) {}); err == nil || !strings.Contains(err.Error(), "compacted") {
 		t.Fatalf("watch from revision 1 = %v, want compaction error", err)
+	}
+}
+
+// A web page in an operator's browser must not reach the embedded store: a cross-origin
+// text/plain POST (no preflight) to the HTTP/JSON gateway gets no data and no CORS
+// permission, and a request under a foreign Host name (DNS rebinding) is refused.
+func TestEmbeddedNoBrowserAccess(t *testing.T) {
+	e := start(t, "127.0.0.1:0", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Put(ctx, "/switchboard/accounts/localhost/alice", "salted-password"); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"key":"` + base64.StdEncoding.EncodeToString([]byte("/switchboard/accounts/localhost/alice")) + `"}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.Endpoints()[0]+"/v3/kv/range", strings.NewReader(body))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Origin", "http://attacker.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if acao := resp.Header.Get("Access-Control-Allow-Origin"); acao != "" {
+		t.Errorf("Access-Control-Allow-Origin: %q", acao)
+	}
+	if resp.StatusCode == http.StatusOK || strings.Contains(string(got), base64.StdEncoding.EncodeToString([]byte("salted-password"))) {
+		t.Errorf("the gateway answered %d: %s", resp.StatusCode, got)
+	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, e.Endpoints()[0]+"/health", nil)
+	req.Host = "attacker.example"
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Errorf("a request for Host attacker.example was answered %d", resp.StatusCode)
+	}
+	// The node's own access (gRPC) is unchanged.
+	if r, err := cli.Get(ctx, "/switchboard/accounts/localhost/alice"); err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("gRPC get: %v %v", r, err)
 	}
 }
