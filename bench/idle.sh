@@ -27,7 +27,9 @@ hosts: [{domain: localhost}]
 limits: {park_after: $PARK_AFTER}
 log: {level: warn}
 YAML
-"$BIN" serve --config "$WORK/sb.yaml" >"$WORK/node.log" 2>&1 &
+# /debug/pprof (for the forced GCs) is served only when asked for; the variable, not a
+# config key, so that binaries from before admin.pprof run this script too.
+SWITCHBOARD_ADMIN_PPROF=true "$BIN" serve --config "$WORK/sb.yaml" >"$WORK/node.log" 2>&1 &
 PID=$!
 PIDS=("$PID")
 wait_port 127.0.0.1 15347 switchboard

@@ -134,6 +134,8 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// Accounts configures how user credentials are stored.
 	Accounts AccountsConfig `yaml:"accounts"`
+	// Admin configures what the admin HTTP listener (listen.admin) serves.
+	Admin AdminConfig `yaml:"admin"`
 	// Log configures the process log.
 	Log LogConfig `yaml:"log"`
 }
@@ -458,6 +460,13 @@ type AccountsConfig struct {
 	// SCRAMIterations is the PBKDF2 iteration count for newly stored SCRAM
 	// credentials; at least 4096. Default: 4096.
 	SCRAMIterations int `yaml:"scram_iterations"`
+}
+
+// AdminConfig configures the admin HTTP listener (key `admin`).
+type AdminConfig struct {
+	// PProf serves Go's profiles under /debug/pprof/ (CPU profiles, traces,
+	// heap dumps: for load tests, not for production). Default: false.
+	PProf bool `yaml:"pprof"`
 }
 
 // LogConfig configures logging (key `log`).

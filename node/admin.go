@@ -99,6 +99,10 @@ func (n *Node) bindAdmin() error {
 	}
 	n.adminL = l
 	n.Addrs.Admin = l.Addr().String()
+	if ip := l.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		n.log.Warn("the admin listener is reachable off this machine: it has no authentication (metrics, cluster members"+
+			" and, with admin.pprof, profiles); keep it on a private network", "addr", n.Addrs.Admin)
+	}
 	return nil
 }
 
@@ -139,12 +143,15 @@ func (n *Node) serveAdmin() {
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/cluster/members", n.serveMembers)
 	mux.HandleFunc("/local", n.serveLocal)
-	// CPU/heap profiles under load (see BENCHMARKS.md); the admin listener is loopback by default.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// CPU/heap profiles under load (see BENCHMARKS.md), only when asked for: a profile
+	// or trace costs the node CPU and shows its internals.
+	if n.cfg.Admin.PProf {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	n.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = n.admin.Serve(n.adminL) }()
 }

@@ -650,3 +650,19 @@ func TestParkedSessionEndedByServer(t *testing.T) {
 	}
 	expectStreamError(t, nw, "system-shutdown")
 }
+
+// /debug/pprof is served only with admin.pprof: a profile or a trace costs the node CPU and
+// shows its internals to whoever reaches the admin port.
+func TestAdminPProfOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		s := startNode(t, func(c *config.Config) { c.Admin.PProf = on })
+		resp, err := http.Get("http://" + s.n.Addrs.Admin + "/debug/pprof/cmdline")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]; resp.StatusCode != want {
+			t.Fatalf("admin.pprof %v: /debug/pprof/cmdline answered %d, want %d", on, resp.StatusCode, want)
+		}
+	}
+}
