@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -224,7 +223,8 @@ func endWith(c *xmpp.Conn, s *Session, err error) {
 }
 
 // ServeComponent runs an authenticated XEP-0114 connection. Its stanzas must come from
-// the component's domain or a subdomain of it (else invalid-from, RFC 6120 §4.9.3.9).
+// the component's own domain, or a JID at it (else invalid-from, RFC 6120 §4.9.3.9): not
+// from subdomains, which may be other components or hosts.
 func (r *Router) ServeComponent(c *xmpp.Conn) {
 	s := r.newSession(KindComponent, c)
 	s.Host, s.Bare, s.Full = c.Host, c.Host, c.Host
@@ -259,7 +259,7 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 			return
 		}
 		from, err := r.jids.parse(env.From)
-		if err != nil || !(from.Domainpart() == c.Host || strings.HasSuffix(from.Domainpart(), "."+c.Host)) {
+		if err != nil || from.Domainpart() != c.Host {
 			s.Close(&xmpp.StreamError{Condition: "invalid-from", Text: env.From})
 			return
 		}

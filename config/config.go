@@ -752,6 +752,19 @@ func (c *Config) Validate() error {
 			}
 		}
 		jids[comp.JID] = true
+		// A component's domain must not be a parent of a served host or of another
+		// component: it would stand for their addresses (RFC 6120 trusts a component
+		// with its whole domain).
+		for _, h := range c.Hosts {
+			if comp.JID != "" && strings.HasSuffix(h.Domain, "."+comp.JID) {
+				v.addf(p+".jid", "%q is a parent of the host domain %q", comp.JID, h.Domain)
+			}
+		}
+		for _, o := range c.Components {
+			if comp.JID != "" && strings.HasSuffix(o.JID, "."+comp.JID) {
+				v.addf(p+".jid", "%q is a parent of the component %q", comp.JID, o.JID)
+			}
+		}
 		if comp.Secret == "" {
 			v.add(p+".secret", "must not be empty")
 		}

@@ -356,6 +356,13 @@ func TestValidateErrors(t *testing.T) {
 		{"component is host", func(c *Config) {
 			c.Components = []ComponentConfig{{JID: "localhost", Secret: "s"}}
 		}, `components[0].jid: "localhost" is also a host domain`},
+		{"component parent of a host", func(c *Config) {
+			c.Hosts = []HostConfig{{Domain: "chat.example.test"}}
+			c.Components = []ComponentConfig{{JID: "example.test", Secret: "s"}}
+		}, `components[0].jid: "example.test" is a parent of the host domain "chat.example.test"`},
+		{"component parent of a component", func(c *Config) {
+			c.Components = []ComponentConfig{{JID: "pubsub.localhost", Secret: "s"}, {JID: "a.pubsub.localhost", Secret: "t"}}
+		}, `components[0].jid: "pubsub.localhost" is a parent of the component "a.pubsub.localhost"`},
 		{"component secret", func(c *Config) {
 			c.Components = []ComponentConfig{{JID: "a.localhost"}}
 		}, "components[0].secret: must not be empty"},

@@ -666,3 +666,35 @@ func TestAdminPProfOnlyWhenAsked(t *testing.T) {
 		}
 	}
 }
+
+// A component sends only from its own domain and JIDs at it: another domain, the host, or a
+// subdomain of its own (which may be another component's or a host's) ends its stream with
+// invalid-from, and the message goes nowhere.
+func TestComponentFromOwnDomainOnly(t *testing.T) {
+	s := startNode(t)
+	s.addUser("alice", "a")
+	a := s.client("alice", "a")
+	a.Send(`<presence/>`)
+	a.Sync()
+	for _, from := range []string{"alice@localhost", "localhost", "sub.comp.localhost", "bot@sub.comp.localhost", "comp.localhost.evil"} {
+		t.Run(from, func(t *testing.T) {
+			c, err := s.component("comp.localhost", secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Send(`<message from='` + from + `' to='alice@localhost' id='spoof'><body>x</body></message>`)
+			select {
+			case e, ok := <-c.In:
+				if ok {
+					t.Fatalf("component got %s, want its stream to end", e)
+				}
+				if err := <-c.Errc; err == nil || !strings.Contains(err.Error(), "invalid-from") {
+					t.Fatalf("component stream ended with %v", err)
+				}
+			case <-time.After(wait):
+				t.Fatal("spoofing component not disconnected")
+			}
+			a.ExpectNothing(100 * time.Millisecond)
+		})
+	}
+}
