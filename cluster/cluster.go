@@ -35,6 +35,9 @@ type Config struct {
 	Join          []string
 	ProbeInterval time.Duration
 	SuspicionMult int
+	// Keys are the gossip keys (ParseKeys), the first used to encrypt; none: gossip in
+	// the clear, unauthenticated (loopback only, or cluster.insecure).
+	Keys [][]byte
 }
 
 // Member is one live node.
@@ -113,6 +116,7 @@ type Cluster struct {
 	stopped chan struct{}
 	wg      sync.WaitGroup
 	joined  atomic.Bool
+	keyring *memberlist.Keyring // nil: gossip unencrypted
 }
 
 // Joined reports whether the node is part of a cluster: it has no seeds (it forms
@@ -167,6 +171,15 @@ func (c *Cluster) Start(ctx context.Context, l Listener) error {
 	// A node restarted under the same name with a new address (a rescheduled pod) is
 	// accepted once its old self has been dead this long.
 	mc.DeadNodeReclaimTime = 30 * time.Second
+	if len(c.cfg.Keys) > 0 {
+		kr, err := newKeyring(c.cfg.Keys)
+		if err != nil {
+			return fmt.Errorf("cluster.secret_key_file: %w", err)
+		}
+		c.keyring = kr
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	mc.Delegate = (*delegate)(c)
 	mc.Events = (*events)(c)
 	mc.Logger = log.New(io.Discard, "", 0)

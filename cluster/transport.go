@@ -1,12 +1,14 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math"
 	"math/bits"
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
@@ -29,9 +31,16 @@ import (
 // ends the connection between the nodes and loses every message in it (a burst of 50 kB
 // messages did: TestCrossNodeBurstOfBigStanzas). Only cluster members may reach the
 // remote port (README): they can send any actor message anyway.
-func RemoteDialOptions() []grpc.DialOption {
+//
+// With tlsConf (TLSConfigs' client config) connections to other nodes are mutual TLS; without,
+// plain (loopback only, or cluster.insecure).
+func RemoteDialOptions(tlsConf *tls.Config) []grpc.DialOption {
+	creds := insecure.NewCredentials()
+	if tlsConf != nil {
+		creds = credentials.NewTLS(tlsConf)
+	}
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		experimental.WithBufferPool(remoteBuffers),
 	}
 }
@@ -41,13 +50,18 @@ func RemoteCallOptions() []grpc.CallOption {
 	return []grpc.CallOption{grpc.ForceCodecV2(remoteCodec{})}
 }
 
-// RemoteServerOptions: see RemoteDialOptions.
-func RemoteServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+// RemoteServerOptions: see RemoteDialOptions. With tlsConf (TLSConfigs' server config) only a
+// peer with a certificate the cluster CA signed gets a connection.
+func RemoteServerOptions(tlsConf *tls.Config) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
 		experimental.BufferPool(remoteBuffers),
 		grpc.ForceServerCodecV2(remoteCodec{}),
 		grpc.MaxRecvMsgSize(RemoteMaxMessage),
 	}
+	if tlsConf != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
+	}
+	return opts
 }
 
 // RemoteMaxMessage is the largest batch of actor messages a node accepts from a peer.

@@ -240,7 +240,33 @@ type ClusterConfig struct {
 	// names allowed) to join at start. Default: [] (start a new cluster).
 	// In the environment: comma-separated.
 	Join []string `yaml:"join"`
+	// SecretKeyFile holds the gossip keys: one base64 32-byte key per line, the
+	// first used to encrypt, the others also accepted (`switchboard cluster key`
+	// makes one; rotation: add the new key on every node, SIGHUP, move it first,
+	// SIGHUP, drop the old one, SIGHUP). Memberlist then encrypts and authenticates
+	// every gossip message: a node without a key can neither join nor listen.
+	// Default: "" (no encryption; loopback binds or cluster.insecure only).
+	SecretKeyFile string `yaml:"secret_key_file"`
+	// TLS is mutual TLS on the remote port: this node's certificate and key, and
+	// the cluster CA that must have signed every peer's (`switchboard cluster
+	// secrets` makes them). Default: none (loopback binds or cluster.insecure only).
+	TLS ClusterTLS `yaml:"tls"`
+	// Insecure lets a node bind cluster addresses reachable off this machine
+	// without secret_key_file and tls: anyone who reaches those ports is then a
+	// member. Default: false.
+	Insecure bool `yaml:"insecure"`
 }
+
+// ClusterTLS is mutual TLS between nodes (key `cluster.tls`): PEM files, all three or
+// none.
+type ClusterTLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CA   string `yaml:"ca"`
+}
+
+// Set reports whether mutual TLS is configured.
+func (t ClusterTLS) Set() bool { return t.Cert != "" || t.Key != "" || t.CA != "" }
 
 // HostConfig is one served XMPP domain (an entry of `hosts`).
 type HostConfig struct {
@@ -462,6 +488,20 @@ type AccountsConfig struct {
 	SCRAMIterations int `yaml:"scram_iterations"`
 }
 
+// loopbackAddr reports whether host:port binds a loopback address only (an IP in
+// 127.0.0.0/8 or ::1, or "localhost"); "0.0.0.0", an empty host or a name do not.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // AdminConfig configures the admin HTTP listener (key `admin`).
 type AdminConfig struct {
 	// PProf serves Go's profiles under /debug/pprof/ (CPU profiles, traces,
@@ -656,6 +696,19 @@ func (c *Config) Validate() error {
 		v.addr(addrs, "cluster.remote", c.Cluster.Remote, true)
 		v.positive("cluster.probe_interval", int64(c.Cluster.ProbeInterval))
 		v.positive("cluster.suspicion_mult", int64(c.Cluster.SuspicionMult))
+		ct := c.Cluster.TLS
+		if ct.Set() && (ct.Cert == "" || ct.Key == "" || ct.CA == "") {
+			v.add("cluster.tls", "cert, key and ca go together")
+		}
+		secured := c.Cluster.SecretKeyFile != "" && ct.Cert != "" && ct.Key != "" && ct.CA != ""
+		if !secured && !c.Cluster.Insecure {
+			for _, a := range []struct{ key, addr string }{{"cluster.bind", c.Cluster.Bind}, {"cluster.remote", c.Cluster.Remote}} {
+				if !loopbackAddr(a.addr) {
+					v.addf(a.key, "%q is reachable off this machine: set cluster.secret_key_file and cluster.tls"+
+						" (switchboard cluster secrets), or cluster.insecure: true to accept any peer", a.addr)
+				}
+			}
+		}
 	}
 	if c.Cluster.RemoteAdvertise != "" {
 		v.addr(nil, "cluster.remote_advertise", c.Cluster.RemoteAdvertise, true)

@@ -131,7 +131,8 @@ listen: {c2s: 0.0.0.0:5222, c2s_tls: "", component: 10.0.0.1:5347,
 tls: {cert: /etc/sb/cert.pem, key: /etc/sb/key.pem}
 etcd: {endpoints: [http://etcd1:2379, http://etcd2:2379], prefix: /sb/prod, dial_timeout: 2s,
        embedded: {client: 127.0.0.1:2379, peer: 127.0.0.1:2380}}
-cluster: {bind: 0.0.0.0:7946, advertise: 10.0.0.1:7946, remote: 0.0.0.0:8946, join: [node2.sb, "node3.sb:7946"]}
+cluster: {bind: 0.0.0.0:7946, advertise: 10.0.0.1:7946, remote: 0.0.0.0:8946, join: [node2.sb, "node3.sb:7946"],
+          secret_key_file: /etc/sb/gossip.key, tls: {cert: /etc/sb/node1.pem, key: /etc/sb/node1.key, ca: /etc/sb/ca.pem}}
 hosts:
   - domain: Localhost
     delegations:
@@ -165,7 +166,9 @@ func TestLoadFull(t *testing.T) {
 		c.Etcd.Prefix != "/sb/prod" || c.Etcd.DialTimeout.D() != 2*time.Second {
 		t.Errorf("etcd = %+v", c.Etcd)
 	}
-	if c.Cluster.Advertise != "10.0.0.1:7946" || !slices.Equal(c.Cluster.Join, []string{"node2.sb", "node3.sb:7946"}) {
+	if c.Cluster.Advertise != "10.0.0.1:7946" || !slices.Equal(c.Cluster.Join, []string{"node2.sb", "node3.sb:7946"}) ||
+		c.Cluster.SecretKeyFile != "/etc/sb/gossip.key" || c.Cluster.Insecure ||
+		c.Cluster.TLS != (ClusterTLS{Cert: "/etc/sb/node1.pem", Key: "/etc/sb/node1.key", CA: "/etc/sb/ca.pem"}) {
 		t.Errorf("cluster = %+v", c.Cluster)
 	}
 	if len(c.Hosts) != 2 {
@@ -356,6 +359,18 @@ func TestValidateErrors(t *testing.T) {
 		{"component is host", func(c *Config) {
 			c.Components = []ComponentConfig{{JID: "localhost", Secret: "s"}}
 		}, `components[0].jid: "localhost" is also a host domain`},
+		{"cluster off loopback without secrets", func(c *Config) {
+			c.Cluster.Bind, c.Cluster.Remote = "0.0.0.0:7946", "10.0.0.1:8946"
+		}, `cluster.bind: "0.0.0.0:7946" is reachable off this machine`},
+		{"cluster remote off loopback without secrets", func(c *Config) {
+			c.Cluster.Remote = "[::]:8946"
+		}, `cluster.remote: "[::]:8946" is reachable off this machine`},
+		{"cluster off loopback with the key only", func(c *Config) {
+			c.Cluster.Bind, c.Cluster.SecretKeyFile = "10.0.0.1:7946", "/k"
+		}, `cluster.bind: "10.0.0.1:7946" is reachable off this machine`},
+		{"cluster tls incomplete", func(c *Config) {
+			c.Cluster.TLS = ClusterTLS{Cert: "/c.pem", Key: "/c.key"}
+		}, "cluster.tls: cert, key and ca go together"},
 		{"component parent of a host", func(c *Config) {
 			c.Hosts = []HostConfig{{Domain: "chat.example.test"}}
 			c.Components = []ComponentConfig{{JID: "example.test", Secret: "s"}}
@@ -579,8 +594,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 34 {
-		t.Errorf("checked %d keys, want 34 (update this test when adding keys)", n)
+	if n != 39 {
+		t.Errorf("checked %d keys, want 39 (update this test when adding keys)", n)
 	}
 }
 
@@ -666,5 +681,22 @@ func TestSecretFile(t *testing.T) {
 		if _, err := loadErr(t, yaml); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v does not say %q", yaml, err, want)
 		}
+	}
+}
+
+// cluster.insecure: true is the explicit way to bind the cluster ports off loopback
+// without secrets; with both secrets configured no flag is needed.
+func TestValidateClusterSecuredOrInsecure(t *testing.T) {
+	c := Default()
+	c.Cluster.Bind, c.Cluster.Remote = "0.0.0.0:7946", "0.0.0.0:8946"
+	c.Cluster.Insecure = true
+	if err := c.Validate(); err != nil {
+		t.Fatalf("insecure: %v", err)
+	}
+	c.Cluster.Insecure = false
+	c.Cluster.SecretKeyFile = "/etc/sb/gossip.key"
+	c.Cluster.TLS = ClusterTLS{Cert: "/etc/sb/n.pem", Key: "/etc/sb/n.key", CA: "/etc/sb/ca.pem"}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("secured: %v", err)
 	}
 }

@@ -182,7 +182,8 @@ func TestKubernetes(t *testing.T) {
 	}
 	for _, want := range []string{"Namespace/switchboard", "ConfigMap/switchboard-env", "Secret/switchboard-config",
 		"Service/switchboard-peers", "Service/switchboard", "Service/switchboard-components", "StatefulSet/switchboard",
-		"Service/etcd", "StatefulSet/etcd", "PodDisruptionBudget/switchboard"} {
+		"Service/etcd", "StatefulSet/etcd", "PodDisruptionBudget/switchboard",
+		"NetworkPolicy/switchboard", "NetworkPolicy/etcd"} {
 		if objs[want] == nil {
 			t.Errorf("k8s: no %s", want)
 		}

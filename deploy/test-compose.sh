@@ -58,6 +58,7 @@ cleanup() {
   else
     echo "--- compose down -v"
     bounded 120 "${compose[@]}" down -v --remove-orphans || true
+    rm -rf deploy/.secrets
   fi
   echo "--- test-compose finished in $((SECONDS - start))s"
   exit "$rc"
@@ -67,6 +68,13 @@ trap 'exit 130' INT TERM
 
 echo "--- building the images ($COMPOSE)"
 bounded 600 deploy/build-images.sh
+
+echo "--- the cluster's secrets (gossip key, CA, node certificates) in deploy/.secrets"
+rm -rf deploy/.secrets
+"$SB_BIN" cluster secrets --out deploy/.secrets --nodes node1,node2,node3
+# The image runs as uid 10001: it must read them (chown needs root; else make them
+# world-readable, acceptable for a throwaway test cluster only).
+chown -R 10001:10001 deploy/.secrets 2>/dev/null || chmod -R a+rX deploy/.secrets
 
 echo "--- compose up"
 # A leftover cluster of an interrupted run would keep its etcd data: start clean.

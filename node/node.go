@@ -156,6 +156,19 @@ func (n *Node) Reload(cfg *config.Config) error {
 	if len(restart) > 0 {
 		n.log.Warn("configuration changes that need a restart were ignored", "keys", restart)
 	}
+	// The gossip key file is read again (key rotation, see cluster.secret_key_file); a
+	// file that does not parse leaves the keys in use, and so does a node started
+	// without encryption, which needs a restart to switch it on.
+	if f := old.Cluster.SecretKeyFile; f != "" && n.cluster != nil {
+		keys, err := cluster.ReadKeys(f)
+		if err == nil {
+			err = n.cluster.SetKeys(keys)
+		}
+		if err != nil {
+			return fmt.Errorf("cluster.secret_key_file: %w", err)
+		}
+		n.log.Info("gossip keys reloaded", "keys", len(keys))
+	}
 	n.live.Store(cfg)
 	n.router.SetSettings(routerLimits(cfg), componentOptions(cfg))
 	n.rosters.SetMaxItems(cfg.Limits.MaxRosterItems)
@@ -314,7 +327,9 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 		cl      actors.Cluster   // nil: standalone
 	)
 	if cfg.Cluster.Bind != "" {
-		n.cluster = n.newCluster()
+		if n.cluster, err = n.newCluster(); err != nil {
+			return err
+		}
 		members, cl = n.cluster, n.cluster
 	}
 	disp := actors.NewDispatcher()
@@ -362,9 +377,17 @@ func (n *Node) stopRouter(ctx context.Context) error {
 	return err
 }
 
-// newCluster prepares the membership layer (started later, with the router).
-func (n *Node) newCluster() *cluster.Cluster {
+// newCluster prepares the membership layer (started later, with the router), with the
+// gossip keys of cluster.secret_key_file if set.
+func (n *Node) newCluster() (*cluster.Cluster, error) {
 	cfg := n.cfg
+	var keys [][]byte
+	if f := cfg.Cluster.SecretKeyFile; f != "" {
+		var err error
+		if keys, err = cluster.ReadKeys(f); err != nil {
+			return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
+		}
+	}
 	cl := cluster.New(cluster.Config{
 		NodeID:        cfg.Node.ID,
 		Bind:          cfg.Cluster.Bind,
@@ -374,6 +397,7 @@ func (n *Node) newCluster() *cluster.Cluster {
 		Join:          cfg.Cluster.Join,
 		ProbeInterval: cfg.Cluster.ProbeInterval.D(),
 		SuspicionMult: cfg.Cluster.SuspicionMult,
+		Keys:          keys,
 	}, n.log)
 	n.metrics.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -383,7 +407,7 @@ func (n *Node) newCluster() *cluster.Cluster {
 			Name: "switchboard_gossip_health_score", Help: "memberlist's awareness health score (0 is healthy; higher means this node is slow to gossip).",
 		}, func() float64 { return float64(cl.HealthScore()) }),
 	)
-	return cl
+	return cl, nil
 }
 
 // Stop stops every subsystem that started, in reverse order: the etcd monitor, the

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -31,10 +32,18 @@ func (n *Node) startRemote() (err error) {
 		port = l.Addr().(*net.TCPAddr).Port
 		_ = l.Close()
 	}
+	// Mutual TLS between nodes when cluster.tls is set (config validation demands it,
+	// with the gossip key, for addresses reachable off this machine).
+	var serverTLS, clientTLS *tls.Config
+	if ct := n.cfg.Cluster.TLS; ct.Set() {
+		if serverTLS, clientTLS, err = cluster.TLSConfigs(ct.Cert, ct.Key, ct.CA); err != nil {
+			return err
+		}
+	}
 	opts := []remote.ConfigOption{
-		remote.WithDialOptions(cluster.RemoteDialOptions()...),
+		remote.WithDialOptions(cluster.RemoteDialOptions(clientTLS)...),
 		remote.WithCallOptions(cluster.RemoteCallOptions()...),
-		remote.WithServerOptions(cluster.RemoteServerOptions()...),
+		remote.WithServerOptions(cluster.RemoteServerOptions(serverTLS)...),
 	}
 	if a := n.cfg.Cluster.RemoteAdvertise; a != "" {
 		opts = append(opts, remote.WithAdvertisedHost(a))

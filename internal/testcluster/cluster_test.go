@@ -2,19 +2,23 @@ package testcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"mellium.im/sasl"
 
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/internal/xmpptest"
-	"mellium.im/sasl"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -671,4 +675,70 @@ func TestCrossNodeBurstOfBigStanzas(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// The cluster plane is authenticated (issue 17, finding 1): a node without the gossip key,
+// or with a key and certificates of another cluster, never becomes a member, and the
+// remote port takes no connection without a certificate the cluster's CA signed.
+func TestOutsidersCannotJoin(t *testing.T) {
+	c := Start(t, 2, nil)
+	noSecrets := c.StartOutsider(nil)
+	other := filepath.Join(t.TempDir(), "other")
+	if err := cluster.WriteSecrets(other, []string{"x"}); err != nil {
+		t.Fatal(err)
+	}
+	otherSecrets := c.StartOutsider(func(cfg *config.Config) {
+		cfg.Cluster.SecretKeyFile = filepath.Join(other, "gossip.key")
+		cfg.Cluster.TLS = config.ClusterTLS{Cert: filepath.Join(other, "x.pem"), Key: filepath.Join(other, "x.key"),
+			CA: filepath.Join(other, "ca.pem")}
+	})
+	// Long enough for several join attempts and probe rounds (200 ms).
+	time.Sleep(3 * time.Second)
+	for i := range 2 {
+		ms, err := c.Members(i)
+		if err != nil || len(ms) != 2 {
+			t.Fatalf("%s sees %v (%v), want its 2 members only", c.Nodes[i].ID, ms, err)
+		}
+	}
+	for _, o := range []int{noSecrets, otherSecrets} {
+		if ms, err := c.Members(o); err != nil || len(ms) != 1 {
+			t.Errorf("%s sees %v (%v), want itself only", c.Nodes[o].ID, ms, err)
+		}
+	}
+	// The remote port: no TLS, TLS without a client certificate, and a certificate of
+	// another CA all fail before any actor message could pass.
+	remote := c.Nodes[0].Remote
+	otherCert, err := tls.LoadX509KeyPair(filepath.Join(other, "x.pem"), filepath.Join(other, "x.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, conf := range map[string]*tls.Config{
+		"no certificate":                {InsecureSkipVerify: true, NextProtos: []string{"h2"}},
+		"another cluster's certificate": {InsecureSkipVerify: true, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{otherCert}},
+	} {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", remote, conf)
+		if err == nil {
+			// TLS 1.3: the server's verdict on the client certificate comes with the first read.
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = conn.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil {
+			t.Errorf("%s: the remote port took the connection", name)
+		}
+	}
+	plain, err := net.DialTimeout("tcp", remote, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = plain.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = plain.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"))
+	// A plain gRPC server answers the preface with a SETTINGS frame (type 4); a TLS one
+	// closes or sends an alert.
+	hdr := make([]byte, 9)
+	if n, _ := io.ReadFull(plain, hdr); n == 9 && hdr[3] == 0x04 {
+		t.Error("the remote port spoke plain HTTP/2")
+	}
+	plain.Close()
 }

@@ -129,18 +129,28 @@ type Node struct {
 
 // Cluster is a running test cluster.
 type Cluster struct {
-	t      *testing.T
-	Nodes  []*Node
-	Prefix string
-	Store  *accounts.Store
+	t       *testing.T
+	Nodes   []*Node
+	Prefix  string
+	Store   *accounts.Store
+	Secrets string // the cluster's secrets (cluster.WriteSecrets): gossip.key, ca.pem, nodeN.pem/.key
 }
 
-// Start runs n nodes on 127.0.0.(11..) with a fast failure detector; mutate adjusts each
-// node's config (hosts, components, delegations...).
+// Start runs n nodes on 127.0.0.(11..) with a fast failure detector, the gossip encrypted
+// and mutual TLS between them (secrets from cluster.WriteSecrets, in Secrets); mutate
+// adjusts each node's config (hosts, components, delegations...).
 func Start(t *testing.T, n int, mutate func(i int, c *config.Config)) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, Prefix: fmt.Sprintf("/sbcluster/%s/%d", filepath.Base(t.Name()), time.Now().UnixNano())}
 	dir := t.TempDir()
+	c.Secrets = filepath.Join(dir, "secrets")
+	var names []string
+	for i := range n {
+		names = append(names, fmt.Sprintf("node%d", i+1))
+	}
+	if err := cluster.WriteSecrets(c.Secrets, names); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < n; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", 11+i)
 		nd := &Node{ID: fmt.Sprintf("node%d", i+1), IP: ip}
@@ -159,19 +169,16 @@ func Start(t *testing.T, n int, mutate func(i int, c *config.Config)) *Cluster {
 		cfg.Cluster.Join = []string{c.Nodes[0].Gossip}
 		cfg.Cluster.ProbeInterval = config.Duration(200 * time.Millisecond)
 		cfg.Cluster.SuspicionMult = 2
+		cfg.Cluster.SecretKeyFile = filepath.Join(c.Secrets, "gossip.key")
+		cfg.Cluster.TLS = config.ClusterTLS{Cert: filepath.Join(c.Secrets, nd.ID+".pem"),
+			Key: filepath.Join(c.Secrets, nd.ID+".key"), CA: filepath.Join(c.Secrets, "ca.pem")}
 		cfg.Log.Level = "info"
 		if mutate != nil {
 			mutate(i, cfg)
 		}
-		b, err := yaml.Marshal(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
 		nd.cfg = cfg
 		nd.cfgPath = filepath.Join(dir, nd.ID+".yaml")
-		if err := os.WriteFile(nd.cfgPath, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		writeConfig(t, nd.cfgPath, cfg)
 	}
 	for i := range c.Nodes {
 		c.StartNode(i)
@@ -205,6 +212,59 @@ func Start(t *testing.T, n int, mutate func(i int, c *config.Config)) *Cluster {
 	t.Cleanup(func() { _ = cli.Close() })
 	c.Store = accounts.New(cli, c.Prefix)
 	return c
+}
+
+func writeConfig(t *testing.T, path string, cfg *config.Config) {
+	t.Helper()
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// StartOutsider runs one more node process on 127.0.0.20 that tries to join the
+// cluster (node 1 as its seed, the same etcd) with the config mutate makes of a default
+// one: no secrets unless mutate gives some. It is not one of c.Nodes; the returned
+// index is for Members, Logs and Kill on it.
+func (c *Cluster) StartOutsider(mutate func(cfg *config.Config)) int {
+	c.t.Helper()
+	dir := c.t.TempDir()
+	nd := &Node{ID: fmt.Sprintf("outsider%d", len(c.Nodes)), IP: "127.0.0.20"}
+	ports := free(c.t, nd.IP, 5)
+	nd.C2S, nd.Component, nd.Admin, nd.Gossip, nd.Remote = ports[0], ports[1], ports[2], ports[3], ports[4]
+	cfg := config.Default()
+	cfg.Node.ID = nd.ID
+	cfg.Node.DataDir = filepath.Join(dir, nd.ID)
+	cfg.Listen = config.ListenConfig{C2S: nd.C2S, C2STLS: "", Component: nd.Component, Admin: nd.Admin}
+	cfg.Etcd.Endpoints = etcdEndpoints
+	cfg.Etcd.Prefix = c.Prefix
+	cfg.Cluster.Bind, cfg.Cluster.Remote = nd.Gossip, nd.Remote
+	cfg.Cluster.Join = []string{c.Nodes[0].Gossip}
+	cfg.Cluster.ProbeInterval = config.Duration(200 * time.Millisecond)
+	cfg.Cluster.SuspicionMult = 2
+	cfg.Log.Level = "info"
+	if mutate != nil {
+		mutate(cfg)
+	}
+	nd.cfg = cfg
+	nd.cfgPath = filepath.Join(dir, nd.ID+".yaml")
+	writeConfig(c.t, nd.cfgPath, cfg)
+	c.Nodes = append(c.Nodes, nd)
+	i := len(c.Nodes) - 1
+	c.StartNode(i)
+	// Alive, not ready: a node that cannot join is never ready.
+	c.Eventually(60*time.Second, nd.ID+" alive", func() bool {
+		resp, err := http.Get("http://" + nd.Admin + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return i
 }
 
 // Etcd returns the shared etcd's endpoints.
