@@ -74,6 +74,9 @@ func (d *delegator) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, f
 	if sender.Bare == rule.JID {
 		return pass
 	}
+	if sender.inflightFull() {
+		return refuse(env.To, xmpp.ErrResourceConstraint) // limits.max_inflight_iqs
+	}
 	target, ok := d.r.comps.pickComponent(rule.JID, sender.Bare)
 	if !ok {
 		d.r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeUnavailable)
@@ -94,6 +97,7 @@ func (d *delegator) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, f
 		OrigTo:    env.To,
 	}, Requester: sender}
 	d.r.deleg.Metrics.Forwarded(&p.Request)
+	sender.inflight.Add(1) // until the tracker's OnDone
 	d.tracker.Add(p)
 	dns := d.r.componentOpts(rule.JID).DelegationNS
 	d.r.writeVia(target.Handle, out, func(b []byte) []byte {

@@ -40,17 +40,21 @@ func (h *Host) toServer(sender *Session, from string, env *xmpp.Envelope) {
 	if env.Kind != xmpp.KindIQ {
 		return // messages and presence to the bare domain: nothing handles them yet
 	}
-	h.router.sys.Root.Send(h.pid, &serverIQ{sender: sender, from: from, env: env})
+	h.serveIQ(sender, from, "", env)
 }
 
+// serveIQ queues an IQ for the host actor; it is the sender's work until answered.
 func (h *Host) serveIQ(sender *Session, from, target string, env *xmpp.Envelope) {
+	sender.startWork()
 	h.router.sys.Root.Send(h.pid, &serverIQ{sender: sender, from: from, target: target, env: env})
 }
 
 // Receive implements actor.Actor.
 func (h *Host) Receive(ctx actor.Context) {
 	if m, ok := ctx.Message().(*serverIQ); ok {
-		h.answer(m)
+		if !h.answer(m) {
+			m.sender.endWork()
+		}
 	}
 }
 
@@ -71,6 +75,7 @@ type iqCall struct {
 	from   string // the answer's 'from': the domain or the user's bare JID
 	own    bool   // a user's session asking about its own bare JID
 	exists bool   // the bare JID is an account (for IQs to a user's bare JID)
+	goesOn bool   // the answer comes later (the handler started a goroutine)
 }
 
 func (c *iqCall) ok(payload []byte) {
@@ -161,7 +166,7 @@ func noNode(c *iqCall) bool {
 
 // answer answers a server IQ by its namespace's handler; anything no handler takes is
 // service-unavailable.
-func (h *Host) answer(m *serverIQ) {
+func (h *Host) answer(m *serverIQ) (goesOn bool) {
 	env := m.env
 	c := &iqCall{h: h, m: m, from: m.target}
 	if c.from == "" {
@@ -169,15 +174,15 @@ func (h *Host) answer(m *serverIQ) {
 	}
 	switch env.Type {
 	case "result", "error":
-		return
+		return false
 	case "get", "set":
 	default:
 		c.fail(xmpp.ErrBadRequest)
-		return
+		return false
 	}
 	if !env.HasChild || env.ID == "" {
 		c.fail(xmpp.ErrBadRequest)
-		return
+		return false
 	}
 	handlers := domainIQs
 	if m.target != "" {
@@ -189,9 +194,10 @@ func (h *Host) answer(m *serverIQ) {
 	hd, ok := handlers[env.Child.Space]
 	if !ok || hd.elem != env.Child.Local || (env.Type == "get" && !hd.get) || (env.Type == "set" && !hd.set) {
 		c.fail(xmpp.ErrServiceUnavailable)
-		return
+		return false
 	}
 	hd.serve(c)
+	return c.goesOn
 }
 
 // roster answers a roster get or set on a user's roster, by the user or by a component
@@ -217,7 +223,11 @@ func (c *iqCall) roster() {
 		}
 		return
 	}
-	go h.rosterIQ(m, m.target)
+	c.goesOn = true
+	go func() {
+		defer m.sender.endWork()
+		h.rosterIQ(m, m.target)
+	}()
 }
 
 func cutAt(bare string) (local, domain string, ok bool) {

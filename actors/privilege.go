@@ -163,7 +163,11 @@ func (pv *privileged) privilegedIQ(h *Host, sender *Session, from, bare string, 
 	if inner.From != "" && inner.From != bare {
 		return forbid
 	}
+	if sender.inflightFull() {
+		return refuse(to, xmpp.ErrResourceConstraint) // limits.max_inflight_iqs
+	}
 	id := pv.tracker.NewID()
+	sender.inflight.Add(1) // until the tracker's OnDone
 	pv.tracker.Add(&delegation.Pending[*Session]{Request: delegation.Request{
 		OuterID: id, Host: h.Domain, Namespace: inner.Child.Space, Entity: sender.Bare,
 		Via: pv.r.comps.sessionKey(sender), From: from, OrigID: inner.ID, OrigTo: inner.To,

@@ -14,7 +14,6 @@ import (
 const rosterTimeout = 10 * time.Second
 
 var errNotAcceptable = &xmpp.StanzaError{Type: xmpp.ErrModify, Condition: "not-acceptable"}
-var errResourceConstraint = &xmpp.StanzaError{Type: xmpp.ErrWait, Condition: "resource-constraint"}
 
 // rosterIQ answers a roster get or set on a user's roster (RFC 6121 §2), from the user
 // or from a component with the roster privilege (XEP-0356 §4). It runs in its own
@@ -86,7 +85,7 @@ func (h *Host) rosterIQ(m *serverIQ, bare string) {
 		fail(xmpp.ErrItemNotFound)
 		return
 	case errors.Is(err, roster.ErrTooMany):
-		fail(errResourceConstraint)
+		fail(xmpp.ErrResourceConstraint)
 		return
 	case err != nil:
 		r.log.Warn("roster set failed", "user", bare, "err", err)

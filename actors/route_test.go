@@ -677,3 +677,37 @@ func TestRouteSubscriptions(t *testing.T) {
 	w.send(w.bob, `<presence><show>away</show></presence>`)
 	w.expect(w.alice1, "<show>away</show>", "from='bob@example.test/r1'")
 }
+
+// limits.max_inflight_iqs: past the cap a delegated IQ is answered resource-constraint at
+// once (it is not forwarded), and an answer frees a place again.
+func TestRouteInflightCap(t *testing.T) {
+	w := newWorld(t, false)
+	w.r.SetSettings(Limits{MaxSendQueue: 1 << 20, WriteTimeout: time.Minute, InflightIQs: 2}, w.r.settings.Load().compOpts)
+	iq := func(id string) string {
+		return `<iq type='get' to='example.test' id='` + id + `'><query xmlns='` + nsDeleg + `'/></iq>`
+	}
+	w.send(w.alice1, iq("c1"))
+	first := w.expect(w.comp, "id='c1'")
+	w.send(w.alice1, iq("c2"))
+	w.expect(w.comp, "id='c2'")
+	w.send(w.alice1, iq("c3"))
+	w.expect(w.alice1, "type='error'", "id='c3'", "<resource-constraint")
+	if n := routingErrors(w.r, "resource-constraint"); n != 1 {
+		t.Fatalf("resource-constraint counted %v times", n)
+	}
+	// bob has places of his own.
+	w.send(w.bob, iq("b1"))
+	w.expect(w.comp, "id='b1'")
+	// The component answers c1: alice may send one more.
+	i := strings.Index(first, "id='sbd:")
+	outer := first[i+4 : i+4+strings.IndexByte(first[i+4:], '\'')]
+	w.send(w.comp, `<iq type='result' from='`+tComp+`' to='example.test' id='`+outer+`'>`+wrapped+
+		`<iq xmlns='jabber:client' type='result' id='c1' to='alice@example.test/r1'/></forwarded></delegation></iq>`)
+	w.expect(w.alice1, "type='result'", "id='c1'")
+	w.send(w.alice1, iq("c4"))
+	w.expect(w.comp, "id='c4'")
+	w.settle()
+	if got := w.got(w.alice1); got != "" {
+		t.Fatalf("alice got %q", got)
+	}
+}

@@ -42,6 +42,8 @@ type Limits struct {
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
 	ParkAfter    time.Duration // a client session silent this long parks (0: never)
+	PendingWork  int64         // a session with more work started is not read until it drains (0: no limit)
+	InflightIQs  int64         // IQs a session may have waiting for another entity's answer (0: no limit)
 }
 
 // Router is the node-local stanza switch: construction and lifecycle, the routing
@@ -214,6 +216,13 @@ func NewRouter(c Config) *Router {
 		pt = 30 * time.Second
 	}
 	r.priv.tracker = delegation.NewTaggedTracker(delegation.TagPrivileged, c.NodeID, pt, r.priv.privilegedTimeout)
+	// Every IQ waiting for another entity's answer counts against its requester's
+	// limits.max_inflight_iqs until it ends, however it ends.
+	inflightDone := func(p *delegation.Pending[*Session]) { p.Requester.inflight.Add(-1) }
+	r.priv.tracker.OnDone = inflightDone
+	if r.del.tracker != nil {
+		r.del.tracker.OnDone = inflightDone
+	}
 	for _, d := range c.Hosts {
 		r.hosts[d] = &Host{Domain: d, router: r}
 	}

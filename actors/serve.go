@@ -108,6 +108,10 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 	}
 	r.metrics.stanzaIn(env.Kind, fromC2S, unsafe.Pointer(s))
 	r.route(cr.out, s, s.Full, env)
+	if s.overWork() {
+		cr.out.Flush()
+		s.waitWork()
+	}
 	return true
 }
 
@@ -269,5 +273,9 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 		}
 		r.metrics.stanzaIn(env.Kind, fromComponent, unsafe.Pointer(s))
 		r.route(out, s, env.From, env)
+		if s.overWork() {
+			out.Flush()
+			s.waitWork()
+		}
 	}
 }

@@ -29,13 +29,15 @@ type workQueue struct {
 	running bool
 }
 
-// later queues f on the session's work queue.
+// later queues f on the session's work queue; it counts as the session's work until it
+// has run (backpressure.go), so the queue's length is bounded by the reader waiting.
 func (s *Session) later(f func()) {
-	wq := s.work.Load()
+	wq := s.queue.Load()
 	if wq == nil {
-		s.work.CompareAndSwap(nil, &workQueue{})
-		wq = s.work.Load()
+		s.queue.CompareAndSwap(nil, &workQueue{})
+		wq = s.queue.Load()
 	}
+	s.startWork()
 	wq.mu.Lock()
 	wq.q = append(wq.q, f)
 	if wq.running {
@@ -57,6 +59,7 @@ func (s *Session) later(f func()) {
 			wq.q = wq.q[1:]
 			wq.mu.Unlock()
 			f()
+			s.endWork()
 		}
 	}()
 }

@@ -479,6 +479,15 @@ type LimitsConfig struct {
 	// MaxRosterItems is how many items one user's roster may hold; a roster set
 	// beyond it gets resource-constraint. Default: 1000.
 	MaxRosterItems int `yaml:"max_roster_items"`
+	// MaxPendingWork is how much work one session's stanzas may have started and
+	// not finished (server IQs waiting for the host, roster reads and writes,
+	// presence to contacts) before the session is not read until it drains to
+	// half: a flooding client is slowed by TCP, not buffered. Default: 64.
+	MaxPendingWork int `yaml:"max_pending_work"`
+	// MaxInflightIQs is how many IQs one session may have waiting for another
+	// entity's answer through the server (delegated, XEP-0355; privileged,
+	// XEP-0356); past it a new one is answered resource-constraint. Default: 256.
+	MaxInflightIQs int `yaml:"max_inflight_iqs"`
 }
 
 // AccountsConfig configures user accounts (key `accounts`).
@@ -572,6 +581,8 @@ func Default() *Config {
 			MaxAuthAttempts:    3,
 			MaxSendQueueBytes:  8 << 20,
 			MaxRosterItems:     1000,
+			MaxPendingWork:     64,
+			MaxInflightIQs:     256,
 		},
 		Accounts: AccountsConfig{SCRAMIterations: MinSCRAMIterations},
 		Log:      LogConfig{Level: LogLevelInfo, Format: LogFormatText},
@@ -852,6 +863,8 @@ func (c *Config) Validate() error {
 	v.positive("limits.max_auth_attempts", int64(c.Limits.MaxAuthAttempts))
 	v.positive("limits.max_send_queue_bytes", int64(c.Limits.MaxSendQueueBytes))
 	v.positive("limits.max_roster_items", int64(c.Limits.MaxRosterItems))
+	v.positive("limits.max_pending_work", int64(c.Limits.MaxPendingWork))
+	v.positive("limits.max_inflight_iqs", int64(c.Limits.MaxInflightIQs))
 	if c.Limits.MaxSendQueueBytes > 0 && c.Limits.MaxStanzaBytes > c.Limits.MaxSendQueueBytes {
 		v.addf("limits.max_send_queue_bytes", "must be >= limits.max_stanza_bytes (%d)", c.Limits.MaxStanzaBytes)
 	}

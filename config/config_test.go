@@ -78,7 +78,7 @@ func TestDefaultValidates(t *testing.T) {
 	want := LimitsConfig{
 		MaxStanzaBytes: 262144, NegotiationTimeout: Duration(30 * time.Second),
 		IdleTimeout: Duration(10 * time.Minute), ParkAfter: Duration(5 * time.Second), WriteTimeout: Duration(30 * time.Second),
-		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, MaxRosterItems: 1000,
+		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, MaxRosterItems: 1000, MaxPendingWork: 64, MaxInflightIQs: 256,
 	}
 	if c.Limits != want {
 		t.Errorf("limits = %+v, want %+v", c.Limits, want)
@@ -594,8 +594,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 39 {
-		t.Errorf("checked %d keys, want 39 (update this test when adding keys)", n)
+	if n != 41 {
+		t.Errorf("checked %d keys, want 41 (update this test when adding keys)", n)
 	}
 }
 

@@ -53,6 +53,11 @@ func (p *Request) ReplyFrom() string { return p.OrigTo }
 // pending, ends the expired ones from the front every timeout/16 (between 1 ms and
 // 250 ms). An IQ therefore times out between timeout and timeout plus that tick.
 type Tracker[R any] struct {
+	// OnDone, if set, is called once for every pending IQ when it ends, however it
+	// ends (answer, timeout, FailVia, FailAll), before its timeout handler: the place to
+	// count it out (per-requester in-flight caps). Set it before the first Add.
+	OnDone func(*Pending[R])
+
 	timeout   time.Duration
 	tick      time.Duration
 	onTimeout func(*Pending[R])
@@ -216,6 +221,9 @@ func (t *Tracker[R]) done(p *Pending[R]) {
 		c.(*atomic.Int64).Add(-1)
 	}
 	t.pending.Add(-1)
+	if t.OnDone != nil {
+		t.OnDone(p)
+	}
 }
 
 // Take removes and returns the pending IQ with this outer id.

@@ -175,7 +175,9 @@ func TestDelegationInvalidReplies(t *testing.T) {
 }
 
 func TestDelegationComponentDisconnectAndPipelining(t *testing.T) {
-	s := delegatedNode(t)
+	// 1000 IQs in flight at once: more than limits.max_inflight_iqs allows by default
+	// (TestDelegationInflightCap), so the cap is raised here.
+	s := delegatedNode(t, func(c *config.Config) { c.Limits.MaxInflightIQs = 1000 })
 	s.addUser("juliet", "j")
 	j := s.client("juliet", "j")
 	m := s.managingEntity("comp.localhost", nil)
@@ -577,4 +579,41 @@ func TestPrivilegedMessage(t *testing.T) {
 		t.Fatalf("unprivileged component: %s", e)
 	}
 	r.ExpectNothing(200 * time.Millisecond)
+}
+
+// limits.max_inflight_iqs over the wire: a client that pipelines more delegated IQs than
+// the cap gets resource-constraint for the ones past it, at once, and every IQ is
+// answered exactly once.
+func TestDelegationInflightCap(t *testing.T) {
+	s := delegatedNode(t, func(c *config.Config) { c.Limits.MaxInflightIQs = 10 })
+	s.addUser("juliet", "j")
+	j := s.client("juliet", "j")
+	m := s.managingEntity("comp.localhost", nil)
+	m.NextAd(wait)
+	const n = 30
+	var buf strings.Builder
+	for i := range n {
+		fmt.Fprintf(&buf, `<iq type='get' id='p%d' to='localhost'><pubsub xmlns='%s'><items node='n'/></pubsub></iq>`, i, nsPubsub)
+	}
+	j.SendBatch(buf.String())
+	refused := 0
+	for range n - 10 {
+		r := j.Next(wait)
+		if r.ErrorCondition() != "resource-constraint" {
+			t.Fatalf("past the cap: %s", r)
+		}
+		refused++
+	}
+	for range 10 {
+		m.Answer(m.NextForward(wait), "")
+	}
+	for range 10 {
+		if r := j.Next(wait); r.Attr("type") != "result" {
+			t.Fatalf("within the cap: %s", r)
+		}
+	}
+	j.ExpectNothing(200 * time.Millisecond)
+	if refused != n-10 {
+		t.Fatalf("%d refused", refused)
+	}
 }

@@ -93,6 +93,8 @@ func routerLimits(c *config.Config) actors.Limits {
 		WriteTimeout: c.Limits.WriteTimeout.D(),
 		IdleTimeout:  c.Limits.IdleTimeout.D(),
 		ParkAfter:    c.Limits.ParkAfter.D(),
+		PendingWork:  int64(c.Limits.MaxPendingWork),
+		InflightIQs:  int64(c.Limits.MaxInflightIQs),
 	}
 }
 

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -695,6 +697,73 @@ func TestComponentFromOwnDomainOnly(t *testing.T) {
 				t.Fatal("spoofing component not disconnected")
 			}
 			a.ExpectNothing(100 * time.Millisecond)
+		})
+	}
+}
+
+// A client that floods roster reads (each one an etcd read) is slowed by TCP, not buffered:
+// its unfinished work stays under limits.max_pending_work, so the node's goroutines do
+// not grow with the flood (before: one per roster IQ), every IQ is still answered, and
+// another user's ping is answered promptly meanwhile (issue 17, finding 2).
+func TestRosterFloodIsBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pending int
+		bounded bool
+	}{{"default limit", 64, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startNode(t, func(c *config.Config) { c.Limits.MaxPendingWork = tc.pending })
+			s.addUser("alice", "a")
+			s.addUser("bob", "b")
+			a := s.client("alice", "a")
+			b := s.client("bob", "b")
+			const n = 3000
+			var flood strings.Builder
+			for i := range n {
+				fmt.Fprintf(&flood, `<iq type='get' id='r%d'><query xmlns='jabber:iq:roster'/></iq>`, i)
+			}
+			base := runtime.NumGoroutine()
+			var peak atomic.Int64
+			done := make(chan struct{})
+			sampled := make(chan struct{})
+			go func() {
+				defer close(sampled)
+				for {
+					if g := int64(runtime.NumGoroutine()); g > peak.Load() {
+						peak.Store(g)
+					}
+					select {
+					case <-done:
+						return
+					case <-time.After(time.Millisecond):
+					}
+				}
+			}()
+			a.SendBatch(flood.String())
+			start := time.Now()
+			b.Send(`<iq type='get' id='bp' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+			if r := b.Next(wait); r.Attr("id") != "bp" || r.Attr("type") != "result" {
+				t.Fatalf("bob's ping: %s", r)
+			}
+			rtt := time.Since(start)
+			answered := map[string]bool{} // IQ answers may come in any order (RFC 6120 §8.2.3)
+			for range n {
+				r := a.Next(wait)
+				if r.Attr("type") != "result" || answered[r.Attr("id")] {
+					t.Fatalf("a roster get answered %s", r)
+				}
+				answered[r.Attr("id")] = true
+			}
+			close(done)
+			<-sampled
+			grew := peak.Load() - int64(base)
+			t.Logf("%d roster gets: goroutines grew by %d at most; bob's ping took %v", n, grew, rtt)
+			if tc.bounded && grew > 3*int64(tc.pending)+100 {
+				t.Errorf("goroutines grew by %d during the flood (limits.max_pending_work %d)", grew, tc.pending)
+			}
+			if rtt > time.Second {
+				t.Errorf("bob's ping took %v during the flood", rtt)
+			}
 		})
 	}
 }

@@ -54,6 +54,7 @@ func (e *StanzaError) Error() string { return "stanza error: " + e.Type + "/" + 
 // Common stanza errors.
 var (
 	ErrServiceUnavailable    = &StanzaError{Type: ErrCancel, Condition: "service-unavailable"}
+	ErrResourceConstraint    = &StanzaError{Type: ErrWait, Condition: "resource-constraint"}
 	ErrFeatureNotImplemented = &StanzaError{Type: ErrCancel, Condition: "feature-not-implemented"}
 	ErrBadRequest            = &StanzaError{Type: ErrModify, Condition: "bad-request"}
 	ErrJIDMalformed          = &StanzaError{Type: ErrModify, Condition: "jid-malformed"}

@@ -1,0 +1,84 @@
+package actors
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Backpressure: what a session's stanzas start and the router finishes later (a server
+// IQ queued for the host actor, a roster read or write in etcd, presence to contacts) is
+// counted on the session. Past limits.max_pending_work the session's reader stops
+// reading until the count is down to half: a client that floods waits on TCP instead of
+// filling memory with work, and other sessions never wait for it. IQs waiting for another
+// entity's answer (delegated, privileged) are capped per session by
+// limits.max_inflight_iqs, counted in Session.inflight.
+
+// workGate counts a session's unfinished work and lets its reader wait for it.
+type workGate struct {
+	n       atomic.Int64
+	waiting atomic.Bool // the reader waits for n to fall to low
+	low     atomic.Int64
+	mu      sync.Mutex
+	wake    chan struct{}
+}
+
+// startWork counts a piece of work the session's stanzas started.
+func (s *Session) startWork() { s.work.n.Add(1) }
+
+// endWork counts it finished, and wakes the reader if it waits and enough is done.
+func (s *Session) endWork() {
+	g := &s.work
+	if g.n.Add(-1) > g.low.Load() || !g.waiting.Load() {
+		return
+	}
+	g.mu.Lock()
+	if g.wake != nil {
+		close(g.wake)
+		g.wake = nil
+	}
+	g.mu.Unlock()
+}
+
+// overWork reports whether the session's reader should wait (waitWork).
+func (s *Session) overWork() bool {
+	max := s.router.limits().PendingWork
+	return max > 0 && s.work.n.Load() > max
+}
+
+// waitWork is called by the session's reader after a stanza, when overWork: it waits
+// until half of the work is done (or the session ends).
+func (s *Session) waitWork() {
+	max := s.router.limits().PendingWork
+	g := &s.work
+	for !s.closed.Load() {
+		g.mu.Lock()
+		if g.n.Load() <= max/2 {
+			g.mu.Unlock()
+			break
+		}
+		ch := make(chan struct{})
+		g.wake = ch
+		g.low.Store(max / 2)
+		g.waiting.Store(true)
+		// Work that ended between the check and the flag did not see it: look again.
+		if g.n.Load() <= max/2 {
+			g.wake = nil
+			g.mu.Unlock()
+			break
+		}
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-time.After(time.Second): // the session may have been closed meanwhile
+		}
+	}
+	g.waiting.Store(false)
+}
+
+// inflightFull reports whether the session may start no more IQs that wait for another
+// entity's answer.
+func (s *Session) inflightFull() bool {
+	max := s.router.limits().InflightIQs
+	return max > 0 && s.inflight.Load() >= max
+}
