@@ -427,3 +427,56 @@ func TestCacheStartFailsWithoutEtcd(t *testing.T) {
 	}
 	_ = c.Stop(context.Background()) // harmless when not started
 }
+
+// PLAIN costs an unknown user the same PBKDF2 run as a real one, so the answer's timing
+// does not tell which accounts exist (issue 17).
+func TestVerifyPlainTiming(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := etcdtest.Context(t)
+	if err := s.Add(ctx, "localhost", "alice", "right", 8192); err != nil {
+		t.Fatal(err)
+	}
+	c := startCache(t, s)
+	etcdtest.Eventually(t, 5*time.Second, "alice in cache", func() bool { return c.Exists("localhost", "alice") })
+	if !c.VerifyPlain("localhost", "alice", "right") || c.VerifyPlain("localhost", "alice", "wrong") ||
+		c.VerifyPlain("localhost", "nobody", "right") {
+		t.Fatal("VerifyPlain answers wrong")
+	}
+	median := func(user string) time.Duration {
+		var ds []time.Duration
+		for range 15 {
+			start := time.Now()
+			c.VerifyPlain("localhost", user, "wrong")
+			ds = append(ds, time.Since(start))
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	known, unknown := median("alice"), median("nobody")
+	if unknown < known/3 {
+		t.Fatalf("an unknown user is answered in %v, a known one in %v", unknown, known)
+	}
+}
+
+// accounts.max_scram_iterations: a stored credential with more iterations is not used,
+// by PLAIN or SCRAM, so no login attempt costs more than the bound.
+func TestMaxIterations(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := etcdtest.Context(t)
+	if err := s.Add(ctx, "localhost", "heavy", "pw", 50000); err != nil {
+		t.Fatal(err)
+	}
+	c := startCache(t, s)
+	etcdtest.Eventually(t, 5*time.Second, "heavy in cache", func() bool { return c.Exists("localhost", "heavy") })
+	if !c.VerifyPlain("localhost", "heavy", "pw") {
+		t.Fatal("within the bound (none set): refused")
+	}
+	c.SetMaxIterations(10000)
+	if c.VerifyPlain("localhost", "heavy", "pw") {
+		t.Fatal("over the bound: accepted")
+	}
+	_, _, iters, err := c.Fetcher("localhost")([]byte("heavy"), nil, SCRAMSHA256)
+	if err != nil || iters > 10000 {
+		t.Fatalf("SCRAM offered %d iterations (%v)", iters, err)
+	}
+}

@@ -37,6 +37,9 @@ type Cache struct {
 	fakeKey []byte
 	// fakeIters follows the iteration count of real accounts so fake ones look alike.
 	fakeIters atomic.Int64
+	// maxIters bounds the PBKDF2 work one login attempt may cost (SetMaxIterations): a
+	// stored credential with more iterations is not used (0: no bound).
+	maxIters atomic.Int64
 
 	mu       sync.RWMutex
 	accounts map[userKey]*Account
@@ -115,6 +118,9 @@ func (c *Cache) Fetcher(host string) sasl.SaltedCredentialsFetcher {
 		h, name := host, string(username)
 		if a, ok := c.Lookup(h, name); ok {
 			if cr, ok := a.SCRAM[baseMechanism(mech)]; ok && cr.Iterations > 0 && len(cr.Salt) > 0 && len(cr.SaltedPassword) > 0 {
+				if c.tooCostly(a, cr) {
+					return c.fake(a.Host, a.Localpart, mech)
+				}
 				return cr.Salt, cr.SaltedPassword, cr.Iterations, nil
 			}
 			h, name = a.Host, a.Localpart
@@ -142,11 +148,53 @@ func (c *Cache) fake(host, localpart, mech string) ([]byte, []byte, int64, error
 	if _, err := rand.Read(salted); err != nil {
 		return nil, nil, 0, err
 	}
-	return salt, salted, c.fakeIters.Load(), nil
+	iters := c.fakeIters.Load()
+	if max := c.maxIters.Load(); max > 0 && iters > max {
+		iters = max
+	}
+	return salt, salted, iters, nil
+}
+
+// SetMaxIterations bounds the PBKDF2 iterations of a stored credential that a login may
+// use (accounts.max_scram_iterations): etcd is shared state, and a credential stored with
+// millions of iterations would make every attempt on it cost seconds of CPU. Such an
+// account cannot log in until its password is set again. 0: no bound.
+func (c *Cache) SetMaxIterations(n int) { c.maxIters.Store(int64(n)) }
+
+func (c *Cache) tooCostly(a *Account, cr Credential) bool {
+	max := c.maxIters.Load()
+	if max <= 0 || cr.Iterations <= max {
+		return false
+	}
+	c.log.Warn("a stored credential has more iterations than accounts.max_scram_iterations: not used",
+		"user", a.Localpart+"@"+a.Host, "iterations", cr.Iterations, "max", max)
+	return true
+}
+
+// VerifyPlain checks a plain password (SASL PLAIN) for host's user. An unknown user costs
+// the same PBKDF2 run as a real one (on a made-up credential), so the time an answer
+// takes does not tell which accounts exist; a credential over the iteration bound fails.
+func (c *Cache) VerifyPlain(host, localpart, password string) bool {
+	a, ok := c.Lookup(host, localpart)
+	if ok {
+		for _, m := range mechanisms {
+			if cr, ok := a.SCRAM[m.name]; ok && c.tooCostly(a, cr) {
+				return false
+			}
+		}
+		return a.VerifyPassword(password)
+	}
+	salt, salted, iters, err := c.fake(host, localpart, SCRAMSHA256)
+	if err == nil {
+		fake := &Account{SCRAM: map[string]Credential{SCRAMSHA256: {Salt: salt, Iterations: iters, SaltedPassword: salted}}}
+		_ = fake.VerifyPassword(password)
+	}
+	return false
 }
 
 func (c *Cache) noteIterations(a *Account) {
-	if cr, ok := a.SCRAM[SCRAMSHA256]; ok && cr.Iterations > 0 {
+	max := c.maxIters.Load()
+	if cr, ok := a.SCRAM[SCRAMSHA256]; ok && cr.Iterations > 0 && (max <= 0 || cr.Iterations <= max) {
 		c.fakeIters.Store(cr.Iterations)
 	}
 }

@@ -495,6 +495,11 @@ type AccountsConfig struct {
 	// SCRAMIterations is the PBKDF2 iteration count for newly stored SCRAM
 	// credentials; at least 4096. Default: 4096.
 	SCRAMIterations int `yaml:"scram_iterations"`
+	// MaxSCRAMIterations bounds the iterations of a stored credential that a login
+	// may use: a credential in etcd with more is not used (its account cannot log in
+	// until its password is set again), so no attempt costs more PBKDF2 work than
+	// this. At least scram_iterations. Default: 100000.
+	MaxSCRAMIterations int `yaml:"max_scram_iterations"`
 }
 
 // loopbackAddr reports whether host:port binds a loopback address only (an IP in
@@ -584,7 +589,7 @@ func Default() *Config {
 			MaxPendingWork:     64,
 			MaxInflightIQs:     256,
 		},
-		Accounts: AccountsConfig{SCRAMIterations: MinSCRAMIterations},
+		Accounts: AccountsConfig{SCRAMIterations: MinSCRAMIterations, MaxSCRAMIterations: 100000},
 		Log:      LogConfig{Level: LogLevelInfo, Format: LogFormatText},
 	}
 }
@@ -867,6 +872,9 @@ func (c *Config) Validate() error {
 	v.positive("limits.max_inflight_iqs", int64(c.Limits.MaxInflightIQs))
 	if c.Limits.MaxSendQueueBytes > 0 && c.Limits.MaxStanzaBytes > c.Limits.MaxSendQueueBytes {
 		v.addf("limits.max_send_queue_bytes", "must be >= limits.max_stanza_bytes (%d)", c.Limits.MaxStanzaBytes)
+	}
+	if c.Accounts.MaxSCRAMIterations < c.Accounts.SCRAMIterations {
+		v.addf("accounts.max_scram_iterations", "must be >= accounts.scram_iterations (%d)", c.Accounts.SCRAMIterations)
 	}
 	if c.Accounts.SCRAMIterations < MinSCRAMIterations {
 		v.addf("accounts.scram_iterations", "must be >= %d", MinSCRAMIterations)

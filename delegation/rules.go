@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Namespaces.
@@ -49,6 +50,14 @@ func Validate(ns string, r Rule) error {
 	if ns == "" {
 		return errors.New("empty namespace")
 	}
+	// Namespaces and JIDs go into XML the components parse (the advertisement, disco
+	// nesting): they must be text XML allows, or the component's stream breaks.
+	if !xmlText(ns) {
+		return fmt.Errorf("namespace %q: not valid UTF-8 text for XML (control characters?)", ns)
+	}
+	if !xmlText(r.JID) {
+		return fmt.Errorf("%s: jid %q: not valid UTF-8 text for XML", ns, r.JID)
+	}
 	if ns == NS2 || ns == NS1 || (strings.HasPrefix(ns, NS2+":") && ns != BareDiscoInfoRemaining && ns != BareDiscoItemsRemaining) {
 		return fmt.Errorf("%s: %w", ns, ErrForbiddenNamespace)
 	}
@@ -64,6 +73,20 @@ func Validate(ns string, r Rule) error {
 		}
 	}
 	return nil
+}
+
+// xmlText reports whether s is valid UTF-8 made of characters XML 1.0 allows (§2.2: no
+// control characters but tab, newline and carriage return), none of those either here.
+func xmlText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0xFFFE || r == 0xFFFF || (r >= 0xD800 && r <= 0xDFFF) {
+			return false
+		}
+	}
+	return true
 }
 
 // Table is the immutable set of effective rules of one host (config overlaid by etcd).

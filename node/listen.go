@@ -138,6 +138,5 @@ type authenticator struct{ c *accounts.Cache }
 
 func (a authenticator) Fetcher(host string) sasl.SaltedCredentialsFetcher { return a.c.Fetcher(host) }
 func (a authenticator) VerifyPlain(host, local, password string) bool {
-	acc, ok := a.c.Lookup(host, local)
-	return ok && acc.VerifyPassword(password)
+	return a.c.VerifyPlain(host, local, password)
 }

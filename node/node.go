@@ -174,6 +174,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 	n.live.Store(cfg)
 	n.router.SetSettings(routerLimits(cfg), componentOptions(cfg))
 	n.rosters.SetMaxItems(cfg.Limits.MaxRosterItems)
+	n.accounts.SetMaxIterations(cfg.Accounts.MaxSCRAMIterations)
 	n.rules.SetStatic(static)
 	n.log.Info("configuration reloaded", "components", len(cfg.Components))
 	return nil
@@ -293,6 +294,7 @@ func (n *Node) startStore(ctx context.Context) (err error) {
 	}
 	n.started("etcd client", func(context.Context) error { return n.etcd.Close() })
 	n.accounts = accounts.NewCache(accounts.New(n.etcd, cfg.Etcd.Prefix), n.log)
+	n.accounts.SetMaxIterations(cfg.Accounts.MaxSCRAMIterations)
 	if err = n.accounts.Start(ctx); err != nil {
 		return fmt.Errorf("accounts: %w", err)
 	}
