@@ -488,6 +488,12 @@ type LimitsConfig struct {
 	// entity's answer through the server (delegated, XEP-0355; privileged,
 	// XEP-0356); past it a new one is answered resource-constraint. Default: 256.
 	MaxInflightIQs int `yaml:"max_inflight_iqs"`
+	// MaxUnauthenticated is how many connections, on the c2s and component ports
+	// together, may be negotiating (TLS, SASL, bind, handshake) at once; one more is
+	// closed at once. Default: 4096.
+	MaxUnauthenticated int `yaml:"max_unauthenticated"`
+	// MaxUnauthenticatedPerIP is the same per remote address. Default: 64.
+	MaxUnauthenticatedPerIP int `yaml:"max_unauthenticated_per_ip"`
 }
 
 // AccountsConfig configures user accounts (key `accounts`).
@@ -578,16 +584,18 @@ func Default() *Config {
 		Components: []ComponentConfig{},
 		Delegation: DelegationConfig{Timeout: Duration(30 * time.Second)},
 		Limits: LimitsConfig{
-			MaxStanzaBytes:     262144,
-			NegotiationTimeout: Duration(30 * time.Second),
-			IdleTimeout:        Duration(10 * time.Minute),
-			ParkAfter:          Duration(5 * time.Second),
-			WriteTimeout:       Duration(30 * time.Second),
-			MaxAuthAttempts:    3,
-			MaxSendQueueBytes:  8 << 20,
-			MaxRosterItems:     1000,
-			MaxPendingWork:     64,
-			MaxInflightIQs:     256,
+			MaxStanzaBytes:          262144,
+			NegotiationTimeout:      Duration(30 * time.Second),
+			IdleTimeout:             Duration(10 * time.Minute),
+			ParkAfter:               Duration(5 * time.Second),
+			WriteTimeout:            Duration(30 * time.Second),
+			MaxAuthAttempts:         3,
+			MaxSendQueueBytes:       8 << 20,
+			MaxRosterItems:          1000,
+			MaxPendingWork:          64,
+			MaxInflightIQs:          256,
+			MaxUnauthenticated:      4096,
+			MaxUnauthenticatedPerIP: 64,
 		},
 		Accounts: AccountsConfig{SCRAMIterations: MinSCRAMIterations, MaxSCRAMIterations: 100000},
 		Log:      LogConfig{Level: LogLevelInfo, Format: LogFormatText},
@@ -870,6 +878,8 @@ func (c *Config) Validate() error {
 	v.positive("limits.max_roster_items", int64(c.Limits.MaxRosterItems))
 	v.positive("limits.max_pending_work", int64(c.Limits.MaxPendingWork))
 	v.positive("limits.max_inflight_iqs", int64(c.Limits.MaxInflightIQs))
+	v.positive("limits.max_unauthenticated", int64(c.Limits.MaxUnauthenticated))
+	v.positive("limits.max_unauthenticated_per_ip", int64(c.Limits.MaxUnauthenticatedPerIP))
 	if c.Limits.MaxSendQueueBytes > 0 && c.Limits.MaxStanzaBytes > c.Limits.MaxSendQueueBytes {
 		v.addf("limits.max_send_queue_bytes", "must be >= limits.max_stanza_bytes (%d)", c.Limits.MaxStanzaBytes)
 	}

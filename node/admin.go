@@ -74,8 +74,9 @@ func (n *Node) serveMembers(w http.ResponseWriter, r *http.Request) {
 }
 
 type metrics struct {
-	reg   *prometheus.Registry
-	conns *prometheus.GaugeVec
+	reg     *prometheus.Registry
+	conns   *prometheus.GaugeVec
+	refused prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -83,7 +84,11 @@ func newMetrics() *metrics {
 	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "switchboard_connections", Help: "Open authenticated connections by kind.",
 	}, []string{"kind"})
-	m.reg.MustRegister(m.conns, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.refused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "switchboard_connections_refused_total",
+		Help: "Connections closed at once: over limits.max_unauthenticated or limits.max_unauthenticated_per_ip.",
+	})
+	m.reg.MustRegister(m.conns, m.refused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"mellium.im/sasl"
@@ -25,16 +26,21 @@ func (n *Node) startListeners() error {
 		return nil
 	})
 	cfg := n.cfg
-	if err := n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn) { n.serveC2S(c, false) }); err != nil {
+	if err := n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn, done func()) { n.serveC2S(c, false, done) }); err != nil {
 		return err
 	}
-	if err := n.listen(cfg.Listen.C2STLS, &n.Addrs.C2STLS, func(c net.Conn) { n.serveC2S(c, true) }); err != nil {
+	if err := n.listen(cfg.Listen.C2STLS, &n.Addrs.C2STLS, func(c net.Conn, done func()) { n.serveC2S(c, true, done) }); err != nil {
 		return err
 	}
 	return n.listen(cfg.Listen.Component, &n.Addrs.Component, n.serveComponent)
 }
 
-func (n *Node) listen(addr string, bound *string, serve func(net.Conn)) error {
+// listen accepts connections on addr and serves each on a goroutine of its own. serve
+// calls negotiated once the peer has authenticated or failed to (it is called again,
+// harmlessly, when serve returns): until then the connection counts against the caps
+// on unauthenticated connections (preauth.go). Accept errors (out of file descriptors)
+// back off from 5 ms to 1 s instead of spinning.
+func (n *Node) listen(addr string, bound *string, serve func(c net.Conn, negotiated func())) error {
 	if addr == "" {
 		return nil
 	}
@@ -45,33 +51,46 @@ func (n *Node) listen(addr string, bound *string, serve func(net.Conn)) error {
 	n.listeners = append(n.listeners, l)
 	*bound = l.Addr().String()
 	go func() {
+		var backoff time.Duration
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
-				n.log.Warn("accept failed", "addr", addr, "err", err)
-				time.Sleep(50 * time.Millisecond)
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				n.log.Warn("accept failed", "addr", addr, "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			backoff = 0
+			lim := n.live.Load().Limits
+			ip, ok := n.preauth.admit(c, lim.MaxUnauthenticated, lim.MaxUnauthenticatedPerIP)
+			if !ok {
+				n.metrics.refused.Inc()
+				_ = c.Close()
 				continue
 			}
 			n.conns.Add(1)
 			go func() {
+				var once sync.Once
+				negotiated := func() { once.Do(func() { n.preauth.release(ip) }) }
 				defer n.conns.Done()
+				defer negotiated()
 				defer func() {
 					if r := recover(); r != nil {
 						n.log.Error("connection handler panicked", "panic", r, "remote", c.RemoteAddr().String())
 						_ = c.Close()
 					}
 				}()
-				serve(c)
+				serve(c, negotiated)
 			}()
 		}
 	}()
 	return nil
 }
 
-func (n *Node) serveC2S(raw net.Conn, direct bool) {
+func (n *Node) serveC2S(raw net.Conn, direct bool, negotiated func()) {
 	live := n.live.Load()
 	lim := live.Limits
 	var nc net.Conn = raw
@@ -97,6 +116,7 @@ func (n *Node) serveC2S(raw net.Conn, direct bool) {
 		MaxAuthAttempts: lim.MaxAuthAttempts,
 		Log:             n.log,
 	})
+	negotiated()
 	if err != nil {
 		n.log.Debug("c2s negotiation failed", "remote", raw.RemoteAddr().String(), "err", err)
 		return
@@ -112,7 +132,7 @@ func (n *Node) serveC2S(raw net.Conn, direct bool) {
 	})
 }
 
-func (n *Node) serveComponent(raw net.Conn) {
+func (n *Node) serveComponent(raw net.Conn, negotiated func()) {
 	live := n.live.Load()
 	lim := live.Limits
 	c := xmpp.NewConn(raw, lim.MaxStanzaBytes, false)
@@ -123,8 +143,10 @@ func (n *Node) serveComponent(raw net.Conn) {
 		}
 		return "", false
 	}})
+	negotiated()
 	if err != nil {
-		n.log.Info("component handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+		// Debug, as for clients: a peer guessing secrets must not fill the log.
+		n.log.Debug("component handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
 		return
 	}
 	c.Deadline(0)

@@ -76,6 +76,7 @@ type Node struct {
 	monitorDone chan struct{}
 	metrics     *metrics
 	running     []subsystem // started, in order
+	preauth     preauth     // connections still negotiating (preauth.go)
 
 	Addrs Addrs
 }
@@ -319,7 +320,10 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 			return 1
 		}
 		return 0
-	}))
+	}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_connections_unauthenticated",
+		Help: "Connections still negotiating (TLS, SASL, bind, component handshake).",
+	}, func() float64 { return float64(n.preauth.count()) }))
 	n.rules = delegation.NewManager(delegation.NewStore(n.etcd, cfg.Etcd.Prefix), static, n.log)
 	n.tls, err = loadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Node.DataDir, n.hosts(), n.log)
 	if err != nil {

@@ -5,8 +5,10 @@ import (
 	"crypto/sha1"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"runtime"
@@ -765,5 +767,55 @@ func TestRosterFloodIsBounded(t *testing.T) {
 				t.Errorf("bob's ping took %v during the flood", rtt)
 			}
 		})
+	}
+}
+
+// Connections that have not authenticated are capped per address and in all: past
+// limits.max_unauthenticated_per_ip the next one is closed at once, an authenticated
+// session does not count, and a place freed is taken again (issue 17, finding 7).
+func TestUnauthenticatedCaps(t *testing.T) {
+	s := startNode(t, func(c *config.Config) {
+		c.Limits.MaxUnauthenticatedPerIP = 3
+		c.Limits.NegotiationTimeout = config.Duration(20 * time.Second)
+	})
+	s.addUser("alice", "a")
+	a := s.client("alice", "a") // authenticated: not counted
+	var held []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", s.n.Addrs.C2S)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	// The node accepts in order: once the third is in, a fourth is refused.
+	waitFor(t, wait, "three connections counted", func() bool {
+		return s.metric("switchboard_connections_refused_total") == "0" && s.metric("switchboard_connections_unauthenticated") == "3"
+	})
+	extra, err := net.Dial("tcp", s.n.Addrs.Component) // the caps span both ports
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = extra.SetReadDeadline(time.Now().Add(wait))
+	var ne net.Error
+	if n, err := extra.Read(make([]byte, 1)); err == nil || n != 0 || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("a fourth unauthenticated connection was not closed at once (%d, %v)", n, err)
+	}
+	extra.Close()
+	if got := s.metric("switchboard_connections_refused_total"); got != "1" {
+		t.Fatalf("refused %s", got)
+	}
+	// alice still works; and a place freed is taken again.
+	a.Sync()
+	held[0].Close()
+	waitFor(t, wait, "a place freed", func() bool { return s.metric("switchboard_connections_unauthenticated") == "2" })
+	b := s.raw(s.n.Addrs.C2S)
+	b.write(streamStart)
+	_ = b.c.SetReadDeadline(time.Now().Add(wait))
+	if n, err := b.c.Read(make([]byte, 64)); err != nil || n == 0 {
+		t.Fatalf("after a place was freed: %d, %v", n, err)
+	}
+	for _, c := range held[1:] {
+		c.Close()
 	}
 }
