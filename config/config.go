@@ -494,6 +494,13 @@ type LimitsConfig struct {
 	MaxUnauthenticated int `yaml:"max_unauthenticated"`
 	// MaxUnauthenticatedPerIP is the same per remote address. Default: 64.
 	MaxUnauthenticatedPerIP int `yaml:"max_unauthenticated_per_ip"`
+	// AuthFailuresPerIP is how many failed authentication attempts (SASL, component
+	// handshake) one address may make within AuthFailureWindow; past it nothing
+	// authenticates from that address, with any password, until the window since its
+	// first failure has passed. Default: 10.
+	AuthFailuresPerIP int `yaml:"auth_failures_per_ip"`
+	// AuthFailureWindow: see AuthFailuresPerIP. Default: 10m.
+	AuthFailureWindow Duration `yaml:"auth_failure_window"`
 }
 
 // AccountsConfig configures user accounts (key `accounts`).
@@ -596,6 +603,8 @@ func Default() *Config {
 			MaxInflightIQs:          256,
 			MaxUnauthenticated:      4096,
 			MaxUnauthenticatedPerIP: 64,
+			AuthFailuresPerIP:       10,
+			AuthFailureWindow:       Duration(10 * time.Minute),
 		},
 		Accounts: AccountsConfig{SCRAMIterations: MinSCRAMIterations, MaxSCRAMIterations: 100000},
 		Log:      LogConfig{Level: LogLevelInfo, Format: LogFormatText},
@@ -880,6 +889,8 @@ func (c *Config) Validate() error {
 	v.positive("limits.max_inflight_iqs", int64(c.Limits.MaxInflightIQs))
 	v.positive("limits.max_unauthenticated", int64(c.Limits.MaxUnauthenticated))
 	v.positive("limits.max_unauthenticated_per_ip", int64(c.Limits.MaxUnauthenticatedPerIP))
+	v.positive("limits.auth_failures_per_ip", int64(c.Limits.AuthFailuresPerIP))
+	v.positive("limits.auth_failure_window", int64(c.Limits.AuthFailureWindow))
 	if c.Limits.MaxSendQueueBytes > 0 && c.Limits.MaxStanzaBytes > c.Limits.MaxSendQueueBytes {
 		v.addf("limits.max_send_queue_bytes", "must be >= limits.max_stanza_bytes (%d)", c.Limits.MaxStanzaBytes)
 	}

@@ -9,9 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"mellium.im/sasl"
-
-	"github.com/switchboard-im/switchboard/accounts"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -107,14 +104,17 @@ func (n *Node) serveC2S(raw net.Conn, direct bool, negotiated func()) {
 			return
 		}
 	}
+	ip := remoteIP(raw)
+	window := lim.AuthFailureWindow.D()
 	err := xmpp.NegotiateC2S(ctx, c, &xmpp.C2SOptions{
 		TLS:             n.tls,
 		RequireTLS:      live.TLS.Required,
 		IsHost:          n.router.IsHost,
 		DefaultHost:     n.cfg.Hosts[0].Domain,
-		Auth:            authenticator{n.accounts},
+		Auth:            limitedAuth{c: n.accounts, limit: &n.authLimit, ip: ip, max: lim.AuthFailuresPerIP, window: window},
 		MaxAuthAttempts: lim.MaxAuthAttempts,
 		Log:             n.log,
+		AuthFailed:      func() { n.authLimit.failed(ip, window) },
 	})
 	negotiated()
 	if err != nil {
@@ -137,6 +137,12 @@ func (n *Node) serveComponent(raw net.Conn, negotiated func()) {
 	lim := live.Limits
 	c := xmpp.NewConn(raw, lim.MaxStanzaBytes, false)
 	c.Deadline(lim.NegotiationTimeout.D())
+	ip, window := remoteIP(raw), lim.AuthFailureWindow.D()
+	if n.authLimit.blocked(ip, lim.AuthFailuresPerIP, window) {
+		// Throttled: no handshake is checked from this address for now.
+		c.Fail(&xmpp.StreamError{Condition: "policy-violation", Text: "too many failed attempts"}, "")
+		return
+	}
 	err := xmpp.NegotiateComponent(c, &xmpp.ComponentOptions{Secret: func(domain string) (string, bool) {
 		if cc := live.Component(domain); cc != nil {
 			return cc.Secret, true
@@ -145,6 +151,7 @@ func (n *Node) serveComponent(raw net.Conn, negotiated func()) {
 	}})
 	negotiated()
 	if err != nil {
+		n.authLimit.failed(ip, window)
 		// Debug, as for clients: a peer guessing secrets must not fill the log.
 		n.log.Debug("component handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
 		return
@@ -155,10 +162,10 @@ func (n *Node) serveComponent(raw net.Conn, negotiated func()) {
 	n.router.ServeComponent(c)
 }
 
-// authenticator adapts the account cache to the SASL layer.
-type authenticator struct{ c *accounts.Cache }
-
-func (a authenticator) Fetcher(host string) sasl.SaltedCredentialsFetcher { return a.c.Fetcher(host) }
-func (a authenticator) VerifyPlain(host, local, password string) bool {
-	return a.c.VerifyPlain(host, local, password)
+func remoteIP(c net.Conn) string {
+	ip := c.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		return host
+	}
+	return ip
 }

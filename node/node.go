@@ -77,6 +77,7 @@ type Node struct {
 	metrics     *metrics
 	running     []subsystem // started, in order
 	preauth     preauth     // connections still negotiating (preauth.go)
+	authLimit   authLimit   // failed authentications by address (authlimit.go)
 
 	Addrs Addrs
 }

@@ -819,3 +819,38 @@ func TestUnauthenticatedCaps(t *testing.T) {
 		c.Close()
 	}
 }
+
+// Password guessing is throttled by address: after limits.auth_failures_per_ip failures
+// within limits.auth_failure_window nothing authenticates from that address, not even the
+// right password, until the window has passed; components are throttled alike
+// (issue 17, finding 7).
+func TestAuthFailuresThrottled(t *testing.T) {
+	const window = 1500 * time.Millisecond
+	s := startNode(t, func(c *config.Config) {
+		c.Limits.AuthFailuresPerIP = 3
+		c.Limits.AuthFailureWindow = config.Duration(window)
+	})
+	s.addUser("alice", "right")
+	start := time.Now()
+	for i := range 3 {
+		if _, err := s.dialClient("alice", "wrong", "", sasl.ScramSha256); err == nil {
+			t.Fatalf("attempt %d with a wrong password succeeded", i)
+		}
+	}
+	if _, err := s.dialClient("alice", "right", "", sasl.ScramSha256); err == nil {
+		t.Fatal("the right password worked while the address was throttled")
+	}
+	if _, err := s.dialClient("alice", "right", "", sasl.Plain); err == nil {
+		t.Fatal("PLAIN worked while the address was throttled")
+	}
+	if _, err := s.component("comp.localhost", secret); err == nil {
+		t.Fatal("a component handshake worked while the address was throttled")
+	}
+	time.Sleep(window - time.Since(start) + 100*time.Millisecond)
+	if _, err := s.dialClient("alice", "right", "", sasl.ScramSha256); err != nil {
+		t.Fatalf("after the window: %v", err)
+	}
+	if _, err := s.component("comp.localhost", secret); err != nil {
+		t.Fatalf("component after the window: %v", err)
+	}
+}

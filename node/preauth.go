@@ -20,10 +20,7 @@ type preauth struct {
 // admit counts c in if the caps allow it and returns its key for release ("" and false
 // if refused).
 func (p *preauth) admit(c net.Conn, max, perIP int) (string, bool) {
-	ip := c.RemoteAddr().String()
-	if host, _, err := net.SplitHostPort(ip); err == nil {
-		ip = host
-	}
+	ip := remoteIP(c)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.perIP == nil {

@@ -31,6 +31,8 @@ type C2SOptions struct {
 	Auth            Authenticator
 	MaxAuthAttempts int
 	Log             *slog.Logger
+	// AuthFailed, if set, is told of every failed SASL attempt (throttling by address).
+	AuthFailed func()
 }
 
 // mechanisms offered now: PLAIN only over TLS (RFC 6120 §13.8), -PLUS never (no channel
@@ -144,6 +146,9 @@ func NegotiateC2S(ctx context.Context, c *Conn, o *C2SOptions) error {
 						return c.fail(se, host)
 					}
 					if errors.Is(err, errSASLFailed) {
+						if o.AuthFailed != nil {
+							o.AuthFailed()
+						}
 						failures++
 						if failures >= o.MaxAuthAttempts {
 							return c.fail(&StreamError{Condition: "policy-violation", Text: "too many failed authentication attempts"}, host)
