@@ -25,7 +25,7 @@ type Cluster interface {
 // goes through it. Routing tests put a recorder in its place.
 type Link interface {
 	ToNode(node string, msg proto.Message)
-	Request(node string, msg proto.Message, timeout time.Duration) error
+	Request(node string, msg proto.Message, timeout time.Duration) (any, error)
 	Send(pid *actor.PID, msg proto.Message)
 	Deliver(pid *actor.PID, b []byte) // stanza bytes for a session actor (directory.Remote)
 	SendAnswers(node string, answers []*pb.DelegationAnswer)
@@ -33,10 +33,10 @@ type Link interface {
 
 type inbound struct{ r *Router }
 
-func (in inbound) UserRegister(m *pb.UserRegister)     { in.r.users.ownerRegister(m, nil) }
-func (in inbound) UserUnregister(m *pb.UserUnregister) { in.r.users.ownerUnregister(m) }
-func (in inbound) UserPresence(m *pb.UserPresence)     { in.r.users.ownerPresence(m) }
-func (in inbound) UserPush(m *pb.UserPush)             { in.r.users.ownerPush(m.Bare, m.Stanza) }
+func (in inbound) UserRegister(m *pb.UserRegister) bool { return in.r.users.ownerRegister(m, nil) }
+func (in inbound) UserUnregister(m *pb.UserUnregister)  { in.r.users.ownerUnregister(m) }
+func (in inbound) UserPresence(m *pb.UserPresence)      { in.r.users.ownerPresence(m) }
+func (in inbound) UserPush(m *pb.UserPush)              { in.r.users.ownerPush(m.Bare, m.Stanza) }
 func (in inbound) UserPresenceTo(m *pb.UserPresenceTo) {
 	in.r.users.ownerPresenceTo(m.Bare, m.To, m.Unavailable)
 }

@@ -99,18 +99,25 @@ func (u *users) deliverTo(to string, data []byte) {
 // ownerRegister enters a session in the owner table of one of this node's users. A
 // fresh bind (Replace) wins over a session already on that resource, which gets a
 // conflict; a re-registration after a membership change loses to a newer bind.
-func (u *users) ownerRegister(m *pb.UserRegister, local *Session) {
+//
+// A fresh bind of a new resource of an account that already has limits.max_sessions_per_user
+// sessions is refused (false): RFC 6120 §7.6.2.1, resource-constraint for the bind.
+// Re-registrations and replacements of a bound resource are never refused.
+func (u *users) ownerRegister(m *pb.UserRegister, local *Session) bool {
 	e := &resEntry{Handle: directory.Handle[*Session]{Local: local, PID: fromRef(m.Session)}, Node: m.Node,
 		Available: m.Available, Priority: m.Priority, Presence: m.Presence, Interested: m.RosterInterested}
 	var loser *resEntry
 	var others []namedEntry
-	oldAvailable := false
+	oldAvailable, refused := false, false
+	max := u.r.limits().SessionsPerUser
 	u.owners.Do(m.Bare, func(res resources) resources {
 		if res == nil {
 			res = make(resources)
 		}
 		old := res[m.Resource]
 		switch {
+		case old == nil && m.Replace && max > 0 && int64(len(res)) >= max:
+			refused = true
 		case old == nil || old.SamePID(e.Handle):
 			res[m.Resource] = e
 		case !m.Replace:
@@ -122,13 +129,14 @@ func (u *users) ownerRegister(m *pb.UserRegister, local *Session) {
 		}
 		return res
 	})
-	if loser == nil {
-		return
+	if refused || loser == nil {
+		return !refused
 	}
 	if oldAvailable {
 		u.unavailableTo(others, m.Bare, m.Bare+"/"+m.Resource)
 	}
 	u.r.closeTarget(loser.Handle, "conflict", "replaced by a new session")
+	return true
 }
 
 func (u *users) ownerUnregister(m *pb.UserUnregister) {

@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/nodelink"
 	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
@@ -107,9 +108,9 @@ func (l *recLink) add(m sentMsg) {
 }
 
 func (l *recLink) ToNode(node string, msg proto.Message) { l.add(sentMsg{node: node, msg: msg}) }
-func (l *recLink) Request(node string, msg proto.Message, _ time.Duration) error {
+func (l *recLink) Request(node string, msg proto.Message, _ time.Duration) (any, error) {
 	l.add(sentMsg{node: node, msg: msg})
-	return nil
+	return &pb.Ack{}, nil
 }
 func (l *recLink) Send(pid *actor.PID, msg proto.Message) { l.add(sentMsg{pid: pid, msg: msg}) }
 func (l *recLink) Deliver(pid *actor.PID, b []byte) {
@@ -709,5 +710,39 @@ func TestRouteInflightCap(t *testing.T) {
 	w.settle()
 	if got := w.got(w.alice1); got != "" {
 		t.Fatalf("alice got %q", got)
+	}
+}
+
+// limits.max_sessions_per_user at the bind: the held bind result is dropped, the bind is
+// answered resource-constraint and the stream ends; the account's sessions stay.
+func TestBindPastSessionCap(t *testing.T) {
+	w := newWorld(t, true) // alice has two sessions
+	w.r.SetSettings(Limits{MaxSendQueue: 1 << 20, WriteTimeout: time.Minute, SessionsPerUser: 2}, w.r.settings.Load().compOpts)
+	rc := &recConn{done: make(chan struct{})}
+	t.Cleanup(func() { _ = rc.Close() })
+	c := xmpp.NewConn(rc, 1<<16, true)
+	c.Host, c.User = tHost, "alice"
+	cr := &c2sReader{r: w.r, c: c, out: nodelink.NewOutbox(w.r.link), done: func() {}}
+	bind := envelope(t, xmpp.NSClient, `<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>three</resource></bind></iq>`)
+	if cr.handle(bind) {
+		t.Fatal("a third session was bound")
+	}
+	cr.finish()
+	deadline := time.Now().Add(5 * time.Second)
+	var out string
+	for !strings.Contains(out, "</stream:stream>") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		out += rc.take()
+	}
+	for _, want := range []string{"id='b1'", "type='error'", "<resource-constraint", "<policy-violation", "</stream:stream>"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("the refused session was written %q; want %q in it", out, want)
+		}
+	}
+	if strings.Contains(out, "<jid>") {
+		t.Fatalf("the held bind result went out: %q", out)
+	}
+	if n := len(w.r.users.sessions.Of("alice@" + tHost)); n != 2 {
+		t.Fatalf("alice has %d sessions here, want 2", n)
 	}
 }

@@ -38,12 +38,13 @@ type Rosters interface {
 
 // Limits the router enforces on sessions.
 type Limits struct {
-	MaxSendQueue int64
-	WriteTimeout time.Duration
-	IdleTimeout  time.Duration
-	ParkAfter    time.Duration // a client session silent this long parks (0: never)
-	PendingWork  int64         // a session with more work started is not read until it drains (0: no limit)
-	InflightIQs  int64         // IQs a session may have waiting for another entity's answer (0: no limit)
+	MaxSendQueue    int64
+	WriteTimeout    time.Duration
+	IdleTimeout     time.Duration
+	ParkAfter       time.Duration // a client session silent this long parks (0: never)
+	PendingWork     int64         // a session with more work started is not read until it drains (0: no limit)
+	InflightIQs     int64         // IQs a session may have waiting for another entity's answer (0: no limit)
+	SessionsPerUser int64         // sessions one account may have bound at once, cluster-wide (0: no limit)
 }
 
 // Router is the node-local stanza switch: construction and lifecycle, the routing

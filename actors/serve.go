@@ -89,7 +89,15 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		// its JID, stanzas sent to it find it, and they follow the bind result.
 		s.hold.Store(true)
 		s.Send(xmpp.BindResult(env.ID, s.Full))
-		r.users.bindUser(s)
+		if !r.users.bindUser(s) {
+			// limits.max_sessions_per_user: the held result is dropped, the bind is
+			// answered resource-constraint (RFC 6120 §7.6.2.1) and the stream ends.
+			r.sys.Root.Send(s.pid, dropHeld{})
+			s.hold.Store(false)
+			s.Send(xmpp.ErrorReply(env, "", "", xmpp.ErrResourceConstraint))
+			s.Close(&xmpp.StreamError{Condition: "policy-violation", Text: "too many sessions for this account"})
+			return false
+		}
 		s.hold.Store(false)
 		r.sys.Root.Send(s.pid, flushNow{})
 		c.Deadline(0)

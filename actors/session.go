@@ -34,6 +34,9 @@ type deliver struct{ data []byte }
 // flushNow releases what was held back while the session was binding.
 type flushNow struct{}
 
+// dropHeld discards what was held back while the session was binding (a refused bind).
+type dropHeld struct{}
+
 // flushLater flushes what stanzas from other nodes left in the buffer; it is queued
 // behind them, so a burst shares one write (see remoteMessage).
 type flushLater struct{}
@@ -142,6 +145,11 @@ func (s *Session) handle(msg any) {
 		}
 	case flushNow:
 		s.flush()
+	case dropHeld:
+		if s.w != nil {
+			s.w.Reset(s.conn.Conn) // unflushed bytes are discarded
+			s.releaseWriter()
+		}
 	case flushLater:
 		s.flushQueued = false
 		if s.queued.Load() == 0 && !s.hold.Load() {

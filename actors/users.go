@@ -69,13 +69,21 @@ func (u *users) owner(bare string) (string, bool) {
 
 // bindUser registers a freshly bound client session, here and with its owner. A session
 // already bound to the same full JID, anywhere, is replaced and gets a conflict stream
-// error (RFC 6120 §7.7.2.2).
-func (u *users) bindUser(s *Session) {
+// error (RFC 6120 §7.7.2.2). false: the account is at limits.max_sessions_per_user, and
+// the session is not bound.
+func (u *users) bindUser(s *Session) bool {
 	u.sessions.Bind(s.Bare, s.Res, s)
-	u.register(s, true)
+	if !u.register(s, true) {
+		u.sessions.Unbind(s.Bare, s.Res, s)
+		return false
+	}
+	return true
 }
 
-func (u *users) register(s *Session, replace bool) {
+// register enters a session in its owner's table (replace: a fresh bind; else a
+// re-registration after a membership change). It reports whether the owner took it (a fresh bind past the account's session
+// cap is refused; an owner that does not answer in time counts as taking it).
+func (u *users) register(s *Session, replace bool) bool {
 	m := &pb.UserRegister{Bare: s.Bare, Resource: s.Res, Session: toRef(s.pid), Node: u.r.nodeID,
 		Available: s.available.Load(), Priority: s.priority.Load(), Replace: replace,
 		RosterInterested: s.rosterInterested.Load()}
@@ -85,18 +93,21 @@ func (u *users) register(s *Session, replace bool) {
 	node, self := u.owner(s.Bare)
 	s.owner.Store(&node)
 	if self {
-		u.ownerRegister(m, s)
-		return
+		return u.ownerRegister(m, s)
 	}
 	if !replace {
 		u.r.link.ToNode(node, m)
-		return
+		return true
 	}
 	// A fresh bind waits for the owner: once the client has its bind result, stanzas
 	// routed to it through the owner must find it.
-	if err := u.r.link.Request(node, m, registerTimeout); err != nil {
+	answer, err := u.r.link.Request(node, m, registerTimeout)
+	if err != nil {
 		u.r.log.Warn("owner did not confirm the registration", "jid", s.Full, "owner", node, "err", err)
+		return true
 	}
+	ack, _ := answer.(*pb.Ack)
+	return ack == nil || !ack.Refused
 }
 
 const registerTimeout = 5 * time.Second

@@ -1,6 +1,12 @@
 # shellcheck shell=bash
 # Shared by bench/*.sh (sourced).
 
+# Load tests put hundreds of sessions on one account and log many in at once from one
+# address: lift the per-account and per-address caps for the nodes they start (variables,
+# not config keys, so that binaries from before those keys run the scripts too).
+export SWITCHBOARD_LIMITS_MAX_SESSIONS_PER_USER=1000000
+export SWITCHBOARD_LIMITS_MAX_UNAUTHENTICATED_PER_IP=1000000
+
 wait_port() { # host port what
   for _ in $(seq 300); do
     if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi

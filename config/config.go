@@ -501,6 +501,11 @@ type LimitsConfig struct {
 	AuthFailuresPerIP int `yaml:"auth_failures_per_ip"`
 	// AuthFailureWindow: see AuthFailuresPerIP. Default: 10m.
 	AuthFailureWindow Duration `yaml:"auth_failure_window"`
+	// MaxSessionsPerUser is how many sessions (resources) one account may have bound
+	// at once, on all nodes. A bind past it is answered resource-constraint (RFC 6120
+	// §7.6.2.1) and the stream is closed (policy-violation); binding a resource that
+	// is already bound replaces it as always. Default: 10 (as ejabberd).
+	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
 }
 
 // AccountsConfig configures user accounts (key `accounts`).
@@ -605,6 +610,7 @@ func Default() *Config {
 			MaxUnauthenticatedPerIP: 64,
 			AuthFailuresPerIP:       10,
 			AuthFailureWindow:       Duration(10 * time.Minute),
+			MaxSessionsPerUser:      10,
 		},
 		Accounts: AccountsConfig{SCRAMIterations: MinSCRAMIterations, MaxSCRAMIterations: 100000},
 		Log:      LogConfig{Level: LogLevelInfo, Format: LogFormatText},
@@ -891,6 +897,7 @@ func (c *Config) Validate() error {
 	v.positive("limits.max_unauthenticated_per_ip", int64(c.Limits.MaxUnauthenticatedPerIP))
 	v.positive("limits.auth_failures_per_ip", int64(c.Limits.AuthFailuresPerIP))
 	v.positive("limits.auth_failure_window", int64(c.Limits.AuthFailureWindow))
+	v.positive("limits.max_sessions_per_user", int64(c.Limits.MaxSessionsPerUser))
 	if c.Limits.MaxSendQueueBytes > 0 && c.Limits.MaxStanzaBytes > c.Limits.MaxSendQueueBytes {
 		v.addf("limits.max_send_queue_bytes", "must be >= limits.max_stanza_bytes (%d)", c.Limits.MaxStanzaBytes)
 	}

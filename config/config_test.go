@@ -80,7 +80,7 @@ func TestDefaultValidates(t *testing.T) {
 		IdleTimeout: Duration(10 * time.Minute), ParkAfter: Duration(5 * time.Second), WriteTimeout: Duration(30 * time.Second),
 		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, MaxRosterItems: 1000, MaxPendingWork: 64, MaxInflightIQs: 256,
 		MaxUnauthenticated: 4096, MaxUnauthenticatedPerIP: 64,
-		AuthFailuresPerIP: 10, AuthFailureWindow: Duration(10 * time.Minute),
+		AuthFailuresPerIP: 10, AuthFailureWindow: Duration(10 * time.Minute), MaxSessionsPerUser: 10,
 	}
 	if c.Limits != want {
 		t.Errorf("limits = %+v, want %+v", c.Limits, want)
@@ -596,8 +596,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 46 {
-		t.Errorf("checked %d keys, want 46 (update this test when adding keys)", n)
+	if n != 47 {
+		t.Errorf("checked %d keys, want 47 (update this test when adding keys)", n)
 	}
 }
 

@@ -91,12 +91,13 @@ func New(cfg *config.Config, log *slog.Logger) *Node {
 
 func routerLimits(c *config.Config) actors.Limits {
 	return actors.Limits{
-		MaxSendQueue: int64(c.Limits.MaxSendQueueBytes),
-		WriteTimeout: c.Limits.WriteTimeout.D(),
-		IdleTimeout:  c.Limits.IdleTimeout.D(),
-		ParkAfter:    c.Limits.ParkAfter.D(),
-		PendingWork:  int64(c.Limits.MaxPendingWork),
-		InflightIQs:  int64(c.Limits.MaxInflightIQs),
+		MaxSendQueue:    int64(c.Limits.MaxSendQueueBytes),
+		WriteTimeout:    c.Limits.WriteTimeout.D(),
+		IdleTimeout:     c.Limits.IdleTimeout.D(),
+		ParkAfter:       c.Limits.ParkAfter.D(),
+		PendingWork:     int64(c.Limits.MaxPendingWork),
+		InflightIQs:     int64(c.Limits.MaxInflightIQs),
+		SessionsPerUser: int64(c.Limits.MaxSessionsPerUser),
 	}
 }
 

@@ -854,3 +854,42 @@ func TestAuthFailuresThrottled(t *testing.T) {
 		t.Fatalf("component after the window: %v", err)
 	}
 }
+
+// limits.max_sessions_per_user: a bind past the cap is answered resource-constraint and
+// the stream is closed; the sessions that are bound are untouched, binding one of their
+// resources again still replaces it, and a place freed is taken again (issue 17).
+func TestSessionsPerUserCap(t *testing.T) {
+	s := startNode(t, func(c *config.Config) { c.Limits.MaxSessionsPerUser = 2 })
+	s.addUser("alice", "a")
+	a1, err := s.dialClient("alice", "a", "one", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := s.dialClient("alice", "a", "two", sasl.ScramSha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (mellium reports a bind error without its condition; the routing test checks it.)
+	if _, err := s.dialClient("alice", "a", "three", sasl.ScramSha256); err == nil || !strings.Contains(err.Error(), "bind") {
+		t.Fatalf("a third session: %v, want its bind refused", err)
+	}
+	if n := s.n.Sessions(); n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
+	}
+	a1.Sync()
+	a2.Sync()
+	// Binding "two" again replaces it (conflict for the old one), within the cap.
+	a2b, err := s.dialClient("alice", "a", "two", sasl.ScramSha256)
+	if err != nil {
+		t.Fatalf("rebinding a bound resource: %v", err)
+	}
+	a2b.Sync()
+	a1.Close()
+	waitFor(t, wait, "a place freed", func() bool {
+		c, err := s.dialClient("alice", "a", "three", sasl.ScramSha256)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}

@@ -37,7 +37,9 @@ type Members interface {
 // actor; answers to forwarded IQs on reply workers (answers for one requester on one
 // worker, in order). Methods must not block for long.
 type Handler interface {
-	UserRegister(*pb.UserRegister)
+	// UserRegister reports whether the session was taken (false: the account is at its
+	// session cap); the answer goes back to a sender that waits for it.
+	UserRegister(*pb.UserRegister) bool
 	UserUnregister(*pb.UserUnregister)
 	UserPresence(*pb.UserPresence)
 	UserPush(*pb.UserPush)
@@ -127,16 +129,15 @@ func (l *Link) ToNode(node string, msg proto.Message) {
 }
 
 // Request sends msg to another node's router actor and waits for its answer.
-func (l *Link) Request(node string, msg proto.Message, timeout time.Duration) error {
+func (l *Link) Request(node string, msg proto.Message, timeout time.Duration) (any, error) {
 	addr, ok := "", false
 	if l.members != nil {
 		addr, ok = l.members.Remote(node)
 	}
 	if !ok {
-		return fmt.Errorf("node %s is gone", node)
+		return nil, fmt.Errorf("node %s is gone", node)
 	}
-	_, err := l.sys.Root.RequestFuture(actor.NewPID(addr, RouterName), msg, timeout).Result()
-	return err
+	return l.sys.Root.RequestFuture(actor.NewPID(addr, RouterName), msg, timeout).Result()
 }
 
 // Send sends msg to an actor, here or on another node.

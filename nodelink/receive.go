@@ -36,9 +36,9 @@ func (l *Link) receive(ctx actor.Context) {
 		n := l.next.Add(1)
 		l.sys.Root.Send(l.workers[n%uint64(len(l.workers))], m)
 	case *pb.UserRegister:
-		h.UserRegister(m)
+		ok := h.UserRegister(m)
 		if ctx.Sender() != nil {
-			ctx.Respond(&pb.Ack{})
+			ctx.Respond(&pb.Ack{Refused: !ok})
 		}
 	case *pb.UserUnregister:
 		h.UserUnregister(m)

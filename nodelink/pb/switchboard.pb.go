@@ -549,9 +549,11 @@ func (x *UserPresence) GetSession() *Ref {
 }
 
 // Ack answers a request that needs confirmation (UserRegister at bind time: the bind
-// result is sent only once the owner knows the session).
+// result is sent only once the owner knows the session). refused: the owner did not
+// take it (the account is at limits.max_sessions_per_user); an older node never refuses.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Refused       bool                   `protobuf:"varint,1,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -584,6 +586,13 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
 	return file_switchboard_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Ack) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
 }
 
 // UserPush asks a user's owner node to write a stanza (a roster push) to every bound
@@ -1066,8 +1075,9 @@ const file_switchboard_proto_rawDesc = "" +
 	"\tavailable\x18\x03 \x01(\bR\tavailable\x12\x1a\n" +
 	"\bpriority\x18\x04 \x01(\x05R\bpriority\x12\x1a\n" +
 	"\bpresence\x18\x05 \x01(\fR\bpresence\x12-\n" +
-	"\asession\x18\x06 \x01(\v2\x13.switchboard.v1.RefR\asession\"\x05\n" +
-	"\x03Ack\"6\n" +
+	"\asession\x18\x06 \x01(\v2\x13.switchboard.v1.RefR\asession\"\x1f\n" +
+	"\x03Ack\x12\x18\n" +
+	"\arefused\x18\x01 \x01(\bR\arefused\"6\n" +
 	"\bUserPush\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x16\n" +
 	"\x06stanza\x18\x02 \x01(\fR\x06stanza\")\n" +
