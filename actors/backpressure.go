@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Backpressure: what a session's stanzas start and the router finishes later (a server
@@ -81,4 +83,42 @@ func (s *Session) waitWork() {
 func (s *Session) inflightFull() bool {
 	max := s.router.limits().InflightIQs
 	return max > 0 && s.inflight.Load() >= max
+}
+
+// shaper is a client session's rate limit (limits.client_bytes_per_second,
+// client_stanzas_per_second, client_rate_burst): token buckets its reader takes from after
+// each stanza, waiting when they are empty. It follows a reload of the limits.
+type shaper struct {
+	bytes, stanzas *rate.Limiter
+	bps, sps       float64
+	burst          time.Duration
+}
+
+// delay takes one stanza of n bytes from the buckets and returns how long the reader
+// must wait before the next (0: none).
+func (sh *shaper) delay(lim Limits, n int) time.Duration {
+	if lim.ClientBytes != sh.bps || lim.ClientStanzas != sh.sps || lim.ClientBurst != sh.burst {
+		sh.bps, sh.sps, sh.burst = lim.ClientBytes, lim.ClientStanzas, lim.ClientBurst
+		sh.bytes, sh.stanzas = bucket(sh.bps, sh.burst), bucket(sh.sps, sh.burst)
+	}
+	now := time.Now()
+	return max(take(sh.bytes, now, n), take(sh.stanzas, now, 1))
+}
+
+func bucket(perSecond float64, burst time.Duration) *rate.Limiter {
+	if perSecond <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond*burst.Seconds())))
+}
+
+func take(l *rate.Limiter, now time.Time, n int) time.Duration {
+	if l == nil {
+		return 0
+	}
+	r := l.ReserveN(now, min(n, l.Burst())) // a stanza bigger than the burst waits for a full bucket
+	if !r.OK() {
+		return 0
+	}
+	return r.DelayFrom(now)
 }

@@ -45,6 +45,10 @@ type Limits struct {
 	PendingWork     int64         // a session with more work started is not read until it drains (0: no limit)
 	InflightIQs     int64         // IQs a session may have waiting for another entity's answer (0: no limit)
 	SessionsPerUser int64         // sessions one account may have bound at once, cluster-wide (0: no limit)
+	// ClientBytes and ClientStanzas shape what a bound client sends (per second, with a
+	// burst of ClientBurst; 0: no limit).
+	ClientBytes, ClientStanzas float64
+	ClientBurst                time.Duration
 }
 
 // Router is the node-local stanza switch: construction and lifecycle, the routing

@@ -34,6 +34,7 @@ type c2sReader struct {
 	s    *Session // nil until bound
 	out  *nodelink.Outbox
 	done func()
+	rate shaper // what the client may send (limits.client_*)
 	// deadline is the read deadline set on c: the earlier of idleBy and the end of
 	// limits.park_after, moved once a quarter of its window has passed (a timer update
 	// per stanza costs).
@@ -119,6 +120,10 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 	if s.overWork() {
 		cr.out.Flush()
 		s.waitWork()
+	}
+	if d := cr.rate.delay(r.limits(), len(env.Raw)); d > 0 {
+		cr.out.Flush()
+		time.Sleep(d)
 	}
 	return true
 }

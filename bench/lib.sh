@@ -1,11 +1,14 @@
 # shellcheck shell=bash
 # Shared by bench/*.sh (sourced).
 
-# Load tests put hundreds of sessions on one account and log many in at once from one
-# address: lift the per-account and per-address caps for the nodes they start (variables,
+# Load tests put hundreds of sessions on one account, log many in at once from one
+# address and send tens of thousands of stanzas a second per connection: lift the
+# per-account, per-address and per-client rate limits for the nodes they start (variables,
 # not config keys, so that binaries from before those keys run the scripts too).
 export SWITCHBOARD_LIMITS_MAX_SESSIONS_PER_USER=1000000
 export SWITCHBOARD_LIMITS_MAX_UNAUTHENTICATED_PER_IP=1000000
+export SWITCHBOARD_LIMITS_CLIENT_BYTES_PER_SECOND=0
+export SWITCHBOARD_LIMITS_CLIENT_STANZAS_PER_SECOND=0
 
 wait_port() { # host port what
   for _ in $(seq 300); do

@@ -506,6 +506,14 @@ type LimitsConfig struct {
 	// §7.6.2.1) and the stream is closed (policy-violation); binding a resource that
 	// is already bound replaces it as always. Default: 10 (as ejabberd).
 	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
+	// ClientBytesPerSecond and ClientStanzasPerSecond shape what one client session
+	// may send once bound (token buckets with a burst of ClientRateBurst seconds):
+	// past them its stanzas are not read until the bucket refills, so TCP slows the
+	// client down; nothing is dropped. Components are not shaped. 0: no limit.
+	// Defaults: 262144 (256 KiB/s), 2000, and a burst of 2 seconds' worth.
+	ClientBytesPerSecond   int      `yaml:"client_bytes_per_second"`
+	ClientStanzasPerSecond int      `yaml:"client_stanzas_per_second"`
+	ClientRateBurst        Duration `yaml:"client_rate_burst"`
 }
 
 // AccountsConfig configures user accounts (key `accounts`).
@@ -611,6 +619,9 @@ func Default() *Config {
 			AuthFailuresPerIP:       10,
 			AuthFailureWindow:       Duration(10 * time.Minute),
 			MaxSessionsPerUser:      10,
+			ClientBytesPerSecond:    262144,
+			ClientStanzasPerSecond:  2000,
+			ClientRateBurst:         Duration(2 * time.Second),
 		},
 		Accounts: AccountsConfig{SCRAMIterations: MinSCRAMIterations, MaxSCRAMIterations: 100000},
 		Log:      LogConfig{Level: LogLevelInfo, Format: LogFormatText},
@@ -898,6 +909,15 @@ func (c *Config) Validate() error {
 	v.positive("limits.auth_failures_per_ip", int64(c.Limits.AuthFailuresPerIP))
 	v.positive("limits.auth_failure_window", int64(c.Limits.AuthFailureWindow))
 	v.positive("limits.max_sessions_per_user", int64(c.Limits.MaxSessionsPerUser))
+	if c.Limits.ClientBytesPerSecond < 0 || c.Limits.ClientStanzasPerSecond < 0 {
+		v.add("limits.client_bytes_per_second", "client rates must be >= 0 (0: no limit)")
+	}
+	if (c.Limits.ClientBytesPerSecond > 0 || c.Limits.ClientStanzasPerSecond > 0) && c.Limits.ClientRateBurst <= 0 {
+		v.add("limits.client_rate_burst", "must be > 0 with a client rate")
+	}
+	if b := c.Limits.ClientBytesPerSecond; b > 0 && float64(b)*c.Limits.ClientRateBurst.D().Seconds() < float64(c.Limits.MaxStanzaBytes) {
+		v.add("limits.client_bytes_per_second", "with limits.client_rate_burst, must let one stanza of limits.max_stanza_bytes through")
+	}
 	if c.Limits.MaxSendQueueBytes > 0 && c.Limits.MaxStanzaBytes > c.Limits.MaxSendQueueBytes {
 		v.addf("limits.max_send_queue_bytes", "must be >= limits.max_stanza_bytes (%d)", c.Limits.MaxStanzaBytes)
 	}

@@ -81,6 +81,7 @@ func TestDefaultValidates(t *testing.T) {
 		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, MaxRosterItems: 1000, MaxPendingWork: 64, MaxInflightIQs: 256,
 		MaxUnauthenticated: 4096, MaxUnauthenticatedPerIP: 64,
 		AuthFailuresPerIP: 10, AuthFailureWindow: Duration(10 * time.Minute), MaxSessionsPerUser: 10,
+		ClientBytesPerSecond: 262144, ClientStanzasPerSecond: 2000, ClientRateBurst: Duration(2 * time.Second),
 	}
 	if c.Limits != want {
 		t.Errorf("limits = %+v, want %+v", c.Limits, want)
@@ -596,8 +597,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 47 {
-		t.Errorf("checked %d keys, want 47 (update this test when adding keys)", n)
+	if n != 50 {
+		t.Errorf("checked %d keys, want 50 (update this test when adding keys)", n)
 	}
 }
 

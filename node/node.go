@@ -98,6 +98,9 @@ func routerLimits(c *config.Config) actors.Limits {
 		PendingWork:     int64(c.Limits.MaxPendingWork),
 		InflightIQs:     int64(c.Limits.MaxInflightIQs),
 		SessionsPerUser: int64(c.Limits.MaxSessionsPerUser),
+		ClientBytes:     float64(c.Limits.ClientBytesPerSecond),
+		ClientStanzas:   float64(c.Limits.ClientStanzasPerSecond),
+		ClientBurst:     c.Limits.ClientRateBurst.D(),
 	}
 }
 

@@ -893,3 +893,43 @@ func TestSessionsPerUserCap(t *testing.T) {
 		return err == nil
 	})
 }
+
+// limits.client_stanzas_per_second: a client that sends faster is read no faster (its
+// stanzas wait, none is dropped); another client is not slowed (issue 17).
+func TestClientRateLimit(t *testing.T) {
+	s := startNode(t, func(c *config.Config) {
+		c.Limits.ClientStanzasPerSecond = 20
+		c.Limits.ClientRateBurst = config.Duration(time.Second)
+	})
+	s.addUser("alice", "a")
+	s.addUser("bob", "b")
+	a := s.client("alice", "a")
+	b := s.client("bob", "b")
+	time.Sleep(1100 * time.Millisecond) // the buckets fill after the logins
+	const n = 60
+	var batch strings.Builder
+	for i := range n {
+		fmt.Fprintf(&batch, `<iq type='get' id='q%d' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, i)
+	}
+	start := time.Now()
+	a.SendBatch(batch.String())
+	bobStart := time.Now()
+	b.Send(`<iq type='get' id='bp' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	if r := b.Next(wait); r.Attr("id") != "bp" {
+		t.Fatalf("bob got %s", r)
+	}
+	bobRTT := time.Since(bobStart)
+	for range n {
+		if r := a.Next(wait); r.Attr("type") != "result" {
+			t.Fatalf("alice got %s", r)
+		}
+	}
+	took := time.Since(start)
+	// 20 in the burst, then 20 a second: the last of 60 about 2 s later.
+	if took < 1500*time.Millisecond || took > 4*time.Second {
+		t.Fatalf("60 pings at 20/s (burst 20) answered in %v", took)
+	}
+	if bobRTT > 500*time.Millisecond {
+		t.Fatalf("bob's ping took %v", bobRTT)
+	}
+}
