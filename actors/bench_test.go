@@ -275,3 +275,15 @@ func BenchmarkSessionWriteParallel(b *testing.B) {
 	})
 	drain(b, comp)
 }
+
+// What shaping costs a client's reader per stanza (limits.client_*): two token-bucket
+// reservations. The rates are high enough that the buckets never run dry.
+func BenchmarkShaper(b *testing.B) {
+	lim := Limits{ClientBytes: 1e12, ClientStanzas: 1e12, ClientBurst: time.Second}
+	var sh shaper
+	for b.Loop() {
+		if sh.delay(lim, 200) > 0 {
+			b.Fatal("waited")
+		}
+	}
+}
