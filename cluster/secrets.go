@@ -188,12 +188,35 @@ func WriteSecrets(dir string, nodes []string) error {
 	if err := write("gossip.key", []byte(NewKey()+"\n"), 0o600); err != nil {
 		return err
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
+	// issue makes a key and a certificate of tmpl signed by parent (itself if nil) and
+	// writes them as NAME.pem and NAME.key.
+	issue := func(name string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		if parent == nil {
+			parent, parentKey = tmpl, key
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, nil, err
+		}
+		keyDER, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := write(name+".pem", pemOf("CERTIFICATE", der), 0o644); err != nil {
+			return nil, nil, err
+		}
+		return cert, key, write(name+".key", pemOf("EC PRIVATE KEY", keyDER), 0o600)
 	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
+	ca, caKey, err := issue("ca", &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: "Switchboard cluster CA"},
 		NotBefore:             now.Add(-time.Hour),
@@ -202,31 +225,12 @@ func WriteSecrets(dir string, nodes []string) error {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	}, nil, nil)
 	if err != nil {
-		return err
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	if err := write("ca.pem", pemOf("CERTIFICATE", caDER), 0o644); err != nil {
-		return err
-	}
-	caKeyDER, err := x509.MarshalECPrivateKey(caKey)
-	if err != nil {
-		return err
-	}
-	if err := write("ca.key", pemOf("EC PRIVATE KEY", caKeyDER), 0o600); err != nil {
 		return err
 	}
 	for _, name := range nodes {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return err
-		}
-		tmpl := &x509.Certificate{
+		if _, _, err := issue(name, &x509.Certificate{
 			SerialNumber: serial(),
 			Subject:      pkix.Name{CommonName: name},
 			DNSNames:     []string{name},
@@ -234,19 +238,7 @@ func WriteSecrets(dir string, nodes []string) error {
 			NotAfter:     now.AddDate(10, 0, 0),
 			KeyUsage:     x509.KeyUsageDigitalSignature,
 			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			return err
-		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return err
-		}
-		if err := write(name+".pem", pemOf("CERTIFICATE", der), 0o644); err != nil {
-			return err
-		}
-		if err := write(name+".key", pemOf("EC PRIVATE KEY", keyDER), 0o600); err != nil {
+		}, ca, caKey); err != nil {
 			return err
 		}
 	}

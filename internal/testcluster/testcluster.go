@@ -152,27 +152,13 @@ func Start(t *testing.T, n int, mutate func(i int, c *config.Config)) *Cluster {
 		t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
-		ip := fmt.Sprintf("127.0.0.%d", 11+i)
-		nd := &Node{ID: fmt.Sprintf("node%d", i+1), IP: ip}
-		ports := free(t, ip, 5)
-		nd.C2S, nd.Component, nd.Admin, nd.Gossip, nd.Remote = ports[0], ports[1], ports[2], ports[3], ports[4]
-		c.Nodes = append(c.Nodes, nd)
+		c.Nodes = append(c.Nodes, newNode(t, fmt.Sprintf("node%d", i+1), fmt.Sprintf("127.0.0.%d", 11+i)))
 	}
 	for i, nd := range c.Nodes {
-		cfg := config.Default()
-		cfg.Node.ID = nd.ID
-		cfg.Node.DataDir = filepath.Join(dir, nd.ID)
-		cfg.Listen = config.ListenConfig{C2S: nd.C2S, C2STLS: "", Component: nd.Component, Admin: nd.Admin}
-		cfg.Etcd.Endpoints = etcdEndpoints
-		cfg.Etcd.Prefix = c.Prefix
-		cfg.Cluster.Bind, cfg.Cluster.Remote = nd.Gossip, nd.Remote
-		cfg.Cluster.Join = []string{c.Nodes[0].Gossip}
-		cfg.Cluster.ProbeInterval = config.Duration(200 * time.Millisecond)
-		cfg.Cluster.SuspicionMult = 2
+		cfg := c.nodeConfig(nd, dir)
 		cfg.Cluster.SecretKeyFile = filepath.Join(c.Secrets, "gossip.key")
 		cfg.Cluster.TLS = config.ClusterTLS{Cert: filepath.Join(c.Secrets, nd.ID+".pem"),
 			Key: filepath.Join(c.Secrets, nd.ID+".key"), CA: filepath.Join(c.Secrets, "ca.pem")}
-		cfg.Log.Level = "info"
 		if mutate != nil {
 			mutate(i, cfg)
 		}
@@ -214,6 +200,31 @@ func Start(t *testing.T, n int, mutate func(i int, c *config.Config)) *Cluster {
 	return c
 }
 
+// newNode names a node and picks its ports on ip.
+func newNode(t *testing.T, id, ip string) *Node {
+	nd := &Node{ID: id, IP: ip}
+	ports := free(t, ip, 5)
+	nd.C2S, nd.Component, nd.Admin, nd.Gossip, nd.Remote = ports[0], ports[1], ports[2], ports[3], ports[4]
+	return nd
+}
+
+// nodeConfig is a node's config before its secrets and the test's changes: its addresses,
+// the shared etcd, node 1 as the seed, a fast failure detector.
+func (c *Cluster) nodeConfig(nd *Node, dir string) *config.Config {
+	cfg := config.Default()
+	cfg.Node.ID = nd.ID
+	cfg.Node.DataDir = filepath.Join(dir, nd.ID)
+	cfg.Listen = config.ListenConfig{C2S: nd.C2S, C2STLS: "", Component: nd.Component, Admin: nd.Admin}
+	cfg.Etcd.Endpoints = etcdEndpoints
+	cfg.Etcd.Prefix = c.Prefix
+	cfg.Cluster.Bind, cfg.Cluster.Remote = nd.Gossip, nd.Remote
+	cfg.Cluster.Join = []string{c.Nodes[0].Gossip}
+	cfg.Cluster.ProbeInterval = config.Duration(200 * time.Millisecond)
+	cfg.Cluster.SuspicionMult = 2
+	cfg.Log.Level = "info"
+	return cfg
+}
+
 func writeConfig(t *testing.T, path string, cfg *config.Config) {
 	t.Helper()
 	b, err := yaml.Marshal(cfg)
@@ -232,20 +243,8 @@ func writeConfig(t *testing.T, path string, cfg *config.Config) {
 func (c *Cluster) StartOutsider(mutate func(cfg *config.Config)) int {
 	c.t.Helper()
 	dir := c.t.TempDir()
-	nd := &Node{ID: fmt.Sprintf("outsider%d", len(c.Nodes)), IP: "127.0.0.20"}
-	ports := free(c.t, nd.IP, 5)
-	nd.C2S, nd.Component, nd.Admin, nd.Gossip, nd.Remote = ports[0], ports[1], ports[2], ports[3], ports[4]
-	cfg := config.Default()
-	cfg.Node.ID = nd.ID
-	cfg.Node.DataDir = filepath.Join(dir, nd.ID)
-	cfg.Listen = config.ListenConfig{C2S: nd.C2S, C2STLS: "", Component: nd.Component, Admin: nd.Admin}
-	cfg.Etcd.Endpoints = etcdEndpoints
-	cfg.Etcd.Prefix = c.Prefix
-	cfg.Cluster.Bind, cfg.Cluster.Remote = nd.Gossip, nd.Remote
-	cfg.Cluster.Join = []string{c.Nodes[0].Gossip}
-	cfg.Cluster.ProbeInterval = config.Duration(200 * time.Millisecond)
-	cfg.Cluster.SuspicionMult = 2
-	cfg.Log.Level = "info"
+	nd := newNode(c.t, fmt.Sprintf("outsider%d", len(c.Nodes)), "127.0.0.20")
+	cfg := c.nodeConfig(nd, dir)
 	if mutate != nil {
 		mutate(cfg)
 	}
