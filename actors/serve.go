@@ -92,9 +92,10 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		s.Send(xmpp.BindResult(env.ID, s.Full))
 		if !r.users.bindUser(s) {
 			// limits.max_sessions_per_user: the held result is dropped, the bind is
-			// answered resource-constraint (RFC 6120 §7.6.2.1) and the stream ends.
+			// answered resource-constraint (RFC 6120 §7.6.2.1) and the stream ends. The
+			// actor itself stops holding when it drops the result: it may not have
+			// written the result yet, and with the hold off it would flush it.
 			r.sys.Root.Send(s.pid, dropHeld{})
-			s.hold.Store(false)
 			s.Send(xmpp.ErrorReply(env, "", "", xmpp.ErrResourceConstraint))
 			s.Close(&xmpp.StreamError{Condition: "policy-violation", Text: "too many sessions for this account"})
 			return false

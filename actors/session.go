@@ -150,6 +150,7 @@ func (s *Session) handle(msg any) {
 			s.w.Reset(s.conn.Conn) // unflushed bytes are discarded
 			s.releaseWriter()
 		}
+		s.hold.Store(false)
 	case flushLater:
 		s.flushQueued = false
 		if s.queued.Load() == 0 && !s.hold.Load() {
