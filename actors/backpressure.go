@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/switchboard-im/switchboard/nodelink"
 )
 
 // Backpressure: what a session's stanzas start and the router finishes later (a server
@@ -42,16 +44,18 @@ func (s *Session) endWork() {
 	g.mu.Unlock()
 }
 
-// overWork reports whether the session's reader should wait (waitWork).
-func (s *Session) overWork() bool {
-	max := s.router.limits().PendingWork
-	return max > 0 && s.work.n.Load() > max
+// waitIfBusy is called by the session's reader after each stanza: past
+// limits.max_pending_work it sends what it gathered for other nodes and waits until half
+// of the work is done (or the session ends).
+func (s *Session) waitIfBusy(lim Limits, out *nodelink.Outbox) {
+	if lim.PendingWork <= 0 || s.work.n.Load() <= lim.PendingWork {
+		return
+	}
+	out.Flush()
+	s.waitWork(lim.PendingWork)
 }
 
-// waitWork is called by the session's reader after a stanza, when overWork: it waits
-// until half of the work is done (or the session ends).
-func (s *Session) waitWork() {
-	max := s.router.limits().PendingWork
+func (s *Session) waitWork(max int64) {
 	g := &s.work
 	for !s.closed.Load() {
 		g.mu.Lock()

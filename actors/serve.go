@@ -118,11 +118,9 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 	}
 	r.metrics.stanzaIn(env.Kind, fromC2S, unsafe.Pointer(s))
 	r.route(cr.out, s, s.Full, env)
-	if s.overWork() {
-		cr.out.Flush()
-		s.waitWork()
-	}
-	if d := cr.rate.delay(r.limits(), len(env.Raw)); d > 0 {
+	lim := r.limits()
+	s.waitIfBusy(lim, cr.out)
+	if d := cr.rate.delay(lim, len(env.Raw)); d > 0 {
 		cr.out.Flush()
 		time.Sleep(d)
 	}
@@ -287,9 +285,6 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 		}
 		r.metrics.stanzaIn(env.Kind, fromComponent, unsafe.Pointer(s))
 		r.route(out, s, env.From, env)
-		if s.overWork() {
-			out.Flush()
-			s.waitWork()
-		}
+		s.waitIfBusy(r.limits(), out)
 	}
 }

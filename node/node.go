@@ -432,7 +432,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
 	for i := len(n.running) - 1; i >= 0; i-- {
 		s := n.running[i]
-		if err := s.stop(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.stop(ctx); err != nil {
 			n.log.Warn("stopping "+s.name, "err", err)
 			errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
 		}

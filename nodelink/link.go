@@ -95,20 +95,17 @@ func (l *Link) Start(_ context.Context, h Handler) error {
 }
 
 // Stop stops the router actor and the reply workers.
+// The actors' PIDs stay as they are: the router actor may still be handing a message to
+// a worker, and a message sent to a stopped actor is dropped (dead letters).
 func (l *Link) Stop(context.Context) error {
 	if l.self != nil {
 		l.sys.Root.Stop(l.self)
-		l.self = nil
 	}
 	for _, w := range l.workers {
 		l.sys.Root.Stop(w)
 	}
-	l.workers = nil
 	return nil
 }
-
-// Clustered reports whether there are other nodes to talk to.
-func (l *Link) Clustered() bool { return l.members != nil }
 
 // ToNode sends msg to node's router actor (this node's own when node is this one). A
 // node that is gone gets nothing.
