@@ -17,11 +17,18 @@ type components struct {
 	dir *directory.Components[*Session] // every connection, here and on other nodes
 }
 
+// entry is a local connection as the cluster directory lists it: a component's, or a
+// managing account's resource (with its full JID, which IQs are addressed to).
 func (c *components) entry(s *Session) cluster.ComponentEntry {
-	return cluster.ComponentEntry{Domain: s.Bare, Node: c.r.nodeID, Address: c.r.sys.Address(), PID: s.pid.Id}
+	e := cluster.ComponentEntry{Domain: s.Bare, Node: c.r.nodeID, Address: c.r.sys.Address(), PID: s.pid.Id}
+	if s.Kind == KindC2S {
+		e.Full = s.Full
+	}
+	return e
 }
 
-// removeComponent withdraws a local component connection and fails its pending IQs.
+// removeComponent withdraws a local component connection (or managing account's
+// resource) and fails its pending IQs.
 func (c *components) removeComponent(s *Session) {
 	key := c.sessionKey(s)
 	c.dir.Remove(s.Bare, key)
@@ -106,8 +113,14 @@ func (c *components) componentUp(s *Session) {
 
 func (c *components) sessionKey(s *Session) string { return c.r.nodeID + "/" + s.pid.Id }
 
+// addComponent enters a local component connection, or a managing account's resource
+// (addressed by its full JID), in the directory of connections.
 func (c *components) addComponent(s *Session) {
-	c.dir.Add(s.Bare, &compRef{Handle: localTarget(s), Key: c.sessionKey(s)})
+	ref := &compRef{Handle: localTarget(s), Key: c.sessionKey(s)}
+	if s.Kind == KindC2S {
+		ref.Full = s.Full
+	}
+	c.dir.Add(s.Bare, ref)
 }
 
 func (c *components) isComponentDomain(domain string) bool {

@@ -33,12 +33,8 @@ func (d *delegator) accountUp(s *Session) {
 	if !d.managesAnything(s.Bare) || !s.managing.CompareAndSwap(false, true) {
 		return
 	}
-	d.r.comps.dir.Add(s.Bare, &compRef{Handle: localTarget(s), Key: d.r.comps.sessionKey(s), Full: s.Full})
-	if d.r.cluster != nil {
-		e := d.r.comps.entry(s)
-		e.Full = s.Full
-		d.r.cluster.AddComponent(e)
-	}
+	d.r.comps.addComponent(s)
+	d.r.comps.publishComponent(s)
 	for _, host := range d.r.sortedHosts() {
 		if rules := d.r.deleg.Rules.Table(host).For(s.Bare); len(rules) > 0 {
 			s.Send(delegation.Advertisement(delegation.NS2, host, s.Full, rules))
@@ -51,14 +47,7 @@ func (d *delegator) accountDown(s *Session) {
 	if !s.managing.CompareAndSwap(true, false) {
 		return
 	}
-	key := d.r.comps.sessionKey(s)
-	d.r.comps.dir.Remove(s.Bare, key)
-	if d.r.cluster != nil {
-		e := d.r.comps.entry(s)
-		e.Full = s.Full
-		d.r.cluster.RemoveComponent(e)
-	}
-	d.failVia(key)
+	d.r.comps.removeComponent(s)
 }
 
 // accountsChanged brings local resources of accounts whose delegations changed in line:
