@@ -343,7 +343,6 @@ const (
 	PresenceManagedEntity = "managed_entity" // presence
 	PresenceRoster        = "roster"         // presence
 	PrivilegeAccessBoth   = "both"           // roster, iq
-	privilegeAccessAbsent = ""
 )
 
 // Normalized is p with "none" written as absent: an empty string, and no IQ entry. It is
@@ -351,7 +350,7 @@ const (
 func (p Privileges) Normalized() Privileges {
 	none := func(v string) string {
 		if v == PrivilegeNone {
-			return privilegeAccessAbsent
+			return ""
 		}
 		return v
 	}
@@ -375,8 +374,16 @@ func (p Privileges) Equal(q Privileges) bool {
 
 // Any reports whether anything is granted.
 func (p Privileges) Any() bool {
-	n := p.Normalized()
-	return n.Roster != "" || n.Message == PrivilegeOutgoing || n.ReceivesPresence() || len(n.IQ) > 0
+	granted := func(v string) bool { return v != "" && v != PrivilegeNone }
+	if granted(p.Roster) || p.MessageOutgoing() || p.ReceivesPresence() {
+		return true
+	}
+	for _, t := range p.IQ {
+		if granted(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // RosterAllows reports whether an IQ of type typ (get or set) on a user's roster is allowed.
