@@ -23,21 +23,21 @@ func (n *Node) startListeners() error {
 		return nil
 	})
 	cfg := n.cfg
-	if err := n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn, done func()) { n.serveC2S(c, false, done) }); err != nil {
+	if err := n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn, ip string, done func()) { n.serveC2S(c, false, ip, done) }); err != nil {
 		return err
 	}
-	if err := n.listen(cfg.Listen.C2STLS, &n.Addrs.C2STLS, func(c net.Conn, done func()) { n.serveC2S(c, true, done) }); err != nil {
+	if err := n.listen(cfg.Listen.C2STLS, &n.Addrs.C2STLS, func(c net.Conn, ip string, done func()) { n.serveC2S(c, true, ip, done) }); err != nil {
 		return err
 	}
 	return n.listen(cfg.Listen.Component, &n.Addrs.Component, n.serveComponent)
 }
 
-// listen accepts connections on addr and serves each on a goroutine of its own. serve
-// calls negotiated once the peer has authenticated or failed to (it is called again,
-// harmlessly, when serve returns): until then the connection counts against the caps
-// on unauthenticated connections (preauth.go). Accept errors (out of file descriptors)
+// listen accepts connections on addr and serves each on a goroutine of its own, with the
+// peer's address (ip). serve calls negotiated once the peer has authenticated or failed
+// to (it is called again, harmlessly, when serve returns): until then the connection
+// counts against the caps on unauthenticated connections (preauth.go). Accept errors (out of file descriptors)
 // back off from 5 ms to 1 s instead of spinning.
-func (n *Node) listen(addr string, bound *string, serve func(c net.Conn, negotiated func())) error {
+func (n *Node) listen(addr string, bound *string, serve func(c net.Conn, ip string, negotiated func())) error {
 	if addr == "" {
 		return nil
 	}
@@ -80,14 +80,14 @@ func (n *Node) listen(addr string, bound *string, serve func(c net.Conn, negotia
 						_ = c.Close()
 					}
 				}()
-				serve(c, negotiated)
+				serve(c, ip, negotiated)
 			}()
 		}
 	}()
 	return nil
 }
 
-func (n *Node) serveC2S(raw net.Conn, direct bool, negotiated func()) {
+func (n *Node) serveC2S(raw net.Conn, direct bool, ip string, negotiated func()) {
 	live := n.live.Load()
 	lim := live.Limits
 	var nc net.Conn = raw
@@ -104,7 +104,6 @@ func (n *Node) serveC2S(raw net.Conn, direct bool, negotiated func()) {
 			return
 		}
 	}
-	ip := remoteIP(raw)
 	window := lim.AuthFailureWindow.D()
 	err := xmpp.NegotiateC2S(ctx, c, &xmpp.C2SOptions{
 		TLS:             n.tls,
@@ -132,12 +131,12 @@ func (n *Node) serveC2S(raw net.Conn, direct bool, negotiated func()) {
 	})
 }
 
-func (n *Node) serveComponent(raw net.Conn, negotiated func()) {
+func (n *Node) serveComponent(raw net.Conn, ip string, negotiated func()) {
 	live := n.live.Load()
 	lim := live.Limits
 	c := xmpp.NewConn(raw, lim.MaxStanzaBytes, false)
 	c.Deadline(lim.NegotiationTimeout.D())
-	ip, window := remoteIP(raw), lim.AuthFailureWindow.D()
+	window := lim.AuthFailureWindow.D()
 	if n.authLimit.blocked(ip, lim.AuthFailuresPerIP, window) {
 		// Throttled: no handshake is checked from this address for now.
 		c.Fail(&xmpp.StreamError{Condition: "policy-violation", Text: "too many failed attempts"}, "")
