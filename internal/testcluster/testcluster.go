@@ -254,15 +254,7 @@ func (c *Cluster) StartOutsider(mutate func(cfg *config.Config)) int {
 	c.Nodes = append(c.Nodes, nd)
 	i := len(c.Nodes) - 1
 	c.StartNode(i)
-	// Alive, not ready: a node that cannot join is never ready.
-	c.Eventually(60*time.Second, nd.ID+" alive", func() bool {
-		resp, err := http.Get("http://" + nd.Admin + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	c.waitAdmin(i, "/healthz", "alive") // not ready: a node that cannot join never is
 	return i
 }
 
@@ -334,9 +326,15 @@ func (c *Cluster) Stop(i int) {
 // WaitReady waits for node i's /readyz.
 func (c *Cluster) WaitReady(i int) {
 	c.t.Helper()
+	c.waitAdmin(i, "/readyz", "ready")
+}
+
+// waitAdmin waits until node i's admin path answers 200.
+func (c *Cluster) waitAdmin(i int, path, what string) {
+	c.t.Helper()
 	nd := c.Nodes[i]
-	c.Eventually(60*time.Second, nd.ID+" ready", func() bool {
-		resp, err := http.Get("http://" + nd.Admin + "/readyz")
+	c.Eventually(60*time.Second, nd.ID+" "+what, func() bool {
+		resp, err := http.Get("http://" + nd.Admin + path)
 		if err != nil {
 			return false
 		}
