@@ -187,7 +187,8 @@ func (pv *privileged) privilegedIQ(h *Host, sender *Session, from, bare string, 
 	return handled
 }
 
-// rebuildIQ is the IQ with a new id, from and to, in the client namespace (xml:lang kept).
+// rebuildIQ is the IQ with a new id, from and to, in the client namespace (xml:lang and
+// the prefixes it declares kept).
 func rebuildIQ(env *xmpp.Envelope, id, from, to string) []byte {
 	var b bytes.Buffer
 	b.WriteString("<iq xmlns='" + xmpp.NSClient + "' type='")
@@ -197,11 +198,16 @@ func rebuildIQ(env *xmpp.Envelope, id, from, to string) []byte {
 	b.WriteString("'")
 	xmpp.WriteAddrs(&b, from, to)
 	for _, a := range env.Attrs {
-		if a.Name.Space == "http://www.w3.org/XML/1998/namespace" && a.Name.Local == "lang" {
+		switch {
+		case a.Name.Space == "http://www.w3.org/XML/1998/namespace" && a.Name.Local == "lang":
 			b.WriteString(" xml:lang='")
-			xmpp.EscapeAttr(&b, a.Value)
-			b.WriteString("'")
+		case a.Name.Space == "xmlns": // the content may use the prefix
+			b.WriteString(" xmlns:" + a.Name.Local + "='")
+		default:
+			continue
 		}
+		xmpp.EscapeAttr(&b, a.Value)
+		b.WriteString("'")
 	}
 	b.WriteString(">")
 	b.Write(env.Content())

@@ -155,7 +155,11 @@ func rawForms(env *xmpp.Envelope) [][]byte {
 				if !bytes.Contains(raw[:bytes.IndexByte(raw, '>')], []byte("xmlns")) {
 					raw = append([]byte("<x xmlns='jabber:x:data'"), raw[2:]...)
 				}
-				out = append(out, raw)
+				// Read again with the declarations in scope, so that a form using a
+				// prefix declared outside it carries the declaration along.
+				if els, err := xmpp.Children(raw, "jabber:x:data", env.Attrs, env.ChildAttrs); err == nil && len(els) == 1 {
+					out = append(out, els[0].Raw)
+				}
 				depth--
 			}
 		case xml.EndElement:

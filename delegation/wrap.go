@@ -73,14 +73,19 @@ func UnwrapForwarded(outer *xmpp.Envelope, wrapper xml.Name, inner string, lenie
 	if !ok {
 		return nil, ErrBadWrapping
 	}
-	if !plainForwarded(tag) {
-		top, err := xmpp.Children(outer.Content(), outer.Name.Space)
+	// The declarations in scope for INNER: outer is self-contained (the reader declared
+	// on it what it used from its stream), so they are those of outer, the wrapper and
+	// the forwarded element.
+	outerDecls, wrapperDecls := outer.Attrs, outer.ChildAttrs
+	if !plainForwarded(tag) || bytes.Contains(tag, []byte("xmlns:")) {
+		top, err := xmpp.Children(outer.Content(), outer.Name.Space, outer.Attrs)
 		if err != nil || len(top) != 1 || top[0].Name != wrapper || !top[0].HasChild ||
 			top[0].Child != (xml.Name{Space: NSForward, Local: "forwarded"}) {
 			return nil, ErrBadWrapping
 		}
+		outerDecls, wrapperDecls = top[0].Attrs, top[0].ChildAttrs // the wrapper's, then the forwarded element's
 	}
-	els, err := xmpp.Children(fw, NSForward)
+	els, err := xmpp.Children(fw, NSForward, outerDecls, wrapperDecls)
 	if err != nil {
 		return nil, ErrBadWrapping
 	}
@@ -116,11 +121,11 @@ var ErrNotClient = errors.New("inner stanza not in jabber:client")
 // that is outer's first child: <wrapper><INNER xmlns='jabber:client'/></wrapper>
 // (XEP-0356 privileged_iq). An inner stanza in another namespace is ErrNotClient.
 func UnwrapChild(outer *xmpp.Envelope, wrapper xml.Name, inner string) (*xmpp.Envelope, error) {
-	top, err := xmpp.Children(outer.Content(), outer.Name.Space)
+	top, err := xmpp.Children(outer.Content(), outer.Name.Space, outer.Attrs)
 	if err != nil || len(top) != 1 || top[0].Name != wrapper {
 		return nil, ErrBadWrapping
 	}
-	els, err := xmpp.Children(top[0].Content(), wrapper.Space)
+	els, err := xmpp.Children(top[0].Content(), wrapper.Space, top[0].Attrs)
 	if err != nil || len(els) != 1 || els[0].Name.Local != inner {
 		return nil, ErrBadWrapping
 	}

@@ -144,7 +144,9 @@ func (e *Envelope) RewriteLen(from, to, ns string) int {
 }
 
 // WriteRewritten writes what RewriteNS returns (Rewrite's when ns is "") to b, for a
-// caller that embeds the stanza in a bigger one.
+// caller that embeds the stanza in a bigger one. The other attributes are copied as they
+// were written, prefixes and declarations included (the reader made the element
+// self-contained), so the copy means what the original meant.
 func (e *Envelope) WriteRewritten(b *bytes.Buffer, from, to, ns string) {
 	name := e.Name.Local
 	b.WriteByte('<')
@@ -152,18 +154,23 @@ func (e *Envelope) WriteRewritten(b *bytes.Buffer, from, to, ns string) {
 	if ns != "" {
 		writeAttr(b, "xmlns", ns)
 	}
-	for _, a := range e.Attrs {
-		if a.Name.Space == "" {
-			switch a.Name.Local {
-			case "from", "to":
+	tag := e.Raw[:e.contentStart]
+	for i := attrsStart(tag); ; {
+		qname, attr, next, ok := nextAttr(tag, i)
+		if !ok {
+			break
+		}
+		i = next
+		switch string(qname) {
+		case "from", "to":
+			continue
+		case "xmlns":
+			if ns != "" {
 				continue
-			case "xmlns":
-				if ns != "" {
-					continue
-				}
 			}
 		}
-		writeAttr(b, attrName(a.Name), a.Value)
+		b.WriteByte(' ')
+		b.Write(attr)
 	}
 	if from != "" {
 		writeAttr(b, "from", from)
@@ -180,17 +187,39 @@ func (e *Envelope) WriteRewritten(b *bytes.Buffer, from, to, ns string) {
 
 const xmlURL = "http://www.w3.org/XML/1998/namespace"
 
-func attrName(n xml.Name) string {
-	switch n.Space {
-	case "":
-		return n.Local
-	case xmlURL:
-		return "xml:" + n.Local
-	default:
-		// xmlns:prefix declarations come through with Space "xmlns"; other prefixed
-		// attributes keep whatever the decoder left (undeclared prefixes stay as is).
-		return n.Space + ":" + n.Local
+// attrsStart returns the index after the element name of a well-formed start tag.
+func attrsStart(tag []byte) int {
+	i := 1
+	for i < len(tag) && class[tag[i]]&cSpace == 0 && tag[i] != '>' && tag[i] != '/' {
+		i++
 	}
+	return i
+}
+
+// nextAttr reads the attribute at or after tag[i] in a well-formed start tag: its
+// qualified name, its whole text (name='value', as written) and the index after it.
+func nextAttr(tag []byte, i int) (qname, attr []byte, next int, ok bool) {
+	i = skipSpace(tag, i)
+	if i >= len(tag) || tag[i] == '>' || tag[i] == '/' {
+		return nil, nil, i, false
+	}
+	start := i
+	for i < len(tag) && class[tag[i]]&cSpace == 0 && tag[i] != '=' {
+		i++
+	}
+	qname = tag[start:i]
+	i = skipSpace(tag, i)
+	i = skipSpace(tag, i+1) // past '='
+	if i >= len(tag) {
+		return nil, nil, i, false
+	}
+	q := tag[i]
+	end := bytes.IndexByte(tag[i+1:], q)
+	if end < 0 {
+		return nil, nil, len(tag), false
+	}
+	next = i + 1 + end + 1
+	return qname, tag[start:next], next, true
 }
 
 func writeAttr(b *bytes.Buffer, name, value string) {

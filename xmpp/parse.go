@@ -2,6 +2,7 @@ package xmpp
 
 import (
 	"bytes"
+	"encoding/xml"
 	"errors"
 	"sync"
 )
@@ -20,9 +21,20 @@ func ParseStanza(raw []byte) (*Envelope, error) {
 
 // Children reads content (elements, and white space between them) as the stanzas of a
 // stream whose default namespace is ns; each becomes an envelope over its own bytes.
-// Text other than white space is not-well-formed here.
-func Children(content []byte, ns string) ([]*Envelope, error) {
-	p, err := OpenStream(content, ns, true)
+// Text other than white space is not-well-formed here. scope holds the namespace
+// declarations (attributes xmlns:p, as Envelope.Attrs has them) of the elements that
+// enclosed content: a child that uses one gets it declared on its own start tag, so that
+// every envelope is self-contained.
+func Children(content []byte, ns string, scope ...[]xml.Attr) ([]*Envelope, error) {
+	var binds []nsBinding
+	for _, attrs := range scope {
+		for _, a := range attrs {
+			if a.Name.Space == "xmlns" {
+				binds = append(binds, nsBinding{a.Name.Local, a.Value})
+			}
+		}
+	}
+	p, err := openStream(content, ns, false, true, binds)
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +58,7 @@ func Children(content []byte, ns string) ([]*Envelope, error) {
 type Parser struct {
 	r   *Reader
 	buf []byte
-	ns  string // the default namespace of the header r read last ("": none yet)
+	ns  string // the header r read last ("": none that may be used again)
 }
 
 var parsers = sync.Pool{New: func() any { return &Parser{r: NewReader(bytes.NewReader(nil), 0)} }}
@@ -67,17 +79,32 @@ func (p *Parser) Release() {
 // default namespace is ns (jabber:client if empty), closed at the end if closed is set.
 // The caller releases it.
 func OpenStream(content []byte, ns string, closed bool) (*Parser, error) {
-	if ns == "" {
-		ns = NSClient
+	return openStream(content, ns, false, closed, nil)
+}
+
+// openStream is OpenStream; with noDefault the stream has no default namespace, and
+// scope is declarations in scope besides the header's (the header is then read afresh,
+// and not used again).
+func openStream(content []byte, ns string, noDefault, closed bool, scope []nsBinding) (*Parser, error) {
+	key := ns
+	switch {
+	case noDefault:
+		key = "\x00"
+	case ns == "":
+		ns, key = NSClient, NSClient
 	}
 	const end = "</stream:stream>"
 	p := parsers.Get().(*Parser)
 	buf := p.buf[:0]
-	same := p.ns == ns
+	same := p.ns == key && scope == nil
 	if !same {
-		buf = append(buf, "<stream:stream xmlns='"...)
-		buf = append(buf, ns...)
-		buf = append(buf, "' xmlns:stream='"...)
+		buf = append(buf, "<stream:stream"...)
+		if !noDefault {
+			buf = append(buf, " xmlns='"...)
+			buf = append(buf, ns...)
+			buf = append(buf, '\'')
+		}
+		buf = append(buf, " xmlns:stream='"...)
 		buf = append(buf, NSStream...)
 		buf = append(buf, "'>"...)
 	}
@@ -96,6 +123,10 @@ func OpenStream(content []byte, ns string, closed bool) (*Parser, error) {
 		p.Release()
 		return nil, err
 	}
-	p.ns = ns
+	p.ns = key
+	if scope != nil {
+		p.r.streamNS = append(p.r.streamNS, scope...) // later ones win
+		p.ns = ""
+	}
 	return p, nil
 }

@@ -83,6 +83,14 @@ type Reader struct {
 	binds        []nsBinding
 	rawName      string // the element's qualified name, as resolve last saw it
 
+	// Namespace well-formedness of every element (nscheck.go).
+	tag     []tagAttr   // the attributes of the start tag just scanned
+	tagNS   bool        // it has a prefixed name or declares the default namespace
+	scope   []scopeBind // prefixes declared inside the element being read
+	uris    []byte      // their namespace names
+	usedNS  []bool      // which of streamNS the element uses (declared on it when relayed)
+	anyUsed bool
+
 	// BeforeFill, if set, is called before the reader waits for more input: what the
 	// caller held back while input lasted can go now.
 	BeforeFill func()
@@ -454,6 +462,11 @@ func (r *Reader) quickHeader() (xml.StartElement, bool, error) {
 		}
 		r.attrs, r.arena = r.attrs[:0], r.arena[:0]
 		end, nameEnd, empty, err := r.startTag(b, r.pos, true, final)
+		if err == nil {
+			r.resetScope()
+			err = r.checkTag(b, r.pos, nameEnd, true)
+			r.resetScope()
+		}
 		switch {
 		case err == errNeedMore && final:
 			return xml.StartElement{}, true, r.endErr(limited)
@@ -495,6 +508,12 @@ func (r *Reader) startStream(start int) error {
 	end, nameEnd, empty, err := r.startTag(r.buf[:r.pos], start, true, false)
 	if err != nil || end != r.pos { // not expected: the scanner accepts what encoding/xml does
 		return &StreamError{Condition: "not-well-formed", Text: "unexpected stream header"}
+	}
+	r.resetScope()
+	err = r.checkTag(r.buf[:r.pos], start, nameEnd, true)
+	r.resetScope()
+	if err != nil {
+		return err
 	}
 	r.streamName = string(r.buf[start+1 : nameEnd])
 	r.streamEmpty = empty
@@ -743,9 +762,13 @@ func (r *Reader) element(b []byte, i int, final bool) (*Envelope, bool, error) {
 		r.attrs, r.arena, r.nStanza = r.attrs[:0], r.arena[:0], 0
 		r.hasChild = false
 		r.open = r.open[:0]
+		r.resetScope()
 	}
 	nAttrs, nArena := len(r.attrs), len(r.arena)
 	end, nameEnd, empty, err := r.startTag(b, i, keep, final)
+	if err == nil {
+		err = r.checkTag(b, i, nameEnd, false)
+	}
 	if err != nil {
 		r.attrs, r.arena = r.attrs[:nAttrs], r.arena[:nArena]
 		return nil, false, err
@@ -759,7 +782,8 @@ func (r *Reader) element(b []byte, i int, final bool) (*Envelope, bool, error) {
 		if empty {
 			n := end - r.mark
 			r.contentStart = n
-			return r.finish(end, n), false, nil
+			env, err := r.finish(end, n)
+			return env, false, err
 		}
 		r.contentStart = end - r.mark
 	case keep:
@@ -767,7 +791,9 @@ func (r *Reader) element(b []byte, i int, final bool) (*Envelope, bool, error) {
 		r.child = name
 	}
 	r.pos = end
-	if !empty {
+	if empty {
+		r.popScope() // its declarations end with it
+	} else {
 		r.depth++
 		r.open = append(r.open, name)
 	}
@@ -778,7 +804,7 @@ func (r *Reader) element(b []byte, i int, final bool) (*Envelope, bool, error) {
 // name. With keep, its attributes are appended to r.attrs (names as offsets from mark)
 // with their values decoded into r.arena.
 func (r *Reader) startTag(b []byte, i int, keep, final bool) (end, nameEnd int, empty bool, err error) {
-	j, err := scanName(b, i+1)
+	j, colon, err := scanQName(b, i+1)
 	if err != nil {
 		if err == errNoName {
 			err = syntaxErr("expected element name after <")
@@ -786,6 +812,7 @@ func (r *Reader) startTag(b []byte, i int, keep, final bool) (end, nameEnd int, 
 		return 0, 0, false, err
 	}
 	nameEnd = j
+	r.tag, r.tagNS = r.tag[:0], colon
 	for {
 		j = skipSpace(b, j)
 		if j >= len(b) {
@@ -804,13 +831,16 @@ func (r *Reader) startTag(b []byte, i int, keep, final bool) (end, nameEnd int, 
 			return j + 1, nameEnd, false, nil
 		}
 		a := j
-		if j, err = scanName(b, j); err != nil {
+		if j, colon, err = scanQName(b, j); err != nil {
 			if err == errNoName {
 				err = syntaxErr("expected attribute name in element")
 			}
 			return 0, 0, false, err
 		}
 		attrEnd := j
+		if colon || attrEnd-a == 5 && string(b[a:attrEnd]) == "xmlns" {
+			r.tagNS = true
+		}
 		j = skipSpace(b, j)
 		if j >= len(b) {
 			return 0, 0, false, errNeedMore
@@ -826,17 +856,19 @@ func (r *Reader) startTag(b []byte, i int, keep, final bool) (end, nameEnd int, 
 		if q != '\'' && q != '"' {
 			return 0, 0, false, syntaxErr("unquoted or missing attribute value in element")
 		}
+		valStart := j + 1
 		if !keep {
-			if j, err = attrValue(b, j+1, q, nil, final); err != nil {
+			if j, err = attrValue(b, valStart, q, nil, final); err != nil {
 				return 0, 0, false, err
 			}
-			continue
+		} else {
+			v := len(r.arena)
+			if j, err = attrValue(b, valStart, q, &r.arena, final); err != nil {
+				return 0, 0, false, err
+			}
+			r.attrs = append(r.attrs, attrRec{name: span{a - r.mark, attrEnd - r.mark}, val: span{v, len(r.arena)}})
 		}
-		v := len(r.arena)
-		if j, err = attrValue(b, j+1, q, &r.arena, final); err != nil {
-			return 0, 0, false, err
-		}
-		r.attrs = append(r.attrs, attrRec{name: span{a - r.mark, attrEnd - r.mark}, val: span{v, len(r.arena)}})
+		r.tag = append(r.tag, tagAttr{name: span{a, attrEnd}, val: span{valStart, j - 1}})
 	}
 }
 
@@ -871,15 +903,17 @@ func (r *Reader) endTag(b []byte, i int) (*Envelope, bool, error) {
 	}
 	r.open = r.open[:len(r.open)-1]
 	r.depth--
+	r.popScope()
 	r.pos = end
 	if r.depth == 0 {
-		return r.finish(end, i-r.mark), false, nil
+		env, err := r.finish(end, i-r.mark)
+		return env, false, err
 	}
 	return nil, false, nil
 }
 
 // finish builds the envelope of the element buf[mark:end].
-func (r *Reader) finish(end, contentEnd int) *Envelope {
+func (r *Reader) finish(end, contentEnd int) (*Envelope, error) {
 	env := &Envelope{
 		contentStart: r.contentStart,
 		contentEnd:   contentEnd,
@@ -893,11 +927,15 @@ func (r *Reader) finish(end, contentEnd int) *Envelope {
 		env.ChildAttrs = attrs[r.nStanza:]
 	}
 	clear(r.binds) // no references to this envelope's strings
+	nameLen := len(r.rawName)
 	r.rawName = ""
 	if cap(r.open) > 1024 {
 		r.open = nil
 	}
-	return env
+	if r.anyUsed {
+		return r.declareUsed(env, nameLen)
+	}
+	return env, nil
 }
 
 // resolve returns the names and attributes of the element read (r.name, the first

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/switchboard-im/switchboard/internal/nsoracle"
 )
 
 // oldReader is the reader as it was before the scanner (encoding/xml throughout), kept as the oracle of FuzzReaderOracle. It turns a stream into envelopes, one top-level element at a time, keeping each
@@ -53,7 +56,7 @@ func (r *oldReader) Restart() {
 	r.dec.Strict = true
 	r.rec = r.rec[:0]
 	r.base, r.mark = 0, 0
-	r.between = true
+	r.between = false // white space before the header counts toward its size
 }
 
 // Buffered reports how many bytes are read from the connection but not yet decoded.
@@ -268,6 +271,12 @@ func compareReaders(t *testing.T, in string, max int, chunks []byte) {
 
 // compareReader compares the readers on in; lean: the new one reads as it does from TLS
 // (its buffer given back between elements, a short read to wait for the next).
+//
+// The new reader also checks Namespaces in XML, which encoding/xml does not: where the
+// namespace oracle (nscheck_oracle_test.go) finds an element that breaks a rule, the new
+// reader must refuse it (not-well-formed), and an element that uses a prefix declared
+// on the stream header must come with that declaration on its own start tag. Every
+// element the new reader returns, and its rewrite, must parse alone for a strict receiver.
 func compareReader(t *testing.T, in string, max int, chunks []byte, lean bool) {
 	t.Helper()
 	old := newOldReader(strings.NewReader(in), max)
@@ -275,16 +284,34 @@ func compareReader(t *testing.T, in string, max int, chunks []byte, lean bool) {
 	cur.lean = lean
 	oh, oerr := old.ReadHeader()
 	nh, nerr := cur.ReadHeader()
+	hdr, stream, hok := headerDecls(in)
+	if hok && errClass(nerr) == "not-well-formed" {
+		if o := (&nsoracle.Checker{Header: true}); o.Tag(hdr, 0) != nil {
+			return // a header that breaks a namespace rule
+		}
+	}
 	if errClass(oerr) != errClass(nerr) || !reflect.DeepEqual(oh, nh) {
 		t.Fatalf("header of %q:\nold %v %+v\nnew %v %+v", in, oerr, oh, nerr, nh)
 	}
 	if oerr != nil {
 		return
 	}
+	var body string
+	if i := headerEnd(in); i >= 0 {
+		body = in[i:]
+	}
+	oracle := &nsoracle.Checker{Stream: stream}
+	used, bad := oracle.Walk([]byte(body))
 	for i := 0; ; i++ {
 		oe, oerr := old.Next()
 		ne, nerr := cur.Next()
 		oc, nc := errClass(oerr), errClass(nerr)
+		if i == bad {
+			if nc == "not-well-formed" || nc == "restricted-xml" || nc == oc && oc != "ok" {
+				return
+			}
+			t.Fatalf("element %d of %q breaks a namespace rule:\nold %v\nnew %v %#v", i, in, oerr, nerr, ne)
+		}
 		if oc != nc {
 			if nc == "restricted-xml" && oc != "ok" {
 				return
@@ -294,10 +321,69 @@ func compareReader(t *testing.T, in string, max int, chunks []byte, lean bool) {
 		if oerr != nil {
 			return
 		}
+		if i < len(used) {
+			oe = declared(oe, stream, used[i])
+		}
 		if !sameEnvelope(oe, ne) {
 			t.Fatalf("element %d of %q:\nold %#v\nnew %#v", i, in, oe, ne)
 		}
+		checkRelayed(t, in, ne)
 	}
+}
+
+// headerEnd returns the index after the stream header's start tag in in (-1 if none).
+func headerEnd(in string) int {
+	d := xml.NewDecoder(strings.NewReader(in))
+	for {
+		tok, err := d.RawToken()
+		if err != nil {
+			return -1
+		}
+		if _, ok := tok.(xml.StartElement); ok {
+			return int(d.InputOffset())
+		}
+	}
+}
+
+// checkRelayed fails unless env, and env rewritten as the router rewrites what it
+// relays, each parse alone for a strict receiver, the rewrite with the same attributes.
+func checkRelayed(t *testing.T, in string, env *Envelope) {
+	t.Helper()
+	if !nsoracle.Strict(env.Raw) {
+		t.Fatalf("%q: element %q does not parse alone", in, env.Raw)
+	}
+	for _, ns := range []string{"", NSClient} {
+		rw := env.RewriteNS("a@b/c", "d@e", ns)
+		if !nsoracle.Strict(rw) {
+			t.Fatalf("%q: rewrite %q of %q does not parse alone", in, rw, env.Raw)
+		}
+		again, err := OpenStream(rw, NSClient, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2, err := again.Next()
+		again.Release()
+		if err != nil {
+			t.Fatalf("%q: rewrite %q of %q: %v", in, rw, env.Raw, err)
+		}
+		if !reflect.DeepEqual(otherAttrs(env.Attrs, ns != ""), otherAttrs(e2.Attrs, ns != "")) || e2.From != "a@b/c" || e2.To != "d@e" {
+			t.Fatalf("%q: rewrite %q of %q changed its attributes:\n%v\n%v", in, rw, env.Raw, env.Attrs, e2.Attrs)
+		}
+	}
+}
+
+// otherAttrs is attrs without from and to (and the default namespace, with noDefault),
+// sorted.
+func otherAttrs(attrs []xml.Attr, noDefault bool) []string {
+	var out []string
+	for _, a := range attrs {
+		if a.Name.Space == "" && (a.Name.Local == "from" || a.Name.Local == "to" || noDefault && a.Name.Local == "xmlns") {
+			continue
+		}
+		out = append(out, a.Name.Space+"|"+a.Name.Local+"="+a.Value)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func FuzzReaderOracle(f *testing.F) {
@@ -317,6 +403,17 @@ func FuzzReaderOracle(f *testing.F) {
 		`<a><!-- c --></a>`, `<?pi x?>`, `<!DOCTYPE x>`, `</stream:stream>`, `</stream>`, `x`, `&#32;<a/>`,
 		"\u00a0<a/>", `<é/>`, `<a é='1'/>`, `<·/>`, `<a xmlns:x='' x:y='1'><x:b/></a>`, `<xmlns/>`, `<xmlns:a/>`,
 		`<message type='chat' id='1'><body>` + strings.Repeat("x", 300) + `</body></message>`,
+		// Namespaces in XML: what a strict receiver refuses, and prefixes that must travel.
+		`<message a='1' a='2'/>`, `<message><x><y b='1' c='' b='3'/></x></message>`,
+		`<message><p:x/></message>`, `<message p:a='1'/>`, `<message><x><y q:z='1'/></x></message>`,
+		`<message xmlns:xml='urn:x'/>`, `<message xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'/>`,
+		`<message xmlns:xmlns='urn:x'/>`, `<message xmlns:p='http://www.w3.org/XML/1998/namespace'/>`,
+		`<message><x xmlns='http://www.w3.org/2000/xmlns/'/></message>`, `<message xmlns:p='urn:p' xmlns:q='urn:p' p:a='1' q:a='2'/>`,
+		`<message><a xmlns:p='urn:p'/><p:b/></message>`, `<message xmlns:p='urn:p'><a><p:b p:c='1'/></a></message>`,
+		`<message xmlns:p='urn:p' p:type='x' type='chat' to='a@b'><body>hi</body></message>`,
+		`<message><:a/></message>`, `<message><a: /></message>`, `<message a:='1'/>`, `<message><xmlns:b xmlns:xmlns='u'/></message>`,
+		`<message><x xmlns:p='&#117;rn:p' p:a='1'/></message>`, `<message><x xmlns:p='urn:p'><p:y xmlns:p='urn:q' p:a='1'/><p:z/></x></message>`,
+		`<stream:error><stream:text/></stream:error>`, `<message><stream:x stream:y='1'/></message>`,
 	}
 	for _, s := range seeds {
 		f.Add(s, uint16(0), []byte(nil), false)
@@ -325,6 +422,11 @@ func FuzzReaderOracle(f *testing.F) {
 	f.Add(`<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback'><db:result/><stream:features/></stream:stream>`, uint16(0), []byte{1}, true)
 	f.Add(`<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:client'/>`, uint16(0), []byte(nil), true)
 	f.Add(`  <stream:stream xmlns:stream='http://etherx.jabber.org/streams'><message/></stream:stream >`, uint16(90), []byte{4}, true)
+	f.Add(`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' xmlns:p='urn:p&amp;' xmlns:q="urn:'q"><message p:a='1'><q:x/></message><message/><p:y/></stream:stream>`, uint16(0), []byte{2}, true)
+	f.Add(`<stream:stream xmlns:stream='http://etherx.jabber.org/streams' a='1' a='2'>`, uint16(0), []byte(nil), true)
+	f.Add(`<stream:stream xmlns:stream='http://etherx.jabber.org/streams' p:a='1'>`, uint16(0), []byte(nil), true)
+	f.Add(`<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns:xml='urn:x'>`, uint16(0), []byte(nil), true)
+	f.Add(`<stream:stream xmlns:p='urn:p' xmlns:stream='http://etherx.jabber.org/streams'><p:q xmlns:p='urn:other'/><r p:s='1'/></stream:stream>`, uint16(0), []byte(nil), true)
 	f.Fuzz(func(t *testing.T, body string, max uint16, chunks []byte, raw bool) {
 		in := body
 		if !raw {

@@ -60,12 +60,18 @@ func skipSpace(b []byte, i int) int {
 // first ASCII byte that cannot be in a name; it must then be an XML Name with at most one
 // colon. It returns the index after the name.
 func scanName(b []byte, i int) (int, error) {
+	j, _, err := scanQName(b, i)
+	return j, err
+}
+
+// scanQName is scanName that also reports whether the name has a colon.
+func scanQName(b []byte, i int) (int, bool, error) {
 	if i >= len(b) {
-		return i, errNeedMore
+		return i, false, errNeedMore
 	}
 	c := b[i]
 	if c < utf8.RuneSelf && class[c]&cName == 0 {
-		return i, errNoName
+		return i, false, errNoName
 	}
 	ascii, colons := c < utf8.RuneSelf, 0
 	if c == ':' {
@@ -83,15 +89,15 @@ func scanName(b []byte, i int) (int, error) {
 		}
 	}
 	if j >= len(b) {
-		return j, errNeedMore
+		return j, false, errNeedMore
 	}
 	if ascii && class[b[i]]&cNameStart == 0 || !ascii && !isNameSlow(b[i:j]) {
-		return j, syntaxErr("invalid XML name: " + string(b[i:j]))
+		return j, false, syntaxErr("invalid XML name: " + string(b[i:j]))
 	}
 	if colons > 1 {
-		return j, errNoName
+		return j, false, errNoName
 	}
-	return j, nil
+	return j, colons == 1, nil
 }
 
 // isNameSlow checks a name with non-ASCII letters. encoding/xml's tables of name

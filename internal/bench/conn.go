@@ -41,6 +41,10 @@ type ClientConfig struct {
 	ServerName string // TLS server name (default: Domain)
 	Mech       string // SASL mechanism; "" picks SCRAM-SHA-256, SCRAM-SHA-1, PLAIN in that order
 	Timeout    time.Duration
+
+	// HeaderAttrs is written into every stream header the client sends (namespace
+	// declarations a test relies on, say: ` xmlns:x='urn:x'`).
+	HeaderAttrs string
 }
 
 func (c *ClientConfig) tlsConfig() *tls.Config {
@@ -59,8 +63,9 @@ type Client struct {
 	JID  string // full JID the server bound
 	Bare string
 
-	tr  *timedReader
-	out []byte
+	tr          *timedReader
+	out         []byte
+	headerAttrs string
 }
 
 // timedReader notes when the last read returned: every stanza of that read arrived then.
@@ -114,6 +119,7 @@ func Login(ctx context.Context, cfg *ClientConfig, user, password, resource stri
 	c.tr = &timedReader{r: c.Conn, base: base}
 	c.Sc = NewScanner(c.tr)
 
+	c.headerAttrs = cfg.HeaderAttrs
 	features, err := c.open(cfg.Domain)
 	if err != nil {
 		return nil, err
@@ -189,7 +195,11 @@ func Login(ctx context.Context, cfg *ClientConfig, user, password, resource stri
 
 // open sends a stream header and returns the server's features.
 func (c *Client) open(domain string) (*Stanza, error) {
-	if err := c.writeNow(header(nsClient, domain, true)); err != nil {
+	h := header(nsClient, domain, true)
+	if c.headerAttrs != "" {
+		h = h[:len(h)-1] + c.headerAttrs + ">"
+	}
+	if err := c.writeNow(h); err != nil {
 		return nil, err
 	}
 	st, err := c.Sc.Next()

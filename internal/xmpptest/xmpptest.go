@@ -145,7 +145,7 @@ func bindFeature(resource string) xmpp.StreamFeature {
 				req = `<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>` + resource + `</resource></bind></iq>`
 			}
 			w := s.TokenWriter()
-			_, err := xmlstream.Copy(w, xml.NewDecoder(strings.NewReader(req)))
+			_, err := xmlstream.Copy(w, Tokens(req))
 			if err == nil {
 				err = w.Flush()
 			}
@@ -216,12 +216,35 @@ func (p *Peer) Close() { _ = p.S.Close(); _ = p.S.Conn().Close() }
 func (p *Peer) Send(raw string) {
 	p.t.Helper()
 	// No cancellable context: see Managing.SendAsync.
-	if err := p.S.Send(context.Background(), xml.NewDecoder(strings.NewReader(raw))); err != nil {
+	if err := p.S.Send(context.Background(), Tokens(raw)); err != nil {
 		p.t.Fatalf("send %s: %v", raw, err)
 	}
 }
 
-func Tokens(raw string) xml.TokenReader { return xml.NewDecoder(strings.NewReader(raw)) }
+// Tokens reads raw XML as tokens to send through mellium. encoding/xml's encoder writes
+// an element's namespace as an xmlns attribute of its own, so the decoder's xmlns
+// attribute is dropped: with both, every element would carry xmlns twice, which is not
+// well-formed (the server refuses it, as expat-based servers do).
+func Tokens(raw string) xml.TokenReader {
+	return tokens{xml.NewDecoder(strings.NewReader(raw))}
+}
+
+type tokens struct{ d *xml.Decoder }
+
+func (t tokens) Token() (xml.Token, error) {
+	tok, err := t.d.Token()
+	if st, ok := tok.(xml.StartElement); ok {
+		attrs := st.Attr[:0:0]
+		for _, a := range st.Attr {
+			if a.Name.Space != "" || a.Name.Local != "xmlns" {
+				attrs = append(attrs, a)
+			}
+		}
+		st.Attr = attrs
+		tok = st
+	}
+	return tok, err
+}
 
 // sendBatch writes many stanzas in one write, straight to the connection (pipelining).
 func (p *Peer) SendBatch(raw string) {
