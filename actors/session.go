@@ -71,6 +71,9 @@ type Session struct {
 	replaced     atomic.Bool
 	priority     atomic.Int32
 	lastPresence atomic.Pointer[[]byte]
+	// nextPresence is an available presence waiting for its broadcast to contacts; a
+	// newer one replaces it (users.broadcastPresence).
+	nextPresence atomic.Pointer[[]byte]
 	owner        atomic.Pointer[string] // the node its owner registration went to
 	managing     atomic.Bool            // entered as a managing entity's connection
 	// rosterInterested: it asked for its roster, so roster pushes go to it (RFC 6121 §2.1.6)

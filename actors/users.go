@@ -162,8 +162,7 @@ func (u *users) broadcastPresence(s *Session, env *xmpp.Envelope) {
 		u.r.link.ToNode(node, m)
 	}
 	if u.r.rosters != nil {
-		data := m.Presence
-		s.later(func() { u.r.subs.broadcastToContacts(s, data, initial, !m.Available) })
+		u.toContacts(s, m.Presence, initial, !m.Available)
 	}
 	if m.Available {
 		u.r.del.accountUp(s)
@@ -173,6 +172,28 @@ func (u *users) broadcastPresence(s *Session, env *xmpp.Envelope) {
 	}
 }
 
+// toContacts queues the broadcast of a presence to the user's contacts (a roster read,
+// then a stanza per contact). Updates of an available presence coalesce: one still
+// waiting is replaced by the newer, since contacts need only the latest, so a flood of
+// presence costs a broadcast per roster read, not per stanza. Initial and unavailable
+// presence are never merged, and a waiting update they follow is dropped (they supersede
+// it: contacts learn the state in the order it changed).
+func (u *users) toContacts(s *Session, presence []byte, initial, unavailable bool) {
+	if initial || unavailable {
+		s.nextPresence.Store(nil)
+		s.later(func() { u.r.subs.broadcastToContacts(s, presence, initial, unavailable) })
+		return
+	}
+	if s.nextPresence.Swap(&presence) != nil {
+		return // the waiting broadcast sends this one instead
+	}
+	s.later(func() {
+		if p := s.nextPresence.Swap(nil); p != nil {
+			u.r.subs.broadcastToContacts(s, *p, false, false)
+		}
+	})
+}
+
 // goOffline ends a client session's presence: its owner tells the user's other
 // resources (via unbindUser), and whoever got directed presence gets unavailable.
 func (u *users) goOffline(s *Session) {
@@ -180,7 +201,7 @@ func (u *users) goOffline(s *Session) {
 		unavailable := xmpp.Presence("unavailable", s.Full, "")
 		u.r.priv.privilegedPresence(s, unavailable)
 		if u.r.rosters != nil {
-			s.later(func() { u.r.subs.broadcastToContacts(s, unavailable, false, true) })
+			u.toContacts(s, unavailable, false, true)
 		}
 	}
 	for _, to := range s.takeDirected() {

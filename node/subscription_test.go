@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +52,61 @@ func pushOf(jid, sub string, ask bool) func(*elem) bool {
 func presenceOf(from, typ string) func(*elem) bool {
 	return func(e *elem) bool {
 		return e.XMLName.Local == "presence" && e.Attr("from") == from && e.Attr("type") == typ
+	}
+}
+
+// mutual subscribes two users of localhost to each other (in etcd directly).
+func mutual(t *testing.T, s *server, a, b string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := etcdx.Connect(ctx, etcdEndpoints, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	rs := roster.New(cli, s.cfg.Etcd.Prefix, 0)
+	for user, contact := range map[string]string{a: b + "@localhost", b: a + "@localhost"} {
+		if _, _, err := rs.Update(ctx, "localhost", user, func(r *roster.Roster) (bool, error) {
+			r.Items = append(r.Items, roster.Item{JID: contact, Subscription: roster.SubBoth})
+			return true, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A flood of presence updates (backpressure finding of the security review: each one
+// cost a roster read and a stanza per contact, queued without bound) coalesces: the
+// contact gets the updates in order, ending with the latest, and far fewer of them.
+func TestPresenceFloodCoalesces(t *testing.T) {
+	s := startNode(t)
+	s.addUser("juliet", "pw")
+	s.addUser("romeo", "pw")
+	mutual(t, s, "juliet", "romeo")
+	r := online(t, s, "romeo", "orchard")
+	j := online(t, s, "juliet", "balcony")
+	until(t, r, "juliet's initial presence", presenceOf("juliet@localhost/balcony", ""))
+	const n = 500
+	var flood strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&flood, "<presence><status>%d</status></presence>", i)
+	}
+	j.SendBatch(flood.String())
+	got, last := 0, 0
+	for last != n {
+		e := until(t, r, "juliet's update", presenceOf("juliet@localhost/balcony", ""))
+		v, err := strconv.Atoi(e.Child("status").Text)
+		if err != nil || v <= last {
+			t.Fatalf("update %s after %d", e, last)
+		}
+		last = v
+		got++
+	}
+	r.ExpectNothing(300 * time.Millisecond)
+	t.Logf("%d updates sent, %d broadcast", n, got)
+	if got > n/2 {
+		t.Fatalf("%d of %d updates were broadcast: they did not coalesce", got, n)
 	}
 }
 
@@ -169,23 +226,7 @@ func TestRosterPresencePrivilege(t *testing.T) {
 	})
 	s.addUser("juliet", "pw")
 	s.addUser("romeo", "pw")
-	// juliet and romeo are subscribed to each other (set up in etcd directly).
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cli, err := etcdx.Connect(ctx, etcdEndpoints, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	rs := roster.New(cli, s.cfg.Etcd.Prefix, 0)
-	for user, contact := range map[string]string{"juliet": "romeo@localhost", "romeo": "juliet@localhost"} {
-		if _, _, err := rs.Update(ctx, "localhost", user, func(r *roster.Roster) (bool, error) {
-			r.Items = append(r.Items, roster.Item{JID: contact, Subscription: roster.SubBoth})
-			return true, nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mutual(t, s, "juliet", "romeo")
 	comp := s.managingEntity("comp.localhost", nil)
 	other := s.managingEntity("other.localhost", nil)
 	j := online(t, s, "juliet", "balcony")
