@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"mellium.im/sasl"
 
@@ -201,29 +202,28 @@ func (c *Cache) noteIterations(a *Account) {
 
 // load replaces the whole view with a fresh read and returns its revision.
 func (c *Cache) load(ctx context.Context) (int64, error) {
-	resp, err := c.store.cli.Get(ctx, c.store.prefix, clientv3.WithPrefix())
-	if err != nil {
-		return 0, fmt.Errorf("accounts: load %s: %w", c.store.prefix, err)
-	}
-	m := make(map[userKey]*Account, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	m := make(map[userKey]*Account)
+	rev, err := etcdx.Range(ctx, c.store.cli, c.store.prefix, func(kv *mvccpb.KeyValue) {
 		host, local, ok := c.store.parseKey(kv.Key)
 		if !ok {
-			continue
+			return
 		}
 		a, err := decode(host, local, kv.Value)
 		if err != nil {
 			c.log.Warn("skipping unreadable account", "jid", local+"@"+host, "err", err)
-			continue
+			return
 		}
 		c.noteIterations(a)
 		m[userKey{host, local}] = a
+	})
+	if err != nil {
+		return 0, fmt.Errorf("accounts: load %s: %w", c.store.prefix, err)
 	}
 	c.mu.Lock()
 	c.accounts = m
 	c.mu.Unlock()
-	c.log.Debug("accounts loaded", "count", len(m), "revision", resp.Header.Revision)
-	return resp.Header.Revision, nil
+	c.log.Debug("accounts loaded", "count", len(m), "revision", rev)
+	return rev, nil
 }
 
 func (c *Cache) run(ctx context.Context, rev int64) {

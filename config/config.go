@@ -201,6 +201,10 @@ type EtcdConfig struct {
 	Prefix string `yaml:"prefix"`
 	// DialTimeout bounds the initial connection to etcd. Default: 5s.
 	DialTimeout Duration `yaml:"dial_timeout"`
+	// MaxResponseBytes bounds one response the node accepts from etcd; loads of
+	// accounts, rules and privileges are read in pages of 500 keys, so only a page
+	// must fit. Default: 33554432 (32 MiB).
+	MaxResponseBytes int `yaml:"max_response_bytes"`
 	// Embedded configures the embedded etcd, used when Endpoints is empty.
 	Embedded EmbeddedEtcdConfig `yaml:"embedded"`
 }
@@ -495,6 +499,11 @@ type LimitsConfig struct {
 	// entity's answer through the server (delegated, XEP-0355; privileged,
 	// XEP-0356); past it a new one is answered resource-constraint. Default: 256.
 	MaxInflightIQs int `yaml:"max_inflight_iqs"`
+	// MaxEtcdRequests is how many etcd requests client stanzas (roster reads and
+	// writes, presence broadcasts) may have under way at once on a node; more wait
+	// for a turn, and their sessions' pending work (max_pending_work) stops their
+	// reading. Default: 64.
+	MaxEtcdRequests int `yaml:"max_etcd_requests"`
 	// MaxUnauthenticated is how many connections, on the c2s and component ports
 	// together, may be negotiating (TLS, SASL, bind, handshake) at once; one more is
 	// closed at once. Default: 4096.
@@ -595,10 +604,11 @@ func Default() *Config {
 		},
 		TLS: TLSConfig{Required: true},
 		Etcd: EtcdConfig{
-			Endpoints:   []string{},
-			Prefix:      "/switchboard",
-			DialTimeout: Duration(5 * time.Second),
-			Embedded:    EmbeddedEtcdConfig{Client: "127.0.0.1:2379", Peer: "127.0.0.1:2380"},
+			Endpoints:        []string{},
+			Prefix:           "/switchboard",
+			DialTimeout:      Duration(5 * time.Second),
+			MaxResponseBytes: 32 << 20,
+			Embedded:         EmbeddedEtcdConfig{Client: "127.0.0.1:2379", Peer: "127.0.0.1:2380"},
 		},
 		Cluster: ClusterConfig{
 			Bind:          "127.0.0.1:7946",
@@ -621,6 +631,7 @@ func Default() *Config {
 			MaxRosterItems:          1000,
 			MaxPendingWork:          64,
 			MaxInflightIQs:          256,
+			MaxEtcdRequests:         64,
 			MaxUnauthenticated:      4096,
 			MaxUnauthenticatedPerIP: 64,
 			AuthFailuresPerIP:       10,
@@ -911,6 +922,8 @@ func (c *Config) Validate() error {
 	v.positive("limits.max_roster_items", int64(c.Limits.MaxRosterItems))
 	v.positive("limits.max_pending_work", int64(c.Limits.MaxPendingWork))
 	v.positive("limits.max_inflight_iqs", int64(c.Limits.MaxInflightIQs))
+	v.positive("limits.max_etcd_requests", int64(c.Limits.MaxEtcdRequests))
+	v.positive("etcd.max_response_bytes", int64(c.Etcd.MaxResponseBytes))
 	v.positive("limits.max_unauthenticated", int64(c.Limits.MaxUnauthenticated))
 	v.positive("limits.max_unauthenticated_per_ip", int64(c.Limits.MaxUnauthenticatedPerIP))
 	v.positive("limits.auth_failures_per_ip", int64(c.Limits.AuthFailuresPerIP))

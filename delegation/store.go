@@ -8,7 +8,10 @@ import (
 	"net/url"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/switchboard-im/switchboard/internal/etcdx"
 )
 
 // ErrNotFound is returned by Store.Remove when etcd holds no rule for the namespace.
@@ -139,22 +142,22 @@ type Snapshot struct {
 
 // Load reads every rule, skipping (and reporting in Invalid) unusable entries.
 func (s *Store) Load(ctx context.Context) (*Snapshot, error) {
-	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("delegation: load %s: %w", s.prefix, err)
-	}
-	snap := &Snapshot{Rules: map[string]map[string]Rule{}, Revision: resp.Header.Revision}
-	for _, kv := range resp.Kvs {
+	snap := &Snapshot{Rules: map[string]map[string]Rule{}}
+	rev, err := etcdx.Range(ctx, s.cli, s.prefix, func(kv *mvccpb.KeyValue) {
 		host, ns, r, err := s.Decode(kv.Key, kv.Value)
 		if err != nil {
 			snap.Invalid = append(snap.Invalid, err)
-			continue
+			return
 		}
 		if snap.Rules[host] == nil {
 			snap.Rules[host] = map[string]Rule{}
 		}
 		snap.Rules[host][ns] = r
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delegation: load %s: %w", s.prefix, err)
 	}
+	snap.Revision = rev
 	return snap, nil
 }
 

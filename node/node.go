@@ -180,6 +180,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 	n.live.Store(cfg)
 	n.router.SetSettings(routerLimits(cfg), componentOptions(cfg))
 	n.rosters.SetMaxItems(cfg.Limits.MaxRosterItems)
+	n.rosters.SetMaxRequests(cfg.Limits.MaxEtcdRequests)
 	n.accounts.SetMaxIterations(cfg.Accounts.MaxSCRAMIterations)
 	n.rules.SetStatic(static)
 	n.log.Info("configuration reloaded", "components", len(cfg.Components))
@@ -294,7 +295,7 @@ func (n *Node) startStore(ctx context.Context) (err error) {
 		n.log.Info("embedded etcd running", "dir", filepath.Join(cfg.Node.DataDir, "etcd"), "client", endpoints)
 	}
 	n.Addrs.EtcdClient = endpoints
-	n.etcd, err = etcdx.Connect(ctx, endpoints, cfg.Etcd.DialTimeout.D())
+	n.etcd, err = etcdx.Connect(ctx, endpoints, cfg.Etcd.DialTimeout.D(), etcdx.MaxResponse(cfg.Etcd.MaxResponseBytes))
 	if err != nil {
 		return err
 	}
@@ -335,6 +336,7 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 		return err
 	}
 	n.rosters = roster.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.MaxRosterItems)
+	n.rosters.SetMaxRequests(cfg.Limits.MaxEtcdRequests)
 	var (
 		members nodelink.Members // nil: standalone
 		cl      actors.Cluster   // nil: standalone

@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"mellium.im/xmpp/jid"
 
 	"github.com/switchboard-im/switchboard/config"
+	"github.com/switchboard-im/switchboard/internal/etcdx"
 )
 
 // ErrNotFound is returned by Store.Remove when etcd holds no entry for the host and
@@ -184,21 +186,20 @@ func (s *Store) Remove(ctx context.Context, host, component string) error {
 // (watch from rev+1), and the entries left out because they are unusable, each error
 // naming its key.
 func (s *Store) List(ctx context.Context) (m map[string]map[string]config.Privileges, rev int64, invalid []error, err error) {
-	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, nil, fmt.Errorf("privileges: list %s: %w", s.prefix, err)
-	}
 	m = map[string]map[string]config.Privileges{}
-	for _, kv := range resp.Kvs {
+	rev, err = etcdx.Range(ctx, s.cli, s.prefix, func(kv *mvccpb.KeyValue) {
 		host, comp, p, err := s.Decode(kv.Key, kv.Value)
 		if err != nil {
 			invalid = append(invalid, err)
-			continue
+			return
 		}
 		if m[host] == nil {
 			m[host] = map[string]config.Privileges{}
 		}
 		m[host][comp] = p
+	})
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("privileges: list %s: %w", s.prefix, err)
 	}
-	return m, resp.Header.Revision, invalid, nil
+	return m, rev, invalid, nil
 }

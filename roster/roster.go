@@ -64,6 +64,37 @@ type Store struct {
 	cli      *clientv3.Client
 	prefix   string // "<prefix>/rosters/"
 	maxItems atomic.Int64
+	turns    atomic.Pointer[chan struct{}] // requests under way (nil: no bound)
+}
+
+// SetMaxRequests bounds how many requests the store may have under way at once (a
+// config reload); more wait for a turn, or for their context to end. 0: no bound.
+// Requests under way keep the turn they took.
+func (s *Store) SetMaxRequests(n int) {
+	if n <= 0 {
+		s.turns.Store(nil)
+		return
+	}
+	if t := s.turns.Load(); t != nil && cap(*t) == n {
+		return
+	}
+	t := make(chan struct{}, n)
+	s.turns.Store(&t)
+}
+
+// turn waits for a request's turn and returns its release.
+func (s *Store) turn(ctx context.Context) (func(), error) {
+	t := s.turns.Load()
+	if t == nil {
+		return func() {}, nil
+	}
+	ch := *t
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("roster: waiting for a turn: %w", ctx.Err())
+	}
 }
 
 // New returns a Store for the rosters under prefix (e.g. "/switchboard"). maxItems
@@ -82,6 +113,15 @@ func (s *Store) key(host, localpart string) string { return s.prefix + host + "/
 
 // Get returns the user's roster (empty, Ver 0, if none was ever stored).
 func (s *Store) Get(ctx context.Context, host, localpart string) (*Roster, error) {
+	done, err := s.turn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return s.get(ctx, host, localpart)
+}
+
+func (s *Store) get(ctx context.Context, host, localpart string) (*Roster, error) {
 	resp, err := s.cli.Get(ctx, s.key(host, localpart))
 	if err != nil {
 		return nil, fmt.Errorf("roster: get %s@%s: %w", localpart, host, err)
@@ -101,9 +141,14 @@ func (s *Store) Get(ctx context.Context, host, localpart string) (*Roster, error
 // on a concurrent write it reads again and retries. fn must not keep r. It returns the
 // roster as stored (with its new version) and whether anything was written.
 func (s *Store) Update(ctx context.Context, host, localpart string, fn func(r *Roster) (changed bool, err error)) (*Roster, bool, error) {
+	done, err := s.turn(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	defer done()
 	k := s.key(host, localpart)
 	for {
-		r, err := s.Get(ctx, host, localpart)
+		r, err := s.get(ctx, host, localpart)
 		if err != nil {
 			return nil, false, err
 		}

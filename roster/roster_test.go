@@ -1,10 +1,12 @@
 package roster_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/switchboard-im/switchboard/internal/etcdtest"
 	"github.com/switchboard-im/switchboard/roster"
@@ -119,5 +121,35 @@ func TestParseSet(t *testing.T) {
 	q := string(roster.Query(&roster.Roster{Ver: 7, Items: []roster.Item{{JID: "a@b", Name: "x'<", Ask: true, Groups: []string{"g"}}}}))
 	if q != `<query xmlns='jabber:iq:roster' ver='7'><item jid='a@b' name='x&#39;&lt;' subscription='none' ask='subscribe'><group>g</group></item></query>` {
 		t.Errorf("query %s", q)
+	}
+}
+
+// limits.max_etcd_requests: past the bound a request waits for a turn (or its context),
+// so a node's etcd load from client stanzas is bounded whatever the number of sessions.
+func TestRequestsWaitForATurn(t *testing.T) {
+	s := roster.New(etcdtest.Client(t), etcdtest.Prefix(t), 0)
+	s.SetMaxRequests(1)
+	ctx := etcdtest.Context(t)
+	inside, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		_, _, _ = s.Update(ctx, "localhost", "a", func(r *roster.Roster) (bool, error) {
+			close(inside)
+			<-release
+			return false, nil
+		})
+	}()
+	<-inside
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := s.Get(short, "localhost", "b"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a second request with the only turn taken: %v", err)
+	}
+	close(release)
+	if _, err := s.Get(ctx, "localhost", "b"); err != nil {
+		t.Fatalf("after the turn was given back: %v", err)
+	}
+	s.SetMaxRequests(0) // no bound
+	if _, err := s.Get(ctx, "localhost", "b"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -198,24 +198,45 @@ func resolvePort(addr string) (string, error) {
 	return addr, nil
 }
 
+// DefaultMaxResponse bounds one response from etcd unless MaxResponse says otherwise
+// (etcd's client would take up to 2 GiB).
+const DefaultMaxResponse = 32 << 20
+
+// Option changes how Connect connects.
+type Option func(*clientv3.Config)
+
+// MaxResponse bounds one response from etcd to n bytes (etcd.max_response_bytes).
+func MaxResponse(n int) Option {
+	return func(c *clientv3.Config) {
+		if n > 0 {
+			c.MaxCallRecvMsgSize = n
+		}
+	}
+}
+
 // Connect dials endpoints and checks that the cluster answers a read within
 // dialTimeout (DefaultDialTimeout if zero), so a wrong address fails now with a clear
 // error rather than at the first read. Endpoints may be URLs or host:port.
-func Connect(ctx context.Context, endpoints []string, dialTimeout time.Duration) (*clientv3.Client, error) {
+func Connect(ctx context.Context, endpoints []string, dialTimeout time.Duration, opts ...Option) (*clientv3.Client, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("etcdx: no etcd endpoints")
 	}
 	if dialTimeout <= 0 {
 		dialTimeout = DefaultDialTimeout
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: dialTimeout,
 		// Keepalives let long-lived watches notice a server that vanished without a FIN.
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
+		MaxCallRecvMsgSize:   DefaultMaxResponse,
 		Logger:               zap.NewNop(),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcdx: connect to etcd at %s: %w", strings.Join(endpoints, ","), err)
 	}

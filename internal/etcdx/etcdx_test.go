@@ -3,13 +3,16 @@ package etcdx
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -217,5 +220,47 @@ func TestEmbeddedNoBrowserAccess(t *testing.T) {
 	// The node's own access (gRPC) is unchanged.
 	if r, err := cli.Get(ctx, "/switchboard/accounts/localhost/alice"); err != nil || len(r.Kvs) != 1 {
 		t.Fatalf("gRPC get: %v %v", r, err)
+	}
+}
+
+// Range reads a prefix bigger than a page in pages, all at one revision, and a client
+// whose responses are bounded below the prefix's size reads it whole that way, where a
+// single read fails.
+func TestRangePagesAtOneRevision(t *testing.T) {
+	e := start(t, "127.0.0.1:0", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n, size = 2*PageSize + 7, 1000
+	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second, MaxResponse(PageSize*size*3/2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	val := strings.Repeat("v", size)
+	for i := range n {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/r/k%05d", i), val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cli.Get(ctx, "/r/", clientv3.WithPrefix()); err == nil {
+		t.Fatal("one read of the whole prefix fit in the response bound; the test proves nothing")
+	}
+	var keys []string
+	rev, err := Range(ctx, cli, "/r/", func(kv *mvccpb.KeyValue) {
+		if len(keys) == 0 { // written after the first page: not in the snapshot
+			if _, err := cli.Put(ctx, "/r/zzz", "late"); err != nil {
+				t.Error(err)
+			}
+		}
+		keys = append(keys, string(kv.Key))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != n || keys[0] != "/r/k00000" || keys[n-1] != fmt.Sprintf("/r/k%05d", n-1) || !slices.IsSorted(keys) {
+		t.Fatalf("read %d keys (%v … %v), want %d in order", len(keys), keys[:1], keys[len(keys)-1:], n)
+	}
+	if resp, err := cli.Get(ctx, "/r/zzz"); err != nil || resp.Header.Revision != rev+1 {
+		t.Fatalf("revision read %d, after the late write %v %v", rev, resp, err)
 	}
 }
