@@ -76,6 +76,7 @@ func (in inbound) PrivilegedReply(m *pb.PrivilegedReply) {
 func (s *Session) remoteMessage(m any) bool {
 	switch m := m.(type) {
 	case *pb.Deliver:
+		s.queued.Add(-int64(len(m.Data))) // counted as it was posted (remoteBytes)
 		if s.closed.Load() {
 			return true
 		}
@@ -83,9 +84,8 @@ func (s *Session) remoteMessage(m any) bool {
 			s.abort()
 			return true
 		}
-		// Stanzas from other nodes are not counted in queued (Send counts local ones), so
-		// the mailbox may hold more of them: flush behind them, one write for the burst,
-		// instead of one write per stanza.
+		// The mailbox may hold more stanzas from other nodes: flush behind them, one
+		// write for the burst, instead of one write per stanza.
 		if !s.flushQueued && !s.hold.Load() {
 			s.flushQueued = true
 			s.router.sys.Root.Send(s.pid, flushLater{})

@@ -277,7 +277,8 @@ func (r *Router) IsHost(domain string) bool { _, ok := r.hosts[domain]; return o
 // newSession spawns the session's writer actor.
 func (r *Router) newSession(kind SessionKind, c *xmpp.Conn) *Session {
 	s := &Session{Kind: kind, conn: c, router: r}
-	props := actor.PropsFromProducer(func() actor.Actor { return s }, r.onWorkers())
+	props := actor.PropsFromProducer(func() actor.Actor { return s }, r.onWorkers(),
+		actor.WithMailbox(actor.Unbounded(remoteBytes{s})))
 	s.pid = r.sys.Root.Spawn(props)
 	return s
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -91,12 +92,43 @@ func (s *Session) Send(b []byte) {
 	if b == nil || s.closed.Load() {
 		return
 	}
-	if q := s.queued.Add(int64(len(b))); q > s.router.limits().MaxSendQueue {
-		s.Close(&xmpp.StreamError{Condition: "policy-violation", Text: "send queue overflow"})
+	if !s.count(len(b)) {
 		return
 	}
 	s.router.metrics.stanzas.out.inc(unsafe.Pointer(s))
 	s.router.sys.Root.Send(s.pid, &deliver{data: b})
+}
+
+// count adds n bytes to what waits for the peer and reports whether that is within
+// limits.max_send_queue_bytes. Past it the connection is closed at once: the peer is not
+// reading, so a stream error would wait behind what it does not read (and the session
+// actor may be blocked writing until the write timeout); closing ends that write, and
+// what is still in the mailbox is dropped unwritten.
+func (s *Session) count(n int) bool {
+	if q := s.queued.Add(int64(n)); q > s.router.limits().MaxSendQueue {
+		if !s.closed.Load() {
+			s.router.log.Debug("send queue overflow: disconnecting", "peer", s.Full, "queued", q)
+		}
+		s.abort()
+		return false
+	}
+	return true
+}
+
+// remoteBytes is the session actor's mailbox middleware: it counts stanzas that other
+// nodes deliver (pb.Deliver, posted by the remote's endpoint reader, not through Send)
+// as they enter the mailbox, so a peer that does not read is disconnected past
+// limits.max_send_queue_bytes whichever node its stanzas come from, instead of its
+// mailbox growing for as long as the write timeout lets it.
+type remoteBytes struct{ s *Session }
+
+func (remoteBytes) MailboxStarted()     {}
+func (remoteBytes) MessageReceived(any) {}
+func (remoteBytes) MailboxEmpty()       {}
+func (m remoteBytes) MessagePosted(msg any) {
+	if d, ok := actor.UnwrapEnvelopeMessage(msg).(*pb.Deliver); ok {
+		m.s.count(len(d.Data))
+	}
 }
 
 // Close ends the stream after everything already queued is written.

@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
+	"github.com/switchboard-im/switchboard/internal/bench"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/internal/xmpptest"
 )
@@ -741,4 +742,53 @@ func TestOutsidersCannotJoin(t *testing.T) {
 		t.Error("the remote port spoke plain HTTP/2")
 	}
 	plain.Close()
+}
+
+// A client that stops reading is disconnected once limits.max_send_queue_bytes of
+// stanzas wait for it, when they come from another node too (issue 17, backpressure):
+// stanzas from other nodes used to go into its session's mailbox uncounted, growing it
+// until the write timeout. The sender and other users are not disturbed.
+func TestCrossNodeSlowReaderDisconnected(t *testing.T) {
+	c := Start(t, 2, func(_ int, c *config.Config) {
+		c.Limits.MaxSendQueueBytes = 1 << 20
+		c.Limits.WriteTimeout = config.Duration(10 * time.Minute) // only the byte bound can act
+		c.Limits.ClientBytesPerSecond = 0                         // the sender fills kernel buffers fast
+	})
+	c.AddUser("fast", "pw")
+	c.AddUser("slow", "pw")
+	c.AddUser("other", "pw")
+	fast := login(t, c, 0, "fast", "pw", "")
+	other := login(t, c, 0, "other", "pw", "")
+	login(t, c, 1, "other", "pw", "b").Close() // both nodes know the accounts
+	var slow *bench.Client
+	c.Eventually(wait, "slow logs in on node2", func() bool {
+		s, err := bench.Login(context.Background(), &bench.ClientConfig{Addr: c.Nodes[1].C2S, Domain: "localhost",
+			Insecure: true, Timeout: wait}, "slow", "pw", "r", time.Now())
+		slow = s
+		return err == nil
+	})
+	defer slow.Close() // and never read again
+	if got := c.Metric(1, `switchboard_connections{kind="c2s"}`); got != "1" {
+		t.Fatalf("node2 has %s client connections, want slow's", got)
+	}
+	body := strings.Repeat("x", 8000)
+	deadline := time.Now().Add(60 * time.Second)
+	for c.Metric(1, `switchboard_connections{kind="c2s"}`) != "0" {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow reader on the other node was never disconnected")
+		}
+		var burst strings.Builder
+		for range 16 {
+			burst.WriteString(`<message to='slow@localhost/r' type='chat'><body>` + body + `</body></message>`)
+		}
+		fast.SendBatch(burst.String())
+		fast.Send(`<message to='` + other.JID + `' id='still'><body>ok</body></message>`)
+		for {
+			m := other.Next(wait)
+			if m.Attr("id") == "still" {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

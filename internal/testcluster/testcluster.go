@@ -387,3 +387,24 @@ func (c *Cluster) Eventually(d time.Duration, what string, cond func() bool) {
 
 // Logs returns node i's output so far.
 func (c *Cluster) Logs(i int) string { return c.Nodes[i].logs.String() }
+
+// Metric returns the value of the series line (name{labels}, as /metrics writes it) on
+// node i's admin /metrics, or "" if it has none.
+func (c *Cluster) Metric(i int, series string) string {
+	c.t.Helper()
+	resp, err := http.Get("http://" + c.Nodes[i].Admin + "/metrics")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
