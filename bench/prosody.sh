@@ -9,7 +9,9 @@
 #
 # Knobs (environment): RUNS (5), COUNT (50000: delegation and message ops per run),
 # LAT_COUNT (5000: sequential delegated IQs), LOGIN_COUNT (300), IDLE_SESSIONS (2000),
-# CONNS (10), WINDOW (50), SCENARIOS ("idle delegation latency halfload login message"),
+# CONNS (10), WINDOW (50), FLOOD_SECONDS (5), FLOOD_KINDS ("roster presence message"), SERVER_BIN (a Switchboard binary to run as the
+# server instead of the one built from this tree, e.g. an older commit's; the tool is this tree's),
+# SCENARIOS ("idle delegation latency halfload login message"; "flood" on request),
 # OUT (a directory to keep the JSON results and logs in; default: a temporary one, removed).
 #
 # Everything listens on 127.0.0.1 on ports that clash with neither server's defaults:
@@ -116,8 +118,15 @@ echo "--- prosody $(cat /usr/lib/prosody/prosody.version 2>/dev/null): users, st
 for i in $(seq 0 $((USERS - 1))); do
   prosodyctl --config "$PCFG" register "bench$i" localhost "$PASSWORD" >/dev/null 2>&1
 done
+# The flood scenario runs both servers as a Debian user gets them: Prosody with the rate
+# limit of Debian's example config (mod_limits, c2s 10kb/s), Switchboard with its
+# default limits (the scripts lift them for the throughput scenarios).
+PCFG_FLOOD="$WORK/prosody/prosody-flood.cfg.lua" # (Prosody wants the .cfg.lua ending)
+sed -e 's/"ping"; "delegation";/"ping"; "delegation"; "limits";/' \
+  -e 's/^modules_disabled = .*/&\nlimits = { c2s = { rate = "10kb\/s"; burst = "2s" } }/' "$PCFG" >"$PCFG_FLOOD"
+PROSODY_CFG=$PCFG
 start_prosody() {
-  prosody --config "$PCFG" -F >>"$WORK/prosody/stdout.log" 2>&1 &
+  prosody --config "$PROSODY_CFG" -F >>"$WORK/prosody/stdout.log" 2>&1 &
   PROSODY_PID=$!
   PIDS+=("$PROSODY_PID")
   wait_port 127.0.0.1 25222 prosody
@@ -144,8 +153,9 @@ components:
   - {jid: bench.localhost, secret: $SECRET}
 log: {level: warn}
 EOF
+SB_ENV=()
 start_switchboard() {
-  "$SB" serve --config "$SCFG" >>"$WORK/switchboard.log" 2>&1 &
+  env "${SB_ENV[@]}" "${SERVER_BIN:-$SB}" serve --config "$SCFG" >>"$WORK/switchboard.log" 2>&1 &
   SB_PID=$!
   PIDS+=("$SB_PID")
   wait_port 127.0.0.1 15222 switchboard
@@ -177,7 +187,7 @@ bench() { # side label run scenario args...
   fi
   echo "$out" | jq -c --arg side "$side" --arg lb "$label" --argjson run "$run" '. + {side: $side, "label": $lb, run: $run}' >>"$RESULTS"
   echo "$out" | jq -r --arg side "$side" --arg lb "$label" --argjson run "$run" \
-    '"  \($lb) run \($run) \($side|.+"           "|.[0:11]) \(.throughput // 0 | floor) ops/s  p50 \(.latency_ms.p50) p99 \(.latency_ms.p99) max \(.latency_ms.max) ms  errors \(.errors)" + (if .rss_per_session_kib then "  RSS/session \(.rss_per_session_kib) KiB" else "" end)'
+    '"  \($lb) run \($run) \($side|.+"           "|.[0:11]) \(.throughput // 0 | floor) ops/s  p50 \(.latency_ms.p50) p99 \(.latency_ms.p99) max \(.latency_ms.max) ms  errors \(.errors)" + (if .rss_per_session_kib then "  RSS/session \(.rss_per_session_kib) KiB" else "" end) + (if .flood then "  RSS \(.rss_before_kib)/\(.rss_max_kib)/\(.rss_after_kib) KiB before/max/after  pings \(.pings)  answered \(.flood_answered // 0)  delivered \(.flood_delivered // 0)" + (if .flood_cut then "  CUT" else "" end) else "" end)'
 }
 delegation_args() { echo --component "$(addr "$1" comp)" --component-secret "$SECRET"; }
 sides() { # alternate which server goes first
@@ -255,6 +265,23 @@ for scen in $SCENARIOS; do
         done
       done
       ;;
+    flood)
+      # One client floods for FLOOD_SECONDS while another pings every 100 ms; each run on
+      # fresh servers with their default limits (above), RSS sampled every 50 ms.
+      PROSODY_CFG=$PCFG_FLOOD
+      SB_ENV=(-u SWITCHBOARD_LIMITS_MAX_SESSIONS_PER_USER -u SWITCHBOARD_LIMITS_MAX_UNAUTHENTICATED_PER_IP
+        -u SWITCHBOARD_LIMITS_CLIENT_BYTES_PER_SECOND -u SWITCHBOARD_LIMITS_CLIENT_STANZAS_PER_SECOND)
+      for kind in ${FLOOD_KINDS:-roster presence message}; do
+        for r in $(seq "$RUNS"); do
+          for side in $(sides "$r"); do
+            restart
+            bench "$side" "flood-$kind" "$r" flood --flood "$kind" --duration "${FLOOD_SECONDS:-5}s" --server-pid "$(addr "$side" pid)" --allow-errors
+          done
+        done
+      done
+      PROSODY_CFG=$PCFG
+      SB_ENV=()
+      ;;
     *) echo "unknown scenario $scen" >&2; exit 2 ;;
   esac
 done
@@ -281,6 +308,12 @@ print(f"{'scenario':<11} {'figure':<22} {'prosody':>10} {'switchboard':>12} {'ra
 for label in labels:
     keys = [("throughput", "ops/s")] if label not in ("idle",) else [("rss_per_session_kib", "RSS KiB/session")]
     keys += [("latency_ms.p50", "p50 ms"), ("latency_ms.p99", "p99 ms")]
+    if label.startswith("flood-"):
+        # written: what the flooder's socket took (kernel buffers hold much of it when the
+        # server reads slowly); answered/delivered: what the server actually processed.
+        keys = [("throughput", "written/s"), ("flood_answered", "answered (roster)"), ("flood_delivered", "delivered (message)"),
+                ("rss_max_kib", "RSS max KiB"), ("rss_after_kib", "RSS after KiB"),
+                ("latency_ms.max", "bystander ping max ms"), ("latency_ms.p99", "bystander ping p99 ms")]
     for key, name in keys:
         p, s = med(label, "prosody", key), med(label, "switchboard", key)
         ratio = f"{s / p:.2f}" if p and s is not None else "-"

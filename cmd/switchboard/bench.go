@@ -26,7 +26,7 @@ func benchCmd(g *globals) *cobra.Command {
 		cpuProfile  string
 	)
 	cmd := &cobra.Command{
-		Use:   "bench delegation|message|login|idle|floor",
+		Use:   "bench delegation|message|login|idle|floor|flood",
 		Short: "Generate XMPP load against a server (Switchboard or any other) and report throughput, latency and errors",
 		Long: `bench speaks standard XMPP c2s (STARTTLS or direct TLS, SCRAM/PLAIN, bind) and runs
 its own XEP-0114 echo component, so the same run can target Switchboard or another server.
@@ -40,6 +40,9 @@ Scenarios:
   floor       no server: delegation's traffic (--conns, --window, --rate) through four loopback
               TCP hops inside the tool (client, relay, echo, relay, client) with no XML or TLS:
               the latency this machine gives any router at that load
+  flood       one client floods --flood roster|presence|message for --duration (default 5s)
+              as fast as the server reads; another user pings every 100 ms (the latency
+              reported); with --server-pid, the server's RSS before, at most and after
 
 Every reply is matched to its request by id; a missing, extra, duplicate or wrong reply
 is an error. The exit status is non-zero if there were errors (unless --allow-errors).`,
@@ -124,7 +127,8 @@ is an error. The exit status is non-zero if there were errors (unless --allow-er
 	f.StringVar(&o.To, "to", "", "delegation: the IQs' 'to' (default the domain; the component's JID sends them to it directly)")
 	f.IntVar(&o.Sessions, "sessions", 1000, "idle: sessions to open")
 	f.DurationVar(&o.Hold, "hold", 3*time.Second, "idle: how long to keep them idle before reading the server's RSS")
-	f.IntVar(&o.ServerPID, "server-pid", 0, "idle: server process id (reads /proc/PID/status VmRSS before and after)")
+	f.IntVar(&o.ServerPID, "server-pid", 0, "idle, flood: server process id (reads /proc/PID/status VmRSS)")
+	f.StringVar(&o.Flood, "flood", bench.FloodRoster, "flood: what the flooder sends: "+strings.Join(bench.FloodKinds, ", "))
 	f.DurationVar(&o.Timeout, "timeout", 10*time.Second, "a reply missing for this long is an error (also bounds each login)")
 	f.DurationVar(&o.MaxTime, "max-time", 10*time.Minute, "hard limit of the whole run")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")

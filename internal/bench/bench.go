@@ -28,10 +28,11 @@ const (
 	LoginScen  = "login"
 	Idle       = "idle"
 	Floor      = "floor"
+	Flood      = "flood"
 )
 
 // Scenarios lists the scenario names.
-var Scenarios = []string{Delegation, Message, LoginScen, Idle, Floor}
+var Scenarios = []string{Delegation, Message, LoginScen, Idle, Floor, Flood}
 
 // Options of a run.
 type Options struct {
@@ -59,7 +60,9 @@ type Options struct {
 
 	Sessions  int           // idle
 	Hold      time.Duration // idle: how long the sessions stay idle before RSS is read
-	ServerPID int           // idle: the server process to read VmRSS of
+	ServerPID int           // idle, flood: the server process to read VmRSS of
+
+	Flood string // flood: roster, presence or message
 
 	Timeout time.Duration // a reply missing this long is an error; also bounds each login
 	MaxTime time.Duration // hard limit of the whole run
@@ -147,6 +150,8 @@ func Run(ctx context.Context, scenario string, o Options) (*Result, error) {
 		return runIdle(ctx, &o)
 	case Floor:
 		return runFloor(ctx, &o)
+	case Flood:
+		return runFlood(ctx, &o)
 	}
 	return nil, fmt.Errorf("bench: unknown scenario %q (one of %v)", scenario, Scenarios)
 }

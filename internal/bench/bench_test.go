@@ -171,6 +171,20 @@ func TestScenarios(t *testing.T) {
 		}
 	})
 
+	t.Run("flood", func(t *testing.T) {
+		for _, kind := range bench.FloodKinds {
+			o := options(n)
+			o.Flood, o.Dur, o.ServerPID = kind, 300*time.Millisecond, os.Getpid()
+			res := run(t, bench.Flood, o)
+			if res.Errors != 0 || res.Ops == 0 || res.Pings == 0 || res.LatencyMS.Max <= 0 || res.RSSMaxKiB < res.RSSBeforeKiB || res.FloodCut != "" {
+				t.Fatalf("%s flood: %+v", kind, res)
+			}
+			if kind == bench.FloodMessage && res.FloodDelivered == 0 || kind == bench.FloodRoster && res.FloodAnswered == 0 {
+				t.Fatalf("%s flood: nothing came through: %+v", kind, res)
+			}
+		}
+	})
+
 	// Errors are counted, never ignored.
 	t.Run("undelegated-namespace-errors", func(t *testing.T) {
 		o := options(n)

@@ -212,6 +212,15 @@ type Result struct {
 	RSSBeforeKiB     int64   `json:"rss_before_kib,omitempty"`
 	RSSAfterKiB      int64   `json:"rss_after_kib,omitempty"`
 	RSSPerSessionKiB float64 `json:"rss_per_session_kib,omitempty"`
+
+	// flood (also RSSBeforeKiB, RSSAfterKiB: 2 s after the flood; latency: the
+	// bystander's pings)
+	Flood          string `json:"flood,omitempty"`
+	RSSMaxKiB      int64  `json:"rss_max_kib,omitempty"`
+	Pings          uint64 `json:"pings,omitempty"`
+	FloodAnswered  uint64 `json:"flood_answered,omitempty"`  // stanzas the flooder got back
+	FloodDelivered uint64 `json:"flood_delivered,omitempty"` // messages the third user got
+	FloodCut       string `json:"flood_cut,omitempty"`       // the server ended the flooder's stream early
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -296,6 +305,16 @@ func (r *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "latency ms  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  mean %.3f\n", l.P50, l.P90, l.P99, l.Max, l.Mean)
 	if r.ComponentHandled > 0 {
 		fmt.Fprintf(w, "component   answered %d delegated IQs\n", r.ComponentHandled)
+	}
+	if r.Flood != "" {
+		fmt.Fprintf(w, "flood       %s: the flooder got %d stanzas back, the third user %d messages; latency above is another user's %d pings\n",
+			r.Flood, r.FloodAnswered, r.FloodDelivered, r.Pings)
+		if r.RSSMaxKiB > 0 {
+			fmt.Fprintf(w, "server RSS  %d KiB before, %d KiB at most, %d KiB 2 s after\n", r.RSSBeforeKiB, r.RSSMaxKiB, r.RSSAfterKiB)
+		}
+		if r.FloodCut != "" {
+			fmt.Fprintf(w, "cut         the server ended the flood early: %s\n", r.FloodCut)
+		}
 	}
 	if r.Sessions > 0 {
 		fmt.Fprintf(w, "sessions    %d", r.Sessions)
