@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"mellium.im/sasl"
+
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
-	"github.com/switchboard-im/switchboard/internal/etcdx"
-	"mellium.im/sasl"
 )
 
 const (
@@ -232,12 +232,7 @@ func TestDelegationRulesInEtcdAtRuntime(t *testing.T) {
 	if ad := m.NextAd(wait); len(ad) != 2 {
 		t.Fatalf("initial ad %v", ad)
 	}
-	cli, err := etcdx.Connect(context.Background(), etcdEndpoints, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	store := delegation.NewStore(cli, s.cfg.Etcd.Prefix)
+	store := delegation.NewStore(s.cli, s.cfg.Etcd.Prefix)
 	ctx := context.Background()
 
 	mam := `<iq type='get' id='mam' to='localhost'><query xmlns='` + nsMAM + `'/></iq>`
@@ -296,7 +291,7 @@ func TestDelegationRulesInEtcdAtRuntime(t *testing.T) {
 		return r.ErrorCondition() == "service-unavailable"
 	})
 	// Forbidden namespace stored behind the CLI's back is ignored.
-	if _, err := cli.Put(ctx, store.Key("localhost", dns2), `{"jid":"comp.localhost"}`); err != nil {
+	if _, err := s.cli.Put(ctx, store.Key("localhost", dns2), `{"jid":"comp.localhost"}`); err != nil {
 		t.Fatal(err)
 	}
 	j.Send(`<iq type='get' id='pubsub-again' to='localhost'><pubsub xmlns='` + nsPubsub + `'><items node='z'/></pubsub></iq>`)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"mellium.im/sasl"
 
 	"github.com/switchboard-im/switchboard/accounts"
@@ -44,6 +45,7 @@ type server struct {
 	n     *node.Node
 	cfg   *config.Config
 	store *accounts.Store
+	cli   *clientv3.Client // the test etcd, for stores a test writes to directly
 }
 
 const secret = "s3cret"
@@ -87,7 +89,7 @@ func startNode(t *testing.T, mutate ...func(*config.Config)) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
-	return &server{t: t, n: n, cfg: cfg, store: accounts.New(cli, cfg.Etcd.Prefix)}
+	return &server{t: t, n: n, cfg: cfg, store: accounts.New(cli, cfg.Etcd.Prefix), cli: cli}
 }
 
 // addUser stores an account and waits until the node's account cache has it.

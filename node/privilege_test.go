@@ -9,7 +9,6 @@ import (
 	"mellium.im/sasl"
 
 	"github.com/switchboard-im/switchboard/config"
-	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/privileges"
 )
 
@@ -239,12 +238,7 @@ func TestPrivilegesInEtcdAtRuntime(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cli, err := etcdx.Connect(ctx, etcdEndpoints, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	store := privileges.NewStore(cli, s.cfg.Etcd.Prefix)
+	store := privileges.NewStore(s.cli, s.cfg.Etcd.Prefix)
 	if err := store.Set(ctx, "localhost", "comp.localhost", config.Privileges{Roster: "get"}); err != nil {
 		t.Fatal(err)
 	}

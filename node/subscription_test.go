@@ -11,7 +11,6 @@ import (
 	"mellium.im/sasl"
 
 	"github.com/switchboard-im/switchboard/config"
-	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/roster"
 )
 
@@ -60,12 +59,7 @@ func mutual(t *testing.T, s *server, a, b string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cli, err := etcdx.Connect(ctx, etcdEndpoints, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	rs := roster.New(cli, s.cfg.Etcd.Prefix, 0)
+	rs := roster.New(s.cli, s.cfg.Etcd.Prefix, 0)
 	for user, contact := range map[string]string{a: b + "@localhost", b: a + "@localhost"} {
 		if _, _, err := rs.Update(ctx, "localhost", user, func(r *roster.Roster) (bool, error) {
 			r.Items = append(r.Items, roster.Item{JID: contact, Subscription: roster.SubBoth})
