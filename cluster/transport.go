@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"sync"
 
+	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -124,6 +125,11 @@ func (remoteCodec) Marshal(v any) (mem.BufferSlice, error) {
 	m, err := messageOf(v)
 	if err != nil {
 		return nil, err
+	}
+	if rm, ok := m.(*remote.RemoteMessage); ok {
+		if b := rm.GetMessageBatch(); b != nil {
+			sentBatch(b) // it leaves the queue for its node (queues.go)
+		}
 	}
 	// UseCachedSize reuses what Size just computed: m is not changed meanwhile.
 	size := proto.Size(m)

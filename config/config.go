@@ -259,6 +259,11 @@ type ClusterConfig struct {
 	// without secret_key_file and tls: anyone who reaches those ports is then a
 	// member. Default: false.
 	Insecure bool `yaml:"insecure"`
+	// MaxQueuedBytes bounds the messages waiting in the transport for one other
+	// node (a slow or stalled one); past it what is sent to that node is dropped,
+	// as if it were gone, and counted in switchboard_node_link_dropped_total.
+	// Default: 67108864 (64 MiB).
+	MaxQueuedBytes int `yaml:"max_queued_bytes"`
 }
 
 // ClusterTLS is mutual TLS between nodes (key `cluster.tls`): PEM files, all three or
@@ -611,11 +616,12 @@ func Default() *Config {
 			Embedded:         EmbeddedEtcdConfig{Client: "127.0.0.1:2379", Peer: "127.0.0.1:2380"},
 		},
 		Cluster: ClusterConfig{
-			Bind:          "127.0.0.1:7946",
-			Remote:        "127.0.0.1:8946",
-			Join:          []string{},
-			ProbeInterval: Duration(time.Second),
-			SuspicionMult: 3,
+			Bind:           "127.0.0.1:7946",
+			Remote:         "127.0.0.1:8946",
+			Join:           []string{},
+			ProbeInterval:  Duration(time.Second),
+			SuspicionMult:  3,
+			MaxQueuedBytes: 64 << 20,
 		},
 		Hosts:      []HostConfig{{Domain: "localhost"}},
 		Components: []ComponentConfig{},
@@ -923,6 +929,7 @@ func (c *Config) Validate() error {
 	v.positive("limits.max_pending_work", int64(c.Limits.MaxPendingWork))
 	v.positive("limits.max_inflight_iqs", int64(c.Limits.MaxInflightIQs))
 	v.positive("limits.max_etcd_requests", int64(c.Limits.MaxEtcdRequests))
+	v.positive("cluster.max_queued_bytes", int64(c.Cluster.MaxQueuedBytes))
 	v.positive("etcd.max_response_bytes", int64(c.Etcd.MaxResponseBytes))
 	v.positive("limits.max_unauthenticated", int64(c.Limits.MaxUnauthenticated))
 	v.positive("limits.max_unauthenticated_per_ip", int64(c.Limits.MaxUnauthenticatedPerIP))

@@ -181,6 +181,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 	n.router.SetSettings(routerLimits(cfg), componentOptions(cfg))
 	n.rosters.SetMaxItems(cfg.Limits.MaxRosterItems)
 	n.rosters.SetMaxRequests(cfg.Limits.MaxEtcdRequests)
+	n.link.SetMaxQueued(int64(cfg.Cluster.MaxQueuedBytes))
 	n.accounts.SetMaxIterations(cfg.Accounts.MaxSCRAMIterations)
 	n.rules.SetStatic(static)
 	n.log.Info("configuration reloaded", "components", len(cfg.Components))
@@ -349,6 +350,11 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 	}
 	disp := actors.NewDispatcher()
 	n.link = nodelink.New(n.sys, cfg.Node.ID, members, n.log, disp.Props())
+	n.link.SetMaxQueued(int64(cfg.Cluster.MaxQueuedBytes))
+	n.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "switchboard_node_link_dropped_total",
+		Help: "Messages for another node dropped because what waited for it passed cluster.max_queued_bytes.",
+	}, func() float64 { return float64(n.link.Dropped()) }))
 	n.router = actors.NewRouter(actors.Config{
 		System:     n.sys,
 		Log:        n.log,

@@ -66,6 +66,36 @@ type Link struct {
 	workers []*actor.PID
 	next    atomic.Uint64
 	seed    maphash.Seed
+
+	maxQueued  atomic.Int64  // cluster.max_queued_bytes per other node (0: no bound)
+	dropped    atomic.Uint64 // messages dropped for it
+	lastWarned atomic.Int64  // unix seconds of the last warning about a drop
+	unwatch    func()
+}
+
+// SetMaxQueued bounds what may wait in the transport for one other node (a config
+// reload); past it a message for that node is dropped (Dropped counts them). 0: no bound.
+func (l *Link) SetMaxQueued(n int64) { l.maxQueued.Store(n) }
+
+// Dropped is how many messages were dropped because their node's queue was full.
+func (l *Link) Dropped() uint64 { return l.dropped.Load() }
+
+// send hands msg to the transport for pid, here or on another node. What waits for one
+// other node is bounded (cluster.Hand): a node that is slow or stalled does not grow this
+// one's memory with what its own users are sent; past the bound a message is dropped
+// with a warning (one a second at most), as it would be if the node were gone.
+func (l *Link) send(pid *actor.PID, msg proto.Message) {
+	if pid.Address != l.sys.Address() && l.members != nil {
+		if !cluster.Hand(pid.Address, int64(proto.Size(msg)), l.maxQueued.Load()) {
+			l.dropped.Add(1)
+			if now := time.Now().Unix(); l.lastWarned.Swap(now) != now {
+				l.log.Warn("node link: the queue towards a node is full; dropping what is sent to it",
+					"address", pid.Address, "queued_bytes", cluster.Queued(pid.Address), "dropped_so_far", l.dropped.Load())
+			}
+			return
+		}
+	}
+	l.sys.Root.Send(pid, msg)
 }
 
 // New makes the link of node over sys; members is nil for a standalone node. opts are
@@ -83,6 +113,7 @@ func (l *Link) Start(_ context.Context, h Handler) error {
 		return nil
 	}
 	l.handler = h
+	l.unwatch = cluster.WatchQueues(l.sys)
 	pid, err := l.sys.Root.SpawnNamed(actor.PropsFromFunc(l.receive, l.opts...), RouterName)
 	if err != nil {
 		return err
@@ -98,6 +129,9 @@ func (l *Link) Start(_ context.Context, h Handler) error {
 // The actors' PIDs stay as they are: the router actor may still be handing a message to
 // a worker, and a message sent to a stopped actor is dropped (dead letters).
 func (l *Link) Stop(context.Context) error {
+	if l.unwatch != nil {
+		l.unwatch()
+	}
 	if l.self != nil {
 		l.sys.Root.Stop(l.self)
 	}
@@ -122,7 +156,7 @@ func (l *Link) ToNode(node string, msg proto.Message) {
 		l.log.Debug("message for a node that is gone", "node", node)
 		return
 	}
-	l.sys.Root.Send(actor.NewPID(addr, RouterName), msg)
+	l.send(actor.NewPID(addr, RouterName), msg)
 }
 
 // Request sends msg to another node's router actor and waits for its answer.
@@ -138,10 +172,10 @@ func (l *Link) Request(node string, msg proto.Message, timeout time.Duration) (a
 }
 
 // Send sends msg to an actor, here or on another node.
-func (l *Link) Send(pid *actor.PID, msg proto.Message) { l.sys.Root.Send(pid, msg) }
+func (l *Link) Send(pid *actor.PID, msg proto.Message) { l.send(pid, msg) }
 
 // Deliver sends stanza bytes to a session actor, here or on another node.
-func (l *Link) Deliver(pid *actor.PID, b []byte) { l.sys.Root.Send(pid, &pb.Deliver{Data: b}) }
+func (l *Link) Deliver(pid *actor.PID, b []byte) { l.send(pid, &pb.Deliver{Data: b}) }
 
 // SendAnswers sends delegation answers to a node as one message in the newest form it
 // knows: packed (proto version 2), a DelegationAnswers (1), or one each to a node older

@@ -792,3 +792,74 @@ func TestCrossNodeSlowReaderDisconnected(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// What waits in the transport for a node that hangs is bounded (cluster.max_queued_bytes):
+// while node 2 is stopped, node 1 drops what its users send there past the bound, instead
+// of queueing it in protoactor's endpoint writer without limit, and stays responsive;
+// once node 2 continues, stanzas reach it again (issue 17: no unbounded queue between
+// sockets).
+func TestHungNodeQueueBounded(t *testing.T) {
+	c := Start(t, 2, func(_ int, c *config.Config) {
+		c.Cluster.MaxQueuedBytes = 1 << 20
+		c.Cluster.ProbeInterval = config.Duration(2 * time.Second) // node 2 stays a member while paused
+		c.Cluster.SuspicionMult = 10
+		c.Limits.ClientBytesPerSecond, c.Limits.ClientStanzasPerSecond = 0, 0
+	})
+	c.AddUser("alice", "pw")
+	c.AddUser("bob", "pw")
+	a := login(t, c, 0, "alice", "pw", "")
+	b := login(t, c, 1, "bob", "pw", "")
+	b.Send(`<presence/>`)
+	b.Sync()
+	a.Send(`<message to='` + b.JID + `' id='before' type='chat'><body>hi</body></message>`)
+	if m := b.Next(wait); m.Attr("id") != "before" {
+		t.Fatalf("bob got %s", m)
+	}
+	c.Pause(1)
+	resumed := false
+	defer func() {
+		if !resumed {
+			c.Resume(1)
+		}
+	}()
+	body := strings.Repeat("x", 4000)
+	var burst strings.Builder
+	for i := range 64 {
+		fmt.Fprintf(&burst, `<message to='%s' id='f%d' type='chat'><body>%s</body></message>`, b.JID, i, body)
+	}
+	if got := c.Metric(0, "switchboard_node_link_dropped_total"); got != "0" {
+		t.Fatalf("node 1 dropped %q before the test", got)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for c.Metric(0, "switchboard_node_link_dropped_total") == "0" {
+		if time.Now().After(deadline) {
+			t.Fatal("node 1 never dropped what it could not send to the paused node")
+		}
+		a.SendBatch(burst.String())
+		a.Sync() // node 1 still answers alice at once
+	}
+	t.Logf("node 1 dropped %s messages for the paused node", c.Metric(0, "switchboard_node_link_dropped_total"))
+	c.Resume(1)
+	resumed = true
+	// Node 2 drains what node 1 had queued, then takes new stanzas again.
+	for i := 0; ; i++ {
+		if i > 100 {
+			t.Fatal("nothing reached bob after node 2 continued")
+		}
+		id := fmt.Sprint("after", i)
+		a.Send(`<message to='` + b.JID + `' id='` + id + `' type='chat'><body>back</body></message>`)
+		got := false
+		for !got {
+			select {
+			case m := <-b.In:
+				got = m.Attr("id") == id
+				continue
+			case <-time.After(200 * time.Millisecond):
+			}
+			break
+		}
+		if got {
+			return
+		}
+	}
+}

@@ -408,3 +408,18 @@ func (c *Cluster) Metric(i int, series string) string {
 	}
 	return ""
 }
+
+// Pause stops node i's process (SIGSTOP): it holds its connections but reads nothing, as
+// a node that hangs does. Resume continues it.
+func (c *Cluster) Pause(i int) {
+	if nd := c.Nodes[i]; nd.cmd != nil {
+		_ = nd.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+}
+
+// Resume continues a paused node (SIGCONT).
+func (c *Cluster) Resume(i int) {
+	if nd := c.Nodes[i]; nd.cmd != nil {
+		_ = nd.cmd.Process.Signal(syscall.SIGCONT)
+	}
+}
