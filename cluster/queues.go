@@ -85,3 +85,15 @@ func WatchQueues(sys *actor.ActorSystem) func() {
 	})
 	return func() { sys.EventStream.Unsubscribe(sub) }
 }
+
+// QueuedTotal is what waits in the transport for all other nodes together, as counted:
+// a negative figure would mean messages counted out that were never counted in (a
+// drift the tests look for).
+func QueuedTotal() int64 {
+	var n int64
+	linkQueues.Range(func(_, q any) bool {
+		n += q.(*linkQueue).handed.Load() - q.(*linkQueue).done.Load()
+		return true
+	})
+	return n
+}

@@ -354,7 +354,10 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 	n.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "switchboard_node_link_dropped_total",
 		Help: "Messages for another node dropped because what waited for it passed cluster.max_queued_bytes.",
-	}, func() float64 { return float64(n.link.Dropped()) }))
+	}, func() float64 { return float64(n.link.Dropped()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_node_link_queued_bytes",
+		Help: "Bytes of messages waiting in the transport for other nodes (cluster.max_queued_bytes caps each node's).",
+	}, func() float64 { return float64(cluster.QueuedTotal()) }))
 	n.router = actors.NewRouter(actors.Config{
 		System:     n.sys,
 		Log:        n.log,

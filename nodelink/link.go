@@ -168,6 +168,10 @@ func (l *Link) Request(node string, msg proto.Message, timeout time.Duration) (a
 	if !ok {
 		return nil, fmt.Errorf("node %s is gone", node)
 	}
+	if !cluster.Hand(addr, int64(proto.Size(msg)), l.maxQueued.Load()) {
+		l.dropped.Add(1)
+		return nil, fmt.Errorf("node %s: the queue towards it is full", node)
+	}
 	return l.sys.Root.RequestFuture(actor.NewPID(addr, RouterName), msg, timeout).Result()
 }
 

@@ -4,7 +4,9 @@ import (
 	"hash/maphash"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/nodelink/pb"
 )
 
@@ -37,8 +39,12 @@ func (l *Link) receive(ctx actor.Context) {
 		l.sys.Root.Send(l.workers[n%uint64(len(l.workers))], m)
 	case *pb.UserRegister:
 		ok := h.UserRegister(m)
-		if ctx.Sender() != nil {
-			ctx.Respond(&pb.Ack{Refused: !ok})
+		if sender := ctx.Sender(); sender != nil {
+			ack := &pb.Ack{Refused: !ok}
+			if sender.Address != l.sys.Address() {
+				cluster.Hand(sender.Address, int64(proto.Size(ack)), 0) // counted in as the codec will count it out
+			}
+			ctx.Respond(ack)
 		}
 	case *pb.UserUnregister:
 		h.UserUnregister(m)

@@ -476,6 +476,13 @@ func TestCrossNodeUsers(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("old session not replaced")
 	}
+	// Logins asked other nodes (requests and their answers) and stanzas crossed: all of
+	// it was counted out of the transport's queues again.
+	for i := range c.Nodes {
+		c.Eventually(wait, "nothing waiting in node"+fmt.Sprint(i+1)+"'s transport", func() bool {
+			return c.Metric(i, "switchboard_node_link_queued_bytes") == "0"
+		})
+	}
 }
 
 // TestEtcdOutage: with etcd down the nodes keep their rules and accounts and keep routing;
@@ -675,6 +682,13 @@ func TestCrossNodeBurstOfBigStanzas(t *testing.T) {
 		if err := <-sent; err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Everything sent between the nodes was counted out of the transport's queues again
+	// (a drift would end with a node dropping everything for a healthy peer).
+	for i := range c.Nodes {
+		c.Eventually(wait, "nothing waiting in node"+fmt.Sprint(i+1)+"'s transport", func() bool {
+			return c.Metric(i, "switchboard_node_link_queued_bytes") == "0"
+		})
 	}
 }
 
