@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/switchboard-im/switchboard/cluster"
@@ -63,6 +65,7 @@ func (c *components) componentsChanged(added, removed []cluster.ComponentEntry) 
 		if e.Node == c.r.nodeID {
 			continue
 		}
+		c.dir.MarkUp(e.Address) // the node is back and announced it: reachable again
 		ref := &compRef{Handle: directory.At[*Session](actor.NewPID(e.Address, e.PID)), Key: e.Key(), Full: e.Full}
 		c.dir.Add(e.Domain, ref)
 		c.r.log.Info("remote component session", "component", e.Domain, "node", e.Node)
@@ -130,4 +133,22 @@ func (c *components) isComponentDomain(domain string) bool {
 		}
 	}
 	return false
+}
+
+// nodeUnreachable: the transport to the node at address failed (its connection was
+// refused or reset: a killed or stopped node). Its component connections are passed
+// over at once, for Config.UnreachableFor, without waiting for the membership's verdict,
+// and the IQs waiting on them are answered service-unavailable now (an answer that
+// comes later after all is dropped: none is answered twice).
+func (c *components) nodeUnreachable(address string) {
+	conns := c.dir.MarkDown(address, time.Now().Add(c.r.unreachableFor))
+	if len(conns) == 0 {
+		return
+	}
+	c.r.log.Warn("transport to a node failed: its component connections are passed over",
+		"address", address, "connections", len(conns), "for", c.r.unreachableFor)
+	for _, k := range conns {
+		c.r.del.failVia(k.Key)
+		c.r.priv.tracker.FailVia(k.Key)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboard-im/switchboard/cluster"
@@ -80,6 +81,9 @@ type Router struct {
 	metrics *Metrics
 	cluster Cluster // nil: standalone
 
+	unreachableFor time.Duration // Config.UnreachableFor
+	unwatch        func()        // ends the watch of the transport's failures
+
 	disp *Dispatcher // runs every mailbox of the router's actors
 	jids *jidCache
 }
@@ -135,6 +139,10 @@ type Config struct {
 	// PrivilegedTimeout bounds how long an IQ a privileged entity sends on behalf of a
 	// user waits for its answer (default: the delegation timeout, else 30s).
 	PrivilegedTimeout time.Duration
+	// UnreachableFor is how long the component connections of a node whose transport
+	// failed are passed over, unless the node announces components again first; by then
+	// the membership has declared it dead, or it was a passing fault (default 5s).
+	UnreachableFor time.Duration
 }
 
 // Metrics are the router's Prometheus counters.
@@ -213,6 +221,10 @@ func NewRouter(c Config) *Router {
 	if r.deleg != nil {
 		r.del.tracker = delegation.NewTracker(c.NodeID, r.deleg.Timeout, r.del.delegationTimeout)
 	}
+	r.unreachableFor = c.UnreachableFor
+	if r.unreachableFor <= 0 {
+		r.unreachableFor = 5 * time.Second
+	}
 	pt := c.PrivilegedTimeout
 	if pt <= 0 && r.deleg != nil {
 		pt = r.deleg.Timeout
@@ -237,6 +249,16 @@ func NewRouter(c Config) *Router {
 // Start spawns the host actors (one per served domain) and the actor that takes the
 // answers to privileged IQs. Sessions are served from then on.
 func (r *Router) Start(ctx context.Context) error {
+	if r.cluster != nil {
+		// A connection to another node that is refused or reset ends its endpoint:
+		// stop routing to that node's components now, not when the membership decides.
+		sub := r.sys.EventStream.Subscribe(func(evt any) {
+			if e, ok := evt.(*remote.EndpointTerminatedEvent); ok {
+				r.comps.nodeUnreachable(e.Address)
+			}
+		})
+		r.unwatch = func() { r.sys.EventStream.Unsubscribe(sub) }
+	}
 	r.priv.pid = r.sys.Root.Spawn(actor.PropsFromFunc(r.priv.privilegedActor, r.onWorkers()))
 	for _, h := range r.hosts {
 		h.pid = r.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h }, r.onWorkers()))
@@ -247,6 +269,9 @@ func (r *Router) Start(ctx context.Context) error {
 // Stop answers what waits for a managing entity, ends every session with
 // system-shutdown and stops the host actors.
 func (r *Router) Stop(ctx context.Context) error {
+	if r.unwatch != nil {
+		r.unwatch()
+	}
 	// IQs still waiting for a managing entity are answered now: nobody will later.
 	if r.del.tracker != nil {
 		for _, p := range r.del.tracker.FailAll() {

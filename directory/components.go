@@ -5,6 +5,7 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/switchboard-im/switchboard/config"
 )
@@ -26,6 +27,82 @@ type Components[S Local] struct {
 	seed maphash.Seed
 	mu   sync.Mutex
 	m    atomic.Pointer[map[string]*connSet[S]]
+	// down: other nodes' remoting addresses that the transport found unreachable, and
+	// until when their connections are passed over (nil: none; copy-on-write).
+	down atomic.Pointer[map[string]time.Time]
+}
+
+// MarkDown passes over every connection at a remoting address until the given time: the
+// transport to that node failed (its connection was refused or reset), so a pick goes
+// to a connection that can still answer without waiting for the membership's verdict.
+// It returns the connections there (their pending IQs are the caller's to fail).
+func (c *Components[S]) MarkDown(address string, until time.Time) []*Conn[S] {
+	c.mu.Lock()
+	next := map[string]time.Time{address: until}
+	if d := c.down.Load(); d != nil {
+		for a, t := range *d {
+			if a != address && time.Now().Before(t) {
+				next[a] = t
+			}
+		}
+	}
+	c.down.Store(&next)
+	c.mu.Unlock()
+	var at []*Conn[S]
+	for _, cs := range c.current() {
+		for _, k := range cs.conns {
+			if !k.IsLocal() && k.PID.Address == address {
+				at = append(at, k)
+			}
+		}
+	}
+	return at
+}
+
+// MarkUp ends MarkDown for an address (the membership says the node is there again).
+func (c *Components[S]) MarkUp(address string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.down.Load()
+	if d == nil {
+		return
+	}
+	if _, ok := (*d)[address]; !ok {
+		return
+	}
+	next := maps.Clone(*d)
+	delete(next, address)
+	if len(next) == 0 {
+		c.down.Store(nil)
+		return
+	}
+	c.down.Store(&next)
+}
+
+// usable returns cs's connections that are not at an address marked down (cs's own slice
+// when none is).
+func (c *Components[S]) usable(cs *connSet[S]) []*Conn[S] {
+	d := c.down.Load()
+	if d == nil {
+		return cs.conns
+	}
+	now := time.Now()
+	var up []*Conn[S]
+	for i, k := range cs.conns {
+		if t, ok := (*d)[k.PID.Address]; ok && !k.IsLocal() && now.Before(t) {
+			if up == nil {
+				up = append(make([]*Conn[S], 0, len(cs.conns)), cs.conns[:i]...)
+			}
+			continue
+		}
+		if up != nil {
+			up = append(up, k)
+		}
+	}
+	if up == nil {
+		return cs.conns
+	}
+	return up
 }
 
 // connSet is every connection of one domain; copy-on-write.
@@ -105,24 +182,28 @@ func (c *Components[S]) Pick(domain, policy, sender string, pending func(key str
 	if cs == nil || len(cs.conns) == 0 {
 		return nil, false
 	}
-	n := uint64(len(cs.conns))
-	if n == 1 {
-		return cs.conns[0], true
+	conns := c.usable(cs)
+	n := uint64(len(conns))
+	switch {
+	case n == 0:
+		return nil, false
+	case n == 1:
+		return conns[0], true
 	}
 	switch policy {
 	case config.BalanceLeastPending:
-		best := cs.conns[cs.next.Add(1)%n] // rotate the tie-break
+		best := conns[cs.next.Add(1)%n] // rotate the tie-break
 		bestN := pending(best.Key)
-		for _, k := range cs.conns {
+		for _, k := range conns {
 			if p := pending(k.Key); p < bestN {
 				best, bestN = k, p
 			}
 		}
 		return best, true
 	case config.BalanceSender:
-		return cs.conns[maphash.String(c.seed, sender)%n], true
+		return conns[maphash.String(c.seed, sender)%n], true
 	default:
-		return cs.conns[cs.next.Add(1)%n], true
+		return conns[cs.next.Add(1)%n], true
 	}
 }
 

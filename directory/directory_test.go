@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -167,5 +168,43 @@ func TestComponents(t *testing.T) {
 	c.Remove("comp.x", "n3/c3")
 	if _, ok := c.Pick("comp.x", config.BalanceRoundRobin, "", nil); ok || len(c.AllLocals()) != 0 {
 		t.Fatal("a connection is left after all were removed")
+	}
+}
+
+// A node whose transport failed: its connections are passed over until the mark expires
+// or is lifted; local connections never are; with only such connections, nothing is
+// picked.
+func TestComponentsMarkDown(t *testing.T) {
+	c := NewComponents[*sess]()
+	local := &Conn[*sess]{Handle: On(&sess{name: "l"}, actor.NewPID("here:1", "l")), Key: "l"}
+	far := &Conn[*sess]{Handle: At[*sess](actor.NewPID("there:1", "r")), Key: "r"}
+	c.Add("comp", local)
+	c.Add("comp", far)
+	if at := c.MarkDown("there:1", time.Now().Add(time.Hour)); len(at) != 1 || at[0] != far {
+		t.Fatalf("connections at the address: %v", at)
+	}
+	for range 10 {
+		if k, ok := c.Pick("comp", "", "", nil); !ok || k != local {
+			t.Fatalf("picked %v, %v with the remote one down", k, ok)
+		}
+	}
+	c.MarkUp("there:1")
+	seen := map[string]bool{}
+	for range 10 {
+		k, _ := c.Pick("comp", "", "", nil)
+		seen[k.Key] = true
+	}
+	if !seen["r"] || !seen["l"] {
+		t.Fatalf("after MarkUp, picked %v", seen)
+	}
+	only := NewComponents[*sess]()
+	only.Add("comp", far)
+	only.MarkDown("there:1", time.Now().Add(time.Hour))
+	if k, ok := only.Pick("comp", "", "", nil); ok {
+		t.Fatalf("picked %v at an unreachable node", k)
+	}
+	only.MarkDown("there:1", time.Now().Add(-time.Second)) // expired
+	if _, ok := only.Pick("comp", "", "", nil); !ok {
+		t.Fatal("an expired mark still passed the connection over")
 	}
 }

@@ -378,6 +378,9 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 		},
 		Metrics: actors.NewMetrics(n.metrics.reg),
 		Rosters: n.rosters,
+		// Long enough for the membership to declare a dead node dead (probe interval ×
+		// suspicion multiplier, plus probe timeouts).
+		UnreachableFor: max(time.Second, cfg.Cluster.ProbeInterval.D()*time.Duration(cfg.Cluster.SuspicionMult+3)),
 	})
 	if err = n.router.Start(ctx); err != nil {
 		return err

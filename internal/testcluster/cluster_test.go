@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -875,5 +876,86 @@ func TestHungNodeQueueBounded(t *testing.T) {
 		if got {
 			return
 		}
+	}
+}
+
+// A node killed while a component has a connection on it and on another node: the
+// client's node notices at the transport (its connection to the dead node is reset) and
+// stops sending there at once, long before the membership declares the node dead (issue
+// 18: errors stop within 1 s of a kill, not after memberlist's detection).
+func TestKilledNodeStopsGettingIQsAtOnce(t *testing.T) {
+	c := Start(t, 3, func(i int, cfg *config.Config) {
+		delegating("round-robin")(i, cfg)
+		cfg.Cluster.ProbeInterval = config.Duration(time.Second) // memberlist: ~5 s to call it dead
+		cfg.Cluster.SuspicionMult = 4
+	})
+	c.AddUser("juliet", "j")
+	j := login(t, c, 0, "juliet", "j", "")
+	a := xmpptest.NewManaging(t, c.Nodes[1].Component, "pubsub.localhost", secret, nil)
+	b := xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
+	a.NextAd(wait)
+	b.NextAd(wait)
+	var mu sync.Mutex
+	count := map[string]int{}
+	var holding atomic.Bool // node 3's component stops answering (IQs wait there)
+	answer := func(m *xmpptest.Managing, name string) {
+		for f := range m.Forwards {
+			mu.Lock()
+			count[name]++
+			mu.Unlock()
+			if name == "node3" && holding.Load() {
+				continue
+			}
+			m.Answer(f, "")
+		}
+	}
+	go answer(a, "node2")
+	go answer(b, "node3")
+	c.Eventually(10*time.Second, "both connections in use", func() bool {
+		j.Send(pubsubIQ("warm"))
+		j.Next(wait)
+		mu.Lock()
+		defer mu.Unlock()
+		return count["node2"] > 0 && count["node3"] > 0
+	})
+	// Four IQs round-robin: two are answered, two wait at node 3's component.
+	holding.Store(true)
+	for i := range 4 {
+		j.Send(pubsubIQ(fmt.Sprint("w", i)))
+	}
+	for range 2 {
+		if r := j.Next(wait); r.Attr("type") != "result" {
+			t.Fatalf("before the kill: %s", r)
+		}
+	}
+
+	killed := time.Now()
+	c.Kill(2)
+	// The two that waited get service-unavailable at once, each once.
+	for range 2 {
+		if r := j.Next(wait); r.ErrorCondition() != "service-unavailable" {
+			t.Fatalf("an IQ waiting at the killed node: %s", r)
+		}
+	}
+	if d := time.Since(killed); d > time.Second {
+		t.Fatalf("the IQs waiting at the killed node failed %v after the kill", d)
+	} else {
+		t.Logf("the IQs waiting at the killed node failed %v after the kill", d)
+	}
+	var failed int
+	var lastError time.Duration
+	for i := 0; time.Since(killed) < 3*time.Second; i++ {
+		j.Send(pubsubIQ(fmt.Sprint("k", i)))
+		r := j.Next(10 * time.Second)
+		if r.Attr("type") != "result" {
+			failed++
+			lastError = time.Since(killed)
+		}
+	}
+	j.ExpectNothing(300 * time.Millisecond) // no IQ was answered twice
+	members, _ := c.Members(0)
+	t.Logf("after kill -9: %d IQs failed, the last %v after the kill; node 1 still lists %d members", failed, lastError, len(members))
+	if lastError > time.Second {
+		t.Fatalf("IQs kept failing for %v after the kill", lastError)
 	}
 }
