@@ -197,10 +197,7 @@ func TestComponentOnTwoNodesSharesLoad(t *testing.T) {
 		return err == nil
 	})
 	t.Cleanup(j.Close)
-	a := xmpptest.NewManaging(t, c.Nodes[1].Component, "pubsub.localhost", secret, nil)
-	b := xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
-	a.NextAd(wait)
-	b.NextAd(wait)
+	a, b := onNodes2and3(t, c)
 	// Both connections known on node 1: wait until each has received a probe.
 	var mu sync.Mutex
 	count := map[string]int{}
@@ -225,13 +222,7 @@ func TestComponentOnTwoNodesSharesLoad(t *testing.T) {
 	stopAnswering := make(chan struct{})
 	go answer(a, "node2", 0, stopAnswering)
 	go answer(b, "node3", 0, stopAnswering)
-	c.Eventually(10*time.Second, "both connections in use", func() bool {
-		j.Send(pubsubIQ("warm"))
-		j.Next(wait)
-		mu.Lock()
-		defer mu.Unlock()
-		return count["node2"] > 0 && count["node3"] > 0
-	})
+	untilBothUsed(c, j, &mu, count)
 	close(stopAnswering)
 	mu.Lock()
 	count = map[string]int{}
@@ -891,10 +882,7 @@ func TestKilledNodeStopsGettingIQsAtOnce(t *testing.T) {
 	})
 	c.AddUser("juliet", "j")
 	j := login(t, c, 0, "juliet", "j", "")
-	a := xmpptest.NewManaging(t, c.Nodes[1].Component, "pubsub.localhost", secret, nil)
-	b := xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
-	a.NextAd(wait)
-	b.NextAd(wait)
+	a, b := onNodes2and3(t, c)
 	var mu sync.Mutex
 	count := map[string]int{}
 	var holding atomic.Bool // node 3's component stops answering (IQs wait there)
@@ -911,13 +899,7 @@ func TestKilledNodeStopsGettingIQsAtOnce(t *testing.T) {
 	}
 	go answer(a, "node2")
 	go answer(b, "node3")
-	c.Eventually(10*time.Second, "both connections in use", func() bool {
-		j.Send(pubsubIQ("warm"))
-		j.Next(wait)
-		mu.Lock()
-		defer mu.Unlock()
-		return count["node2"] > 0 && count["node3"] > 0
-	})
+	untilBothUsed(c, j, &mu, count)
 	// Four IQs round-robin: two are answered, two wait at node 3's component.
 	holding.Store(true)
 	for i := range 4 {
@@ -958,4 +940,27 @@ func TestKilledNodeStopsGettingIQsAtOnce(t *testing.T) {
 	if lastError > time.Second {
 		t.Fatalf("IQs kept failing for %v after the kill", lastError)
 	}
+}
+
+// onNodes2and3 connects pubsub.localhost's managing entity on nodes 2 and 3 (a and b) and
+// waits for their advertisements.
+func onNodes2and3(t *testing.T, c *Cluster) (a, b *xmpptest.Managing) {
+	t.Helper()
+	a = xmpptest.NewManaging(t, c.Nodes[1].Component, "pubsub.localhost", secret, nil)
+	b = xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
+	a.NextAd(wait)
+	b.NextAd(wait)
+	return a, b
+}
+
+// untilBothUsed sends IQs from j until the answerers have counted one on node 2 and one
+// on node 3: node 1 knows both connections.
+func untilBothUsed(c *Cluster, j *xmpptest.Peer, mu *sync.Mutex, count map[string]int) {
+	c.Eventually(10*time.Second, "both connections in use", func() bool {
+		j.Send(pubsubIQ("warm"))
+		j.Next(wait)
+		mu.Lock()
+		defer mu.Unlock()
+		return count["node2"] > 0 && count["node3"] > 0
+	})
 }
