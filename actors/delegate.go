@@ -99,6 +99,12 @@ func (d *delegator) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, f
 	d.r.deleg.Metrics.Forwarded(&p.Request)
 	sender.inflight.Add(1) // until the tracker's OnDone
 	d.tracker.Add(p)
+	if d.r.comps.dir.IsDown(target) {
+		// Its node's transport failed between the pick and now, and the IQs waiting
+		// on it were failed without this one: fail it the same way (components.go).
+		d.failVia(target.Key)
+		return handled
+	}
 	dns := d.r.componentOpts(rule.JID).DelegationNS
 	d.r.writeVia(target.Handle, out, func(b []byte) []byte {
 		return delegation.AppendWrap(b, dns, p.OuterID, h.Domain, to, env, from, env.To)

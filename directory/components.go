@@ -79,6 +79,17 @@ func (c *Components[S]) MarkUp(address string) {
 	c.down.Store(&next)
 }
 
+// IsDown reports whether conn is at an address marked down (MarkDown): one picked just
+// before the mark must not be used after it.
+func (c *Components[S]) IsDown(conn *Conn[S]) bool {
+	d := c.down.Load()
+	if d == nil || conn.IsLocal() {
+		return false
+	}
+	t, ok := (*d)[conn.PID.Address]
+	return ok && time.Now().Before(t)
+}
+
 // usable returns cs's connections that are not at an address marked down (cs's own slice
 // when none is).
 func (c *Components[S]) usable(cs *connSet[S]) []*Conn[S] {

@@ -188,7 +188,13 @@ func TestComponentsMarkDown(t *testing.T) {
 			t.Fatalf("picked %v, %v with the remote one down", k, ok)
 		}
 	}
+	if !c.IsDown(far) || c.IsDown(local) {
+		t.Fatalf("IsDown: far %v, local %v", c.IsDown(far), c.IsDown(local))
+	}
 	c.MarkUp("there:1")
+	if c.IsDown(far) {
+		t.Fatal("still down after MarkUp")
+	}
 	seen := map[string]bool{}
 	for range 10 {
 		k, _ := c.Pick("comp", "", "", nil)
