@@ -29,6 +29,17 @@ func start(t *testing.T, client, peer string) *Embedded {
 	return e
 }
 
+// connect is a client of e for the rest of the test.
+func connect(t *testing.T, ctx context.Context, e *Embedded, opts ...Option) *clientv3.Client {
+	t.Helper()
+	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	return cli
+}
+
 func TestEmbeddedFreeAddr(t *testing.T) {
 	addrs, err := FreeAddrs("127.0.0.1", 2)
 	if err != nil {
@@ -41,11 +52,7 @@ func TestEmbeddedFreeAddr(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := connect(t, ctx, e)
 	if _, err := cli.Put(ctx, "k", "v"); err != nil {
 		t.Fatal(err)
 	}
@@ -154,11 +161,7 @@ func TestWatchReportsCompaction(t *testing.T) {
 	e := start(t, client, peer)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := connect(t, ctx, e)
 	for i := 0; i < 3; i++ {
 		if _, err := cli.Put(ctx, "/w/k", "v"); err != nil {
 			t.Fatal(err)
@@ -183,11 +186,7 @@ func TestEmbeddedNoBrowserAccess(t *testing.T) {
 	e := start(t, "127.0.0.1:0", "127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := connect(t, ctx, e)
 	if _, err := cli.Put(ctx, "/switchboard/accounts/localhost/alice", "salted-password"); err != nil {
 		t.Fatal(err)
 	}
@@ -231,11 +230,7 @@ func TestRangePagesAtOneRevision(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const n, size = 2*PageSize + 7, 1000
-	cli, err := Connect(ctx, e.Endpoints(), 5*time.Second, MaxResponse(PageSize*size*3/2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := connect(t, ctx, e, MaxResponse(PageSize*size*3/2))
 	val := strings.Repeat("v", size)
 	for i := range n {
 		if _, err := cli.Put(ctx, fmt.Sprintf("/r/k%05d", i), val); err != nil {
