@@ -91,8 +91,9 @@ func WatchQueues(sys *actor.ActorSystem) func() {
 // drift the tests look for).
 func QueuedTotal() int64 {
 	var n int64
-	linkQueues.Range(func(_, q any) bool {
-		n += q.(*linkQueue).handed.Load() - q.(*linkQueue).done.Load()
+	linkQueues.Range(func(_, v any) bool {
+		q := v.(*linkQueue)
+		n += q.handed.Load() - q.done.Load()
 		return true
 	})
 	return n

@@ -80,22 +80,29 @@ func (l *Link) SetMaxQueued(n int64) { l.maxQueued.Store(n) }
 // Dropped is how many messages were dropped because their node's queue was full.
 func (l *Link) Dropped() uint64 { return l.dropped.Load() }
 
-// send hands msg to the transport for pid, here or on another node. What waits for one
-// other node is bounded (cluster.Hand): a node that is slow or stalled does not grow this
-// one's memory with what its own users are sent; past the bound a message is dropped
-// with a warning (one a second at most), as it would be if the node were gone.
+// send hands msg to the transport for pid, here or on another node (admit bounds what
+// waits for another node).
 func (l *Link) send(pid *actor.PID, msg proto.Message) {
-	if pid.Address != l.sys.Address() && l.members != nil {
-		if !cluster.Hand(pid.Address, int64(proto.Size(msg)), l.maxQueued.Load()) {
-			l.dropped.Add(1)
-			if now := time.Now().Unix(); l.lastWarned.Swap(now) != now {
-				l.log.Warn("node link: the queue towards a node is full; dropping what is sent to it",
-					"address", pid.Address, "queued_bytes", cluster.Queued(pid.Address), "dropped_so_far", l.dropped.Load())
-			}
-			return
-		}
+	if pid.Address != l.sys.Address() && l.members != nil && !l.admit(pid.Address, msg) {
+		return
 	}
 	l.sys.Root.Send(pid, msg)
+}
+
+// admit counts msg into what waits for the node at addr (cluster.Hand) and reports
+// whether it may go: a node that is slow or stalled does not grow this one's memory with
+// what its own users are sent. Past the bound the message is dropped with a warning (one
+// a second at most), as it would be if the node were gone.
+func (l *Link) admit(addr string, msg proto.Message) bool {
+	if cluster.Hand(addr, int64(proto.Size(msg)), l.maxQueued.Load()) {
+		return true
+	}
+	l.dropped.Add(1)
+	if now := time.Now().Unix(); l.lastWarned.Swap(now) != now {
+		l.log.Warn("node link: the queue towards a node is full; dropping what is sent to it",
+			"address", addr, "queued_bytes", cluster.Queued(addr), "dropped_so_far", l.dropped.Load())
+	}
+	return false
 }
 
 // New makes the link of node over sys; members is nil for a standalone node. opts are
@@ -168,8 +175,7 @@ func (l *Link) Request(node string, msg proto.Message, timeout time.Duration) (a
 	if !ok {
 		return nil, fmt.Errorf("node %s is gone", node)
 	}
-	if !cluster.Hand(addr, int64(proto.Size(msg)), l.maxQueued.Load()) {
-		l.dropped.Add(1)
+	if !l.admit(addr, msg) {
 		return nil, fmt.Errorf("node %s: the queue towards it is full", node)
 	}
 	return l.sys.Root.RequestFuture(actor.NewPID(addr, RouterName), msg, timeout).Result()

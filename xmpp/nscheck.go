@@ -104,7 +104,7 @@ func (r *Reader) checkTag(b []byte, i, nameEnd int, header bool) error {
 			if string(name[:c]) == "xmlns" {
 				return nsErr("element " + string(name) + " has the xmlns prefix")
 			}
-			if _, ok := r.lookup(b, name[:c], header); !ok {
+			if _, ok := r.lookup(b, name[:c], false); !ok {
 				return nsErr("undeclared namespace prefix " + string(name[:c]))
 			}
 		}
@@ -221,7 +221,7 @@ func (r *Reader) lookup(b []byte, prefix []byte, header bool) (string, bool) {
 		return "", false
 	}
 	for k := len(r.streamNS) - 1; k >= 0; k-- {
-		if r.streamNS[k].prefix == string(prefix) && r.streamNS[k].prefix != "" {
+		if r.streamNS[k].prefix == string(prefix) { // (prefix is never "": the default is not looked up)
 			if len(r.usedNS) < len(r.streamNS) {
 				r.usedNS = make([]bool, len(r.streamNS))
 			}
