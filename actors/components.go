@@ -124,6 +124,9 @@ func (c *components) addComponent(s *Session) {
 		ref.Full = s.Full
 	}
 	c.dir.Add(s.Bare, ref)
+	if c.r.drain.withdrawn.Load() {
+		c.dir.Withdraw([]string{ref.Key}) // the node is draining
+	}
 }
 
 func (c *components) isComponentDomain(domain string) bool {

@@ -82,7 +82,36 @@ func (d *delegator) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, f
 		d.r.deleg.Metrics.Count(h.Domain, ns, delegation.OutcomeUnavailable)
 		return refuse(env.To, xmpp.ErrServiceUnavailable)
 	}
-	to := rule.JID
+	p := d.track(h, ns, rule.JID, target, sender, from, env)
+	if d.r.comps.dir.IsWithdrawn(target) {
+		// Its node began draining between the pick and now, and may have been told
+		// already that nothing of this node's waits there (drain.go): the IQ goes to
+		// a connection picked now, unless only withdrawn ones are left.
+		if again, ok := d.r.comps.pickComponent(rule.JID, sender.Bare); ok && again.Key != target.Key {
+			if old, taken := d.tracker.Take(p.OuterID); taken {
+				d.r.deleg.Metrics.Done(&old.Request, delegation.OutcomeRerouted)
+				target = again
+				p = d.track(h, ns, rule.JID, target, sender, from, env)
+			}
+		}
+	}
+	to := p.Entity
+	if d.r.comps.dir.IsDown(target) {
+		// Its node's transport failed between the pick and now, and the IQs waiting
+		// on it were failed without this one: fail it the same way (components.go).
+		d.failVia(target.Key)
+		return handled
+	}
+	dns := d.r.componentOpts(rule.JID).DelegationNS
+	d.r.writeVia(target.Handle, out, func(b []byte) []byte {
+		return delegation.AppendWrap(b, dns, p.OuterID, h.Domain, to, env, from, env.To)
+	})
+	return handled
+}
+
+// track enters an IQ about to be forwarded over target in the tracker.
+func (d *delegator) track(h *Host, ns, entity string, target *compRef, sender *Session, from string, env *xmpp.Envelope) *delegation.Pending[*Session] {
+	to := entity
 	if target.Full != "" {
 		to = target.Full // an account's resource: the reply must come from it
 	}
@@ -99,17 +128,7 @@ func (d *delegator) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, f
 	d.r.deleg.Metrics.Forwarded(&p.Request)
 	sender.inflight.Add(1) // until the tracker's OnDone
 	d.tracker.Add(p)
-	if d.r.comps.dir.IsDown(target) {
-		// Its node's transport failed between the pick and now, and the IQs waiting
-		// on it were failed without this one: fail it the same way (components.go).
-		d.failVia(target.Key)
-		return handled
-	}
-	dns := d.r.componentOpts(rule.JID).DelegationNS
-	d.r.writeVia(target.Handle, out, func(b []byte) []byte {
-		return delegation.AppendWrap(b, dns, p.OuterID, h.Domain, to, env, from, env.To)
-	})
-	return handled
+	return p
 }
 
 func hasNode(env *xmpp.Envelope) bool {

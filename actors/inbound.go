@@ -66,6 +66,8 @@ func (in inbound) DelegationReply(m *pb.DelegationReply) {
 
 func (in inbound) DelegationAnswer(a *nodelink.Answer) { in.r.del.answerFromNode(a) }
 
+func (in inbound) Drained(m *pb.Drained) { in.r.drainedBy(m.Node) }
+
 func (in inbound) PrivilegedReply(m *pb.PrivilegedReply) {
 	if env, err := xmpp.ParseStanza(m.Stanza); err == nil {
 		in.r.priv.privilegedReply(env.From, env)

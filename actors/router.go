@@ -83,6 +83,7 @@ type Router struct {
 
 	unreachableFor time.Duration // Config.UnreachableFor
 	unwatch        func()        // ends the watch of the transport's failures
+	drain          drainState    // a graceful stop (drain.go)
 
 	disp *Dispatcher // runs every mailbox of the router's actors
 	jids *jidCache
@@ -205,6 +206,7 @@ func NewRouter(c Config) *Router {
 		disp:     c.Dispatcher,
 		jids:     newJIDCache(),
 	}
+	r.drain.stopping = make(chan struct{})
 	r.users = &users{r: r, sessions: directory.NewSessions[*Session](), owners: directory.NewOwners[*Session]()}
 	r.del, r.priv, r.subs = &delegator{r: r}, &privileged{r: r}, &subscriptions{r}
 	r.comps = &components{r: r, dir: directory.NewComponents[*Session]()}
@@ -283,6 +285,7 @@ func (r *Router) Stop(ctx context.Context) error {
 	for _, s := range r.allSessions() {
 		s.Close(&xmpp.StreamError{Condition: "system-shutdown"})
 	}
+	r.stopDraining() // after the closes: a paused reader's session ends behind its close
 	for _, h := range r.hosts {
 		if h.pid != nil {
 			r.sys.Root.Stop(h.pid)

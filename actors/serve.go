@@ -68,6 +68,13 @@ func (cr *c2sReader) run() {
 // handle binds or routes one stanza; false ends the session.
 func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 	r, c, s := cr.r, cr.c, cr.s
+	if r.drain.paused.Load() {
+		// A graceful stop: what was read before is answered, this is not handled. The
+		// stream closes with system-shutdown and the client sends it again elsewhere.
+		cr.out.Flush()
+		<-r.drain.stopping
+		return false
+	}
 	if s == nil {
 		res, ok := xmpp.ParseBind(env)
 		if !ok {

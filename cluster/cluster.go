@@ -58,7 +58,8 @@ type Member struct {
 //
 //	1: DelegationAnswers (answers batched per node)
 //	2: PackedAnswers (the same, packed in one byte string)
-const ProtoVersion = 2
+//	3: draining (a node's state says it withdrew its component connections) and Drained
+const ProtoVersion = 3
 
 // ComponentEntry is one connected component session somewhere in the cluster.
 type ComponentEntry struct {
@@ -77,6 +78,9 @@ func (e ComponentEntry) Key() string { return e.Node + "/" + e.PID }
 type Listener interface {
 	ComponentsChanged(added, removed []ComponentEntry)
 	MembersChanged(members []Member, left []string)
+	// NodeDraining: the node withdrew these component connections (Withdraw): they take
+	// no new work, but what was sent over them is still answered there.
+	NodeDraining(node string, withdrawn []ComponentEntry)
 }
 
 type meta struct {
@@ -93,6 +97,8 @@ type nodeState struct {
 	Incarnation int64            `json:"inc"`
 	Version     uint64           `json:"ver"`
 	Components  []ComponentEntry `json:"components"`
+	// Draining: the node is on its way out (Withdraw); its components take no new work.
+	Draining bool `json:"draining,omitempty"`
 }
 
 func (s nodeState) newer(o nodeState) bool {
@@ -388,6 +394,56 @@ func (c *Cluster) RemoveComponent(e ComponentEntry) {
 	c.publish(st)
 }
 
+// Withdraw is the first step of a graceful stop: this node's state says it is draining,
+// sent to every member at once (and kept for push/pull), so that the others stop picking
+// its component connections while what they already sent over them is answered. It
+// returns once every member has been told, or ctx ends.
+func (c *Cluster) Withdraw(ctx context.Context) error {
+	c.mu.Lock()
+	c.own.Draining = true
+	c.own.Version++
+	st := c.copyOwn()
+	c.mu.Unlock()
+	ml := c.ml.Load()
+	if ml == nil {
+		return nil
+	}
+	b, err := json.Marshal([]nodeState{st})
+	if err != nil {
+		return err
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, n := range ml.Members() {
+		if n.Name == c.cfg.NodeID {
+			continue
+		}
+		dst := &memberlist.Node{Name: n.Name, Addr: n.Addr, Port: n.Port}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ml.SendReliable(dst, b); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", dst.Name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return errors.Join(errs...)
+}
+
 func (c *Cluster) copyOwn() nodeState {
 	st := c.own
 	st.Components = append([]ComponentEntry(nil), c.own.Components...)
@@ -429,7 +485,10 @@ func (c *Cluster) publish(st nodeState) {
 
 // merge applies states received from another node.
 func (c *Cluster) merge(states []nodeState) {
-	var added, removed []ComponentEntry
+	var (
+		added, removed []ComponentEntry
+		draining       []nodeState
+	)
 	c.mu.Lock()
 	for _, st := range states {
 		if st.Node == c.cfg.NodeID {
@@ -444,11 +503,20 @@ func (c *Cluster) merge(states []nodeState) {
 		}
 		a, r := diff(old.Components, st.Components)
 		added, removed = append(added, a...), append(removed, r...)
+		if st.Draining && (!known || !old.Draining || old.Incarnation != st.Incarnation) {
+			draining = append(draining, st)
+		}
 		c.states[st.Node] = st
 	}
 	c.mu.Unlock()
-	if len(added)+len(removed) > 0 && c.listener != nil {
+	if c.listener == nil {
+		return
+	}
+	if len(added)+len(removed) > 0 {
 		c.listener.ComponentsChanged(added, removed)
+	}
+	for _, st := range draining {
+		c.listener.NodeDraining(st.Node, st.Components)
 	}
 }
 

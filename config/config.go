@@ -157,6 +157,12 @@ type NodeConfig struct {
 	// bounds the heap; 0 leaves the pacing to GOGC alone. Read by `serve` (the
 	// whole process). Default: 33554432 (32 MiB).
 	GCHeadroomBytes int64 `yaml:"gc_headroom_bytes"`
+	// DrainTimeout: on SIGTERM the node withdraws its component connections from
+	// the cluster and waits this long at most for the delegated IQs in flight over
+	// them, and for those of its own clients, before it closes its streams
+	// (system-shutdown); 0 closes them at once. The process's own stop budget
+	// (15 s past this for `serve`) bounds the rest. Default: 10s.
+	DrainTimeout Duration `yaml:"drain_timeout"`
 }
 
 // ListenConfig holds listener addresses as host:port (key `listen`). An empty
@@ -600,7 +606,7 @@ func Default() *Config {
 		id = h
 	}
 	return &Config{
-		Node: NodeConfig{ID: id, DataDir: "./data", GCHeadroomBytes: 32 << 20},
+		Node: NodeConfig{ID: id, DataDir: "./data", GCHeadroomBytes: 32 << 20, DrainTimeout: Duration(10 * time.Second)},
 		Listen: ListenConfig{
 			C2S:       "127.0.0.1:5222",
 			C2STLS:    "127.0.0.1:5223",
@@ -918,6 +924,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Node.GCHeadroomBytes < 0 {
 		v.add("node.gc_headroom_bytes", "must be >= 0 (0 = GOGC alone)")
+	}
+	if c.Node.DrainTimeout < 0 {
+		v.add("node.drain_timeout", "must be >= 0 (0 = close at once)")
 	}
 	if c.Limits.IdleTimeout < 0 {
 		v.add("limits.idle_timeout", "must be >= 0 (0 = never)")

@@ -128,7 +128,7 @@ func TestLoadMissingFile(t *testing.T) {
 }
 
 const fullYAML = `
-node: {id: node1, data_dir: /var/lib/switchboard, gc_headroom_bytes: 0}
+node: {id: node1, data_dir: /var/lib/switchboard, gc_headroom_bytes: 0, drain_timeout: 3s}
 listen: {c2s: 0.0.0.0:5222, c2s_tls: "", component: 10.0.0.1:5347,
          admin: 127.0.0.1:5280}
 tls: {cert: /etc/sb/cert.pem, key: /etc/sb/key.pem}
@@ -156,7 +156,7 @@ log: {level: debug, format: json}
 
 func TestLoadFull(t *testing.T) {
 	c := mustLoad(t, fullYAML)
-	if c.Node != (NodeConfig{ID: "node1", DataDir: "/var/lib/switchboard"}) {
+	if c.Node != (NodeConfig{ID: "node1", DataDir: "/var/lib/switchboard", DrainTimeout: Duration(3 * time.Second)}) {
 		t.Errorf("node = %+v", c.Node)
 	}
 	if c.Listen != (ListenConfig{C2S: "0.0.0.0:5222", C2STLS: "", Component: "10.0.0.1:5347", Admin: "127.0.0.1:5280"}) {
@@ -396,6 +396,7 @@ func TestValidateErrors(t *testing.T) {
 		{"idle negative", func(c *Config) { c.Limits.IdleTimeout = Duration(-time.Second) }, "limits.idle_timeout: must be >= 0"},
 		{"park negative", func(c *Config) { c.Limits.ParkAfter = Duration(-time.Second) }, "limits.park_after: must be >= 0"},
 		{"gc headroom negative", func(c *Config) { c.Node.GCHeadroomBytes = -1 }, "node.gc_headroom_bytes: must be >= 0"},
+		{"drain timeout negative", func(c *Config) { c.Node.DrainTimeout = -1 }, "node.drain_timeout: must be >= 0"},
 		{"write timeout", func(c *Config) { c.Limits.WriteTimeout = 0 }, "limits.write_timeout: must be > 0"},
 		{"auth attempts", func(c *Config) { c.Limits.MaxAuthAttempts = 0 }, "limits.max_auth_attempts: must be > 0"},
 		{"send queue", func(c *Config) { c.Limits.MaxSendQueueBytes = -5 }, "limits.max_send_queue_bytes: must be > 0"},
@@ -597,8 +598,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 53 {
-		t.Errorf("checked %d keys, want 53 (update this test when adding keys)", n)
+	if n != 54 {
+		t.Errorf("checked %d keys, want 54 (update this test when adding keys)", n)
 	}
 }
 

@@ -18,6 +18,7 @@ const (
 	OutcomeInvalid     = "invalid"     // the reply failed validation (requester got service-unavailable)
 	OutcomeTimeout     = "timeout"     // no reply within delegation.timeout
 	OutcomeUnavailable = "unavailable" // no managing entity connected, or it went away
+	OutcomeRerouted    = "rerouted"    // taken back before it was sent (its connection was withdrawn) and forwarded again
 )
 
 // Metrics counts delegated IQs per host and namespace. The namespace label only takes
@@ -34,7 +35,7 @@ type Metrics struct {
 	mu     sync.Mutex // serializes replacing series
 }
 
-var outcomes = [...]string{OutcomeForwarded, OutcomeResult, OutcomeError, OutcomeInvalid, OutcomeTimeout, OutcomeUnavailable}
+var outcomes = [...]string{OutcomeForwarded, OutcomeResult, OutcomeError, OutcomeInvalid, OutcomeTimeout, OutcomeUnavailable, OutcomeRerouted}
 
 type seriesKey struct{ host, ns string }
 

@@ -30,6 +30,51 @@ type Components[S Local] struct {
 	// down: other nodes' remoting addresses that the transport found unreachable, and
 	// until when their connections are passed over (nil: none; copy-on-write).
 	down atomic.Pointer[map[string]time.Time]
+	// withdrawn: keys of connections whose node is draining (Withdraw): passed over by
+	// picks, still listed until removed (nil: none; copy-on-write).
+	withdrawn atomic.Pointer[map[string]bool]
+}
+
+// Withdraw passes over the connections with these keys from now on: their node is
+// draining (on its way out), so they take no new work, while what was already sent over
+// them is answered there. They stay listed, so MarkDown and Remove still find them, until
+// they are removed.
+func (c *Components[S]) Withdraw(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := map[string]bool{}
+	if w := c.withdrawn.Load(); w != nil {
+		maps.Copy(next, *w)
+	}
+	for _, k := range keys {
+		next[k] = true
+	}
+	c.withdrawn.Store(&next)
+}
+
+// IsWithdrawn reports whether conn was withdrawn (Withdraw): one picked just before
+// must be picked again.
+func (c *Components[S]) IsWithdrawn(conn *Conn[S]) bool {
+	w := c.withdrawn.Load()
+	return w != nil && (*w)[conn.Key]
+}
+
+// forget drops key from the withdrawn set; c.mu held.
+func (c *Components[S]) forget(key string) {
+	w := c.withdrawn.Load()
+	if w == nil || !(*w)[key] {
+		return
+	}
+	next := maps.Clone(*w)
+	delete(next, key)
+	if len(next) == 0 {
+		c.withdrawn.Store(nil)
+		return
+	}
+	c.withdrawn.Store(&next)
 }
 
 // MarkDown passes over every connection at a remoting address until the given time: the
@@ -90,30 +135,48 @@ func (c *Components[S]) IsDown(conn *Conn[S]) bool {
 	return ok && time.Now().Before(t)
 }
 
-// usable returns cs's connections that are not at an address marked down (cs's own slice
-// when none is).
+// usable returns cs's connections that are neither at an address marked down nor
+// withdrawn (cs's own slice when none is).
 func (c *Components[S]) usable(cs *connSet[S]) []*Conn[S] {
-	d := c.down.Load()
-	if d == nil {
+	d, w := c.down.Load(), c.withdrawn.Load()
+	if d == nil && w == nil {
 		return cs.conns
 	}
 	now := time.Now()
-	var up []*Conn[S]
-	for i, k := range cs.conns {
-		if t, ok := (*d)[k.PID.Address]; ok && !k.IsLocal() && now.Before(t) {
-			if up == nil {
-				up = append(make([]*Conn[S], 0, len(cs.conns)), cs.conns[:i]...)
+	isDown := func(k *Conn[S]) bool {
+		if d == nil || k.IsLocal() {
+			return false
+		}
+		t, ok := (*d)[k.PID.Address]
+		return ok && now.Before(t)
+	}
+	up := keep(cs.conns, func(k *Conn[S]) bool { return !isDown(k) && (w == nil || !(*w)[k.Key]) })
+	if len(up) == 0 && w != nil {
+		// Only withdrawn ones are left: they still answer until their node stops,
+		// which is better than refusing now.
+		up = keep(cs.conns, func(k *Conn[S]) bool { return !isDown(k) })
+	}
+	return up
+}
+
+// keep returns the connections ok keeps: conns itself when it keeps them all.
+func keep[S Local](conns []*Conn[S], ok func(*Conn[S]) bool) []*Conn[S] {
+	var out []*Conn[S]
+	for i, k := range conns {
+		if !ok(k) {
+			if out == nil {
+				out = append(make([]*Conn[S], 0, len(conns)), conns[:i]...)
 			}
 			continue
 		}
-		if up != nil {
-			up = append(up, k)
+		if out != nil {
+			out = append(out, k)
 		}
 	}
-	if up == nil {
-		return cs.conns
+	if out == nil {
+		return conns
 	}
-	return up
+	return out
 }
 
 // connSet is every connection of one domain; copy-on-write.
@@ -164,6 +227,7 @@ func (c *Components[S]) Add(domain string, conn *Conn[S]) {
 func (c *Components[S]) Remove(domain, key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.forget(key)
 	old := c.current()[domain]
 	if old == nil {
 		return false

@@ -214,3 +214,47 @@ func TestComponentsMarkDown(t *testing.T) {
 		t.Fatal("an expired mark still passed the connection over")
 	}
 }
+
+// A draining node's connections are withdrawn: picks pass them over while another
+// connection is left, use them when only withdrawn ones are (better than refusing), never
+// when they are also down; removing one forgets that it was withdrawn.
+func TestComponentsWithdraw(t *testing.T) {
+	c := NewComponents[*sess]()
+	a := &Conn[*sess]{Handle: At[*sess](actor.NewPID("a:1", "x")), Key: "a/x"}
+	b := &Conn[*sess]{Handle: At[*sess](actor.NewPID("b:1", "y")), Key: "b/y"}
+	c.Add("comp", a)
+	c.Add("comp", b)
+	c.Withdraw([]string{"b/y"})
+	if !c.IsWithdrawn(b) || c.IsWithdrawn(a) {
+		t.Fatalf("IsWithdrawn: a %v, b %v", c.IsWithdrawn(a), c.IsWithdrawn(b))
+	}
+	for _, policy := range []string{"", "least-pending", "sender"} {
+		for i := range 10 {
+			if k, ok := c.Pick("comp", policy, fmt.Sprint("u", i), func(string) int64 { return 0 }); !ok || k != a {
+				t.Fatalf("%q picked %v, %v with b withdrawn", policy, k, ok)
+			}
+		}
+	}
+	c.Withdraw([]string{"a/x"})
+	seen := map[string]bool{}
+	for range 10 {
+		k, ok := c.Pick("comp", "", "", nil)
+		if !ok {
+			t.Fatal("nothing picked with only withdrawn connections left")
+		}
+		seen[k.Key] = true
+	}
+	if !seen["a/x"] || !seen["b/y"] {
+		t.Fatalf("with every connection withdrawn, picked %v", seen)
+	}
+	c.MarkDown("a:1", time.Now().Add(time.Hour))
+	c.MarkDown("b:1", time.Now().Add(time.Hour))
+	if k, ok := c.Pick("comp", "", "", nil); ok {
+		t.Fatalf("picked %v, withdrawn and down", k)
+	}
+	c.Remove("comp", "b/y")
+	c.Add("comp", b) // the same key back (a test's shortcut): no longer withdrawn
+	if c.IsWithdrawn(b) {
+		t.Fatal("a removed connection is still withdrawn")
+	}
+}

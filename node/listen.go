@@ -15,13 +15,7 @@ import (
 // startListeners opens the client and component ports; stopping them closes the ports
 // (connections already accepted go on until the router ends them).
 func (n *Node) startListeners() error {
-	n.started("listeners", func(context.Context) error {
-		for _, l := range n.listeners {
-			_ = l.Close()
-		}
-		n.listeners = nil
-		return nil
-	})
+	n.started("listeners", func(context.Context) error { n.closeListeners(); return nil })
 	cfg := n.cfg
 	if err := n.listen(cfg.Listen.C2S, &n.Addrs.C2S, func(c net.Conn, ip string, done func()) { n.serveC2S(c, false, ip, done) }); err != nil {
 		return err
@@ -30,6 +24,14 @@ func (n *Node) startListeners() error {
 		return err
 	}
 	return n.listen(cfg.Listen.Component, &n.Addrs.Component, n.serveComponent)
+}
+
+// closeListeners stops accepting connections (those being served go on).
+func (n *Node) closeListeners() {
+	for _, l := range n.listeners {
+		_ = l.Close()
+	}
+	n.listeners = nil
 }
 
 // listen accepts connections on addr and serves each on a goroutine of its own, with the

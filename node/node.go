@@ -437,12 +437,41 @@ func (n *Node) newCluster() (*cluster.Cluster, error) {
 	return cl, nil
 }
 
-// Stop stops every subsystem that started, in reverse order: the etcd monitor, the
-// listeners (no new connections), the watches, the cluster membership (the node leaves),
-// the node link, the admin server, the router (sessions end with system-shutdown), the
-// account cache, etcd, remoting and the actor system. It returns what went wrong.
+// drain is a graceful stop's first part, for node.drain_timeout at most (0: none): no
+// new connections; this node's component connections withdrawn, here and on every
+// member, which say when what they sent over them is answered; then clients no longer
+// read and their delegated IQs answered (actors/drain.go). Stop closes the streams after.
+func (n *Node) drain(ctx context.Context) {
+	d := n.cfg.Node.DrainTimeout.D()
+	if d <= 0 || n.router == nil {
+		return
+	}
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	n.closeListeners()
+	n.router.Withdraw()
+	if n.cluster != nil {
+		if err := n.cluster.Withdraw(dctx); err != nil {
+			n.log.Warn("draining: not every member was told", "err", err)
+		}
+	}
+	if err := n.router.Drain(dctx); err != nil {
+		n.log.Warn("draining: node.drain_timeout passed", "waited", time.Since(start).Round(time.Millisecond), "err", err)
+		return
+	}
+	n.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// Stop drains a node that was ready (drain), then stops every subsystem that started,
+// in reverse order: the etcd monitor, the listeners (no new connections), the watches,
+// the cluster membership (the node leaves), the node link, the admin server, the router
+// (sessions end with system-shutdown), the account cache, etcd, remoting and the actor
+// system. It returns what went wrong.
 func (n *Node) Stop(ctx context.Context) error {
-	n.ready.Store(false)
+	if n.ready.Swap(false) {
+		n.drain(ctx)
+	}
 	var errs []error
 	for i := len(n.running) - 1; i >= 0; i-- {
 		s := n.running[i]

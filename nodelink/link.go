@@ -51,6 +51,9 @@ type Handler interface {
 	DelegationReply(*pb.DelegationReply)
 	DelegationAnswer(*Answer)
 	PrivilegedReply(*pb.PrivilegedReply)
+	// Drained: the node has its answers to every IQ it sent over this node's withdrawn
+	// component connections (a graceful stop).
+	Drained(*pb.Drained)
 }
 
 // Link sends to other nodes' actors and receives what they send this node.

@@ -58,6 +58,8 @@ func (l *Link) receive(ctx actor.Context) {
 		h.PresenceReplay(m)
 	case *pb.UserStanza:
 		h.UserStanza(m)
+	case *pb.Drained:
+		h.Drained(m)
 	}
 }
 

@@ -133,7 +133,8 @@ func serveCmd(g *globals) *cobra.Command {
 			}()
 			<-ctx.Done()
 			log.Info("shutting down")
-			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			// node.drain_timeout for in-flight IQs, then up to 15 s to close the rest.
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.Node.DrainTimeout.D()+15*time.Second)
 			defer cancel()
 			return n.Stop(sctx)
 		},

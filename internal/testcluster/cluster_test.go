@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -963,4 +964,158 @@ func untilBothUsed(c *Cluster, j *xmpptest.Peer, mu *sync.Mutex, count map[strin
 		defer mu.Unlock()
 		return count["node2"] > 0 && count["node3"] > 0
 	})
+}
+
+// answerAfter answers m's forwarded IQs, each delay after it arrived (so that some are
+// always in flight), counting them under name.
+func answerAfter(m *xmpptest.Managing, delay time.Duration, name string, mu *sync.Mutex, count map[string]int) {
+	type arrived struct {
+		f  xmpptest.Forwarded
+		at time.Time
+	}
+	q := make(chan arrived, 5000)
+	go func() {
+		for f := range m.Forwards {
+			q <- arrived{f, time.Now()}
+		}
+	}()
+	go func() {
+		for a := range q {
+			time.Sleep(time.Until(a.at.Add(delay)))
+			mu.Lock()
+			count[name]++
+			mu.Unlock()
+			m.Answer(a.f, "")
+		}
+	}()
+}
+
+// iqLoad keeps window delegated IQs in flight from p until stop is closed, then waits for
+// the answers still due. It counts results, errors (each logged) and answers to an id
+// answered before; it ends early if p's stream ends (unanswered: sent but not answered).
+type iqLoad struct {
+	sent, results, errors, twice, unanswered int
+	streamEnded                              bool
+}
+
+func runIQLoad(t *testing.T, p *xmpptest.Peer, prefix string, window int, stop <-chan struct{}) *iqLoad {
+	l := &iqLoad{}
+	answered := map[string]bool{}
+	outstanding := 0
+	stopping := false
+	for {
+		for !stopping && outstanding < window {
+			if _, err := io.WriteString(p.S.Conn(), pubsubIQ(fmt.Sprintf("%s%d", prefix, l.sent))); err != nil {
+				stopping = true // the stream is closing: what was answered is counted below
+				break
+			}
+			l.sent++
+			outstanding++
+		}
+		if stopping && outstanding == 0 {
+			return l
+		}
+		select {
+		case <-stop:
+			stop, stopping = nil, true
+			continue
+		case e, ok := <-p.In:
+			if !ok {
+				l.streamEnded, l.unanswered = true, outstanding
+				return l
+			}
+			id := e.Attr("id")
+			if !strings.HasPrefix(id, prefix) {
+				continue
+			}
+			if answered[id] {
+				l.twice++
+				continue
+			}
+			answered[id] = true
+			outstanding--
+			if e.Attr("type") == "result" {
+				l.results++
+			} else {
+				l.errors++
+				t.Logf("%s: %s", prefix, e)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s: %d IQs unanswered for 30 s", prefix, outstanding)
+			l.unanswered = outstanding
+			return l
+		}
+	}
+}
+
+// A node stopped with SIGTERM drains: IQs already sent to its component connection are
+// answered (the other nodes pick only the survivor from the moment it withdraws), its
+// own clients' IQs are answered before their streams close with system-shutdown, and no
+// IQ fails or is answered twice.
+func TestGracefulStopFailsNoIQ(t *testing.T) {
+	c := Start(t, 3, func(i int, cfg *config.Config) {
+		delegating("round-robin")(i, cfg)
+		if os.Getenv("NODRAIN") != "" {
+			cfg.Node.DrainTimeout = 0
+		}
+	})
+	c.AddUser("juliet", "j")
+	c.AddUser("romeo", "r")
+	j := login(t, c, 0, "juliet", "j", "")
+	k := login(t, c, 2, "romeo", "r", "")
+	a, b := onNodes2and3(t, c)
+	var mu sync.Mutex
+	count := map[string]int{}
+	answerAfter(a, 20*time.Millisecond, "node2", &mu, count)
+	answerAfter(b, 20*time.Millisecond, "node3", &mu, count)
+	untilBothUsed(c, j, &mu, count)
+	c.Eventually(10*time.Second, "node 3 forwards to both connections", func() bool {
+		mu.Lock()
+		before := count["node2"]
+		mu.Unlock()
+		k.Send(pubsubIQ("warm"))
+		k.Next(wait)
+		mu.Lock()
+		defer mu.Unlock()
+		return count["node2"] > before
+	})
+
+	stop := make(chan struct{})
+	var loads [2]*iqLoad
+	var wg sync.WaitGroup
+	for i, p := range []*xmpptest.Peer{j, k} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loads[i] = runIQLoad(t, p, fmt.Sprintf("load%d-", i), 8, stop)
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	mu.Lock()
+	atStop := count["node3"]
+	mu.Unlock()
+	stopped := time.Now()
+	c.Stop(2)
+	took := time.Since(stopped)
+	time.Sleep(300 * time.Millisecond) // the survivors go on alone
+	close(stop)
+	wg.Wait()
+	j.ExpectNothing(300 * time.Millisecond) // nothing answered twice
+	t.Logf("SIGTERM to exit: %v; node 3's component answered %d IQs before the stop", took, atStop)
+	for i, l := range loads {
+		t.Logf("client on node %d: %d sent, %d results, %d errors, %d answered twice, %d unanswered when its stream ended (%v)",
+			[]int{1, 3}[i], l.sent, l.results, l.errors, l.twice, l.unanswered, l.streamEnded)
+	}
+	if atStop == 0 {
+		t.Fatal("node 3's component had no share of the load")
+	}
+	if l := loads[0]; l.errors+l.twice+l.unanswered > 0 || l.streamEnded {
+		t.Fatalf("the client on a surviving node saw IQs fail or repeat")
+	}
+	if l := loads[1]; l.errors+l.twice > 0 || !l.streamEnded {
+		t.Fatalf("the client on the stopped node saw IQs fail or repeat, or its stream did not end")
+	}
+	if !strings.Contains(c.Logs(2), "msg=drained") {
+		t.Fatalf("node 3 did not drain:\n%s", c.Logs(2))
+	}
 }

@@ -109,7 +109,7 @@ func runNode(path string) int {
 		return 1
 	}
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Node.DrainTimeout.D()+10*time.Second)
 	defer cancel()
 	_ = n.Stop(sctx)
 	return 0

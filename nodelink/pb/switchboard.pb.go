@@ -1033,6 +1033,54 @@ func (x *PackedAnswers) GetData() []byte {
 	return nil
 }
 
+// Drained tells a draining node (one that withdrew its component connections, on its
+// way out: cluster.Cluster.Withdraw) that every delegated IQ the sending node had
+// forwarded over them has its answer (or failed): the draining node may close them
+// without one being lost. Proto version 3.
+type Drained struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Drained) Reset() {
+	*x = Drained{}
+	mi := &file_switchboard_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Drained) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Drained) ProtoMessage() {}
+
+func (x *Drained) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Drained.ProtoReflect.Descriptor instead.
+func (*Drained) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Drained) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -1109,7 +1157,9 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x11DelegationAnswers\x12:\n" +
 	"\aanswers\x18\x01 \x03(\v2 .switchboard.v1.DelegationAnswerR\aanswers\"#\n" +
 	"\rPackedAnswers\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04dataB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x1d\n" +
+	"\aDrained\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04nodeB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -1123,7 +1173,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),               // 0: switchboard.v1.Ref
 	(*Deliver)(nil),           // 1: switchboard.v1.Deliver
@@ -1141,6 +1191,7 @@ var file_switchboard_proto_goTypes = []any{
 	(*DelegationAnswer)(nil),  // 13: switchboard.v1.DelegationAnswer
 	(*DelegationAnswers)(nil), // 14: switchboard.v1.DelegationAnswers
 	(*PackedAnswers)(nil),     // 15: switchboard.v1.PackedAnswers
+	(*Drained)(nil),           // 16: switchboard.v1.Drained
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0,  // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -1167,7 +1218,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
