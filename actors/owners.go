@@ -2,6 +2,7 @@ package actors
 
 import (
 	"sort"
+	"strings"
 
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/directory"
@@ -290,13 +291,33 @@ func (u *users) membersChanged(members []cluster.Member, left []string) {
 	for _, n := range left {
 		gone[n] = true
 	}
+	u.dropSessions(func(e *resEntry) bool { return gone[e.Node] })
+	for _, s := range u.sessions.All() {
+		node, _ := u.owner(s.Bare)
+		if old := s.owner.Load(); old == nil || *old != node {
+			u.register(s, false)
+		}
+	}
+}
+
+// nodeRestarted drops, from the owner tables of the users this node owns, the sessions
+// that node had before it ran again as the incarnation whose actor names begin with
+// prefix: they are gone (and their contacts told so).
+func (u *users) nodeRestarted(node, prefix string) {
+	u.dropSessions(func(e *resEntry) bool { return e.Node == node && !strings.HasPrefix(e.PID.Id, prefix) })
+}
+
+// dropSessions removes the sessions gone says are gone from the owner tables of the
+// users this node owns; each one that was available is announced unavailable to the
+// user's other available resources.
+func (u *users) dropSessions(gone func(*resEntry) bool) {
 	var notify []func()
 	u.owners.Range(func(bare string, res resources) bool {
 		if _, self := u.owner(bare); !self {
 			return false
 		}
 		for name, e := range res {
-			if !gone[e.Node] {
+			if !gone(e) {
 				continue
 			}
 			delete(res, name)
@@ -312,11 +333,5 @@ func (u *users) membersChanged(members []cluster.Member, left []string) {
 	})
 	for _, f := range notify {
 		f()
-	}
-	for _, s := range u.sessions.All() {
-		node, _ := u.owner(s.Bare)
-		if old := s.owner.Load(); old == nil || *old != node {
-			u.register(s, false)
-		}
 	}
 }

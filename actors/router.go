@@ -84,6 +84,7 @@ type Router struct {
 	unreachableFor time.Duration // Config.UnreachableFor
 	unwatch        func()        // ends the watch of the transport's failures
 	drain          drainState    // a graceful stop (drain.go)
+	actorPrefix    string        // Config.ActorPrefix
 
 	disp *Dispatcher // runs every mailbox of the router's actors
 	jids *jidCache
@@ -144,6 +145,9 @@ type Config struct {
 	// failed are passed over, unless the node announces components again first; by then
 	// the membership has declared it dead, or it was a passing fault (default 5s).
 	UnreachableFor time.Duration
+	// ActorPrefix begins the names of session actors: cluster.ActorPrefix of this run's
+	// incarnation, so that no name is given out again by a later run.
+	ActorPrefix string
 }
 
 // Metrics are the router's Prometheus counters.
@@ -207,6 +211,7 @@ func NewRouter(c Config) *Router {
 		jids:     newJIDCache(),
 	}
 	r.drain.stopping = make(chan struct{})
+	r.actorPrefix = c.ActorPrefix
 	r.users = &users{r: r, sessions: directory.NewSessions[*Session](), owners: directory.NewOwners[*Session]()}
 	r.del, r.priv, r.subs = &delegator{r: r}, &privileged{r: r}, &subscriptions{r}
 	r.comps = &components{r: r, dir: directory.NewComponents[*Session]()}
@@ -307,7 +312,7 @@ func (r *Router) newSession(kind SessionKind, c *xmpp.Conn) *Session {
 	s := &Session{Kind: kind, conn: c, router: r}
 	props := actor.PropsFromProducer(func() actor.Actor { return s }, r.onWorkers(),
 		actor.WithMailbox(actor.Unbounded(remoteBytes{s})))
-	s.pid = r.sys.Root.Spawn(props)
+	s.pid = r.sys.Root.SpawnPrefix(props, r.actorPrefix)
 	return s
 }
 
@@ -385,6 +390,22 @@ func (r *Router) onWorkers() actor.PropsOption { return r.disp.Props() }
 
 // Inbound is the router's nodelink.Handler: what other nodes send this node.
 func (r *Router) Inbound() nodelink.Handler { return inbound{r} }
+
+// NodeRestarted is told that a node runs again as a new incarnation (cluster.Listener):
+// the sessions of its earlier runs leave the owner tables here, and its address, which
+// the transport may have found unreachable when the earlier run died, is used again.
+func (r *Router) NodeRestarted(node string, incarnation int64) {
+	r.users.nodeRestarted(node, cluster.ActorPrefix(incarnation))
+	if r.cluster == nil {
+		return
+	}
+	for _, m := range r.cluster.Members() {
+		if m.ID == node {
+			r.comps.dir.MarkUp(m.Remote)
+		}
+	}
+	r.log.Info("node restarted: its earlier run's sessions are dropped", "node", node)
+}
 
 // MembersChanged is told about membership (cluster.Listener); users move owners (owners.go).
 func (r *Router) MembersChanged(members []cluster.Member, left []string) {

@@ -38,6 +38,20 @@ type Config struct {
 	// Keys are the gossip keys (ParseKeys), the first used to encrypt; none: gossip in
 	// the clear, unauthenticated (loopback only, or cluster.insecure).
 	Keys [][]byte
+	// Incarnation tells this run of the node from its earlier ones under the same name
+	// (NewIncarnation); 0: one is made.
+	Incarnation int64
+}
+
+// NewIncarnation is a new run's incarnation: it orders the runs of a node (the clock, in
+// nanoseconds, as node states have always carried).
+func NewIncarnation() int64 { return time.Now().UnixNano() }
+
+// ActorPrefix is what the names of the session actors of one incarnation begin with, so
+// that a restarted node never answers to a name its previous run gave out, and an entry
+// for an actor of an earlier run is known to be stale (Listener.NodeRestarted).
+func ActorPrefix(incarnation int64) string {
+	return "i" + strconv.FormatInt(incarnation, 36) + "."
 }
 
 // Member is one live node.
@@ -50,6 +64,8 @@ type Member struct {
 	// Proto is the version of the cross-node messages the node understands (see
 	// ProtoVersion); 0 for a node older than versioning.
 	Proto int `json:"proto,omitempty"`
+	// Incarnation is the node's current run (Config.Incarnation); 0 for an older node.
+	Incarnation int64 `json:"incarnation,omitempty"`
 }
 
 // ProtoVersion is the version of the cross-node messages this build understands, told to
@@ -81,6 +97,10 @@ type Listener interface {
 	// NodeDraining: the node withdrew these component connections (Withdraw): they take
 	// no new work, but what was sent over them is still answered there.
 	NodeDraining(node string, withdrawn []ComponentEntry)
+	// NodeRestarted: the node runs again under the same name, as a new incarnation;
+	// whatever its earlier runs held is gone (their component connections are reported
+	// removed by ComponentsChanged first).
+	NodeRestarted(node string, incarnation int64)
 }
 
 type meta struct {
@@ -88,6 +108,7 @@ type meta struct {
 	Remote string `json:"remote"`
 	Admin  string `json:"admin"`
 	Proto  int    `json:"proto,omitempty"`
+	Inc    int64  `json:"inc,omitempty"`
 }
 
 // nodeState is what one node says about its own component sessions. (Incarnation,
@@ -138,10 +159,13 @@ func (c *Cluster) Joined() bool {
 
 // New prepares the membership layer; Start joins.
 func New(cfg Config, log *slog.Logger) *Cluster {
+	if cfg.Incarnation == 0 {
+		cfg.Incarnation = NewIncarnation()
+	}
 	return &Cluster{
 		cfg: cfg, log: log.With("subsystem", "cluster"),
 		members: make(map[string]Member),
-		own:     nodeState{Node: cfg.NodeID, Incarnation: time.Now().UnixNano()},
+		own:     nodeState{Node: cfg.NodeID, Incarnation: cfg.Incarnation},
 		states:  make(map[string]nodeState),
 		stopped: make(chan struct{}),
 	}
@@ -488,18 +512,23 @@ func (c *Cluster) merge(states []nodeState) {
 	var (
 		added, removed []ComponentEntry
 		draining       []nodeState
+		restarted      []nodeState
 	)
 	c.mu.Lock()
 	for _, st := range states {
 		if st.Node == c.cfg.NodeID {
 			continue
 		}
-		if _, alive := c.members[st.Node]; !alive {
-			continue // a stale copy of a node that left
+		m, alive := c.members[st.Node]
+		if !alive || st.Incarnation < m.Incarnation {
+			continue // a stale copy of a node that left, or of an earlier run
 		}
 		old, known := c.states[st.Node]
 		if known && !st.newer(old) {
 			continue
+		}
+		if known && st.Incarnation > old.Incarnation {
+			restarted = append(restarted, st)
 		}
 		a, r := diff(old.Components, st.Components)
 		added, removed = append(added, a...), append(removed, r...)
@@ -514,6 +543,9 @@ func (c *Cluster) merge(states []nodeState) {
 	}
 	if len(added)+len(removed) > 0 {
 		c.listener.ComponentsChanged(added, removed)
+	}
+	for _, st := range restarted {
+		c.listener.NodeRestarted(st.Node, st.Incarnation)
 	}
 	for _, st := range draining {
 		c.listener.NodeDraining(st.Node, st.Components)
@@ -556,11 +588,28 @@ func (c *Cluster) memberJoined(n *memberlist.Node) {
 		m.ID = n.Name
 	}
 	c.mu.Lock()
-	c.members[n.Name] = Member{ID: n.Name, Gossip: n.Address(), Remote: m.Remote, Admin: m.Admin, State: "alive", Proto: m.Proto}
+	c.members[n.Name] = Member{ID: n.Name, Gossip: n.Address(), Remote: m.Remote, Admin: m.Admin, State: "alive",
+		Proto: m.Proto, Incarnation: m.Inc}
+	// A new run of a node that was not seen to die (restarted within the failure
+	// detector's time): what its earlier run announced is gone, now.
+	var stale []ComponentEntry
+	old, known := c.states[n.Name]
+	restarted := known && m.Inc > old.Incarnation && n.Name != c.cfg.NodeID
+	if restarted {
+		stale = old.Components
+		c.states[n.Name] = nodeState{Node: n.Name, Incarnation: m.Inc}
+	}
 	members := c.membersLocked()
 	c.mu.Unlock()
-	c.log.Info("member up", "member", n.Name, "gossip", n.Address(), "remote", m.Remote)
+	c.log.Info("member up", "member", n.Name, "gossip", n.Address(), "remote", m.Remote, "incarnation", m.Inc)
 	if c.listener != nil {
+		if restarted {
+			c.log.Warn("member restarted: what its earlier run announced is dropped", "member", n.Name, "components", len(stale))
+			if len(stale) > 0 {
+				c.listener.ComponentsChanged(nil, stale)
+			}
+			c.listener.NodeRestarted(n.Name, m.Inc)
+		}
 		c.listener.MembersChanged(members, nil)
 	}
 	if n.Name != c.cfg.NodeID {
@@ -607,7 +656,7 @@ func (c *Cluster) membersLocked() []Member {
 type delegate Cluster
 
 func (d *delegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(meta{ID: d.cfg.NodeID, Remote: d.cfg.Remote, Admin: d.cfg.Admin, Proto: ProtoVersion})
+	b, _ := json.Marshal(meta{ID: d.cfg.NodeID, Remote: d.cfg.Remote, Admin: d.cfg.Admin, Proto: ProtoVersion, Inc: d.cfg.Incarnation})
 	if len(b) > limit {
 		return nil
 	}

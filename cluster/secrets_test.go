@@ -55,6 +55,7 @@ type nopListener struct{}
 func (nopListener) ComponentsChanged(added, removed []ComponentEntry) {}
 func (nopListener) MembersChanged(members []Member, left []string)    {}
 func (nopListener) NodeDraining(string, []ComponentEntry)             {}
+func (nopListener) NodeRestarted(string, int64)                       {}
 
 // Mutual TLS between nodes: both sides need a certificate the same CA signed.
 func TestTLSConfigs(t *testing.T) {

@@ -342,8 +342,9 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 		members nodelink.Members // nil: standalone
 		cl      actors.Cluster   // nil: standalone
 	)
+	incarnation := cluster.NewIncarnation()
 	if cfg.Cluster.Bind != "" {
-		if n.cluster, err = n.newCluster(); err != nil {
+		if n.cluster, err = n.newCluster(incarnation); err != nil {
 			return err
 		}
 		members, cl = n.cluster, n.cluster
@@ -381,6 +382,7 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 		// Long enough for the membership to declare a dead node dead (probe interval ×
 		// suspicion multiplier, plus probe timeouts).
 		UnreachableFor: max(time.Second, cfg.Cluster.ProbeInterval.D()*time.Duration(cfg.Cluster.SuspicionMult+3)),
+		ActorPrefix:    cluster.ActorPrefix(incarnation),
 	})
 	if err = n.router.Start(ctx); err != nil {
 		return err
@@ -406,7 +408,7 @@ func (n *Node) stopRouter(ctx context.Context) error {
 
 // newCluster prepares the membership layer (started later, with the router), with the
 // gossip keys of cluster.secret_key_file if set.
-func (n *Node) newCluster() (*cluster.Cluster, error) {
+func (n *Node) newCluster(incarnation int64) (*cluster.Cluster, error) {
 	cfg := n.cfg
 	var keys [][]byte
 	if f := cfg.Cluster.SecretKeyFile; f != "" {
@@ -425,6 +427,7 @@ func (n *Node) newCluster() (*cluster.Cluster, error) {
 		ProbeInterval: cfg.Cluster.ProbeInterval.D(),
 		SuspicionMult: cfg.Cluster.SuspicionMult,
 		Keys:          keys,
+		Incarnation:   incarnation,
 	}, n.log)
 	n.metrics.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

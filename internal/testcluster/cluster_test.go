@@ -967,7 +967,7 @@ func untilBothUsed(c *Cluster, j *xmpptest.Peer, mu *sync.Mutex, count map[strin
 }
 
 // answerAfter answers m's forwarded IQs, each delay after it arrived (so that some are
-// always in flight), counting them under name.
+// always in flight), counting them under name, until m's stream ends.
 func answerAfter(m *xmpptest.Managing, delay time.Duration, name string, mu *sync.Mutex, count map[string]int) {
 	type arrived struct {
 		f  xmpptest.Forwarded
@@ -982,10 +982,12 @@ func answerAfter(m *xmpptest.Managing, delay time.Duration, name string, mu *syn
 	go func() {
 		for a := range q {
 			time.Sleep(time.Until(a.at.Add(delay)))
+			if m.TryAnswer(a.f, "") != nil {
+				return
+			}
 			mu.Lock()
 			count[name]++
 			mu.Unlock()
-			m.Answer(a.f, "")
 		}
 	}()
 }
@@ -996,6 +998,7 @@ func answerAfter(m *xmpptest.Managing, delay time.Duration, name string, mu *syn
 type iqLoad struct {
 	sent, results, errors, twice, unanswered int
 	streamEnded                              bool
+	lastError                                time.Time
 }
 
 func runIQLoad(t *testing.T, p *xmpptest.Peer, prefix string, window int, stop <-chan struct{}) *iqLoad {
@@ -1038,6 +1041,7 @@ func runIQLoad(t *testing.T, p *xmpptest.Peer, prefix string, window int, stop <
 				l.results++
 			} else {
 				l.errors++
+				l.lastError = time.Now()
 				t.Logf("%s: %s", prefix, e)
 			}
 		case <-time.After(30 * time.Second):
@@ -1117,5 +1121,103 @@ func TestGracefulStopFailsNoIQ(t *testing.T) {
 	}
 	if !strings.Contains(c.Logs(2), "msg=drained") {
 		t.Fatalf("node 3 did not drain:\n%s", c.Logs(2))
+	}
+}
+
+// A node killed and restarted at once under the same name, before the membership could
+// see it die: the other nodes drop what its earlier run announced as soon as they hear
+// of the new run (its incarnation, in its memberlist metadata), so no IQ goes to a
+// component connection of the dead run and no stanza to a session of it; only the IQs
+// waiting at the killed node fail. The client is on node 2, which is not the seed the
+// restarted node joins through.
+func TestRestartedNodeGetsNoStaleTraffic(t *testing.T) {
+	c := Start(t, 3, func(i int, cfg *config.Config) {
+		delegating("round-robin")(i, cfg)
+		cfg.Cluster.ProbeInterval = config.Duration(time.Second) // memberlist: ~5 s to call it dead
+		cfg.Cluster.SuspicionMult = 4
+	})
+	c.AddUser("juliet", "j")
+	j := login(t, c, 1, "juliet", "j", "")
+	// Users on node 3, some of them owned by node 1 or 2 (whose tables keep their sessions).
+	var users []string
+	for i := range 6 {
+		name := fmt.Sprintf("r%d", i)
+		c.AddUser(name, "pw")
+		u := login(t, c, 2, name, "pw", "old")
+		u.Send(`<presence/>`)
+		u.Sync()
+		users = append(users, name)
+	}
+	a := xmpptest.NewManaging(t, c.Nodes[0].Component, "pubsub.localhost", secret, nil)
+	b := xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
+	a.NextAd(wait)
+	b.NextAd(wait)
+	var mu sync.Mutex
+	count := map[string]int{}
+	answerAfter(a, 5*time.Millisecond, "node1", &mu, count)
+	answerAfter(b, 5*time.Millisecond, "node3", &mu, count)
+	c.Eventually(10*time.Second, "both connections in use", func() bool {
+		j.Send(pubsubIQ("warm"))
+		j.Next(wait)
+		mu.Lock()
+		defer mu.Unlock()
+		return count["node1"] > 0 && count["node3"] > 0
+	})
+
+	stop := make(chan struct{})
+	done := make(chan *iqLoad)
+	go func() { done <- runIQLoad(t, j, "load-", 4, stop) }()
+	time.Sleep(300 * time.Millisecond)
+	killed := time.Now()
+	c.Kill(2)
+	c.StartNode(2)
+	c.WaitReady(2)
+	ready := time.Now()
+	b2 := xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
+	b2.NextAd(wait)
+	answerAfter(b2, 5*time.Millisecond, "node3 again", &mu, count)
+	// Past the transport's mark on the dead run's address (probe × (mult + 3) = 7 s).
+	time.Sleep(time.Until(killed.Add(9 * time.Second)))
+	close(stop)
+	l := <-done
+	mu.Lock()
+	again := count["node3 again"]
+	mu.Unlock()
+	var last time.Duration
+	if !l.lastError.IsZero() {
+		last = l.lastError.Sub(killed)
+	}
+	t.Logf("restarted and ready %v after the kill; %d IQs sent, %d results, %d errors (the last %v after the kill), %d answered twice; the new connection answered %d",
+		ready.Sub(killed).Round(time.Millisecond), l.sent, l.results, l.errors, last.Round(time.Millisecond), l.twice, again)
+	if l.twice+l.unanswered > 0 || l.streamEnded {
+		t.Fatal("IQs answered twice or not at all")
+	}
+	if l.errors > 4 {
+		t.Fatalf("%d IQs failed: more than the 4 that can have been waiting at the killed node", l.errors)
+	}
+	if l.lastError.After(ready) {
+		t.Fatal("IQs failed after the node was back")
+	}
+	if again == 0 {
+		t.Fatal("the component's new connection on the restarted node got no IQ")
+	}
+	// The users' sessions died with the earlier run: a message to one is refused, not
+	// delivered to whatever the new run holds under the same actor name.
+	for _, u := range users {
+		j.Send(`<message to='` + u + `@localhost/old' type='chat' id='m-` + u + `'><body>x</body></message>`)
+		if r := j.Next(wait); r.ErrorCondition() != "service-unavailable" {
+			t.Fatalf("to %s's session of the dead run: %s", u, r)
+		}
+	}
+	b2.NoForward(100 * time.Millisecond)
+	if e := func() *xmpptest.Elem {
+		select {
+		case e := <-b2.Other:
+			return e
+		default:
+			return nil
+		}
+	}(); e != nil {
+		t.Fatalf("the new run's component connection got %s", e)
 	}
 }

@@ -353,12 +353,17 @@ func (m *Managing) loop() {
 
 // SendAsync is send usable off the test goroutine.
 func (m *Managing) SendAsync(raw string) {
+	if err := m.TrySend(raw); err != nil {
+		m.t.Errorf("%s: send failed: %v", m.Domain, err)
+	}
+}
+
+// TrySend sends, off the test goroutine, to a stream that may have ended.
+func (m *Managing) TrySend(raw string) error {
 	// context.Background on purpose: mellium's Send arms a watcher that, if the context
 	// is cancelled just after Send returns, sets a past write deadline on the connection
 	// and can fail the next, concurrent Send with an i/o timeout (observed under -race).
-	if err := m.S.Send(context.Background(), Tokens(raw)); err != nil {
-		m.t.Errorf("%s: send failed: %v", m.Domain, err)
-	}
+	return m.S.Send(context.Background(), Tokens(raw))
 }
 
 // NextOther returns the next stanza in Other that ok accepts (nil: any), dropping the
@@ -422,14 +427,23 @@ func (m *Managing) NextAd(d time.Duration) map[string][]string {
 }
 
 // Reply answers a forwarded IQ; the inner stanza is given in full.
-func (m *Managing) Reply(f Forwarded, innerXML string) {
-	m.SendAsync(fmt.Sprintf(`<iq type='result' from='%s' to='%s' id='%s'><delegation xmlns='%s'><forwarded xmlns='urn:xmpp:forward:0'>%s</forwarded></delegation></iq>`,
-		m.Domain, f.Outer.Attr("from"), f.Outer.Attr("id"), "urn:xmpp:delegation:2", innerXML))
+func (m *Managing) Reply(f Forwarded, innerXML string) { m.SendAsync(replyXML(m.Domain, f, innerXML)) }
+
+func replyXML(domain string, f Forwarded, innerXML string) string {
+	return fmt.Sprintf(`<iq type='result' from='%s' to='%s' id='%s'><delegation xmlns='%s'><forwarded xmlns='urn:xmpp:forward:0'>%s</forwarded></delegation></iq>`,
+		domain, f.Outer.Attr("from"), f.Outer.Attr("id"), "urn:xmpp:delegation:2", innerXML)
 }
 
 // answer replies correctly with a result carrying payload.
-func (m *Managing) Answer(f Forwarded, payload string) {
-	m.Reply(f, fmt.Sprintf(`<iq xmlns='jabber:client' type='result' id='%s' to='%s'>%s</iq>`, f.Inner.Attr("id"), f.Inner.Attr("from"), payload))
+func (m *Managing) Answer(f Forwarded, payload string) { m.Reply(f, resultXML(f, payload)) }
+
+// TryAnswer is Answer to a stream that may have ended (a node killed under it).
+func (m *Managing) TryAnswer(f Forwarded, payload string) error {
+	return m.TrySend(replyXML(m.Domain, f, resultXML(f, payload)))
+}
+
+func resultXML(f Forwarded, payload string) string {
+	return fmt.Sprintf(`<iq xmlns='jabber:client' type='result' id='%s' to='%s'>%s</iq>`, f.Inner.Attr("id"), f.Inner.Attr("from"), payload)
 }
 
 // LockedBuffer collects a subprocess's output while a test reads it.
