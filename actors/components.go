@@ -138,6 +138,17 @@ func (c *components) isComponentDomain(domain string) bool {
 	return false
 }
 
+// stalled is told which connections answer nothing while IQs wait on them
+// (delegation.StallAfter): picks pass them over while another connection answers.
+func (c *components) stalled(keys []string) {
+	c.dir.SetStalled(keys)
+	if len(keys) > 0 {
+		c.r.log.Warn("component connections stalled: passed over while another answers", "connections", keys)
+	} else {
+		c.r.log.Info("no component connection stalled any more")
+	}
+}
+
 // nodeUnreachable: the transport to the node at address failed (its connection was
 // refused or reset: a killed or stopped node). Its component connections are passed
 // over at once, for Config.UnreachableFor, without waiting for the membership's verdict,

@@ -31,6 +31,8 @@ type Delegation struct {
 	Disco   *delegation.DiscoCache
 	Metrics *delegation.Metrics
 	Timeout time.Duration
+	// StallAfter: see config.DelegationConfig (0: off).
+	StallAfter time.Duration
 }
 
 // ComponentOptions are the per-component settings the router applies.

@@ -227,6 +227,8 @@ func NewRouter(c Config) *Router {
 	r.SetSettings(c.Limits, c.Components)
 	if r.deleg != nil {
 		r.del.tracker = delegation.NewTracker(c.NodeID, r.deleg.Timeout, r.del.delegationTimeout)
+		r.del.tracker.StallAfter = r.deleg.StallAfter
+		r.del.tracker.OnStall = r.comps.stalled
 	}
 	r.unreachableFor = c.UnreachableFor
 	if r.unreachableFor <= 0 {

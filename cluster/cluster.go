@@ -140,6 +140,10 @@ type Cluster struct {
 	members map[string]Member
 	own     nodeState
 	states  map[string]nodeState // other nodes
+	// early: the newest state of each node that sent one before this node saw it join
+	// (a restarted node announces its components as soon as it knows the others, which
+	// may be before their memberlist hears of it); applied when it joins.
+	early map[string]nodeState
 	stopped chan struct{}
 	wg      sync.WaitGroup
 	joined  atomic.Bool
@@ -167,6 +171,7 @@ func New(cfg Config, log *slog.Logger) *Cluster {
 		members: make(map[string]Member),
 		own:     nodeState{Node: cfg.NodeID, Incarnation: cfg.Incarnation},
 		states:  make(map[string]nodeState),
+		early:   make(map[string]nodeState),
 		stopped: make(chan struct{}),
 	}
 }
@@ -520,8 +525,16 @@ func (c *Cluster) merge(states []nodeState) {
 			continue
 		}
 		m, alive := c.members[st.Node]
-		if !alive || st.Incarnation < m.Incarnation {
-			continue // a stale copy of a node that left, or of an earlier run
+		if !alive {
+			// A node that left (a stale copy), or one that joins and is not known here
+			// yet: kept until it does.
+			if e, ok := c.early[st.Node]; !ok || st.newer(e) {
+				c.early[st.Node] = st
+			}
+			continue
+		}
+		if st.Incarnation < m.Incarnation {
+			continue // a stale copy of an earlier run
 		}
 		old, known := c.states[st.Node]
 		if known && !st.newer(old) {
@@ -600,6 +613,11 @@ func (c *Cluster) memberJoined(n *memberlist.Node) {
 		c.states[n.Name] = nodeState{Node: n.Name, Incarnation: m.Inc}
 	}
 	members := c.membersLocked()
+	early, hasEarly := c.early[n.Name]
+	if hasEarly && early.Incarnation < m.Inc {
+		hasEarly = false // of an earlier run
+	}
+	delete(c.early, n.Name)
 	c.mu.Unlock()
 	c.log.Info("member up", "member", n.Name, "gossip", n.Address(), "remote", m.Remote, "incarnation", m.Inc)
 	if c.listener != nil {
@@ -611,6 +629,9 @@ func (c *Cluster) memberJoined(n *memberlist.Node) {
 			c.listener.NodeRestarted(n.Name, m.Inc)
 		}
 		c.listener.MembersChanged(members, nil)
+	}
+	if hasEarly {
+		c.merge([]nodeState{early})
 	}
 	if n.Name != c.cfg.NodeID {
 		// Tell the newcomer what we have at once (push/pull would, later).
@@ -633,6 +654,7 @@ func (c *Cluster) memberLeft(n *memberlist.Node) {
 	delete(c.members, n.Name)
 	st := c.states[n.Name]
 	delete(c.states, n.Name)
+	delete(c.early, n.Name)
 	members := c.membersLocked()
 	c.mu.Unlock()
 	c.log.Warn("member gone", "member", n.Name)

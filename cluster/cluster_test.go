@@ -134,4 +134,16 @@ func TestRestartAndDrainingEvents(t *testing.T) {
 			t.Fatalf("draining: %s", got)
 		}
 	}
+	// A state that comes before its node is seen to join is kept until it is.
+	rec := &recorder{}
+	c := New(Config{NodeID: "a", Incarnation: 1}, slog.New(slog.DiscardHandler))
+	c.listener = rec
+	c.merge(state(30, 1, "w"))
+	if got := rec.take(); got != "[]" {
+		t.Fatalf("before the join: %s", got)
+	}
+	c.memberJoined(node("b", 30))
+	if got := rec.take(); got != "[+b/w]" {
+		t.Fatalf("at the join: %s", got)
+	}
 }

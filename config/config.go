@@ -471,6 +471,11 @@ type DelegationConfig struct {
 	// reply before the requester gets service-unavailable. Must be > 0.
 	// Default: 30s.
 	Timeout Duration `yaml:"timeout"`
+	// StallAfter: a component connection (on any node) with delegated IQs waiting
+	// on it that has answered none for this long takes no new IQ while another
+	// connection of the component answers; the waiting IQs stay with it. 0: off.
+	// Default: 1s.
+	StallAfter Duration `yaml:"stall_after"`
 }
 
 // LimitsConfig bounds per-connection resources (key `limits`).
@@ -631,7 +636,7 @@ func Default() *Config {
 		},
 		Hosts:      []HostConfig{{Domain: "localhost"}},
 		Components: []ComponentConfig{},
-		Delegation: DelegationConfig{Timeout: Duration(30 * time.Second)},
+		Delegation: DelegationConfig{Timeout: Duration(30 * time.Second), StallAfter: Duration(time.Second)},
 		Limits: LimitsConfig{
 			MaxStanzaBytes:          262144,
 			NegotiationTimeout:      Duration(30 * time.Second),
@@ -917,6 +922,9 @@ func (c *Config) Validate() error {
 
 	// delegation, limits, accounts
 	v.positive("delegation.timeout", int64(c.Delegation.Timeout))
+	if c.Delegation.StallAfter < 0 {
+		v.add("delegation.stall_after", "must be >= 0 (0 = off)")
+	}
 	v.positive("limits.max_stanza_bytes", int64(c.Limits.MaxStanzaBytes))
 	v.positive("limits.negotiation_timeout", int64(c.Limits.NegotiationTimeout))
 	if c.Limits.ParkAfter < 0 {

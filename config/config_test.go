@@ -397,6 +397,7 @@ func TestValidateErrors(t *testing.T) {
 		{"park negative", func(c *Config) { c.Limits.ParkAfter = Duration(-time.Second) }, "limits.park_after: must be >= 0"},
 		{"gc headroom negative", func(c *Config) { c.Node.GCHeadroomBytes = -1 }, "node.gc_headroom_bytes: must be >= 0"},
 		{"drain timeout negative", func(c *Config) { c.Node.DrainTimeout = -1 }, "node.drain_timeout: must be >= 0"},
+		{"stall negative", func(c *Config) { c.Delegation.StallAfter = -1 }, "delegation.stall_after: must be >= 0"},
 		{"write timeout", func(c *Config) { c.Limits.WriteTimeout = 0 }, "limits.write_timeout: must be > 0"},
 		{"auth attempts", func(c *Config) { c.Limits.MaxAuthAttempts = 0 }, "limits.max_auth_attempts: must be > 0"},
 		{"send queue", func(c *Config) { c.Limits.MaxSendQueueBytes = -5 }, "limits.max_send_queue_bytes: must be > 0"},
@@ -598,8 +599,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 54 {
-		t.Errorf("checked %d keys, want 54 (update this test when adding keys)", n)
+	if n != 55 {
+		t.Errorf("checked %d keys, want 55 (update this test when adding keys)", n)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"hash/maphash"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +59,12 @@ type Tracker[R any] struct {
 	// ends (answer, timeout, FailVia, FailAll), before its timeout handler: the place to
 	// count it out (per-requester in-flight caps). Set it before the first Add.
 	OnDone func(*Pending[R])
+	// StallAfter: a connection with IQs waiting on it that has answered none for this
+	// long is stalled (its node or component hangs); OnStall is told the stalled
+	// connections (their Via) whenever the set changes, within a sweep tick, from the
+	// sweeper's goroutine. Set both before the first Add; 0: no stall detection.
+	StallAfter time.Duration
+	OnStall    func(stalled []string)
 
 	timeout   time.Duration
 	tick      time.Duration
@@ -64,9 +72,16 @@ type Tracker[R any] struct {
 	prefix    string
 	seed      maphash.Seed
 	shards    [32]trackerShard[R]
-	perVia    sync.Map // Via (string) → *atomic.Int64
+	perVia    sync.Map // Via (string) → *viaStats
 	pending   atomic.Int64
 	sweeping  atomic.Bool
+	stalled   map[string]bool // the sweeper's last verdict
+}
+
+// viaStats is what the tracker knows of one connection.
+type viaStats struct {
+	n        atomic.Int64 // IQs waiting on it
+	progress atomic.Int64 // unix ns: its last answer, or when it last became busy
 }
 
 type trackerShard[R any] struct {
@@ -151,20 +166,23 @@ func (t *Tracker[R]) shard(id string) *trackerShard[R] {
 	return &t.shards[maphash.String(t.seed, id)%uint64(len(t.shards))]
 }
 
-func (t *Tracker[R]) viaCount(via string) *atomic.Int64 {
+func (t *Tracker[R]) via(via string) *viaStats {
 	if c, ok := t.perVia.Load(via); ok {
-		return c.(*atomic.Int64)
+		return c.(*viaStats)
 	}
-	c, _ := t.perVia.LoadOrStore(via, new(atomic.Int64))
-	return c.(*atomic.Int64)
+	c, _ := t.perVia.LoadOrStore(via, new(viaStats))
+	return c.(*viaStats)
 }
 
 // Add registers p and starts its timeout.
 func (t *Tracker[R]) Add(p *Pending[R]) {
-	t.viaCount(p.Via).Add(1)
+	v := t.via(p.Via)
 	sh := t.shard(p.OuterID)
 	sh.mu.Lock()
 	now := time.Now() // under the lock: the shard's list stays in deadline order
+	if v.n.Add(1) == 1 {
+		v.progress.Store(now.UnixNano()) // busy from now: a stall is counted from here
+	}
 	if p.Started.IsZero() {
 		p.Started = now
 	}
@@ -202,9 +220,11 @@ func (t *Tracker[R]) sweep() {
 			expired[i] = nil
 		}
 		expired = expired[:0]
+		t.checkStalls(now)
 		if t.pending.Load() > 0 {
 			continue
 		}
+		t.checkStalls(time.Now()) // nothing waits: no connection is stalled any more
 		t.sweeping.Store(false)
 		// An Add between the check and the store saw a sweeper running and started none.
 		if t.pending.Load() == 0 || !t.sweeping.CompareAndSwap(false, true) {
@@ -213,12 +233,38 @@ func (t *Tracker[R]) sweep() {
 	}
 }
 
+// checkStalls finds the stalled connections (StallAfter) and tells OnStall if they
+// changed; the sweeper's goroutine only.
+func (t *Tracker[R]) checkStalls(now time.Time) {
+	if t.StallAfter <= 0 || t.OnStall == nil {
+		return
+	}
+	var stalled map[string]bool
+	before := now.Add(-t.StallAfter).UnixNano()
+	t.perVia.Range(func(k, v any) bool {
+		s := v.(*viaStats)
+		if s.n.Load() > 0 && s.progress.Load() < before {
+			if stalled == nil {
+				stalled = make(map[string]bool)
+			}
+			stalled[k.(string)] = true
+		}
+		return true
+	})
+	if maps.Equal(stalled, t.stalled) {
+		return
+	}
+	t.stalled = stalled
+	out := slices.Sorted(maps.Keys(stalled))
+	t.OnStall(out)
+}
+
 // done does the accounting of a pending IQ that left its shard. A reply or timeout that
 // races FailVia may come after FailVia dropped the connection's count: it must not bring
 // the count back (at -1, for a connection that is gone).
 func (t *Tracker[R]) done(p *Pending[R]) {
 	if c, ok := t.perVia.Load(p.Via); ok {
-		c.(*atomic.Int64).Add(-1)
+		c.(*viaStats).n.Add(-1)
 	}
 	t.pending.Add(-1)
 	if t.OnDone != nil {
@@ -244,6 +290,9 @@ func (t *Tracker[R]) TakeIf(id string, ok func(*Pending[R]) bool) (*Pending[R], 
 	sh.mu.Unlock()
 	if !found {
 		return nil, false
+	}
+	if c, ok := t.perVia.Load(p.Via); ok {
+		c.(*viaStats).progress.Store(time.Now().UnixNano()) // it answers
 	}
 	t.done(p)
 	return p, true
@@ -282,7 +331,7 @@ func (t *Tracker[R]) removeAll(match func(*Pending[R]) bool) []*Pending[R] {
 // Outstanding is how many IQs wait on a connection (for least-pending balancing).
 func (t *Tracker[R]) Outstanding(via string) int64 {
 	if c, ok := t.perVia.Load(via); ok {
-		return c.(*atomic.Int64).Load()
+		return c.(*viaStats).n.Load()
 	}
 	return 0
 }

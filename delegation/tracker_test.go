@@ -109,3 +109,62 @@ func BenchmarkTrackerAddTake(b *testing.B) {
 		}
 	})
 }
+
+// A connection with IQs waiting that answers none for StallAfter is reported stalled;
+// one that answers is not; an answer, or nothing left waiting, ends the stall.
+func TestTrackerStalls(t *testing.T) {
+	tr := NewTracker[int]("n1", time.Second, nil) // sweeps every 62.5 ms
+	tr.StallAfter = 200 * time.Millisecond
+	verdicts := make(chan []string, 16)
+	tr.OnStall = func(s []string) { verdicts <- s }
+	add := func(via string) string {
+		id := tr.NewID()
+		tr.Add(&Pending[int]{Request: Request{OuterID: id, Via: via}})
+		return id
+	}
+	hung := add("hung")
+	start := time.Now()
+	stop := make(chan struct{})
+	go func() { // "busy" answers every 20 ms and always has one waiting
+		id := add("busy")
+		for {
+			select {
+			case <-stop:
+				tr.Take(id)
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			next := add("busy")
+			tr.Take(id)
+			id = next
+		}
+	}()
+	defer close(stop)
+	next := func() []string {
+		select {
+		case v := <-verdicts:
+			return v
+		case <-time.After(2 * time.Second):
+			t.Fatal("no verdict")
+			return nil
+		}
+	}
+	if v := next(); len(v) != 1 || v[0] != "hung" {
+		t.Fatalf("stalled: %v", v)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond || d > 400*time.Millisecond {
+		t.Fatalf("stalled after %v (StallAfter 200ms, tick 62.5ms)", d)
+	}
+	tr.Take(hung)
+	if v := next(); len(v) != 0 {
+		t.Fatalf("after its answer: %v", v)
+	}
+	add("hung")
+	if v := next(); len(v) != 1 || v[0] != "hung" {
+		t.Fatalf("stalled again: %v", v)
+	}
+	tr.FailVia("hung")
+	if v := next(); len(v) != 0 {
+		t.Fatalf("after it went away: %v", v)
+	}
+}

@@ -33,6 +33,23 @@ type Components[S Local] struct {
 	// withdrawn: keys of connections whose node is draining (Withdraw): passed over by
 	// picks, still listed until removed (nil: none; copy-on-write).
 	withdrawn atomic.Pointer[map[string]bool]
+	// stalled: keys of connections that answer nothing while IQs wait on them
+	// (SetStalled): passed over like withdrawn ones (nil: none).
+	stalled atomic.Pointer[map[string]bool]
+}
+
+// SetStalled replaces the set of stalled connections (delegation.Tracker.OnStall): a
+// pick passes them over while another connection of their domain answers.
+func (c *Components[S]) SetStalled(keys []string) {
+	if len(keys) == 0 {
+		c.stalled.Store(nil)
+		return
+	}
+	m := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		m[k] = true
+	}
+	c.stalled.Store(&m)
 }
 
 // Withdraw passes over the connections with these keys from now on: their node is
@@ -136,10 +153,10 @@ func (c *Components[S]) IsDown(conn *Conn[S]) bool {
 }
 
 // usable returns cs's connections that are neither at an address marked down nor
-// withdrawn (cs's own slice when none is).
+// withdrawn nor stalled (cs's own slice when none is).
 func (c *Components[S]) usable(cs *connSet[S]) []*Conn[S] {
-	d, w := c.down.Load(), c.withdrawn.Load()
-	if d == nil && w == nil {
+	d, w, st := c.down.Load(), c.withdrawn.Load(), c.stalled.Load()
+	if d == nil && w == nil && st == nil {
 		return cs.conns
 	}
 	now := time.Now()
@@ -150,10 +167,12 @@ func (c *Components[S]) usable(cs *connSet[S]) []*Conn[S] {
 		t, ok := (*d)[k.PID.Address]
 		return ok && now.Before(t)
 	}
-	up := keep(cs.conns, func(k *Conn[S]) bool { return !isDown(k) && (w == nil || !(*w)[k.Key]) })
-	if len(up) == 0 && w != nil {
-		// Only withdrawn ones are left: they still answer until their node stops,
-		// which is better than refusing now.
+	up := keep(cs.conns, func(k *Conn[S]) bool {
+		return !isDown(k) && (w == nil || !(*w)[k.Key]) && (st == nil || !(*st)[k.Key])
+	})
+	if len(up) == 0 && (w != nil || st != nil) {
+		// Only withdrawn or stalled ones are left: they may still answer (until their
+		// node stops, or when it wakes up), which is better than refusing now.
 		up = keep(cs.conns, func(k *Conn[S]) bool { return !isDown(k) })
 	}
 	return up

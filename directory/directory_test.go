@@ -258,3 +258,32 @@ func TestComponentsWithdraw(t *testing.T) {
 		t.Fatal("a removed connection is still withdrawn")
 	}
 }
+
+// Stalled connections are passed over while another answers, and used when they are all
+// that is left.
+func TestComponentsStalled(t *testing.T) {
+	c := NewComponents[*sess]()
+	a := &Conn[*sess]{Handle: At[*sess](actor.NewPID("a:1", "x")), Key: "a/x"}
+	b := &Conn[*sess]{Handle: At[*sess](actor.NewPID("b:1", "y")), Key: "b/y"}
+	c.Add("comp", a)
+	c.Add("comp", b)
+	c.SetStalled([]string{"b/y"})
+	for range 10 {
+		if k, _ := c.Pick("comp", "", "", nil); k != a {
+			t.Fatalf("picked %v with b stalled", k)
+		}
+	}
+	c.SetStalled([]string{"a/x", "b/y"})
+	if _, ok := c.Pick("comp", "", "", nil); !ok {
+		t.Fatal("nothing picked with every connection stalled")
+	}
+	c.SetStalled(nil)
+	seen := map[string]bool{}
+	for range 10 {
+		k, _ := c.Pick("comp", "", "", nil)
+		seen[k.Key] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("after the stall, picked %v", seen)
+	}
+}

@@ -26,7 +26,7 @@ func benchCmd(g *globals) *cobra.Command {
 		cpuProfile  string
 	)
 	cmd := &cobra.Command{
-		Use:   "bench delegation|message|login|idle|floor|flood",
+		Use:   "bench delegation|message|login|idle|floor|flood|chaos",
 		Short: "Generate XMPP load against a server (Switchboard or any other) and report throughput, latency and errors",
 		Long: `bench speaks standard XMPP c2s (STARTTLS or direct TLS, SCRAM/PLAIN, bind) and runs
 its own XEP-0114 echo component, so the same run can target Switchboard or another server.
@@ -135,6 +135,7 @@ is an error. The exit status is non-zero if there were errors (unless --allow-er
 	f.BoolVar(&allowErrors, "allow-errors", false, "exit 0 even if there were errors")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file (what the tool costs the machine)")
 	f.BoolVar(&createUsers, "create-users", false, "first create the bench accounts in Switchboard's store (--config/--etcd)")
+	cmd.AddCommand(chaosCmd())
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Echo is the bench's managing entity: an XEP-0114 component that answers every IQ the
@@ -26,15 +27,54 @@ type Echo struct {
 
 	done chan struct{}
 	err  error
+
+	// delay: answers are written this long after the read that brought their requests
+	// (StartDelayedEcho), by a writer of their own; 0: at once.
+	delay   time.Duration
+	delayed chan delayedWrite
+	written chan struct{} // closed when the delayed writer is done
+}
+
+type delayedWrite struct {
+	b   []byte
+	due time.Time
 }
 
 // StartEcho runs the component's reading loop in its own goroutine.
-func StartEcho(c *Component) *Echo {
-	e := &Echo{c: c, done: make(chan struct{})}
+func StartEcho(c *Component) *Echo { return StartDelayedEcho(c, 0) }
+
+// StartDelayedEcho is StartEcho for a component that takes delay to answer each request,
+// as a real one does (so that some are always waiting for it). The answers keep their
+// order; at most 64 reads' worth wait to be written, then the component stops reading.
+func StartDelayedEcho(c *Component, delay time.Duration) *Echo {
+	e := &Echo{c: c, done: make(chan struct{}), delay: delay}
 	c.Sc.BeforeRead = e.flush
+	if delay > 0 {
+		e.delayed = make(chan delayedWrite, 64)
+		e.written = make(chan struct{})
+		go e.writeDelayed()
+	}
 	go e.run()
 	return e
 }
+
+// writeDelayed writes each batch of answers when it is due.
+func (e *Echo) writeDelayed() {
+	defer close(e.written)
+	failed := false
+	for w := range e.delayed {
+		if failed {
+			continue
+		}
+		time.Sleep(time.Until(w.due))
+		if _, err := e.c.Conn.Write(w.b); err != nil {
+			failed = true // the stream is gone: what waits is dropped with it
+		}
+	}
+}
+
+// Done is closed when the component's stream has ended (Close, or the server's end).
+func (e *Echo) Done() <-chan struct{} { return e.done }
 
 // Handled is the number of delegated IQs answered so far.
 func (e *Echo) Handled() uint64 { return e.handled.Load() }
@@ -63,6 +103,11 @@ func (e *Echo) flush() error {
 	if len(e.out) == 0 {
 		return nil
 	}
+	if e.delay > 0 {
+		e.delayed <- delayedWrite{b: append([]byte(nil), e.out...), due: time.Now().Add(e.delay)}
+		e.out = e.out[:0]
+		return nil
+	}
 	_, err := e.c.Conn.Write(e.out)
 	if cap(e.out) > 1<<20 {
 		e.out = nil
@@ -74,6 +119,9 @@ func (e *Echo) flush() error {
 
 func (e *Echo) run() {
 	defer close(e.done)
+	if e.delayed != nil {
+		defer func() { close(e.delayed); <-e.written }()
+	}
 	for {
 		st, err := e.c.Sc.Next()
 		if err != nil {

@@ -7,7 +7,6 @@ package testcluster
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,12 +22,11 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/switchboard-im/switchboard/accounts"
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/nodeproc"
 	"github.com/switchboard-im/switchboard/internal/xmpptest"
 	"github.com/switchboard-im/switchboard/node"
 )
@@ -122,8 +120,7 @@ type Node struct {
 	C2S, Component, Admin, Gossip, Remote string
 	cfg                                   *config.Config
 	cfgPath                               string
-	cmd                                   *exec.Cmd
-	done                                  chan struct{}
+	proc                                  *nodeproc.Process
 	logs                                  *xmpptest.LockedBuffer
 }
 
@@ -164,7 +161,9 @@ func Start(t *testing.T, n int, mutate func(i int, c *config.Config)) *Cluster {
 		}
 		nd.cfg = cfg
 		nd.cfgPath = filepath.Join(dir, nd.ID+".yaml")
-		writeConfig(t, nd.cfgPath, cfg)
+		if err := nodeproc.WriteConfig(nd.cfgPath, cfg); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := range c.Nodes {
 		c.StartNode(i)
@@ -225,17 +224,6 @@ func (c *Cluster) nodeConfig(nd *Node, dir string) *config.Config {
 	return cfg
 }
 
-func writeConfig(t *testing.T, path string, cfg *config.Config) {
-	t.Helper()
-	b, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // StartOutsider runs one more node process on 127.0.0.20 that tries to join the
 // cluster (node 1 as its seed, the same etcd) with the config mutate makes of a default
 // one: no secrets unless mutate gives some. It is not one of c.Nodes; the returned
@@ -250,7 +238,9 @@ func (c *Cluster) StartOutsider(mutate func(cfg *config.Config)) int {
 	}
 	nd.cfg = cfg
 	nd.cfgPath = filepath.Join(dir, nd.ID+".yaml")
-	writeConfig(c.t, nd.cfgPath, cfg)
+	if err := nodeproc.WriteConfig(nd.cfgPath, cfg); err != nil {
+		c.t.Fatal(err)
+	}
 	c.Nodes = append(c.Nodes, nd)
 	i := len(c.Nodes) - 1
 	c.StartNode(i)
@@ -280,47 +270,33 @@ func free(t *testing.T, ip string, n int) []string {
 // StartNode (re)starts node i as a subprocess.
 func (c *Cluster) StartNode(i int) {
 	nd := c.Nodes[i]
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), nodeEnv+"="+nd.cfgPath)
-	if nd.logs == nil {
+	if nd.proc == nil {
 		nd.logs = &xmpptest.LockedBuffer{}
+		nd.proc = &nodeproc.Process{ID: nd.ID, Admin: nd.Admin, Logs: nd.logs, Command: func() *exec.Cmd {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), nodeEnv+"="+nd.cfgPath)
+			return cmd
+		}}
 	}
-	fmt.Fprintf(nd.logs, "==== start %s\n", time.Now().Format(time.RFC3339Nano))
-	cmd.Stdout, cmd.Stderr = nd.logs, nd.logs
-	if err := cmd.Start(); err != nil {
+	if err := nd.proc.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	nd.cmd = cmd
-	nd.done = make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(nd.done)
 }
 
 // Kill ends node i with SIGKILL (no goodbye to the cluster).
 func (c *Cluster) Kill(i int) {
-	nd := c.Nodes[i]
-	if nd.cmd == nil {
-		return
+	if p := c.Nodes[i].proc; p != nil {
+		p.Kill()
 	}
-	_ = nd.cmd.Process.Kill()
-	<-nd.done
-	nd.cmd = nil
 }
 
 // Stop ends node i gracefully (SIGTERM) and waits for it.
 func (c *Cluster) Stop(i int) {
-	nd := c.Nodes[i]
-	if nd.cmd == nil {
-		return
+	if p := c.Nodes[i].proc; p != nil {
+		if err := p.Stop(20 * time.Second); err != nil {
+			c.t.Error(err)
+		}
 	}
-	_ = nd.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-nd.done:
-	case <-time.After(20 * time.Second):
-		c.t.Errorf("%s did not stop after SIGTERM", nd.ID)
-		_ = nd.cmd.Process.Kill()
-		<-nd.done
-	}
-	nd.cmd = nil
 }
 
 // WaitReady waits for node i's /readyz.
@@ -344,23 +320,16 @@ func (c *Cluster) waitAdmin(i int, path, what string) {
 }
 
 // Members returns what node i's admin API says about the cluster.
-func (c *Cluster) Members(i int) ([]cluster.Member, error) {
-	resp, err := http.Get("http://" + c.Nodes[i].Admin + "/cluster/members")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var ms []cluster.Member
-	return ms, json.NewDecoder(resp.Body).Decode(&ms)
-}
+func (c *Cluster) Members(i int) ([]cluster.Member, error) { return c.Nodes[i].proc.Members() }
 
 // WaitMembers waits until node i sees n members.
 func (c *Cluster) WaitMembers(i, n int) {
 	c.t.Helper()
-	c.Eventually(30*time.Second, fmt.Sprintf("%s to see %d members", c.Nodes[i].ID, n), func() bool {
-		ms, err := c.Members(i)
-		return err == nil && len(ms) == n
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Nodes[i].proc.WaitMembers(ctx, n); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // AddUser stores an account in the cluster's etcd.
@@ -411,15 +380,7 @@ func (c *Cluster) Metric(i int, series string) string {
 
 // Pause stops node i's process (SIGSTOP): it holds its connections but reads nothing, as
 // a node that hangs does. Resume continues it.
-func (c *Cluster) Pause(i int) {
-	if nd := c.Nodes[i]; nd.cmd != nil {
-		_ = nd.cmd.Process.Signal(syscall.SIGSTOP)
-	}
-}
+func (c *Cluster) Pause(i int) { c.Nodes[i].proc.Pause() }
 
 // Resume continues a paused node (SIGCONT).
-func (c *Cluster) Resume(i int) {
-	if nd := c.Nodes[i]; nd.cmd != nil {
-		_ = nd.cmd.Process.Signal(syscall.SIGCONT)
-	}
-}
+func (c *Cluster) Resume(i int) { c.Nodes[i].proc.Resume() }
