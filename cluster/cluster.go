@@ -143,7 +143,7 @@ type Cluster struct {
 	// early: the newest state of each node that sent one before this node saw it join
 	// (a restarted node announces its components as soon as it knows the others, which
 	// may be before their memberlist hears of it); applied when it joins.
-	early map[string]nodeState
+	early   map[string]nodeState
 	stopped chan struct{}
 	wg      sync.WaitGroup
 	joined  atomic.Bool
