@@ -18,9 +18,10 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/switchboard-im/switchboard/accounts"
 	"github.com/switchboard-im/switchboard/cluster"
-	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/internal/nodeproc"
 )
@@ -41,6 +42,9 @@ type Options struct {
 	ComponentDelay    time.Duration // the component answers each IQ this long after it came
 	DelegationTimeout time.Duration // the nodes' delegation.timeout
 	DrainTimeout      time.Duration // the nodes' node.drain_timeout
+	// PlainCluster runs the cluster plane without its secrets (gossip keys, mutual TLS),
+	// as loopback allows: for builds older than them.
+	PlainCluster bool
 
 	Progress io.Writer // a line per event as it happens (nil: none)
 }
@@ -84,9 +88,12 @@ func (o *Options) defaults() {
 		o.DelegationTimeout = 10 * time.Second
 	}
 	if o.DrainTimeout <= 0 {
-		o.DrainTimeout = 10 * time.Second
+		o.DrainTimeout = defaultDrain
 	}
 }
+
+// defaultDrain is node.drain_timeout's default: a config that keeps it need not say it.
+const defaultDrain = 10 * time.Second
 
 // event is one parsed event.
 type event struct {
@@ -258,7 +265,7 @@ func startCluster(ctx context.Context, o *Options) (_ *chaosCluster, err error) 
 		names = append(names, fmt.Sprintf("node%d", i+1))
 	}
 	secrets := filepath.Join(o.Dir, "secrets")
-	if _, err := os.Stat(filepath.Join(secrets, "gossip.key")); err != nil {
+	if _, err := os.Stat(filepath.Join(secrets, "gossip.key")); err != nil && !o.PlainCluster {
 		if err := cluster.WriteSecrets(secrets, names); err != nil {
 			return nil, err
 		}
@@ -271,27 +278,8 @@ func startCluster(ctx context.Context, o *Options) (_ *chaosCluster, err error) 
 		c.nodes = append(c.nodes, &node{c2s: ports[0], comp: ports[1], admin: ports[2], gossip: ports[3], remoteAdr: ports[4]})
 	}
 	for i, n := range c.nodes {
-		cfg := config.Default()
-		cfg.Node.ID = names[i]
-		cfg.Node.DataDir = filepath.Join(o.Dir, names[i])
-		cfg.Node.DrainTimeout = config.Duration(o.DrainTimeout)
-		cfg.Listen = config.ListenConfig{C2S: n.c2s, Component: n.comp, Admin: n.admin}
-		cfg.Etcd.Endpoints, cfg.Etcd.Prefix = endpoints, prefix
-		cfg.Cluster.Bind, cfg.Cluster.Remote = n.gossip, n.remoteAdr
-		for j, m := range c.nodes {
-			if j != i {
-				cfg.Cluster.Join = append(cfg.Cluster.Join, m.gossip)
-			}
-		}
-		cfg.Cluster.SecretKeyFile = filepath.Join(secrets, "gossip.key")
-		cfg.Cluster.TLS = config.ClusterTLS{Cert: filepath.Join(secrets, names[i]+".pem"),
-			Key: filepath.Join(secrets, names[i]+".key"), CA: filepath.Join(secrets, "ca.pem")}
-		cfg.Hosts[0].Delegations = map[string]config.DelegationRule{namespace: {JID: component}}
-		cfg.Components = []config.ComponentConfig{{JID: component, Secret: secret}}
-		cfg.Delegation.Timeout = config.Duration(o.DelegationTimeout)
-		cfg.Log.Level = "info"
 		path := filepath.Join(o.Dir, names[i]+".yaml")
-		if err := nodeproc.WriteConfig(path, cfg); err != nil {
+		if err := writeConfig(path, o, names[i], n, c.nodes, endpoints, secrets); err != nil {
 			return nil, err
 		}
 		if n.logFile, err = os.OpenFile(filepath.Join(o.Dir, names[i]+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
@@ -328,6 +316,43 @@ func startCluster(ctx context.Context, o *Options) (_ *chaosCluster, err error) 
 		}
 	}
 	return c, nil
+}
+
+// writeConfig writes node n's config: only the keys the run needs, so that the same
+// tool can run an older build (--bin), whose config has fewer keys (with --plain-cluster
+// when it predates the cluster's secrets).
+func writeConfig(path string, o *Options, name string, n *node, all []*node, endpoints []string, secrets string) error {
+	var join []string
+	for _, m := range all {
+		if m != n {
+			join = append(join, m.gossip)
+		}
+	}
+	nodeCfg := map[string]any{"id": name, "data_dir": filepath.Join(o.Dir, name)}
+	if o.DrainTimeout != defaultDrain {
+		nodeCfg["drain_timeout"] = o.DrainTimeout.String()
+	}
+	clusterCfg := map[string]any{"bind": n.gossip, "remote": n.remoteAdr, "join": join}
+	if !o.PlainCluster {
+		clusterCfg["secret_key_file"] = filepath.Join(secrets, "gossip.key")
+		clusterCfg["tls"] = map[string]string{"cert": filepath.Join(secrets, name+".pem"),
+			"key": filepath.Join(secrets, name+".key"), "ca": filepath.Join(secrets, "ca.pem")}
+	}
+	cfg := map[string]any{
+		"node":       nodeCfg,
+		"listen":     map[string]string{"c2s": n.c2s, "c2s_tls": "", "component": n.comp, "admin": n.admin},
+		"etcd":       map[string]any{"endpoints": endpoints, "prefix": prefix},
+		"cluster":    clusterCfg,
+		"hosts":      []any{map[string]any{"domain": domain, "delegations": map[string]any{namespace: map[string]string{"jid": component}}}},
+		"components": []any{map[string]string{"jid": component, "secret": secret}},
+		"delegation": map[string]string{"timeout": o.DelegationTimeout.String()},
+		"log":        map[string]string{"level": "info"},
+	}
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
 }
 
 // apply carries out one event.
