@@ -66,4 +66,4 @@ func TestChaosShort(t *testing.T) {
 type testWriter []byte
 
 func (w *testWriter) Write(p []byte) (int, error) { *w = append(*w, p...); return len(p), nil }
-func (w testWriter) String() string                { return string(w) }
+func (w testWriter) String() string               { return string(w) }
