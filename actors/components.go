@@ -8,6 +8,7 @@ import (
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/directory"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/privileges"
 )
 
@@ -30,16 +31,33 @@ func (c *components) entry(s *Session) cluster.ComponentEntry {
 }
 
 // removeComponent withdraws a local component connection (or managing account's
-// resource) and fails its pending IQs.
-func (c *components) removeComponent(s *Session) {
+// resource). The IQs waiting on it fail, unless it closed its stream cleanly: then it
+// never read them, and they go to another connection of the component, here and, once
+// behind the answers it sent (pb.ComponentClosed), on every other node.
+func (c *components) removeComponent(s *Session, clean bool) {
 	key := c.sessionKey(s)
 	c.dir.Remove(s.Bare, key)
 	if c.r.cluster != nil {
-		c.r.cluster.RemoveComponent(c.entry(s))
+		c.r.cluster.RemoveComponent(c.entry(s), clean)
+		if clean {
+			for _, m := range c.r.cluster.Members() {
+				if m.ID != c.r.nodeID && m.Proto >= 4 {
+					c.r.link.ToNode(m.ID, &pb.ComponentClosed{Key: key, Domain: s.Bare})
+				}
+			}
+		}
 	}
-	c.r.del.failVia(key)
+	if clean {
+		c.r.del.rerouteVia(key)
+	} else {
+		c.r.del.failVia(key)
+	}
 	c.r.priv.tracker.FailVia(key) // its IQs on behalf of users: nobody is left to answer
 }
+
+// closedWait is how long a node waits for the ComponentClosed of a connection that the
+// directory says closed cleanly, before it fails what waits on it.
+const closedWait = 5 * time.Second
 
 // publishComponent announces a local component connection to the cluster.
 func (c *components) publishComponent(s *Session) {
@@ -57,9 +75,16 @@ func (c *components) componentsChanged(added, removed []cluster.ComponentEntry) 
 			continue
 		}
 		if c.dir.Remove(e.Domain, e.Key()) {
-			c.r.log.Info("remote component session gone", "component", e.Domain, "node", e.Node)
+			c.r.log.Info("remote component session gone", "component", e.Domain, "node", e.Node, "clean", e.Clean)
 		}
-		c.r.del.failVia(e.Key())
+		if !e.Clean {
+			c.r.del.failVia(e.Key())
+			continue
+		}
+		// Its ComponentClosed, behind its last answers, moves what waits on it; if it
+		// never comes, what still waits fails.
+		key := e.Key()
+		time.AfterFunc(closedWait, func() { c.r.del.failVia(key) })
 	}
 	for _, e := range added {
 		if e.Node == c.r.nodeID {

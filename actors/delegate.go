@@ -85,33 +85,42 @@ func (d *delegator) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, f
 		return refuse(env.To, xmpp.ErrServiceUnavailable)
 	}
 	p := d.track(h, ns, rule.JID, target, sender, from, env)
-	if d.r.comps.dir.IsWithdrawn(target) {
-		// Its node began draining between the pick and now, and may have been told
-		// already that nothing of this node's waits there (drain.go): the IQ goes to
-		// a connection picked now, unless only withdrawn ones are left.
-		if again, ok := d.r.comps.pickComponent(rule.JID, sender.Bare); ok && again.Key != target.Key {
-			if old, taken := d.tracker.Take(p.OuterID); taken {
-				d.r.deleg.Metrics.Done(&old.Request, delegation.OutcomeRerouted)
-				target = again
-				p = d.track(h, ns, rule.JID, target, sender, from, env)
+	if target.Passed() {
+		// Withdrawn (its node drains) or removed (it ended) between the pick and now:
+		// what waited on it may have been declared drained, handed on or failed
+		// without this one (drain.go, rerouteVia, failVia), so it goes to a connection
+		// picked now; only withdrawn ones left: to this one, which still answers.
+		again, ok := d.r.comps.pickComponent(rule.JID, sender.Bare)
+		switch {
+		case ok && again.Key != target.Key:
+			old, taken := d.tracker.Take(p.OuterID)
+			if !taken {
+				return handled // answered, handed on or failed meanwhile
 			}
+			d.r.deleg.Metrics.Done(&old.Request, delegation.OutcomeRerouted)
+			target = again
+			p = d.track(h, ns, rule.JID, target, sender, from, env)
+		case target.Removed():
+			if old, taken := d.tracker.Take(p.OuterID); taken {
+				d.r.deleg.Metrics.Done(&old.Request, delegation.OutcomeUnavailable)
+				return refuse(env.To, xmpp.ErrServiceUnavailable)
+			}
+			return handled
 		}
 	}
-	to := p.Entity
 	if d.r.comps.dir.IsDown(target) {
 		// Its node's transport failed between the pick and now, and the IQs waiting
 		// on it were failed without this one: fail it the same way (components.go).
 		d.failVia(target.Key)
 		return handled
 	}
-	dns := d.r.componentOpts(rule.JID).DelegationNS
-	d.r.writeVia(target.Handle, out, func(b []byte) []byte {
-		return delegation.AppendWrap(b, dns, p.OuterID, h.Domain, to, env, from, env.To)
-	})
+	d.send(target, out, p)
 	return handled
 }
 
-// track enters an IQ about to be forwarded over target in the tracker.
+// track enters an IQ about to be forwarded over target in the tracker, with its wrapping
+// (Pending.Wrapped: a component's, which any of its connections takes as it is, goes to
+// another one if this one closes cleanly before reading it).
 func (d *delegator) track(h *Host, ns, entity string, target *compRef, sender *Session, from string, env *xmpp.Envelope) *delegation.Pending[*Session] {
 	to := entity
 	if target.Full != "" {
@@ -127,10 +136,44 @@ func (d *delegator) track(h *Host, ns, entity string, target *compRef, sender *S
 		OrigID:    env.ID,
 		OrigTo:    env.To,
 	}, Requester: sender}
+	p.Wrapped = delegation.AppendWrap(nil, d.r.componentOpts(entity).DelegationNS, p.OuterID, h.Domain, to, env, from, env.To)
 	d.r.deleg.Metrics.Forwarded(&p.Request)
 	sender.inflight.Add(1) // until the tracker's OnDone
 	d.tracker.Add(p)
 	return p
+}
+
+// send writes a tracked IQ's wrapping to target: the same bytes to a session here, a
+// copy into the reader's outbox for one on another node.
+func (d *delegator) send(target *compRef, out *nodelink.Outbox, p *delegation.Pending[*Session]) {
+	if target.IsLocal() || out == nil {
+		target.Send(d.r.link, p.Wrapped)
+		return
+	}
+	out.AppendTo(target.PID, func(b []byte) []byte { return append(b, p.Wrapped...) })
+}
+
+// rerouteVia hands the IQs waiting on a connection that closed its stream cleanly (so it
+// read none of them) to another connection of their component; those it cannot (an
+// account's resource, or no connection left) fail.
+func (d *delegator) rerouteVia(key string) {
+	if d.tracker == nil {
+		return
+	}
+	for _, p := range d.tracker.FailVia(key) {
+		target, ok := d.r.comps.pickComponent(p.Entity, p.Requester.Bare)
+		if !ok || target.Full != "" || isAccount(p.Entity) {
+			d.r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
+			p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
+			continue
+		}
+		d.r.deleg.Metrics.Done(&p.Request, delegation.OutcomeRerouted)
+		p.Via = target.Key
+		d.r.deleg.Metrics.Forwarded(&p.Request)
+		p.Requester.inflight.Add(1)
+		d.tracker.Add(p)
+		d.send(target, nil, p)
+	}
 }
 
 func hasNode(env *xmpp.Envelope) bool {

@@ -16,7 +16,7 @@ import (
 // Cluster is what the router needs from the membership layer (nil: a standalone node).
 type Cluster interface {
 	AddComponent(cluster.ComponentEntry)
-	RemoveComponent(cluster.ComponentEntry)
+	RemoveComponent(e cluster.ComponentEntry, clean bool)
 	Owner(key string) cluster.Member
 	Members() []cluster.Member
 }
@@ -67,6 +67,14 @@ func (in inbound) DelegationReply(m *pb.DelegationReply) {
 func (in inbound) DelegationAnswer(a *nodelink.Answer) { in.r.del.answerFromNode(a) }
 
 func (in inbound) Drained(m *pb.Drained) { in.r.drainedBy(m.Node) }
+
+// ComponentClosed: a component connection on another node closed cleanly; its last
+// answers are in. It leaves the directory now (the membership's news of it may come
+// later), then what waits on it goes to another connection.
+func (in inbound) ComponentClosed(m *pb.ComponentClosed) {
+	in.r.comps.dir.Remove(m.Domain, m.Key)
+	in.r.del.rerouteVia(m.Key)
+}
 
 func (in inbound) PrivilegedReply(m *pb.PrivilegedReply) {
 	if env, err := xmpp.ParseStanza(m.Stanza); err == nil {

@@ -47,7 +47,7 @@ func (d *delegator) accountDown(s *Session) {
 	if !s.managing.CompareAndSwap(true, false) {
 		return
 	}
-	d.r.comps.removeComponent(s)
+	d.r.comps.removeComponent(s, false)
 }
 
 // accountsChanged brings local resources of accounts whose delegations changed in line:

@@ -79,9 +79,9 @@ func (a accountSet) Exists(host, local string) bool { return a[local+"@"+host] }
 // ownersCluster gives the users listed in remote to node "n2"; everything else is owned here.
 type ownersCluster struct{ remote map[string]bool }
 
-func (f ownersCluster) AddComponent(cluster.ComponentEntry)    {}
-func (f ownersCluster) RemoveComponent(cluster.ComponentEntry) {}
-func (f ownersCluster) Members() []cluster.Member              { return nil }
+func (f ownersCluster) AddComponent(cluster.ComponentEntry)          {}
+func (f ownersCluster) RemoveComponent(cluster.ComponentEntry, bool) {}
+func (f ownersCluster) Members() []cluster.Member                    { return nil }
 func (f ownersCluster) Owner(key string) cluster.Member {
 	if f.remote[key] {
 		return cluster.Member{ID: "n2"}

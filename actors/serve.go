@@ -256,10 +256,11 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 	r.comps.publishComponent(s)
 	s.logger().Info("component connected")
 	r.comps.componentUp(s)
+	clean := false // it ended its stream with </stream:stream>
 	defer func() {
-		r.comps.removeComponent(s)
+		r.comps.removeComponent(s, clean)
 		r.stopSession(s)
-		s.logger().Info("component disconnected")
+		s.logger().Info("component disconnected", "clean", clean)
 	}()
 	out := nodelink.NewOutbox(r.link)
 	c.R.BeforeFill = out.Flush
@@ -270,6 +271,7 @@ func (r *Router) ServeComponent(c *xmpp.Conn) {
 	for {
 		env, err := c.R.Next()
 		if err != nil {
+			clean = errors.Is(err, xmpp.ErrStreamEnd)
 			endWith(c, s, err)
 			return
 		}

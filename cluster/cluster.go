@@ -16,6 +16,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -75,7 +76,8 @@ type Member struct {
 //	1: DelegationAnswers (answers batched per node)
 //	2: PackedAnswers (the same, packed in one byte string)
 //	3: draining (a node's state says it withdrew its component connections) and Drained
-const ProtoVersion = 3
+//	4: clean component closes (a node's state names them) and ComponentClosed
+const ProtoVersion = 4
 
 // ComponentEntry is one connected component session somewhere in the cluster.
 type ComponentEntry struct {
@@ -84,6 +86,9 @@ type ComponentEntry struct {
 	Address string `json:"address"`        // actor remoting address of the node
 	PID     string `json:"pid"`            // session actor id on that node
 	Full    string `json:"full,omitempty"` // for a managing account's resource: its full JID
+	// Clean, on an entry ComponentsChanged reports removed: the connection closed its
+	// stream cleanly, and a ComponentClosed follows its answers (not gossiped).
+	Clean bool `json:"-"`
 }
 
 // Key identifies the session cluster-wide.
@@ -120,6 +125,9 @@ type nodeState struct {
 	Components  []ComponentEntry `json:"components"`
 	// Draining: the node is on its way out (Withdraw); its components take no new work.
 	Draining bool `json:"draining,omitempty"`
+	// Clean: the keys of the connections this version removed that closed their stream
+	// cleanly (RemoveComponent).
+	Clean []string `json:"clean,omitempty"`
 }
 
 func (s nodeState) newer(o nodeState) bool {
@@ -400,6 +408,7 @@ func mix(x uint64) uint64 {
 // AddComponent publishes a local component session.
 func (c *Cluster) AddComponent(e ComponentEntry) {
 	c.mu.Lock()
+	c.own.Clean = nil
 	c.own.Components = append(c.own.Components, e)
 	c.own.Version++
 	st := c.copyOwn()
@@ -407,9 +416,15 @@ func (c *Cluster) AddComponent(e ComponentEntry) {
 	c.publish(st)
 }
 
-// RemoveComponent withdraws a local component session.
-func (c *Cluster) RemoveComponent(e ComponentEntry) {
+// RemoveComponent withdraws a local component session; clean: it closed its stream
+// cleanly (the others then wait for its ComponentClosed before they move what waits on
+// it, rather than fail it).
+func (c *Cluster) RemoveComponent(e ComponentEntry, clean bool) {
 	c.mu.Lock()
+	c.own.Clean = nil
+	if clean {
+		c.own.Clean = []string{e.Key()}
+	}
 	out := c.own.Components[:0]
 	for _, o := range c.own.Components {
 		if o.Key() != e.Key() {
@@ -429,6 +444,7 @@ func (c *Cluster) RemoveComponent(e ComponentEntry) {
 // returns once every member has been told, or ctx ends.
 func (c *Cluster) Withdraw(ctx context.Context) error {
 	c.mu.Lock()
+	c.own.Clean = nil
 	c.own.Draining = true
 	c.own.Version++
 	st := c.copyOwn()
@@ -544,6 +560,12 @@ func (c *Cluster) merge(states []nodeState) {
 			restarted = append(restarted, st)
 		}
 		a, r := diff(old.Components, st.Components)
+		if st.Version == old.Version+1 && st.Incarnation == old.Incarnation {
+			// The very change that removed them: its clean closes are known.
+			for i := range r {
+				r[i].Clean = slices.Contains(st.Clean, r[i].Key())
+			}
+		}
 		added, removed = append(added, a...), append(removed, r...)
 		if st.Draining && (!known || !old.Draining || old.Incarnation != st.Incarnation) {
 			draining = append(draining, st)

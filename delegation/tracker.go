@@ -36,6 +36,10 @@ type Request struct {
 type Pending[R any] struct {
 	Request
 	Requester R
+	// Wrapped is the stanza as it went to the managing entity. A component's suits any
+	// of its connections as it is: one that closes cleanly before it read the IQ hands
+	// it to another.
+	Wrapped []byte
 
 	// The shard's list of pending IQs in the order they were added, which is the order
 	// of their deadlines: the sweeper times them out from the front.

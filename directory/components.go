@@ -17,7 +17,22 @@ type Conn[S Local] struct {
 	Handle[S]
 	Key  string
 	Full string // an account's resource: its full JID (IQs are addressed to it); "" for a component
+
+	passed atomic.Uint32 // connWithdrawn | connRemoved: set on the connection a pick returned
 }
+
+const (
+	connWithdrawn = 1 << iota
+	connRemoved
+)
+
+// Passed reports whether the connection was withdrawn or removed since it was entered:
+// one picked just before must be picked again (an IQ tracked for it after the IQs
+// waiting on it were handed on or failed would wait for nothing).
+func (k *Conn[S]) Passed() bool { return k.passed.Load() != 0 }
+
+// Removed reports whether the connection left the directory.
+func (k *Conn[S]) Removed() bool { return k.passed.Load()&connRemoved != 0 }
 
 // Components are the connections of every component domain (and managing account), here
 // and on other nodes. The map is replaced, never written (a mutex serializes the
@@ -70,13 +85,13 @@ func (c *Components[S]) Withdraw(keys []string) {
 		next[k] = true
 	}
 	c.withdrawn.Store(&next)
-}
-
-// IsWithdrawn reports whether conn was withdrawn (Withdraw): one picked just before
-// must be picked again.
-func (c *Components[S]) IsWithdrawn(conn *Conn[S]) bool {
-	w := c.withdrawn.Load()
-	return w != nil && (*w)[conn.Key]
+	for _, cs := range c.current() {
+		for _, k := range cs.conns {
+			if next[k.Key] {
+				k.passed.Or(connWithdrawn)
+			}
+		}
+	}
 }
 
 // forget drops key from the withdrawn set; c.mu held.
@@ -257,6 +272,7 @@ func (c *Components[S]) Remove(domain, key string) bool {
 	for _, o := range old.conns {
 		if o.Key == key {
 			found = true
+			o.passed.Or(connRemoved)
 			continue
 		}
 		cs.conns = append(cs.conns, o)

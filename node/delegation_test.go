@@ -612,3 +612,64 @@ func TestDelegationInflightCap(t *testing.T) {
 		t.Fatalf("%d refused", refused)
 	}
 }
+
+// A component connection that closes its stream cleanly (</stream:stream>) has answered
+// what it acted on: the IQs still waiting on it go to another connection of the
+// component, and the requester gets that one's answer. One that just drops fails them.
+func TestDelegationCleanCloseHandsIQsOn(t *testing.T) {
+	s := delegatedNode(t)
+	s.addUser("juliet", "j")
+	j := s.client("juliet", "j")
+	m1 := s.managingEntity("comp.localhost", nil)
+	m1.NextAd(wait)
+	m2 := s.managingEntity("comp.localhost", nil)
+	m2.NextAd(wait)
+	answered := make(chan string, 100)
+	go func() {
+		for f := range m2.Forwards {
+			answered <- f.Inner.Attr("id")
+			m2.Answer(f, "")
+		}
+	}()
+	// Round robin: of two IQs one waits at m1, which does not answer.
+	j.Send(pubsubGet("a1"))
+	j.Send(pubsubGet("a2"))
+	held := m1.NextForward(wait)
+	first := j.Next(wait)
+	if first.Attr("type") != "result" {
+		t.Fatalf("from m2: %s", first)
+	}
+	m1.Close() // clean: the closing tag, then the connection
+	r := j.Next(wait)
+	if r.Attr("type") != "result" || r.Attr("id") != held.Inner.Attr("id") {
+		t.Fatalf("the IQ m1 held, after its clean close: %s", r)
+	}
+	for range 2 {
+		<-answered
+	}
+
+	// A connection that drops without its closing tag: what waits on it fails.
+	m3 := s.managingEntity("comp.localhost", nil)
+	m3.NextAd(wait)
+	var dropped string
+	for i := 0; dropped == ""; i++ {
+		j.Send(pubsubGet(fmt.Sprint("b", i)))
+		select {
+		case f := <-m3.Forwards:
+			dropped = f.Inner.Attr("id")
+		case <-answered:
+			if r := j.Next(wait); r.Attr("type") != "result" {
+				t.Fatalf("from m2: %s", r)
+			}
+		}
+	}
+	_ = m3.S.Conn().Close()
+	if r := j.Next(wait); r.ErrorCondition() != "service-unavailable" || r.Attr("id") != dropped {
+		t.Fatalf("the IQ m3 held, after it dropped: %s", r)
+	}
+	j.ExpectNothing(200 * time.Millisecond)
+}
+
+func pubsubGet(id string) string {
+	return `<iq type='get' id='` + id + `' to='localhost'><pubsub xmlns='` + nsPubsub + `'><items node='n'/></pubsub></iq>`
+}

@@ -54,6 +54,10 @@ type Handler interface {
 	// Drained: the node has its answers to every IQ it sent over this node's withdrawn
 	// component connections (a graceful stop).
 	Drained(*pb.Drained)
+	// ComponentClosed: a component connection on another node closed its stream
+	// cleanly; every answer that came over it has been handed to DelegationAnswer (or
+	// DelegationReply) before this is called.
+	ComponentClosed(*pb.ComponentClosed)
 }
 
 // Link sends to other nodes' actors and receives what they send this node.

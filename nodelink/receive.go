@@ -2,6 +2,7 @@ package nodelink
 
 import (
 	"hash/maphash"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -60,6 +61,14 @@ func (l *Link) receive(ctx actor.Context) {
 		h.UserStanza(m)
 	case *pb.Drained:
 		h.Drained(m)
+	case *pb.ComponentClosed:
+		// Behind every answer the reply workers hold: each passes the barrier in turn,
+		// the last hands it on.
+		b := &barrier{m: m}
+		b.left.Store(int32(len(l.workers)))
+		for _, w := range l.workers {
+			l.sys.Root.Send(w, b)
+		}
 	}
 }
 
@@ -85,9 +94,19 @@ func (l *Link) toReplyWorkers(answers []Answer) {
 	}
 }
 
+// barrier is a ComponentClosed on its way through the reply workers.
+type barrier struct {
+	m    *pb.ComponentClosed
+	left atomic.Int32
+}
+
 // receiveReply is a reply worker.
 func (l *Link) receiveReply(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
+	case *barrier:
+		if m.left.Add(-1) == 0 {
+			l.handler.ComponentClosed(m.m)
+		}
 	case *pb.DelegationReply:
 		l.handler.DelegationReply(m)
 	case answerBatch:

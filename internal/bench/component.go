@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,8 @@ type Echo struct {
 
 	// delay: answers are written this long after the read that brought their requests
 	// (StartDelayedEcho), by a writer of their own; 0: at once.
+	closing atomic.Bool // CloseClean
+
 	delay   time.Duration
 	delayed chan delayedWrite
 	written chan struct{} // closed when the delayed writer is done
@@ -119,17 +122,50 @@ func (e *Echo) flush() error {
 
 func (e *Echo) run() {
 	defer close(e.done)
-	if e.delayed != nil {
-		defer func() { close(e.delayed); <-e.written }()
-	}
-	for {
+	defer func() {
+		if e.delayed != nil { // not already closed by a clean close
+			close(e.delayed)
+			<-e.written
+		}
+	}()
+	for !e.closing.Load() {
 		st, err := e.c.Sc.Next()
 		if err != nil {
-			e.err = err
-			return
+			if !e.closing.Load() {
+				e.err = err
+				return
+			}
+			break
 		}
 		e.handle(st)
 	}
+	// CloseClean: what was read is answered, then the closing tag goes.
+	e.err = e.flush()
+	if e.delayed != nil {
+		close(e.delayed)
+		<-e.written
+		e.delayed = nil
+	}
+	if e.err == nil {
+		_, e.err = io.WriteString(e.c.Conn, "</stream:stream>")
+	}
+}
+
+// CloseClean ends the stream as a component that stops does: it reads nothing more,
+// writes the answers to all it read, then its closing tag, and closes the connection
+// once the server has closed its side (or after a second). What the server sent that it
+// did not read, it never acted on.
+func (e *Echo) CloseClean() error {
+	e.closing.Store(true)
+	_ = e.c.Conn.SetReadDeadline(time.Now()) // a read under way ends
+	<-e.done
+	if e.err != nil {
+		_ = e.c.Conn.Close()
+		return e.err
+	}
+	_ = e.c.Conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, e.c.Conn) // until the server closes
+	return e.c.Conn.Close()
 }
 
 func (e *Echo) badStanza(why string, raw []byte) {

@@ -50,13 +50,16 @@ type Options struct {
 }
 
 // DefaultEvents is the run the issue asks for, in order. Nodes are numbered from 1.
-var DefaultEvents = []string{"kill:3", "start:3", "stop:2", "start:2", "drop-component:3", "pause:3", "etcd-down", "rolling"}
+var DefaultEvents = []string{"kill:3", "start:3", "stop:2", "start:2", "drop-component:3", "restart-component:3", "pause:3", "etcd-down", "rolling"}
 
 // Events explains the event names.
 const Events = `kill:N            SIGKILL node N (no goodbye)
   start:N           start node N again (same name and addresses) and wait until it is ready
   stop:N            SIGTERM node N (it drains) and wait until it has exited
   drop-component:N  close the component's connection to node N abruptly; it reconnects at once
+  restart-component:N
+                    the component's connection to node N closes cleanly (it answers what it
+                    read, then sends </stream:stream>) and connects again at once
   pause:N           SIGSTOP node N for --pause, then SIGCONT (a node that hangs)
   etcd-down         make etcd unreachable for --etcd-down (the nodes' connections are cut)
   rolling           stop and start every node in turn, load node included (its client
@@ -108,12 +111,12 @@ func parseEvents(names []string, nodes int) ([]event, error) {
 		kind, arg, hasArg := strings.Cut(n, ":")
 		e := event{name: n, kind: kind, node: -1}
 		switch kind {
-		case "kill", "start", "stop", "drop-component", "pause":
+		case "kill", "start", "stop", "drop-component", "restart-component", "pause":
 			i, err := strconv.Atoi(arg)
 			if !hasArg || err != nil || i < 1 || i > nodes {
 				return nil, fmt.Errorf("event %q: needs a node number from 1 to %d", n, nodes)
 			}
-			if kind == "drop-component" && i == 1 {
+			if (kind == "drop-component" || kind == "restart-component") && i == 1 {
 				return nil, fmt.Errorf("event %q: the component connects to nodes 2 to %d", n, nodes)
 			}
 			e.node = i - 1
@@ -366,6 +369,8 @@ func (c *chaosCluster) apply(ctx context.Context, e event, comps []*compConn) er
 		return c.nodes[e.node].proc.Stop(c.o.DrainTimeout + 20*time.Second)
 	case "drop-component":
 		comps[e.node].drop()
+	case "restart-component":
+		comps[e.node].restart()
 	case "pause":
 		c.nodes[e.node].proc.Pause()
 		sleep(ctx, c.o.PauseFor)

@@ -63,6 +63,17 @@ func (cc *compConn) drop() {
 	}
 }
 
+// restart closes the connection as a component that stops cleanly does (it answers what
+// it read, then sends its closing tag); run connects again at once.
+func (cc *compConn) restart() {
+	cc.mu.Lock()
+	e := cc.echo
+	cc.mu.Unlock()
+	if e != nil {
+		_ = e.CloseClean()
+	}
+}
+
 // stop closes the connection for good.
 func (cc *compConn) stop() {
 	cc.mu.Lock()

@@ -1221,3 +1221,63 @@ func TestRestartedNodeGetsNoStaleTraffic(t *testing.T) {
 		t.Fatalf("the new run's component connection got %s", e)
 	}
 }
+
+// A component connection on another node that closes its stream cleanly: the IQs of this
+// node still waiting on it go to the component's other connection (after its last
+// answers, which come first), and none fails.
+func TestCleanCloseOnAnotherNodeHandsIQsOn(t *testing.T) {
+	c := Start(t, 3, delegating("round-robin"))
+	c.AddUser("juliet", "j")
+	j := login(t, c, 0, "juliet", "j", "")
+	a, b := onNodes2and3(t, c)
+	var mu sync.Mutex
+	count := map[string]int{}
+	go func() {
+		for f := range a.Forwards {
+			mu.Lock()
+			count["node2"]++
+			mu.Unlock()
+			a.Answer(f, "")
+		}
+	}()
+	var held []xmpptest.Forwarded
+	var holding atomic.Bool
+	heldc := make(chan xmpptest.Forwarded, 100)
+	go func() {
+		for f := range b.Forwards {
+			mu.Lock()
+			count["node3"]++
+			mu.Unlock()
+			if holding.Load() {
+				heldc <- f
+				continue
+			}
+			b.Answer(f, "")
+		}
+	}()
+	untilBothUsed(c, j, &mu, count)
+	holding.Store(true)
+	// Eight IQs: four answered by node 2's connection, four held at node 3's, of which
+	// node 3's component answers two before it closes cleanly.
+	for i := range 8 {
+		j.Send(pubsubIQ(fmt.Sprint("c", i)))
+	}
+	for range 4 {
+		held = append(held, <-heldc)
+	}
+	b.Answer(held[0], "")
+	b.Answer(held[1], "")
+	b.Close()
+	got := map[string]bool{}
+	for range 8 {
+		r := j.Next(wait)
+		if r.Attr("type") != "result" || got[r.Attr("id")] {
+			t.Fatalf("reply %s (so far %v)", r, got)
+		}
+		got[r.Attr("id")] = true
+	}
+	j.ExpectNothing(300 * time.Millisecond)
+	if !strings.Contains(c.Logs(2), "clean=true") {
+		t.Fatal("node 3 did not see a clean close")
+	}
+}

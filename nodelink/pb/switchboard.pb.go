@@ -1081,6 +1081,62 @@ func (x *Drained) GetNode() string {
 	return ""
 }
 
+// ComponentClosed tells the other nodes that a component connection (its key,
+// node/actor) ended its stream cleanly (</stream:stream>), sent behind every answer that
+// came over it: the IQs still waiting on it were never read there, so they go to another
+// connection of the component. Proto version 4.
+type ComponentClosed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Domain        string                 `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComponentClosed) Reset() {
+	*x = ComponentClosed{}
+	mi := &file_switchboard_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComponentClosed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComponentClosed) ProtoMessage() {}
+
+func (x *ComponentClosed) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComponentClosed.ProtoReflect.Descriptor instead.
+func (*ComponentClosed) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ComponentClosed) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ComponentClosed) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -1159,7 +1215,10 @@ const file_switchboard_proto_rawDesc = "" +
 	"\rPackedAnswers\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\x1d\n" +
 	"\aDrained\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04nodeB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
+	"\x04node\x18\x01 \x01(\tR\x04node\";\n" +
+	"\x0fComponentClosed\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
+	"\x06domain\x18\x02 \x01(\tR\x06domainB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -1173,7 +1232,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),               // 0: switchboard.v1.Ref
 	(*Deliver)(nil),           // 1: switchboard.v1.Deliver
@@ -1192,6 +1251,7 @@ var file_switchboard_proto_goTypes = []any{
 	(*DelegationAnswers)(nil), // 14: switchboard.v1.DelegationAnswers
 	(*PackedAnswers)(nil),     // 15: switchboard.v1.PackedAnswers
 	(*Drained)(nil),           // 16: switchboard.v1.Drained
+	(*ComponentClosed)(nil),   // 17: switchboard.v1.ComponentClosed
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0,  // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -1218,7 +1278,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
