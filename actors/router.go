@@ -414,6 +414,13 @@ func (r *Router) MembersChanged(members []cluster.Member, left []string) {
 	r.users.membersChanged(members, left)
 }
 
+// ConnInfo is one component connection as the directory lists it.
+type ConnInfo = directory.ConnInfo
+
+// Components lists the component connections (and managing accounts' resources) this
+// node knows, here and on other nodes, as it would pick them.
+func (r *Router) Components() []ConnInfo { return r.comps.dir.Snapshot() }
+
 // Counts returns how many client and component sessions this node holds.
 func (r *Router) Counts() (clients, components int) {
 	for _, s := range r.allSessions() {

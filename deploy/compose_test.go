@@ -251,6 +251,26 @@ func TestCompose(t *testing.T) {
 				}
 			}
 		}
+		// The directories are reconciled: every node lists the component's one live
+		// connection, the same one, on node3; nothing of before the cut, nothing twice.
+		eventually(t, 30*time.Second, "the directories to agree after the heal", func() error {
+			var first []string
+			for _, n := range all {
+				keys, err := componentKeys(n.admin, componentJID)
+				if err != nil {
+					return err
+				}
+				if len(keys) != 1 || !strings.HasPrefix(keys[0], "node3/") {
+					return fmt.Errorf("%s lists %v", n.name, keys)
+				}
+				if first == nil {
+					first = keys
+				} else if !slices.Equal(keys, first) {
+					return fmt.Errorf("%s lists %v, %s %v", n.name, keys, node1.name, first)
+				}
+			}
+			return nil
+		})
 	})
 
 	step("DelegationChangeInEtcd", func(t *testing.T) {
@@ -441,6 +461,28 @@ func getOK(admin, path string) error {
 		return fmt.Errorf("%s: %s", path, resp.Status)
 	}
 	return nil
+}
+
+// componentKeys is the keys of domain's connections in a node's directory
+// (/cluster/components).
+func componentKeys(admin, domain string) ([]string, error) {
+	hc := &http.Client{Timeout: 3 * time.Second}
+	resp, err := hc.Get("http://" + admin + "/cluster/components")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var cs []struct{ Domain, Key string }
+	if err := json.NewDecoder(resp.Body).Decode(&cs); err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, c := range cs {
+		if c.Domain == domain {
+			keys = append(keys, c.Key)
+		}
+	}
+	return keys, nil
 }
 
 // alive is the sorted ids of the members a node sees alive.

@@ -1,8 +1,11 @@
 package directory
 
 import (
+	"cmp"
 	"hash/maphash"
 	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -340,5 +343,43 @@ func (c *Components[S]) AllLocals() []S {
 			}
 		}
 	}
+	return out
+}
+
+// ConnInfo is one connection as the directory lists it (Snapshot).
+type ConnInfo struct {
+	Domain    string `json:"domain"`
+	Key       string `json:"key"`
+	Full      string `json:"full,omitempty"`
+	Local     bool   `json:"local"`
+	Address   string `json:"address,omitempty"` // a remote one's node remoting address
+	Withdrawn bool   `json:"withdrawn,omitempty"`
+	Stalled   bool   `json:"stalled,omitempty"`
+	Down      bool   `json:"down,omitempty"`
+}
+
+// Snapshot lists every connection, sorted by domain and key (the admin API's view).
+func (c *Components[S]) Snapshot() []ConnInfo {
+	d, w, st := c.down.Load(), c.withdrawn.Load(), c.stalled.Load()
+	now := time.Now()
+	var out []ConnInfo
+	for domain, cs := range c.current() {
+		for _, k := range cs.conns {
+			i := ConnInfo{Domain: domain, Key: k.Key, Full: k.Full, Local: k.IsLocal()}
+			if !i.Local && k.PID != nil {
+				i.Address = k.PID.Address
+				if d != nil {
+					t, ok := (*d)[i.Address]
+					i.Down = ok && now.Before(t)
+				}
+			}
+			i.Withdrawn = w != nil && (*w)[k.Key]
+			i.Stalled = st != nil && (*st)[k.Key]
+			out = append(out, i)
+		}
+	}
+	slices.SortFunc(out, func(a, b ConnInfo) int {
+		return cmp.Or(strings.Compare(a.Domain, b.Domain), strings.Compare(a.Key, b.Key))
+	})
 	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/switchboard-im/switchboard/actors"
 	"github.com/switchboard-im/switchboard/cluster"
 )
 
@@ -59,6 +60,17 @@ func (n *Node) serveLocal(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(info)
+}
+
+// serveComponents lists the component connections this node's directory holds, on every
+// node, with what passes them over (GET /cluster/components).
+func (n *Node) serveComponents(w http.ResponseWriter, r *http.Request) {
+	conns := []actors.ConnInfo{}
+	if rt := n.router; rt != nil {
+		conns = rt.Components()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(conns)
 }
 
 // serveMembers lists the cluster as this node sees it (GET /cluster/members).
@@ -148,6 +160,7 @@ func (n *Node) serveAdmin() {
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/cluster/members", n.serveMembers)
 	mux.HandleFunc("/local", n.serveLocal)
+	mux.HandleFunc("/cluster/components", n.serveComponents)
 	// CPU/heap profiles under load (see BENCHMARKS.md), only when asked for: a profile
 	// or trace costs the node CPU and shows its internals.
 	if n.cfg.Admin.PProf {

@@ -148,6 +148,30 @@ func (p *Process) Members() ([]cluster.Member, error) {
 	return ms, json.NewDecoder(resp.Body).Decode(&ms)
 }
 
+// Conn is a component connection as a node's /cluster/components lists it.
+type Conn struct {
+	Domain    string `json:"domain"`
+	Key       string `json:"key"`
+	Local     bool   `json:"local"`
+	Withdrawn bool   `json:"withdrawn"`
+	Stalled   bool   `json:"stalled"`
+	Down      bool   `json:"down"`
+}
+
+// Components is what the node's directory lists: every component connection it knows.
+func (p *Process) Components() ([]Conn, error) {
+	resp, err := http.Get("http://" + p.Admin + "/cluster/components")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, errors.New(resp.Status)
+	}
+	var cs []Conn
+	return cs, json.NewDecoder(resp.Body).Decode(&cs)
+}
+
 // WriteConfig writes cfg as a YAML file a node can load.
 func WriteConfig(path string, cfg *config.Config) error {
 	b, err := yaml.Marshal(cfg)

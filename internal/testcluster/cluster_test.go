@@ -1209,6 +1209,25 @@ func TestRestartedNodeGetsNoStaleTraffic(t *testing.T) {
 			t.Fatalf("to %s's session of the dead run: %s", u, r)
 		}
 	}
+	// Every node lists the two live connections, the same two, and nothing of the dead run.
+	c.Eventually(wait, "the directories agree", func() bool {
+		var first string
+		for i := range c.Nodes {
+			cs, err := c.Components(i)
+			if err != nil || len(cs) != 2 {
+				return false
+			}
+			keys := cs[0].Key + " " + cs[1].Key
+			if i == 0 {
+				first = keys
+			} else if keys != first {
+				return false
+			}
+		}
+		return true
+	})
+	cs, _ := c.Components(0)
+	t.Logf("node 1's directory: %+v", cs)
 	b2.NoForward(100 * time.Millisecond)
 	if e := func() *xmpptest.Elem {
 		select {

@@ -319,6 +319,9 @@ func (c *Cluster) waitAdmin(i int, path, what string) {
 	})
 }
 
+// Components returns the component connections node i's directory lists.
+func (c *Cluster) Components(i int) ([]nodeproc.Conn, error) { return c.Nodes[i].proc.Components() }
+
 // Members returns what node i's admin API says about the cluster.
 func (c *Cluster) Members(i int) ([]cluster.Member, error) { return c.Nodes[i].proc.Members() }
 
