@@ -213,7 +213,7 @@ func (u *users) ownerStanza(bare, res, from string, data []byte, env *xmpp.Envel
 	var targets []target
 	u.owners.Do(bare, func(entries resources) resources {
 		if res != "" {
-			if e := entries[res]; e != nil {
+			if e := entries[res]; e != nil && u.reachable(e.Handle) {
 				targets = append(targets, e.Handle)
 			}
 		}
@@ -223,12 +223,12 @@ func (u *users) ownerStanza(bare, res, from string, data []byte, env *xmpp.Envel
 				// IQ: service-unavailable below; presence: dropped.
 			case env.Kind == xmpp.KindPresence:
 				for _, e := range entries {
-					if e.Available && env.Type != "probe" {
+					if e.Available && env.Type != "probe" && u.reachable(e.Handle) {
 						targets = append(targets, e.Handle)
 					}
 				}
 			case env.Kind == xmpp.KindMessage && env.Type != "groupchat":
-				targets = bestResources(entries, env.Type == "headline")
+				targets = bestResources(entries, env.Type == "headline", u.reachable)
 			}
 		}
 		return entries
@@ -245,9 +245,17 @@ func (u *users) ownerStanza(bare, res, from string, data []byte, env *xmpp.Envel
 	sender.Send(u.r.link, xmpp.ErrorReply(env, env.To, from, xmpp.ErrServiceUnavailable))
 }
 
+// reachable reports whether a session is here, or on a node whose transport has not
+// failed (components.nodeUnreachable): a session on a node that just died is treated as
+// gone at once, so what is sent to it is bounced or goes to the user's other resources
+// instead of being lost while the membership decides.
+func (u *users) reachable(h target) bool {
+	return h.IsLocal() || h.PID == nil || !u.r.comps.dir.AddressDown(h.PID.Address)
+}
+
 // bestResources: the highest-priority non-negative available resources (all of them
-// with a non-negative priority for headlines).
-func bestResources(entries resources, all bool) []target {
+// with a non-negative priority for headlines) that ok accepts.
+func bestResources(entries resources, all bool, ok func(target) bool) []target {
 	var out []target
 	best := int32(-1)
 	names := make([]string, 0, len(entries))
@@ -257,7 +265,7 @@ func bestResources(entries resources, all bool) []target {
 	sort.Strings(names)
 	for _, n := range names {
 		e := entries[n]
-		if !e.Available || e.Priority < 0 {
+		if !e.Available || e.Priority < 0 || !ok(e.Handle) {
 			continue
 		}
 		switch {

@@ -228,10 +228,23 @@ func (u *users) toUser(sender *Session, from, bare, res, toStr string, env *xmpp
 		}
 	}
 	data := stamp(env, from, toStr)
-	if node, self := u.owner(bare); self {
+	if u.r.cluster == nil {
 		u.ownerStanza(bare, res, from, data, env, localTarget(sender))
-	} else {
-		u.r.link.ToNode(node, &pb.UserStanza{Stanza: data, From: from, Sender: toRef(sender.pid), SenderBare: sender.Bare})
+		return
+	}
+	m := u.r.cluster.Owner(bare)
+	switch {
+	case m.ID == "" || m.ID == u.r.nodeID:
+		u.ownerStanza(bare, res, from, data, env, localTarget(sender))
+	case u.r.comps.dir.AddressDown(m.Remote):
+		// The owner's node just died (its transport failed) and the membership has not
+		// moved its users yet: where the user's sessions are is not known here, so the
+		// sender hears so now rather than the stanza being lost.
+		if env.Kind != xmpp.KindPresence {
+			sender.Send(xmpp.ErrorReply(env, toStr, from, xmpp.ErrServiceUnavailable))
+		}
+	default:
+		u.r.link.ToNode(m.ID, &pb.UserStanza{Stanza: data, From: from, Sender: toRef(sender.pid), SenderBare: sender.Bare})
 	}
 }
 

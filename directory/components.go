@@ -159,6 +159,17 @@ func (c *Components[S]) MarkUp(address string) {
 	c.down.Store(&next)
 }
 
+// AddressDown reports whether an address is marked down (MarkDown): anything there (a
+// client session too) is taken for gone until the mark ends.
+func (c *Components[S]) AddressDown(address string) bool {
+	d := c.down.Load()
+	if d == nil {
+		return false
+	}
+	t, ok := (*d)[address]
+	return ok && time.Now().Before(t)
+}
+
 // IsDown reports whether conn is at an address marked down (MarkDown): one picked just
 // before the mark must not be used after it.
 func (c *Components[S]) IsDown(conn *Conn[S]) bool {

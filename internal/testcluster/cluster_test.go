@@ -901,6 +901,16 @@ func TestKilledNodeStopsGettingIQsAtOnce(t *testing.T) {
 	go answer(a, "node2")
 	go answer(b, "node3")
 	untilBothUsed(c, j, &mu, count)
+	// Users with a session on node 3, some of them owned by it.
+	var onNode3 []string
+	for i := range 6 {
+		name := fmt.Sprintf("k%d", i)
+		c.AddUser(name, "pw")
+		u := login(t, c, 2, name, "pw", "r")
+		u.Send(`<presence/>`)
+		u.Sync()
+		onNode3 = append(onNode3, name)
+	}
 	// Four IQs round-robin: two are answered, two wait at node 3's component.
 	holding.Store(true)
 	for i := range 4 {
@@ -925,6 +935,15 @@ func TestKilledNodeStopsGettingIQsAtOnce(t *testing.T) {
 	} else {
 		t.Logf("the IQs waiting at the killed node failed %v after the kill", d)
 	}
+	// A message to a user whose session (or owner) was on the killed node is bounced at
+	// once, long before the membership calls the node dead, instead of being lost.
+	for _, u := range onNode3 {
+		j.Send(`<message to='` + u + `@localhost/r' type='chat' id='m-` + u + `'><body>x</body></message>`)
+		if r := j.Next(time.Second); r.Attr("id") != "m-"+u || r.ErrorCondition() != "service-unavailable" {
+			t.Fatalf("a message to %s on the killed node: %s", u, r)
+		}
+	}
+	t.Logf("messages to the killed node's users bounced by %v after the kill", time.Since(killed))
 	var failed int
 	var lastError time.Duration
 	for i := 0; time.Since(killed) < 3*time.Second; i++ {
