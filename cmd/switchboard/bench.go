@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -90,12 +91,8 @@ is an error. The exit status is non-zero if there were errors (unless --allow-er
 			if err != nil {
 				return err
 			}
-			if jsonOut {
-				if err := res.WriteJSON(cmd.OutOrStdout()); err != nil {
-					return err
-				}
-			} else {
-				res.WriteText(cmd.OutOrStdout())
+			if err := report(cmd, res, jsonOut); err != nil {
+				return err
 			}
 			if res.Errors > 0 && !allowErrors {
 				return fmt.Errorf("%d errors (first: %s)", res.Errors, res.FirstError)
@@ -175,4 +172,16 @@ func (g *globals) createBenchUsers(ctx context.Context, o *bench.Options) error 
 	cc := o.Client
 	cc.Timeout = 5 * time.Second
 	return bench.WaitLogin(cctx, cc, fmt.Sprintf("%s%d", o.UserPrefix, users-1), o.Password, 10*time.Second)
+}
+
+// report prints a load run's result, as JSON or as text.
+func report(cmd *cobra.Command, res interface {
+	WriteJSON(io.Writer) error
+	WriteText(io.Writer)
+}, jsonOut bool) error {
+	if jsonOut {
+		return res.WriteJSON(cmd.OutOrStdout())
+	}
+	res.WriteText(cmd.OutOrStdout())
+	return nil
 }

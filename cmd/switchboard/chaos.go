@@ -49,12 +49,8 @@ Events:
 			if err != nil {
 				return err
 			}
-			if jsonOut {
-				if err := res.WriteJSON(cmd.OutOrStdout()); err != nil {
-					return err
-				}
-			} else {
-				res.WriteText(cmd.OutOrStdout())
+			if err := report(cmd, res, jsonOut); err != nil {
+				return err
 			}
 			t := res.Total
 			if t.Lost+t.Duplicated > 0 || (t.Failed > 0 && !allowErrors) {

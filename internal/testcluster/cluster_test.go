@@ -901,16 +901,7 @@ func TestKilledNodeStopsGettingIQsAtOnce(t *testing.T) {
 	go answer(a, "node2")
 	go answer(b, "node3")
 	untilBothUsed(c, j, &mu, count)
-	// Users with a session on node 3, some of them owned by it.
-	var onNode3 []string
-	for i := range 6 {
-		name := fmt.Sprintf("k%d", i)
-		c.AddUser(name, "pw")
-		u := login(t, c, 2, name, "pw", "r")
-		u.Send(`<presence/>`)
-		u.Sync()
-		onNode3 = append(onNode3, name)
-	}
+	onNode3 := availableOn(t, c, 2, "k", "r") // some of them owned by node 3
 	// Four IQs round-robin: two are answered, two wait at node 3's component.
 	holding.Store(true)
 	for i := range 4 {
@@ -1158,15 +1149,7 @@ func TestRestartedNodeGetsNoStaleTraffic(t *testing.T) {
 	c.AddUser("juliet", "j")
 	j := login(t, c, 1, "juliet", "j", "")
 	// Users on node 3, some of them owned by node 1 or 2 (whose tables keep their sessions).
-	var users []string
-	for i := range 6 {
-		name := fmt.Sprintf("r%d", i)
-		c.AddUser(name, "pw")
-		u := login(t, c, 2, name, "pw", "old")
-		u.Send(`<presence/>`)
-		u.Sync()
-		users = append(users, name)
-	}
+	users := availableOn(t, c, 2, "r", "old")
 	a := xmpptest.NewManaging(t, c.Nodes[0].Component, "pubsub.localhost", secret, nil)
 	b := xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
 	a.NextAd(wait)
@@ -1318,4 +1301,19 @@ func TestCleanCloseOnAnotherNodeHandsIQsOn(t *testing.T) {
 	if !strings.Contains(c.Logs(2), "clean=true") {
 		t.Fatal("node 3 did not see a clean close")
 	}
+}
+
+// availableOn logs six new users (prefix0..prefix5, password "pw") in on node i with
+// resource res and makes them available; with three nodes, some are owned by each.
+func availableOn(t *testing.T, c *Cluster, i int, prefix, res string) []string {
+	var names []string
+	for k := range 6 {
+		name := fmt.Sprintf("%s%d", prefix, k)
+		c.AddUser(name, "pw")
+		u := login(t, c, i, name, "pw", res)
+		u.Send(`<presence/>`)
+		u.Sync()
+		names = append(names, name)
+	}
+	return names
 }
