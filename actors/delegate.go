@@ -85,10 +85,11 @@ func (d *delegator) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, f
 		return refuse(env.To, xmpp.ErrServiceUnavailable)
 	}
 	p := d.track(h, ns, rule.JID, target, sender, from, env)
-	if target.Passed() {
-		// Withdrawn (its node drains) or removed (it ended) between the pick and now:
-		// what waited on it may have been declared drained, handed on or failed
-		// without this one (drain.go, rerouteVia, failVia), so it goes to a connection
+	if down := d.r.comps.dir.IsDown(target); down || target.Passed() {
+		// Withdrawn (its node drains), removed (it ended) or down (its node's
+		// transport failed) between the pick and now: what waited on it may have been
+		// declared drained, handed on or failed without this one (drain.go,
+		// rerouteVia, failVia, nodeUnreachable). Not sent yet, it goes to a connection
 		// picked now; only withdrawn ones left: to this one, which still answers.
 		again, ok := d.r.comps.pickComponent(rule.JID, sender.Bare)
 		switch {
@@ -100,19 +101,13 @@ func (d *delegator) delegateIQ(out *nodelink.Outbox, h *Host, sender *Session, f
 			d.r.deleg.Metrics.Done(&old.Request, delegation.OutcomeRerouted)
 			target = again
 			p = d.track(h, ns, rule.JID, target, sender, from, env)
-		case target.Removed():
+		case down || target.Removed():
 			if old, taken := d.tracker.Take(p.OuterID); taken {
 				d.r.deleg.Metrics.Done(&old.Request, delegation.OutcomeUnavailable)
 				return refuse(env.To, xmpp.ErrServiceUnavailable)
 			}
 			return handled
 		}
-	}
-	if d.r.comps.dir.IsDown(target) {
-		// Its node's transport failed between the pick and now, and the IQs waiting
-		// on it were failed without this one: fail it the same way (components.go).
-		d.failVia(target.Key)
-		return handled
 	}
 	d.send(target, out, p)
 	return handled

@@ -639,7 +639,7 @@ func TestDelegationCleanCloseHandsIQsOn(t *testing.T) {
 	if first.Attr("type") != "result" {
 		t.Fatalf("from m2: %s", first)
 	}
-	m1.Close() // clean: the closing tag, then the connection
+	m1.CloseClean() // the closing tag, the server's, then the connection
 	r := j.Next(wait)
 	if r.Attr("type") != "result" || r.Attr("id") != held.Inner.Attr("id") {
 		t.Fatalf("the IQ m1 held, after its clean close: %s", r)

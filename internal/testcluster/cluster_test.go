@@ -202,7 +202,9 @@ func TestComponentOnTwoNodesSharesLoad(t *testing.T) {
 	// Both connections known on node 1: wait until each has received a probe.
 	var mu sync.Mutex
 	count := map[string]int{}
-	answer := func(m *xmpptest.Managing, name string, dropAfter int, stop chan struct{}) {
+	// answer answers m's IQs; after dropAfter of them (0: never) it leaves with the IQs
+	// it got since: cleanly (</stream:stream>) or by dropping the connection.
+	answer := func(m *xmpptest.Managing, name string, dropAfter int, clean bool, stop chan struct{}) {
 		for {
 			select {
 			case f := <-m.Forwards:
@@ -211,7 +213,11 @@ func TestComponentOnTwoNodesSharesLoad(t *testing.T) {
 				n := count[name]
 				mu.Unlock()
 				if dropAfter > 0 && n == dropAfter {
-					m.Close() // mid-load: its pending IQs must fail, not vanish
+					if clean {
+						m.CloseClean()
+					} else {
+						_ = m.S.Conn().Close()
+					}
 					return
 				}
 				m.Answer(f, "")
@@ -221,8 +227,8 @@ func TestComponentOnTwoNodesSharesLoad(t *testing.T) {
 		}
 	}
 	stopAnswering := make(chan struct{})
-	go answer(a, "node2", 0, stopAnswering)
-	go answer(b, "node3", 0, stopAnswering)
+	go answer(a, "node2", 0, false, stopAnswering)
+	go answer(b, "node3", 0, false, stopAnswering)
 	untilBothUsed(c, j, &mu, count)
 	close(stopAnswering)
 	mu.Lock()
@@ -231,8 +237,8 @@ func TestComponentOnTwoNodesSharesLoad(t *testing.T) {
 
 	// 200 IQs, round-robin: both connections take a fair share.
 	stopAnswering = make(chan struct{})
-	go answer(a, "node2", 0, stopAnswering)
-	go answer(b, "node3", 0, stopAnswering)
+	go answer(a, "node2", 0, false, stopAnswering)
+	go answer(b, "node3", 0, false, stopAnswering)
 	const n = 200
 	var batch strings.Builder
 	for i := 0; i < n; i++ {
@@ -253,38 +259,69 @@ func TestComponentOnTwoNodesSharesLoad(t *testing.T) {
 	mu.Unlock()
 	close(stopAnswering)
 
-	// One connection drops mid-load: every IQ still gets exactly one answer.
+	// mid sends n IQs while one connection leaves after 20; every IQ gets exactly one
+	// answer: it returns how many results and how many service-unavailable.
+	mid := func(prefix string) (results, failures int) {
+		var batch strings.Builder
+		for i := 0; i < n; i++ {
+			batch.WriteString(pubsubIQ(fmt.Sprintf("%s%d", prefix, i)))
+		}
+		j.SendBatch(batch.String())
+		seen := map[string]bool{}
+		for i := 0; i < n; i++ {
+			r := j.Next(15 * time.Second)
+			if seen[r.Attr("id")] {
+				t.Fatalf("two answers for %s", r.Attr("id"))
+			}
+			seen[r.Attr("id")] = true
+			switch {
+			case r.Attr("type") == "result":
+				results++
+			case r.ErrorCondition() == "service-unavailable":
+				failures++
+			default:
+				t.Fatalf("reply %s", r)
+			}
+		}
+		j.ExpectNothing(300 * time.Millisecond)
+		return results, failures
+	}
+
+	// One connection closes its stream cleanly mid-load: what waited on it goes to the
+	// other, and every IQ is answered.
 	stopAnswering = make(chan struct{})
-	go answer(a, "node2", 0, stopAnswering)
-	go answer(b, "node3", 20, stopAnswering)
-	batch.Reset()
-	for i := 0; i < n; i++ {
-		batch.WriteString(pubsubIQ(fmt.Sprintf("d%d", i)))
+	go answer(a, "node2", 0, false, stopAnswering)
+	go answer(b, "node3", 20, true, stopAnswering)
+	results, failures := mid("c")
+	close(stopAnswering)
+	t.Logf("after one connection closed cleanly mid-load: %d results, %d service-unavailable", results, failures)
+	if failures != 0 {
+		t.Fatalf("IQs failed at a clean close: %d/%d", results, failures)
 	}
-	j.SendBatch(batch.String())
-	results, failures := 0, 0
-	seen := map[string]bool{}
-	for i := 0; i < n; i++ {
-		r := j.Next(15 * time.Second)
-		if seen[r.Attr("id")] {
-			t.Fatalf("two answers for %s", r.Attr("id"))
-		}
-		seen[r.Attr("id")] = true
-		switch {
-		case r.Attr("type") == "result":
-			results++
-		case r.ErrorCondition() == "service-unavailable":
-			failures++
-		default:
-			t.Fatalf("reply %s", r)
-		}
-	}
+
+	// One connection drops mid-load: what waited on it fails, the rest is answered.
+	b = xmpptest.NewManaging(t, c.Nodes[2].Component, "pubsub.localhost", secret, nil)
+	b.NextAd(wait)
+	mu.Lock()
+	count = map[string]int{}
+	mu.Unlock()
+	stopAnswering = make(chan struct{})
+	go answer(a, "node2", 0, false, stopAnswering)
+	go answer(b, "node3", 0, false, stopAnswering)
+	untilBothUsed(c, j, &mu, count)
+	close(stopAnswering)
+	mu.Lock()
+	count = map[string]int{}
+	mu.Unlock()
+	stopAnswering = make(chan struct{})
+	go answer(a, "node2", 20, false, stopAnswering)
+	go answer(b, "node3", 0, false, stopAnswering)
+	results, failures = mid("d")
 	close(stopAnswering)
 	t.Logf("after dropping one connection mid-load: %d results, %d service-unavailable", results, failures)
 	if results == 0 || failures == 0 {
 		t.Fatalf("expected both answered and failed IQs: %d/%d", results, failures)
 	}
-	j.ExpectNothing(300 * time.Millisecond)
 }
 
 func TestNodeKilledAndRestarted(t *testing.T) {
@@ -1288,7 +1325,7 @@ func TestCleanCloseOnAnotherNodeHandsIQsOn(t *testing.T) {
 	}
 	b.Answer(held[0], "")
 	b.Answer(held[1], "")
-	b.Close()
+	b.CloseClean()
 	got := map[string]bool{}
 	for range 8 {
 		r := j.Next(wait)

@@ -92,6 +92,8 @@ type Peer struct {
 	JID  string
 	In   chan *Elem // every stanza received, in order; closed when the stream ends
 	Errc chan error // why the stream ended
+
+	ended chan struct{} // closed when the stream has ended
 }
 
 // DialClient logs in to a c2s STARTTLS listener with mellium (STARTTLS, SASL with mech,
@@ -192,7 +194,8 @@ func DialComponent(t *testing.T, addr, domain, sec string) (*Peer, error) {
 }
 
 func NewPeer(t *testing.T, sess *xmpp.Session) *Peer {
-	p := &Peer{t: t, S: sess, JID: sess.LocalAddr().String(), In: make(chan *Elem, 4096), Errc: make(chan error, 1)}
+	p := &Peer{t: t, S: sess, JID: sess.LocalAddr().String(), In: make(chan *Elem, 4096), Errc: make(chan error, 1),
+		ended: make(chan struct{})}
 	go func() {
 		r := sess.TokenReader()
 		defer r.Close()
@@ -201,6 +204,7 @@ func NewPeer(t *testing.T, sess *xmpp.Session) *Peer {
 			e := new(Elem)
 			if err := d.Decode(e); err != nil {
 				p.Errc <- err
+				close(p.ended)
 				close(p.In)
 				return
 			}
@@ -210,7 +214,20 @@ func NewPeer(t *testing.T, sess *xmpp.Session) *Peer {
 	return p
 }
 
+// Close sends the closing tag and closes the connection at once: unread data the server
+// sent may make it a reset, which the server can take for a dropped connection.
 func (p *Peer) Close() { _ = p.S.Close(); _ = p.S.Conn().Close() }
+
+// CloseClean ends the stream as RFC 6120 §4.4 has it: the closing tag, then the server's
+// own close (up to 5 s), then the connection. What the server sent meanwhile is not read.
+func (p *Peer) CloseClean() {
+	_ = p.S.Close()
+	select {
+	case <-p.ended:
+	case <-time.After(5 * time.Second):
+	}
+	_ = p.S.Conn().Close()
+}
 
 // Send writes raw XML (a stanza) to the stream.
 func (p *Peer) Send(raw string) {
