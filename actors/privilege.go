@@ -107,7 +107,8 @@ func (pv *privileged) privilegedComponents() []string {
 
 // privilegedMessage handles <message to=HOST><privilege><forwarded><message from=USER/>:
 // a component with the message privilege sends a message on behalf of one of the host's
-// users (XEP-0356 §5). Anything else is forbidden.
+// users, or of the host itself (XEP-0356 §5: libervia-pubsub sends MAM results so).
+// Anything else is forbidden.
 func (pv *privileged) privilegedMessage(h *Host, sender *Session, from string, env *xmpp.Envelope) verdict {
 	if sender.Kind != KindComponent || !pv.privileges(h.Domain, sender.Bare).MessageOutgoing() {
 		return refuse(h.Domain, xmpp.ErrForbidden)
@@ -117,9 +118,10 @@ func (pv *privileged) privilegedMessage(h *Host, sender *Session, from string, e
 		return refuse(h.Domain, xmpp.ErrBadRequest)
 	}
 	j, err := jid.Parse(inner.From)
-	if err != nil || j.Domainpart() != h.Domain || j.Localpart() == "" || j.Resourcepart() != "" ||
-		!pv.r.accounts.Exists(h.Domain, j.Localpart()) {
-		return refuse(h.Domain, xmpp.ErrForbidden) // the inner from must be the bare JID of one of this host's users
+	if err != nil || j.Domainpart() != h.Domain || j.Resourcepart() != "" ||
+		(j.Localpart() != "" && !pv.r.accounts.Exists(h.Domain, j.Localpart())) {
+		// The inner from must be the host, or the bare JID of one of its users.
+		return refuse(h.Domain, xmpp.ErrForbidden)
 	}
 	pv.r.Route(sender, j.String(), inner)
 	return handled

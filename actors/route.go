@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 
 	"mellium.im/xmpp/jid"
@@ -80,8 +82,29 @@ func (r *Router) route(out *nodelink.Outbox, sender *Session, from string, env *
 	rt := routed{out: out, sender: sender, from: from, env: env, toStr: env.To}
 	if v := r.decide(&rt); v.state == refused {
 		r.metrics.RoutingErrors.WithLabelValues(v.err.Condition).Inc()
+		r.logRefusal(sender, from, env, v.err)
 		sender.Send(xmpp.ErrorReply(env, v.from, from, v.err))
 	}
+}
+
+// logRefusal logs, at debug level, a stanza the router refused: the condition, the
+// sender, the addresses and the stanza's first bytes (a refusal is otherwise only a count
+// in switchboard_routing_errors_total).
+func (r *Router) logRefusal(sender *Session, from string, env *xmpp.Envelope, e *xmpp.StanzaError) {
+	if !r.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	r.log.Debug("stanza refused", "condition", e.Condition, "text", e.Text, "sender", sender.Full,
+		"from", from, "to", env.To, "stanza", firstBytes(env.Raw))
+}
+
+// firstBytes is the start of a stanza for a log line.
+func firstBytes(raw []byte) string {
+	const n = 200
+	if len(raw) > n {
+		return string(raw[:n]) + "…"
+	}
+	return string(raw)
 }
 
 // decide runs the stages in order until one takes care of the stanza or refuses it.

@@ -8,6 +8,7 @@ package actors
 
 import (
 	"bufio"
+	"context"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -197,6 +198,9 @@ func (s *Session) handle(msg any) {
 		}
 		w := s.writer()
 		if m.err != nil {
+			if s.router.log.Enabled(context.Background(), slog.LevelDebug) {
+				s.logger().Debug("stream closed with an error", "condition", m.err.Condition, "text", m.err.Text)
+			}
 			_, _ = w.Write(m.err.Bytes())
 		}
 		_, _ = w.WriteString("</stream:stream>")

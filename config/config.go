@@ -339,6 +339,10 @@ type Privileges struct {
 	// rosters; with get or both the component also gets their roster pushes).
 	// Default: "none".
 	Roster string `yaml:"roster,omitempty" json:"roster,omitempty"`
+	// RosterPushes (key roster_push): false keeps the users' roster pushes from a
+	// component with roster get or both that does not want them (XEP-0356 §4.4 push
+	// attribute). Default: true with roster get or both.
+	RosterPushes *bool `yaml:"roster_push,omitempty" json:"roster_push,omitempty"`
 	// Message: "none" or "outgoing" (send messages on behalf of the host's users).
 	// Default: "none".
 	Message string `yaml:"message,omitempty" json:"message,omitempty"`
@@ -370,6 +374,10 @@ func (p Privileges) Normalized() Privileges {
 		return v
 	}
 	out := Privileges{Roster: none(p.Roster), Message: none(p.Message), Presence: none(p.Presence)}
+	if p.RosterPushes != nil && !*p.RosterPushes && (out.Roster == "get" || out.Roster == PrivilegeAccessBoth) {
+		no := false
+		out.RosterPushes = &no
+	}
 	for ns, t := range p.IQ {
 		if t = none(t); t != "" {
 			if out.IQ == nil {
@@ -384,7 +392,8 @@ func (p Privileges) Normalized() Privileges {
 // Equal reports whether p and q grant the same.
 func (p Privileges) Equal(q Privileges) bool {
 	a, b := p.Normalized(), q.Normalized()
-	return a.Roster == b.Roster && a.Message == b.Message && a.Presence == b.Presence && maps.Equal(a.IQ, b.IQ)
+	return a.Roster == b.Roster && a.RosterPush() == b.RosterPush() && a.Message == b.Message &&
+		a.Presence == b.Presence && maps.Equal(a.IQ, b.IQ)
 }
 
 // Any reports whether anything is granted.
@@ -405,8 +414,10 @@ func (p Privileges) Any() bool {
 func (p Privileges) RosterAllows(typ string) bool { return accessAllows(p.Roster, typ) }
 
 // RosterPush reports whether the entity gets the users' roster pushes: with roster get
-// or both (XEP-0356 §4.4).
-func (p Privileges) RosterPush() bool { return p.Roster == "get" || p.Roster == PrivilegeAccessBoth }
+// or both (XEP-0356 §4.4), unless roster_push is false.
+func (p Privileges) RosterPush() bool {
+	return (p.Roster == "get" || p.Roster == PrivilegeAccessBoth) && (p.RosterPushes == nil || *p.RosterPushes)
+}
 
 // IQAllows reports whether an IQ of type typ in namespace ns may be sent as a user.
 func (p Privileges) IQAllows(ns, typ string) bool { return accessAllows(p.IQ[ns], typ) }
@@ -435,6 +446,9 @@ func ValidatePrivileges(pr Privileges) []PrivilegeProblem {
 	access := func(v string) bool { return v == "" || v == "none" || v == "get" || v == "set" || v == "both" }
 	if !access(pr.Roster) {
 		add("roster", "%q is not one of none, get, set, both", pr.Roster)
+	}
+	if pr.RosterPushes != nil && *pr.RosterPushes && pr.Roster != "get" && pr.Roster != "both" {
+		add("roster_push", "true needs roster: get or both (pushes come with reading the roster)")
 	}
 	if pr.Message != "" && pr.Message != "none" && pr.Message != "outgoing" {
 		add("message", "%q is not one of none, outgoing", pr.Message)

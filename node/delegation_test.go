@@ -534,6 +534,7 @@ func TestDelegationToAccount(t *testing.T) {
 // without it, or naming someone else, is refused with forbidden.
 func TestPrivilegedMessage(t *testing.T) {
 	s := startNode(t, func(c *config.Config) {
+		c.Log.Level = "debug"
 		c.Components[0].Privileges.Message = "outgoing"
 		c.Components = append(c.Components, config.ComponentConfig{JID: "other.localhost", Secret: secret})
 	})
@@ -559,7 +560,12 @@ func TestPrivilegedMessage(t *testing.T) {
 	if m := r.Next(wait); m.Attr("from") != "juliet@localhost" || m.Attr("id") != "inner" || m.Child("body") == nil {
 		t.Fatalf("romeo got %s", m)
 	}
-	for _, from := range []string{"ghost@localhost", "juliet@localhost/res", "someone@elsewhere.example"} {
+	// On behalf of the server itself (libervia-pubsub sends MAM results so).
+	c.Send(priv("localhost"))
+	if m := r.Next(wait); m.Attr("from") != "localhost" || m.Attr("id") != "inner" || m.Child("body") == nil {
+		t.Fatalf("romeo got %s", m)
+	}
+	for _, from := range []string{"ghost@localhost", "juliet@localhost/res", "someone@elsewhere.example", "localhost/res", "other.localhost"} {
 		c.Send(priv(from))
 		if e := c.Next(wait); e.ErrorCondition() != "forbidden" {
 			t.Fatalf("inner from %s: %s", from, e)
@@ -574,6 +580,20 @@ func TestPrivilegedMessage(t *testing.T) {
 		t.Fatalf("unprivileged component: %s", e)
 	}
 	r.ExpectNothing(200 * time.Millisecond)
+	// Each refusal is in the debug log, with its condition, sender and first bytes.
+	logs := s.logs.String()
+	var refusals, fromOther int
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, `msg="stanza refused"`) && strings.Contains(line, "condition=forbidden") {
+			refusals++
+			if strings.Contains(line, "sender=other.localhost") && strings.Contains(line, `stanza="<message`) {
+				fromOther++
+			}
+		}
+	}
+	if refusals != 6 || fromOther != 1 {
+		t.Fatalf("%d refusals logged (%d of other.localhost's with its stanza), want 6 (1):\n%s", refusals, fromOther, logs)
+	}
 }
 
 // limits.max_inflight_iqs over the wire: a client that pipelines more delegated IQs than

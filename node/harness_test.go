@@ -45,7 +45,8 @@ type server struct {
 	n     *node.Node
 	cfg   *config.Config
 	store *accounts.Store
-	cli   *clientv3.Client // the test etcd, for stores a test writes to directly
+	cli   *clientv3.Client       // the test etcd, for stores a test writes to directly
+	logs  *xmpptest.LockedBuffer // the node's log, at cfg.Log.Level (debug with SB_TEST_LOG, also on stderr)
 }
 
 const secret = "s3cret"
@@ -68,9 +69,10 @@ func startNode(t *testing.T, mutate ...func(*config.Config)) *server {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logw := io.Discard
+	logs := &xmpptest.LockedBuffer{}
+	var logw io.Writer = logs
 	if os.Getenv("SB_TEST_LOG") != "" {
-		logw = os.Stderr
+		logw = io.MultiWriter(logs, os.Stderr)
 		cfg.Log.Level = "debug"
 	}
 	n := node.New(cfg, slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: cfg.Log.SlogLevel()})))
@@ -89,7 +91,7 @@ func startNode(t *testing.T, mutate ...func(*config.Config)) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
-	return &server{t: t, n: n, cfg: cfg, store: accounts.New(cli, cfg.Etcd.Prefix), cli: cli}
+	return &server{t: t, n: n, cfg: cfg, store: accounts.New(cli, cfg.Etcd.Prefix), cli: cli, logs: logs}
 }
 
 // addUser stores an account and waits until the node's account cache has it.

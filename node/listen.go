@@ -141,6 +141,7 @@ func (n *Node) serveComponent(raw net.Conn, ip string, negotiated func()) {
 	window := lim.AuthFailureWindow.D()
 	if n.authLimit.blocked(ip, lim.AuthFailuresPerIP, window) {
 		// Throttled: no handshake is checked from this address for now.
+		n.log.Debug("component connection refused: too many failed handshakes from its address", "remote", raw.RemoteAddr().String())
 		c.Fail(&xmpp.StreamError{Condition: "policy-violation", Text: "too many failed attempts"}, "")
 		return
 	}

@@ -262,3 +262,30 @@ func TestPrivilegesInEtcdAtRuntime(t *testing.T) {
 		t.Fatalf("after the removal: %s", e)
 	}
 }
+
+// privileges.roster_push: false: a component with roster get that does not want the
+// users' roster pushes is told push='false' and gets none, while it still reads rosters.
+func TestPrivilegeRosterPushOff(t *testing.T) {
+	s := privilegedNode(t, func(c *config.Config) {
+		no := false
+		c.Components[0].Privileges.RosterPushes = &no
+	})
+	s.addUser("juliet", "j")
+	j := s.client("juliet", "j")
+	rosterGet(t, j, "g")
+	m := s.managingEntity("comp.localhost", nil)
+	m.NextAd(wait)
+	ad := m.NextOther(t, wait, "privilege advertisement", func(e *elem) bool { return e.Child("privilege") != nil })
+	if got := perms(ad); got["roster"] != "get,push=false" {
+		t.Fatalf("privilege advertisement %s: %v", ad, got)
+	}
+	rosterSet(t, j, "add", `<item jid='romeo@localhost' name='Romeo'/>`)
+	m.SendAsync(`<iq type='get' id='r1' from='comp.localhost' to='juliet@localhost'><query xmlns='` + nsRoster + `'/></iq>`)
+	res := m.NextOther(t, wait, "roster result", func(e *elem) bool { return e.Attr("id") == "r1" || e.Child("query") != nil })
+	if res.Attr("id") != "r1" || res.Attr("type") != "result" || items(res.Child("query"))["romeo@localhost"] != "Romeo|none|" {
+		t.Fatalf("got %s: a roster push, or not the roster", res)
+	}
+	if err := config.ValidatePrivileges(config.Privileges{Roster: "set", RosterPushes: new(true)}); len(err) != 1 {
+		t.Fatalf("roster_push: true with roster set: %v", err)
+	}
+}

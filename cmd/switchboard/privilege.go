@@ -31,17 +31,19 @@ func privilegeCmd(g *globals) *cobra.Command {
 		Short: "Manage XEP-0356 privileges of components per host (etcd entries override the config file's)",
 	}
 	var (
-		p   config.Privileges
-		iqs []string
+		p          config.Privileges
+		iqs        []string
+		rosterPush bool
 	)
 	set := &cobra.Command{
-		Use:   "set HOST COMPONENT [--roster TYPE] [--message TYPE] [--presence TYPE] [--iq NAMESPACE=TYPE]...",
+		Use:   "set HOST COMPONENT [--roster TYPE] [--roster-push=false] [--message TYPE] [--presence TYPE] [--iq NAMESPACE=TYPE]...",
 		Short: "Grant a component its whole set of privileges on a host (stored in etcd, applied cluster-wide)",
 		Long: `Grant a component its whole set of privileges on a host, stored in etcd and applied on
 every node. It replaces, on that host, the privileges the config file gives the component:
 a privilege not given here is not granted there.
 
   --roster none|get|set|both      --message none|outgoing
+  --roster-push=false (with --roster get or both: no roster pushes to the component)
   --presence none|managed_entity|roster (roster needs --roster get or both)
   --iq NAMESPACE=none|get|set|both (repeatable)
 
@@ -55,6 +57,9 @@ The values are checked as the config file's are.`,
 			}
 			if p.IQ, err = parseIQFlags(iqs); err != nil {
 				return err
+			}
+			if cmd.Flags().Changed("roster-push") {
+				p.RosterPushes = &rosterPush
 			}
 			if err := privileges.Validate(p); err != nil {
 				return err
@@ -79,6 +84,7 @@ The values are checked as the config file's are.`,
 		},
 	}
 	set.Flags().StringVar(&p.Roster, "roster", "", "roster privilege: none, get, set or both")
+	set.Flags().BoolVar(&rosterPush, "roster-push", true, "with roster get or both: the component gets the users' roster pushes")
 	set.Flags().StringVar(&p.Message, "message", "", "message privilege: none or outgoing")
 	set.Flags().StringVar(&p.Presence, "presence", "", "presence privilege: none, managed_entity or roster")
 	set.Flags().StringArrayVar(&iqs, "iq", nil, "IQ privilege for a namespace, NAMESPACE=none|get|set|both (repeatable)")
@@ -204,7 +210,11 @@ func iqList(iq map[string]string) string {
 }
 
 func describePrivileges(p config.Privileges) string {
-	return fmt.Sprintf("roster=%s message=%s presence=%s iq=%s", orNone(p.Roster), orNone(p.Message), orNone(p.Presence), iqList(p.IQ))
+	roster := orNone(p.Roster)
+	if (p.Roster == "get" || p.Roster == "both") && !p.RosterPush() {
+		roster += " (no pushes)"
+	}
+	return fmt.Sprintf("roster=%s message=%s presence=%s iq=%s", roster, orNone(p.Message), orNone(p.Presence), iqList(p.IQ))
 }
 
 type privilegeRow struct {
