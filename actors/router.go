@@ -40,6 +40,7 @@ type Rosters interface {
 // Limits the router enforces on sessions.
 type Limits struct {
 	MaxSendQueue    int64
+	CSIMaxHeld      int // bytes an inactive client's session may hold back (XEP-0352; 0: none)
 	WriteTimeout    time.Duration
 	IdleTimeout     time.Duration
 	ParkAfter       time.Duration // a client session silent this long parks (0: never)

@@ -116,6 +116,10 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		return true
 	}
 	if env.Kind == xmpp.KindOther {
+		if inactive, ok := isCSI(env); ok {
+			r.sys.Root.Send(s.pid, csiState{inactive: inactive})
+			return true
+		}
 		s.Close(&xmpp.StreamError{Condition: "unsupported-stanza-type", Text: env.Name.Local})
 		return false
 	}

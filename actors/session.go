@@ -85,6 +85,7 @@ type Session struct {
 	inflight         atomic.Int64              // its IQs waiting for another entity's answer
 	dmu              sync.Mutex
 	directed         map[string]struct{}
+	csi              csi // XEP-0352: what an inactive client's actor holds back (csi.go)
 }
 
 // Send queues bytes for the peer. A peer that does not read while its queue grows past
@@ -159,9 +160,11 @@ func (s *Session) handle(msg any) {
 			s.queued.Add(-int64(len(m.data)))
 			return
 		}
-		if _, err := s.writer().Write(m.data); err != nil {
-			s.abort()
-			return
+		if !s.csiWrite(m.data) {
+			if _, err := s.writer().Write(m.data); err != nil {
+				s.abort()
+				return
+			}
 		}
 		// Send counts bytes in before posting, so nothing left queued means no
 		// message is waiting behind this one: flush now. Under load the count
@@ -181,6 +184,8 @@ func (s *Session) handle(msg any) {
 		}
 	case flushNow:
 		s.flush()
+	case csiState:
+		s.setCSI(m.inactive)
 	case dropHeld:
 		if s.w != nil {
 			s.w.Reset(s.conn.Conn) // unflushed bytes are discarded

@@ -517,6 +517,11 @@ type LimitsConfig struct {
 	// connection; beyond that the slow peer is disconnected.
 	// Default: 8388608 (8 MiB).
 	MaxSendQueueBytes int `yaml:"max_send_queue_bytes"`
+	// CSIMaxHeldBytes: while a client says it is inactive (XEP-0352), presence
+	// and messages without a body wait for it, each sender's latest presence only;
+	// past this many bytes held, all of it is written. 0: nothing is held.
+	// Default: 65536.
+	CSIMaxHeldBytes int `yaml:"csi_max_held_bytes"`
 	// MaxRosterItems is how many items one user's roster may hold; a roster set
 	// beyond it gets resource-constraint. Default: 1000.
 	MaxRosterItems int `yaml:"max_roster_items"`
@@ -659,6 +664,7 @@ func Default() *Config {
 			WriteTimeout:            Duration(30 * time.Second),
 			MaxAuthAttempts:         3,
 			MaxSendQueueBytes:       8 << 20,
+			CSIMaxHeldBytes:         64 << 10,
 			MaxRosterItems:          1000,
 			MaxPendingWork:          64,
 			MaxInflightIQs:          256,
@@ -956,6 +962,9 @@ func (c *Config) Validate() error {
 	v.positive("limits.write_timeout", int64(c.Limits.WriteTimeout))
 	v.positive("limits.max_auth_attempts", int64(c.Limits.MaxAuthAttempts))
 	v.positive("limits.max_send_queue_bytes", int64(c.Limits.MaxSendQueueBytes))
+	if c.Limits.CSIMaxHeldBytes < 0 {
+		v.add("limits.csi_max_held_bytes", "must be >= 0 (0 = hold nothing)")
+	}
 	v.positive("limits.max_roster_items", int64(c.Limits.MaxRosterItems))
 	v.positive("limits.max_pending_work", int64(c.Limits.MaxPendingWork))
 	v.positive("limits.max_inflight_iqs", int64(c.Limits.MaxInflightIQs))

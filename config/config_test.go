@@ -78,7 +78,7 @@ func TestDefaultValidates(t *testing.T) {
 	want := LimitsConfig{
 		MaxStanzaBytes: 262144, NegotiationTimeout: Duration(30 * time.Second),
 		IdleTimeout: Duration(10 * time.Minute), ParkAfter: Duration(5 * time.Second), WriteTimeout: Duration(30 * time.Second),
-		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, MaxRosterItems: 1000, MaxPendingWork: 64, MaxInflightIQs: 256, MaxEtcdRequests: 64,
+		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, CSIMaxHeldBytes: 65536, MaxRosterItems: 1000, MaxPendingWork: 64, MaxInflightIQs: 256, MaxEtcdRequests: 64,
 		MaxUnauthenticated: 4096, MaxUnauthenticatedPerIP: 64,
 		AuthFailuresPerIP: 10, AuthFailureWindow: Duration(10 * time.Minute), MaxSessionsPerUser: 10,
 		ClientBytesPerSecond: 262144, ClientStanzasPerSecond: 2000, ClientRateBurst: Duration(2 * time.Second),
@@ -401,6 +401,7 @@ func TestValidateErrors(t *testing.T) {
 		{"write timeout", func(c *Config) { c.Limits.WriteTimeout = 0 }, "limits.write_timeout: must be > 0"},
 		{"auth attempts", func(c *Config) { c.Limits.MaxAuthAttempts = 0 }, "limits.max_auth_attempts: must be > 0"},
 		{"send queue", func(c *Config) { c.Limits.MaxSendQueueBytes = -5 }, "limits.max_send_queue_bytes: must be > 0"},
+		{"csi negative", func(c *Config) { c.Limits.CSIMaxHeldBytes = -1 }, "limits.csi_max_held_bytes: must be >= 0"},
 		{"send queue < stanza", func(c *Config) { c.Limits.MaxSendQueueBytes = 1000 }, "limits.max_send_queue_bytes: must be >= limits.max_stanza_bytes"},
 		{"scram", func(c *Config) { c.Accounts.SCRAMIterations = 4095 }, "accounts.scram_iterations: must be >= 4096"},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, `log.level: "verbose" is not one of`},
@@ -599,8 +600,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 55 {
-		t.Errorf("checked %d keys, want 55 (update this test when adding keys)", n)
+	if n != 56 {
+		t.Errorf("checked %d keys, want 56 (update this test when adding keys)", n)
 	}
 }
 

@@ -92,6 +92,7 @@ func New(cfg *config.Config, log *slog.Logger) *Node {
 func routerLimits(c *config.Config) actors.Limits {
 	return actors.Limits{
 		MaxSendQueue:    int64(c.Limits.MaxSendQueueBytes),
+		CSIMaxHeld:      c.Limits.CSIMaxHeldBytes,
 		WriteTimeout:    c.Limits.WriteTimeout.D(),
 		IdleTimeout:     c.Limits.IdleTimeout.D(),
 		ParkAfter:       c.Limits.ParkAfter.D(),

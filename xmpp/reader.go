@@ -24,6 +24,7 @@ const (
 	NSSession   = "urn:ietf:params:xml:ns:xmpp-session"
 	NSStanzas   = "urn:ietf:params:xml:ns:xmpp-stanzas"
 	NSStreams   = "urn:ietf:params:xml:ns:xmpp-streams"
+	NSCSI       = "urn:xmpp:csi:0" // client state indication (XEP-0352)
 )
 
 // ErrStreamEnd is returned by Next when the peer closed its stream with </stream:stream>.

@@ -62,6 +62,8 @@ type Client struct {
 	Sc   *Scanner
 	JID  string // full JID the server bound
 	Bare string
+	// Features are the stream features offered after authentication.
+	Features string
 
 	tr          *timedReader
 	out         []byte
@@ -159,6 +161,7 @@ func Login(ctx context.Context, cfg *ClientConfig, user, password, resource stri
 	if !bytes.Contains(features.Raw, []byte(nsBind)) {
 		return nil, fmt.Errorf("no resource binding offered: %.200s", features.Raw)
 	}
+	c.Features = string(features.Raw)
 	req := "<iq type='set' id='bind1'><bind xmlns='" + nsBind + "'"
 	if resource != "" {
 		req += "><resource>" + string(appendEscaped(nil, resource)) + "</resource></bind></iq>"

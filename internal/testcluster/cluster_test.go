@@ -1354,3 +1354,28 @@ func availableOn(t *testing.T, c *Cluster, i int, prefix, res string) []string {
 	}
 	return names
 }
+
+// XEP-0352 across nodes: what another node delivers to an inactive client's session is
+// held the same way (each sender's latest presence) until something urgent comes.
+func TestCSIAcrossNodes(t *testing.T) {
+	c := Start(t, 2, nil)
+	c.AddUser("juliet", "j")
+	c.AddUser("romeo", "r")
+	j := login(t, c, 0, "juliet", "j", "phone")
+	r := login(t, c, 1, "romeo", "r", "")
+	j.SendBatch(`<inactive xmlns='urn:xmpp:csi:0'/>`)
+	j.Sync()
+	for _, st := range []string{"one", "two"} {
+		r.Send(`<presence to='juliet@localhost/phone'><status>` + st + `</status></presence>`)
+	}
+	r.Sync()
+	j.ExpectNothing(300 * time.Millisecond)
+	r.Send(`<message to='juliet@localhost/phone' type='chat' id='hi'><body>hi</body></message>`)
+	if p := j.Next(wait); p.XMLName.Local != "presence" || !strings.Contains(p.String(), "two") {
+		t.Fatalf("first: %s", p)
+	}
+	if m := j.Next(wait); m.Attr("id") != "hi" {
+		t.Fatalf("then: %s", m)
+	}
+	j.ExpectNothing(200 * time.Millisecond)
+}
