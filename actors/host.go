@@ -248,6 +248,9 @@ func (h *Host) serverInfo() []byte {
 	if h.router.deleg != nil {
 		b.Feature(delegation.NS2)
 	}
+	if st := h.router.offline; st != nil && st.Enabled() {
+		b.Feature("msgoffline") // XEP-0160 §4
+	}
 	return b.Query("")
 }
 

@@ -242,6 +242,9 @@ func (u *users) ownerStanza(bare, res, from string, data []byte, env *xmpp.Envel
 	if env.Kind == xmpp.KindPresence {
 		return
 	}
+	if u.storeOffline(bare, data, env, sender) {
+		return
+	}
 	sender.Send(u.r.link, xmpp.ErrorReply(env, env.To, from, xmpp.ErrServiceUnavailable))
 }
 

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"encoding/xml"
+	"hash/maphash"
 	"log/slog"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/directory"
 	"github.com/switchboard-im/switchboard/nodelink"
+	"github.com/switchboard-im/switchboard/offline"
 	"github.com/switchboard-im/switchboard/roster"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -75,8 +77,9 @@ type Router struct {
 	subs  *subscriptions
 	comps *components
 
-	deleg   *Delegation // nil: no XEP-0355
-	rosters Rosters     // nil: no roster storage (empty rosters are answered)
+	deleg   *Delegation    // nil: no XEP-0355
+	rosters Rosters        // nil: no roster storage (empty rosters are answered)
+	offline *offline.Store // nil: no offline storage (messages to offline users bounce)
 
 	nodeID  string
 	metrics *Metrics
@@ -146,6 +149,8 @@ type Config struct {
 	// failed are passed over, unless the node announces components again first; by then
 	// the membership has declared it dead, or it was a passing fault (default 5s).
 	UnreachableFor time.Duration
+	// Offline stores messages for users with no available resource (XEP-0160; nil: none).
+	Offline *offline.Store
 	// ActorPrefix begins the names of session actors: cluster.ActorPrefix of this run's
 	// incarnation, so that no name is given out again by a later run.
 	ActorPrefix string
@@ -213,7 +218,9 @@ func NewRouter(c Config) *Router {
 	}
 	r.drain.stopping = make(chan struct{})
 	r.actorPrefix = c.ActorPrefix
+	r.offline = c.Offline
 	r.users = &users{r: r, sessions: directory.NewSessions[*Session](), owners: directory.NewOwners[*Session]()}
+	r.users.offline.seed = maphash.MakeSeed()
 	r.del, r.priv, r.subs = &delegator{r: r}, &privileged{r: r}, &subscriptions{r}
 	r.comps = &components{r: r, dir: directory.NewComponents[*Session]()}
 	if r.metrics == nil {

@@ -17,6 +17,7 @@ type users struct {
 	r        *Router
 	sessions *directory.Sessions[*Session] // client sessions of this node's sockets
 	owners   *directory.Owners[*Session]   // owner tables of the users this node owns
+	offline  offlineWork                   // each user's offline writes, in order (offline.go)
 }
 
 // User sessions are partitioned: every bare JID has an owner node (rendezvous hashing
@@ -166,6 +167,9 @@ func (u *users) broadcastPresence(s *Session, env *xmpp.Envelope) {
 	}
 	if m.Available {
 		u.r.del.accountUp(s)
+		if initial {
+			u.deliverOffline(s) // XEP-0160: after the initial presence
+		}
 	} else {
 		u.r.del.accountDown(s)
 		u.goOffline(s) // RFC 6121 §4.5.2: directed presence recipients learn it too

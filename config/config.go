@@ -522,6 +522,13 @@ type LimitsConfig struct {
 	// past this many bytes held, all of it is written. 0: nothing is held.
 	// Default: 65536.
 	CSIMaxHeldBytes int `yaml:"csi_max_held_bytes"`
+	// OfflineMaxMessages and OfflineMaxBytes bound what is stored in etcd for one
+	// user while none of their resources is available (XEP-0160: messages of type
+	// normal or chat with a body); past either, a message is bounced with
+	// resource-constraint. 0 in either: nothing is stored (messages bounce).
+	// Defaults: 100 and 262144.
+	OfflineMaxMessages int `yaml:"offline_max_messages"`
+	OfflineMaxBytes    int `yaml:"offline_max_bytes"`
 	// MaxRosterItems is how many items one user's roster may hold; a roster set
 	// beyond it gets resource-constraint. Default: 1000.
 	MaxRosterItems int `yaml:"max_roster_items"`
@@ -665,6 +672,8 @@ func Default() *Config {
 			MaxAuthAttempts:         3,
 			MaxSendQueueBytes:       8 << 20,
 			CSIMaxHeldBytes:         64 << 10,
+			OfflineMaxMessages:      100,
+			OfflineMaxBytes:         256 << 10,
 			MaxRosterItems:          1000,
 			MaxPendingWork:          64,
 			MaxInflightIQs:          256,
@@ -964,6 +973,12 @@ func (c *Config) Validate() error {
 	v.positive("limits.max_send_queue_bytes", int64(c.Limits.MaxSendQueueBytes))
 	if c.Limits.CSIMaxHeldBytes < 0 {
 		v.add("limits.csi_max_held_bytes", "must be >= 0 (0 = hold nothing)")
+	}
+	if c.Limits.OfflineMaxMessages < 0 {
+		v.add("limits.offline_max_messages", "must be >= 0 (0 = store nothing)")
+	}
+	if c.Limits.OfflineMaxBytes < 0 {
+		v.add("limits.offline_max_bytes", "must be >= 0 (0 = store nothing)")
 	}
 	v.positive("limits.max_roster_items", int64(c.Limits.MaxRosterItems))
 	v.positive("limits.max_pending_work", int64(c.Limits.MaxPendingWork))

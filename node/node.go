@@ -33,6 +33,7 @@ import (
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/nodelink"
+	"github.com/switchboard-im/switchboard/offline"
 	"github.com/switchboard-im/switchboard/privileges"
 	"github.com/switchboard-im/switchboard/roster"
 )
@@ -61,6 +62,7 @@ type Node struct {
 	rules    *delegation.Manager
 	privs    *privileges.Watcher
 	rosters  *roster.Store
+	offline  *offline.Store
 	sys      *actor.ActorSystem
 	router   *actors.Router
 	link     *nodelink.Link
@@ -181,6 +183,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 	n.live.Store(cfg)
 	n.router.SetSettings(routerLimits(cfg), componentOptions(cfg))
 	n.rosters.SetMaxItems(cfg.Limits.MaxRosterItems)
+	n.offline.SetLimits(cfg.Limits.OfflineMaxMessages, cfg.Limits.OfflineMaxBytes)
 	n.rosters.SetMaxRequests(cfg.Limits.MaxEtcdRequests)
 	n.link.SetMaxQueued(int64(cfg.Cluster.MaxQueuedBytes))
 	n.accounts.SetMaxIterations(cfg.Accounts.MaxSCRAMIterations)
@@ -339,6 +342,7 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 	}
 	n.rosters = roster.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.MaxRosterItems)
 	n.rosters.SetMaxRequests(cfg.Limits.MaxEtcdRequests)
+	n.offline = offline.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.OfflineMaxMessages, cfg.Limits.OfflineMaxBytes)
 	var (
 		members nodelink.Members // nil: standalone
 		cl      actors.Cluster   // nil: standalone
@@ -381,6 +385,7 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 		},
 		Metrics: actors.NewMetrics(n.metrics.reg),
 		Rosters: n.rosters,
+		Offline: n.offline,
 		// Long enough for the membership to declare a dead node dead (probe interval ×
 		// suspicion multiplier, plus probe timeouts).
 		UnreachableFor: max(time.Second, cfg.Cluster.ProbeInterval.D()*time.Duration(cfg.Cluster.SuspicionMult+3)),

@@ -16,6 +16,7 @@ var allowed = map[string][]string{
 	"xmpp":           {},
 	"config":         {},
 	"roster":         {},
+	"offline":        {},
 	"cluster":        {},
 	"accounts":       {"internal/etcdx"},
 	"delegation":     {"xmpp", "internal/etcdx"},
@@ -23,8 +24,8 @@ var allowed = map[string][]string{
 	"nodelink/pb":    {},
 	"nodelink":       {"cluster", "delegation", "nodelink/pb"},
 	"directory":      {"config"},
-	"actors":         {"cluster", "config", "delegation", "directory", "nodelink", "nodelink/pb", "privileges", "roster", "xmpp"},
-	"node":           {"accounts", "actors", "cluster", "config", "delegation", "nodelink", "privileges", "roster", "xmpp", "internal/etcdx"},
+	"actors":         {"cluster", "config", "delegation", "directory", "nodelink", "nodelink/pb", "offline", "privileges", "roster", "xmpp"},
+	"node":           {"accounts", "actors", "cluster", "config", "delegation", "nodelink", "offline", "privileges", "roster", "xmpp", "internal/etcdx"},
 	"internal/etcdx": {},
 }
 

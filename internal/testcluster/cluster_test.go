@@ -393,7 +393,8 @@ func TestNodeKilledAndRestarted(t *testing.T) {
 			}
 		})
 	}
-	j.Send(`<message to='u2@localhost' type='chat' id='gone'><body>x</body></message>`)
+	// (A headline: a chat message would be kept for u2's next session, XEP-0160.)
+	j.Send(`<message to='u2@localhost' type='headline' id='gone'><body>x</body></message>`)
 	if r := j.Next(wait); r.ErrorCondition() != "service-unavailable" {
 		t.Fatalf("to the user of the dead node: %s", r)
 	}
@@ -455,7 +456,8 @@ func TestCrossNodeUsers(t *testing.T) {
 			}
 			continue
 		}
-		a.Send(`<message to='` + to + `' type='chat' id='x'><body>?</body></message>`)
+		// A headline: a chat message for carol would be kept (XEP-0160).
+		a.Send(`<message to='` + to + `' type='headline' id='x'><body>?</body></message>`)
 		r1, r2 := a.Next(wait), a.Next(wait)
 		if r1.ErrorCondition() != "service-unavailable" || r2.ErrorCondition() != "service-unavailable" {
 			t.Fatalf("to %s: %s / %s", to, r1, r2)
@@ -964,9 +966,11 @@ func TestKilledNodeStopsGettingIQsAtOnce(t *testing.T) {
 		t.Logf("the IQs waiting at the killed node failed %v after the kill", d)
 	}
 	// A message to a user whose session (or owner) was on the killed node is bounced at
-	// once, long before the membership calls the node dead, instead of being lost.
+	// once, long before the membership calls the node dead, instead of being lost (a
+	// headline: a chat message would be kept for the user's next session, XEP-0160, by
+	// the owners still alive).
 	for _, u := range onNode3 {
-		j.Send(`<message to='` + u + `@localhost/r' type='chat' id='m-` + u + `'><body>x</body></message>`)
+		j.Send(`<message to='` + u + `@localhost/r' type='headline' id='m-` + u + `'><body>x</body></message>`)
 		if r := j.Next(time.Second); r.Attr("id") != "m-"+u || r.ErrorCondition() != "service-unavailable" {
 			t.Fatalf("a message to %s on the killed node: %s", u, r)
 		}
@@ -1243,7 +1247,8 @@ func TestRestartedNodeGetsNoStaleTraffic(t *testing.T) {
 	// The users' sessions died with the earlier run: a message to one is refused, not
 	// delivered to whatever the new run holds under the same actor name.
 	for _, u := range users {
-		j.Send(`<message to='` + u + `@localhost/old' type='chat' id='m-` + u + `'><body>x</body></message>`)
+		// A headline: a chat message would be kept for the user's next session (XEP-0160).
+		j.Send(`<message to='` + u + `@localhost/old' type='headline' id='m-` + u + `'><body>x</body></message>`)
 		if r := j.Next(wait); r.ErrorCondition() != "service-unavailable" {
 			t.Fatalf("to %s's session of the dead run: %s", u, r)
 		}
@@ -1378,4 +1383,25 @@ func TestCSIAcrossNodes(t *testing.T) {
 		t.Fatalf("then: %s", m)
 	}
 	j.ExpectNothing(200 * time.Millisecond)
+}
+
+// Offline messages across nodes: sent from one node while the user is offline (stored by
+// the user's owner, wherever it is), given on another node after the initial presence.
+func TestOfflineMessagesAcrossNodes(t *testing.T) {
+	c := Start(t, 3, nil)
+	c.AddUser("juliet", "j")
+	c.AddUser("romeo", "r")
+	r := login(t, c, 1, "romeo", "r", "")
+	for _, id := range []string{"o1", "o2"} {
+		r.Send(`<message to='juliet@localhost' type='chat' id='` + id + `'><body>` + id + `</body></message>`)
+	}
+	r.Sync()
+	r.ExpectNothing(300 * time.Millisecond) // stored, not bounced
+	j := login(t, c, 2, "juliet", "j", "")
+	j.Send(`<presence/>`)
+	for _, id := range []string{"o1", "o2"} {
+		if m := j.Next(wait); m.Attr("id") != id || m.Child("delay") == nil {
+			t.Fatalf("offline message %s: %s", id, m)
+		}
+	}
 }
