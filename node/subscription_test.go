@@ -91,7 +91,10 @@ func TestPresenceFloodCoalesces(t *testing.T) {
 	for last != n {
 		e := until(t, r, "juliet's update", presenceOf("juliet@localhost/balcony", ""))
 		v, err := strconv.Atoi(e.Child("status").Text)
-		if err != nil || v <= last {
+		// The same one twice is allowed: romeo's presence probe (sent at his login, its
+		// roster read maybe slow on a busy machine) is answered with juliet's presence
+		// as it is when it is answered, which may be mid-flood.
+		if err != nil || v < last {
 			t.Fatalf("update %s after %d", e, last)
 		}
 		last = v
