@@ -108,6 +108,7 @@ var domainIQs = map[string]iqHandler{
 	}},
 	// RFC 3921 session establishment, a no-op kept for old clients.
 	xmpp.NSSession: {elem: "session", set: true, serve: func(c *iqCall) { c.ok(nil) }},
+	NSCarbons:      {elem: "*", set: true, feature: true, serve: (*iqCall).carbons}, // enable, disable
 }
 
 // bareIQs are what a user's bare JID answers on the user's behalf, by namespace.
@@ -119,7 +120,8 @@ var bareIQs = map[string]iqHandler{
 		}
 		c.ok(nil)
 	}},
-	NSRoster: {elem: "query", get: true, set: true, serve: (*iqCall).roster},
+	NSRoster:  {elem: "query", get: true, set: true, serve: (*iqCall).roster},
+	NSCarbons: {elem: "*", set: true, serve: (*iqCall).carbons}, // enable or disable
 	NSDiscoInfo: {elem: "query", get: true, feature: true, serve: func(c *iqCall) {
 		if !c.exists {
 			c.fail(xmpp.ErrServiceUnavailable)
@@ -192,7 +194,7 @@ func (h *Host) answer(m *serverIQ) (goesOn bool) {
 		c.exists = h.router.accounts.Exists(h.Domain, local)
 	}
 	hd, ok := handlers[env.Child.Space]
-	if !ok || hd.elem != env.Child.Local || (env.Type == "get" && !hd.get) || (env.Type == "set" && !hd.set) {
+	if !ok || (hd.elem != "*" && hd.elem != env.Child.Local) || (env.Type == "get" && !hd.get) || (env.Type == "set" && !hd.set) {
 		c.fail(xmpp.ErrServiceUnavailable)
 		return false
 	}

@@ -68,6 +68,14 @@ func (in inbound) DelegationAnswer(a *nodelink.Answer) { in.r.del.answerFromNode
 
 func (in inbound) Drained(m *pb.Drained) { in.r.drainedBy(m.Node) }
 
+func (in inbound) UserCarbon(m *pb.UserCarbon) {
+	kind := "sent"
+	if m.Received {
+		kind = "received"
+	}
+	in.r.users.ownerCarbons(m.Bare, kind, m.Stanza, func(res string, _ *resEntry) bool { return res == m.Resource })
+}
+
 // ComponentClosed: a component connection on another node closed cleanly; its last
 // answers are in. It leaves the directory now (the membership's news of it may come
 // later), then what waits on it goes to another connection.

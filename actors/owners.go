@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"slices"
 	"sort"
 	"strings"
 
@@ -106,7 +107,8 @@ func (u *users) deliverTo(to string, data []byte) {
 // Re-registrations and replacements of a bound resource are never refused.
 func (u *users) ownerRegister(m *pb.UserRegister, local *Session) bool {
 	e := &resEntry{Handle: directory.Handle[*Session]{Local: local, PID: fromRef(m.Session)}, Node: m.Node,
-		Available: m.Available, Priority: m.Priority, Presence: m.Presence, Interested: m.RosterInterested}
+		Available: m.Available, Priority: m.Priority, Presence: m.Presence, Interested: m.RosterInterested,
+		Carbons: m.Carbons}
 	var loser *resEntry
 	var others []namedEntry
 	oldAvailable, refused := false, false
@@ -236,6 +238,12 @@ func (u *users) ownerStanza(bare, res, from string, data []byte, env *xmpp.Envel
 	if len(targets) > 0 {
 		for _, t := range targets {
 			t.Send(u.r.link, data)
+		}
+		if carbonEligible(env) {
+			inner := env.RewriteNS(from, env.To, xmpp.NSClient)
+			u.ownerCarbons(bare, "received", inner, func(_ string, e *resEntry) bool {
+				return slices.ContainsFunc(targets, func(t target) bool { return e.SamePID(t) })
+			})
 		}
 		return
 	}

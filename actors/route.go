@@ -84,6 +84,10 @@ func (r *Router) route(out *nodelink.Outbox, sender *Session, from string, env *
 		r.metrics.RoutingErrors.WithLabelValues(v.err.Condition).Inc()
 		r.logRefusal(sender, from, env, v.err)
 		sender.Send(xmpp.ErrorReply(env, v.from, from, v.err))
+		return
+	}
+	if env.Kind == xmpp.KindMessage && sender.Kind == KindC2S {
+		r.users.sentCarbons(sender, from, env) // XEP-0280: copies to the user's other resources
 	}
 }
 

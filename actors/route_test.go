@@ -586,7 +586,14 @@ func TestAdvertisedServerFeaturesAnswer(t *testing.T) {
 	w := newWorld(t, true)
 	for i, ns := range serverFeatures {
 		id := "f" + strconv.Itoa(i)
-		w.send(w.alice1, `<iq type='get' to='example.test' id='`+id+`'><`+domainIQs[ns].elem+` xmlns='`+ns+`'/></iq>`)
+		typ, elem := "get", domainIQs[ns].elem
+		if !domainIQs[ns].get {
+			typ = "set"
+		}
+		if elem == "*" {
+			elem = "enable" // carbons: enable or disable
+		}
+		w.send(w.alice1, `<iq type='`+typ+`' to='example.test' id='`+id+`'><`+elem+` xmlns='`+ns+`'/></iq>`)
 		got := w.expect(w.alice1, "id='"+id+"'")
 		if !strings.Contains(got, "type='result'") {
 			t.Errorf("%s: %s", ns, got)

@@ -80,6 +80,7 @@ type Session struct {
 	managing     atomic.Bool            // entered as a managing entity's connection
 	// rosterInterested: it asked for its roster, so roster pushes go to it (RFC 6121 §2.1.6)
 	rosterInterested atomic.Bool
+	carbons          atomic.Bool               // it enabled message carbons (XEP-0280)
 	queue            atomic.Pointer[workQueue] // roster-bound presence work, in order (subscription.go)
 	work             workGate                  // unfinished work its stanzas started (backpressure.go)
 	inflight         atomic.Int64              // its IQs waiting for another entity's answer

@@ -87,7 +87,7 @@ func (u *users) bindUser(s *Session) bool {
 func (u *users) register(s *Session, replace bool) bool {
 	m := &pb.UserRegister{Bare: s.Bare, Resource: s.Res, Session: toRef(s.pid), Node: u.r.nodeID,
 		Available: s.available.Load(), Priority: s.priority.Load(), Replace: replace,
-		RosterInterested: s.rosterInterested.Load()}
+		RosterInterested: s.rosterInterested.Load(), Carbons: s.carbons.Load()}
 	if p := s.lastPresence.Load(); p != nil {
 		m.Presence = *p
 	}
@@ -228,6 +228,9 @@ func (u *users) toUser(sender *Session, from, bare, res, toStr string, env *xmpp
 	if res != "" {
 		if s := u.lookupFull(bare, res); s != nil {
 			s.Send(stamp(env, from, toStr))
+			if env.Kind == xmpp.KindMessage {
+				u.receivedCarbons(bare, res, from, env)
+			}
 			return
 		}
 	}

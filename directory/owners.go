@@ -33,6 +33,8 @@ type Entry[S Local] struct {
 	// Interested: the session asked for its roster, so roster pushes go to it
 	// (RFC 6121 §2.1.6).
 	Interested bool
+	// Carbons: the session enabled message carbons (XEP-0280).
+	Carbons bool
 }
 
 // Named is an entry with its resource.

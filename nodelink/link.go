@@ -46,6 +46,8 @@ type Handler interface {
 	UserPresenceTo(*pb.UserPresenceTo)
 	PresenceReplay(*pb.PresenceReplay)
 	UserStanza(*pb.UserStanza)
+	// UserCarbon: copy a message the user sent to the user's other resources (XEP-0280).
+	UserCarbon(*pb.UserCarbon)
 	// DelegationReply is a managing entity's raw answer that another node could not
 	// unwrap for us (an older node); DelegationAnswer an answer it unwrapped.
 	DelegationReply(*pb.DelegationReply)

@@ -59,6 +59,8 @@ func (l *Link) receive(ctx actor.Context) {
 		h.PresenceReplay(m)
 	case *pb.UserStanza:
 		h.UserStanza(m)
+	case *pb.UserCarbon:
+		h.UserCarbon(m)
 	case *pb.Drained:
 		h.Drained(m)
 	case *pb.ComponentClosed:

@@ -1405,3 +1405,53 @@ func TestOfflineMessagesAcrossNodes(t *testing.T) {
 		}
 	}
 }
+
+// XEP-0280 across nodes: the phone on node 1 and the laptop on node 2 both enabled
+// carbons; what romeo (node 3) sends the phone, and what the phone sends romeo, the
+// laptop gets a copy of.
+func TestCarbonsAcrossNodes(t *testing.T) {
+	c := Start(t, 3, nil)
+	c.AddUser("juliet", "j")
+	c.AddUser("romeo", "r")
+	phone := login(t, c, 0, "juliet", "j", "phone")
+	laptop := login(t, c, 1, "juliet", "j", "laptop")
+	r := login(t, c, 2, "romeo", "r", "")
+	r.Send(`<presence/>`) // available: a chat to his bare JID is delivered, not kept
+	for _, p := range []*xmpptest.Peer{phone, laptop} {
+		p.Send(`<presence/>`)
+		p.Send(`<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>`)
+	}
+	next := func(p *xmpptest.Peer, what string, ok func(*xmpptest.Elem) bool) *xmpptest.Elem {
+		t.Helper()
+		for {
+			e := p.Next(wait)
+			if ok(e) {
+				return e
+			}
+			if e.XMLName.Local == "iq" && e.Attr("type") == "error" {
+				t.Fatalf("%s: %s", what, e)
+			}
+		}
+	}
+	isMsg := func(e *xmpptest.Elem) bool { return e.XMLName.Local == "message" }
+	for _, p := range []*xmpptest.Peer{phone, laptop} {
+		next(p, "carbons enabled", func(e *xmpptest.Elem) bool { return e.Attr("id") == "c1" })
+	}
+	c.Eventually(wait, "a received carbon on the laptop", func() bool {
+		r.Send(`<message to='juliet@localhost/phone' type='chat' id='in'><body>hi</body></message>`)
+		next(phone, "the message", isMsg)
+		select {
+		case e := <-laptop.In:
+			return e.Child("received") != nil && strings.Contains(e.String(), "id=\"in\"")
+		case <-time.After(500 * time.Millisecond):
+			return false
+		}
+	})
+	phone.Send(`<message to='romeo@localhost' type='chat' id='out'><body>yo</body></message>`)
+	next(r, "the message", isMsg)
+	// (Received carbons of the probes above may come first.)
+	sent := func(e *xmpptest.Elem) bool { return isMsg(e) && e.Child("sent") != nil }
+	if e := next(laptop, "the sent carbon", sent); !strings.Contains(e.String(), "juliet@localhost/phone") || !strings.Contains(e.String(), "id=\"out\"") {
+		t.Fatalf("laptop: %s", e)
+	}
+}

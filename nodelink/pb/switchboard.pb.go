@@ -304,6 +304,7 @@ type UserRegister struct {
 	Presence         []byte                 `protobuf:"bytes,7,opt,name=presence,proto3" json:"presence,omitempty"`
 	Replace          bool                   `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`                                           // a fresh bind: a session already on that resource gets a conflict
 	RosterInterested bool                   `protobuf:"varint,9,opt,name=roster_interested,json=rosterInterested,proto3" json:"roster_interested,omitempty"` // it asked for the roster: roster pushes go to it (RFC 6121 §2.1.6)
+	Carbons          bool                   `protobuf:"varint,10,opt,name=carbons,proto3" json:"carbons,omitempty"`                                          // it enabled message carbons (XEP-0280): copies of the user's chats go to it
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -397,6 +398,13 @@ func (x *UserRegister) GetReplace() bool {
 func (x *UserRegister) GetRosterInterested() bool {
 	if x != nil {
 		return x.RosterInterested
+	}
+	return false
+}
+
+func (x *UserRegister) GetCarbons() bool {
+	if x != nil {
+		return x.Carbons
 	}
 	return false
 }
@@ -1137,6 +1145,76 @@ func (x *ComponentClosed) GetDomain() string {
 	return ""
 }
 
+// UserCarbon asks a user's owner node to send a copy of a message one of the user's
+// resources sent (XEP-0280 "sent") to the user's other resources that enabled carbons.
+type UserCarbon struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bare          string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
+	Resource      string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`  // the sending resource, which gets no copy
+	Stanza        []byte                 `protobuf:"bytes,3,opt,name=stanza,proto3" json:"stanza,omitempty"`      // the message as sent (from the sender's full JID, xmlns='jabber:client')
+	Received      bool                   `protobuf:"varint,4,opt,name=received,proto3" json:"received,omitempty"` // a message the resource received (XEP-0280 "received"), not one it sent
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserCarbon) Reset() {
+	*x = UserCarbon{}
+	mi := &file_switchboard_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserCarbon) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserCarbon) ProtoMessage() {}
+
+func (x *UserCarbon) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserCarbon.ProtoReflect.Descriptor instead.
+func (*UserCarbon) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UserCarbon) GetBare() string {
+	if x != nil {
+		return x.Bare
+	}
+	return ""
+}
+
+func (x *UserCarbon) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *UserCarbon) GetStanza() []byte {
+	if x != nil {
+		return x.Stanza
+	}
+	return nil
+}
+
+func (x *UserCarbon) GetReceived() bool {
+	if x != nil {
+		return x.Received
+	}
+	return false
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -1158,7 +1236,7 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12+\n" +
 	"\x06sender\x18\x03 \x01(\v2\x13.switchboard.v1.RefR\x06sender\x12\x1f\n" +
 	"\vsender_bare\x18\x04 \x01(\tR\n" +
-	"senderBare\"\x9e\x02\n" +
+	"senderBare\"\xb8\x02\n" +
 	"\fUserRegister\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12-\n" +
@@ -1168,7 +1246,9 @@ const file_switchboard_proto_rawDesc = "" +
 	"\bpriority\x18\x06 \x01(\x05R\bpriority\x12\x1a\n" +
 	"\bpresence\x18\a \x01(\fR\bpresence\x12\x18\n" +
 	"\areplace\x18\b \x01(\bR\areplace\x12+\n" +
-	"\x11roster_interested\x18\t \x01(\bR\x10rosterInterested\"o\n" +
+	"\x11roster_interested\x18\t \x01(\bR\x10rosterInterested\x12\x18\n" +
+	"\acarbons\x18\n" +
+	" \x01(\bR\acarbons\"o\n" +
 	"\x0eUserUnregister\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12-\n" +
@@ -1218,7 +1298,13 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\";\n" +
 	"\x0fComponentClosed\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
-	"\x06domain\x18\x02 \x01(\tR\x06domainB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
+	"\x06domain\x18\x02 \x01(\tR\x06domain\"p\n" +
+	"\n" +
+	"UserCarbon\x12\x12\n" +
+	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
+	"\bresource\x18\x02 \x01(\tR\bresource\x12\x16\n" +
+	"\x06stanza\x18\x03 \x01(\fR\x06stanza\x12\x1a\n" +
+	"\breceived\x18\x04 \x01(\bR\breceivedB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -1232,7 +1318,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),               // 0: switchboard.v1.Ref
 	(*Deliver)(nil),           // 1: switchboard.v1.Deliver
@@ -1252,6 +1338,7 @@ var file_switchboard_proto_goTypes = []any{
 	(*PackedAnswers)(nil),     // 15: switchboard.v1.PackedAnswers
 	(*Drained)(nil),           // 16: switchboard.v1.Drained
 	(*ComponentClosed)(nil),   // 17: switchboard.v1.ComponentClosed
+	(*UserCarbon)(nil),        // 18: switchboard.v1.UserCarbon
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0,  // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -1278,7 +1365,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
