@@ -72,7 +72,7 @@ func carbon(kind, bare, full string, inner []byte) []byte {
 // sentCarbons has the user's owner copy a message a client session sent to the user's
 // other resources with carbons.
 func (u *users) sentCarbons(s *Session, from string, env *xmpp.Envelope) {
-	if carbonEligible(env) {
+	if s.userCarbons.Load() && carbonEligible(env) {
 		u.carbons(s.Bare, s.Res, false, env.RewriteNS(from, env.To, xmpp.NSClient))
 	}
 }
@@ -113,5 +113,26 @@ func (u *users) ownerCarbons(bare, kind string, inner []byte, skip func(res stri
 	})
 	for _, o := range to {
 		o.Send(u.r.link, carbon(kind, bare, o.Full(bare), inner))
+	}
+}
+
+// anyCarbons reports whether one of a user's resources enabled carbons.
+func anyCarbons(res resources) bool {
+	for _, e := range res {
+		if e.Carbons {
+			return true
+		}
+	}
+	return false
+}
+
+// tellCarbons tells sessions whether their user wants carbons (pb.CarbonsWanted).
+func (u *users) tellCarbons(to []*resEntry, any bool) {
+	for _, e := range to {
+		if e.Local != nil {
+			e.Local.userCarbons.Store(any)
+		} else if e.PID != nil {
+			u.r.link.Send(e.PID, &pb.CarbonsWanted{Any: any})
+		}
 	}
 }

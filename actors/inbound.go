@@ -111,6 +111,9 @@ func (s *Session) remoteMessage(m any) bool {
 			s.router.sys.Root.Send(s.pid, flushLater{})
 		}
 		return true
+	case *pb.CarbonsWanted:
+		s.userCarbons.Store(m.Any)
+		return true
 	case *pb.CloseStream:
 		var se *xmpp.StreamError
 		if m.Condition == "conflict" {

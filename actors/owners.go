@@ -111,12 +111,29 @@ func (u *users) ownerRegister(m *pb.UserRegister, local *Session) bool {
 		Carbons: m.Carbons}
 	var loser *resEntry
 	var others []namedEntry
+	var tell []*resEntry // sessions to tell whether the user wants carbons
+	anyAfter := false
 	oldAvailable, refused := false, false
 	max := u.r.limits().SessionsPerUser
 	u.owners.Do(m.Bare, func(res resources) resources {
 		if res == nil {
 			res = make(resources)
 		}
+		anyBefore := anyCarbons(res)
+		defer func() {
+			if refused {
+				return
+			}
+			anyAfter = anyCarbons(res)
+			switch {
+			case anyAfter != anyBefore:
+				for _, o := range res {
+					tell = append(tell, o)
+				}
+			case anyAfter:
+				tell = append(tell, e) // a new session learns it
+			}
+		}()
 		old := res[m.Resource]
 		switch {
 		case old == nil && m.Replace && max > 0 && int64(len(res)) >= max:
@@ -132,6 +149,7 @@ func (u *users) ownerRegister(m *pb.UserRegister, local *Session) bool {
 		}
 		return res
 	})
+	u.tellCarbons(tell, anyAfter)
 	if refused || loser == nil {
 		return !refused
 	}
@@ -146,6 +164,7 @@ func (u *users) ownerUnregister(m *pb.UserUnregister) {
 	var gone *resEntry
 	var others []namedEntry
 	wasAvailable := false
+	var tell []*resEntry
 	u.owners.Do(m.Bare, func(res resources) resources {
 		e := res[m.Resource]
 		if e == nil || !e.SamePID(directory.At[*Session](fromRef(m.Session))) {
@@ -154,8 +173,14 @@ func (u *users) ownerUnregister(m *pb.UserUnregister) {
 		delete(res, m.Resource)
 		gone, wasAvailable = e, e.Available
 		others = res.Available(m.Resource)
+		if e.Carbons && !anyCarbons(res) {
+			for _, o := range res {
+				tell = append(tell, o)
+			}
+		}
 		return res
 	})
+	u.tellCarbons(tell, false)
 	if gone != nil && wasAvailable {
 		u.unavailableTo(others, m.Bare, m.Bare+"/"+m.Resource)
 	}

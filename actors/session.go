@@ -81,6 +81,7 @@ type Session struct {
 	// rosterInterested: it asked for its roster, so roster pushes go to it (RFC 6121 §2.1.6)
 	rosterInterested atomic.Bool
 	carbons          atomic.Bool               // it enabled message carbons (XEP-0280)
+	userCarbons      atomic.Bool               // some resource of its user did: sent copies are asked for (pb.CarbonsWanted)
 	queue            atomic.Pointer[workQueue] // roster-bound presence work, in order (subscription.go)
 	work             workGate                  // unfinished work its stanzas started (backpressure.go)
 	inflight         atomic.Int64              // its IQs waiting for another entity's answer

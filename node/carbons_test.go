@@ -72,4 +72,17 @@ func TestCarbons(t *testing.T) {
 		t.Fatalf("phone got %s", m)
 	}
 	laptop.ExpectNothing(200 * time.Millisecond)
+
+	// Only the laptop wants them: what the phone (carbons off) sends is still copied.
+	phone.Send(`<iq type='set' id='c3'><disable xmlns='urn:xmpp:carbons:2'/></iq>`)
+	until(t, phone, "carbons disabled", func(e *elem) bool { return e.Attr("id") == "c3" })
+	laptop.Send(`<iq type='set' id='c4'><enable xmlns='urn:xmpp:carbons:2'/></iq>`)
+	until(t, laptop, "carbons enabled", func(e *elem) bool { return e.Attr("id") == "c4" })
+	phone.Send(`<message to='romeo@localhost' type='chat' id='out2'><body>still</body></message>`)
+	if m := message(t, r); m.Attr("id") != "out2" {
+		t.Fatalf("romeo got %s", m)
+	}
+	if c := message(t, laptop); c.Child("sent") == nil || c.Child("sent").Child("forwarded").Child("message").Attr("id") != "out2" {
+		t.Fatalf("laptop's sent carbon of a phone without carbons: %s", c)
+	}
 }

@@ -1215,6 +1215,52 @@ func (x *UserCarbon) GetReceived() bool {
 	return false
 }
 
+// CarbonsWanted tells a user's session whether any of the user's resources enabled
+// message carbons (XEP-0280), so that it asks the owner for sent copies only then.
+type CarbonsWanted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Any           bool                   `protobuf:"varint,1,opt,name=any,proto3" json:"any,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CarbonsWanted) Reset() {
+	*x = CarbonsWanted{}
+	mi := &file_switchboard_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CarbonsWanted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CarbonsWanted) ProtoMessage() {}
+
+func (x *CarbonsWanted) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CarbonsWanted.ProtoReflect.Descriptor instead.
+func (*CarbonsWanted) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CarbonsWanted) GetAny() bool {
+	if x != nil {
+		return x.Any
+	}
+	return false
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -1304,7 +1350,9 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x16\n" +
 	"\x06stanza\x18\x03 \x01(\fR\x06stanza\x12\x1a\n" +
-	"\breceived\x18\x04 \x01(\bR\breceivedB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
+	"\breceived\x18\x04 \x01(\bR\breceived\"!\n" +
+	"\rCarbonsWanted\x12\x10\n" +
+	"\x03any\x18\x01 \x01(\bR\x03anyB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -1318,7 +1366,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),               // 0: switchboard.v1.Ref
 	(*Deliver)(nil),           // 1: switchboard.v1.Deliver
@@ -1339,6 +1387,7 @@ var file_switchboard_proto_goTypes = []any{
 	(*Drained)(nil),           // 16: switchboard.v1.Drained
 	(*ComponentClosed)(nil),   // 17: switchboard.v1.ComponentClosed
 	(*UserCarbon)(nil),        // 18: switchboard.v1.UserCarbon
+	(*CarbonsWanted)(nil),     // 19: switchboard.v1.CarbonsWanted
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0,  // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -1365,7 +1414,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
