@@ -77,7 +77,7 @@ type Member struct {
 //	2: PackedAnswers (the same, packed in one byte string)
 //	3: draining (a node's state says it withdrew its component connections) and Drained
 //	4: clean component closes (a node's state names them) and ComponentClosed
-//	5: UserCarbon and UserRegister.carbons (XEP-0280; an older owner drops the copies)
+//	5: UserCarbon, UserRegister.carbons and CarbonsWanted (XEP-0280; an older node drops them)
 const ProtoVersion = 5
 
 // ComponentEntry is one connected component session somewhere in the cluster.
