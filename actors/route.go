@@ -80,7 +80,15 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 // gathered in out (nil: sent at once).
 func (r *Router) route(out *nodelink.Outbox, sender *Session, from string, env *xmpp.Envelope) {
 	rt := routed{out: out, sender: sender, from: from, env: env, toStr: env.To}
-	if v := r.decide(&rt); v.state == refused {
+	v := r.decide(&rt)
+	if r.traces.all.Load() != nil {
+		outcome := "routed"
+		if v.state == refused {
+			outcome = v.err.Condition
+		}
+		r.traced(from, env, outcome)
+	}
+	if v.state == refused {
 		r.metrics.RoutingErrors.WithLabelValues(v.err.Condition).Inc()
 		r.logRefusal(sender, from, env, v.err)
 		sender.Send(xmpp.ErrorReply(env, v.from, from, v.err))

@@ -88,6 +88,7 @@ type Router struct {
 	unreachableFor time.Duration // Config.UnreachableFor
 	unwatch        func()        // ends the watch of the transport's failures
 	drain          drainState    // a graceful stop (drain.go)
+	traces         traces        // live traces of JIDs (trace.go)
 	actorPrefix    string        // Config.ActorPrefix
 
 	disp *Dispatcher // runs every mailbox of the router's actors

@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"mellium.im/xmpp/jid"
 
 	"github.com/switchboard-im/switchboard/actors"
 	"github.com/switchboard-im/switchboard/cluster"
@@ -71,6 +73,76 @@ func (n *Node) serveComponents(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(conns)
+}
+
+// TraceLine is one line of /trace: an event of this node's, or the last line, which says
+// how many events the trace's rate limit or queue dropped.
+type TraceLine struct {
+	Node string `json:"node"`
+	actors.TraceEvent
+	End     bool  `json:"end,omitempty"`
+	Dropped int64 `json:"dropped,omitempty"`
+}
+
+// serveTrace streams, as JSON lines, the stanzas this node routes that a JID (bare: any
+// of its resources) sends or is sent, for ?seconds= (default 60, at most 600) or until
+// the client goes (GET /trace?jid=JID). At most 4 traces at once (else 429), each rate
+// limited; `switchboard trace` asks every node.
+func (n *Node) serveTrace(w http.ResponseWriter, r *http.Request) {
+	rt := n.router
+	if rt == nil {
+		http.Error(w, "not serving", http.StatusServiceUnavailable)
+		return
+	}
+	j, err := jid.Parse(r.URL.Query().Get("jid"))
+	if err != nil {
+		http.Error(w, "jid: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	secs := 60
+	if v := r.URL.Query().Get("seconds"); v != "" {
+		if secs, err = strconv.Atoi(v); err != nil || secs < 1 || secs > 600 {
+			http.Error(w, "seconds: from 1 to 600", http.StatusBadRequest)
+			return
+		}
+	}
+	events, dropped, stop, ok := rt.Trace(j.String())
+	if !ok {
+		http.Error(w, "too many traces under way on this node", http.StatusTooManyRequests)
+		return
+	}
+	defer stop()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	line := func(l TraceLine) bool {
+		l.Node = n.cfg.Node.ID
+		if enc.Encode(l) != nil {
+			return false
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return true
+	}
+	if !line(TraceLine{}) { // a first line: the trace is on
+		return
+	}
+	end := time.NewTimer(time.Duration(secs) * time.Second)
+	defer end.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-end.C:
+			line(TraceLine{End: true, Dropped: dropped()})
+			return
+		case ev := <-events:
+			if !line(TraceLine{TraceEvent: ev}) {
+				return
+			}
+		}
+	}
 }
 
 // serveMembers lists the cluster as this node sees it (GET /cluster/members).
@@ -161,6 +233,7 @@ func (n *Node) serveAdmin() {
 	mux.HandleFunc("/cluster/members", n.serveMembers)
 	mux.HandleFunc("/local", n.serveLocal)
 	mux.HandleFunc("/cluster/components", n.serveComponents)
+	mux.HandleFunc("/trace", n.serveTrace)
 	// CPU/heap profiles under load (see BENCHMARKS.md), only when asked for: a profile
 	// or trace costs the node CPU and shows its internals.
 	if n.cfg.Admin.PProf {

@@ -49,7 +49,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.configFile, "config", "", "YAML config file (default: built-in defaults)")
 	root.PersistentFlags().StringVar(&g.etcd, "etcd", "", "etcd endpoints, comma-separated (overrides the config's etcd.endpoints)")
-	root.AddCommand(serveCmd(g), userCmd(g), delegationCmd(g), privilegeCmd(g), membersCmd(g), healthCmd(g), benchCmd(g),
+	root.AddCommand(serveCmd(g), userCmd(g), delegationCmd(g), privilegeCmd(g), membersCmd(g), traceCmd(g), healthCmd(g), benchCmd(g),
 		clusterCmd(), versionCmd())
 	return root
 }

@@ -198,11 +198,23 @@ func TestNewcomerPath(t *testing.T) {
 	if err := bob.Send(ctx, tokens(`<presence/>`)); err != nil {
 		t.Fatal(err)
 	}
+	// trace follows bob's stanzas on every node (one here) while alice writes to him.
+	tracer := command(e, "", "trace", "bob@localhost", "--admin", admin, "--for", "3s")
+	var traced xmpptest.LockedBuffer
+	tracer.Stdout, tracer.Stderr = &traced, &traced
+	if err := tracer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the trace is on
 	msg := `<message to='` + bob.LocalAddr().String() + `' type='chat' id='hello'><body>hi bob</body></message>`
 	if err := alice.Send(ctx, tokens(msg)); err != nil {
 		t.Fatal(err)
 	}
 	got := readUntil(t, bob, "hi bob")
+	if err := tracer.Wait(); err != nil || !strings.Contains(traced.String(), "solo message alice@localhost/") ||
+		!strings.Contains(traced.String(), "-> "+bob.LocalAddr().String()+" routed") || !strings.Contains(traced.String(), "hi bob") {
+		t.Fatalf("trace (%v):\n%s", err, traced.String())
+	}
 	if !strings.Contains(got, "from=\""+alice.LocalAddr().String()+"\"") && !strings.Contains(got, "from='"+alice.LocalAddr().String()+"'") {
 		t.Fatalf("bob got %s", got)
 	}
