@@ -21,7 +21,7 @@ type TraceEvent struct {
 	From    string    `json:"from"`
 	To      string    `json:"to"`
 	Outcome string    `json:"outcome"` // routed, or the condition it was refused with
-	Stanza  string    `json:"stanza"`  // its first 300 bytes
+	Stanza  string    `json:"stanza"`  // its first 200 bytes
 }
 
 const (
