@@ -92,6 +92,12 @@ func (u *users) carbons(bare, res string, received bool, inner []byte) {
 		u.r.link.ToNode(node, &pb.UserCarbon{Bare: bare, Resource: res, Stanza: inner, Received: received})
 		return
 	}
+	u.ownerCarbonsExcept(bare, res, received, inner)
+}
+
+// ownerCarbonsExcept is carbons on the user's owner: copies to every resource with
+// carbons but res.
+func (u *users) ownerCarbonsExcept(bare, res string, received bool, inner []byte) {
 	kind := "sent"
 	if received {
 		kind = "received"

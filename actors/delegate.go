@@ -132,10 +132,21 @@ func (d *delegator) track(h *Host, ns, entity string, target *compRef, sender *S
 		OrigTo:    env.To,
 	}, Requester: sender}
 	p.Wrapped = delegation.AppendWrap(nil, d.r.componentOpts(entity).DelegationNS, p.OuterID, h.Domain, to, env, from, env.To)
-	d.r.deleg.Metrics.Forwarded(&p.Request)
-	sender.inflight.Add(1) // until the tracker's OnDone
-	d.tracker.Add(p)
+	d.enter(p)
 	return p
+}
+
+// enter counts an IQ forwarded and tracks it until its answer (or its end).
+func (d *delegator) enter(p *delegation.Pending[*Session]) {
+	d.r.deleg.Metrics.Forwarded(&p.Request)
+	p.Requester.inflight.Add(1) // until the tracker's OnDone
+	d.tracker.Add(p)
+}
+
+// fail answers a pending IQ, taken from the tracker, service-unavailable.
+func (d *delegator) fail(p *delegation.Pending[*Session]) {
+	d.r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
+	p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
 }
 
 // send writes a tracked IQ's wrapping to target: the same bytes to a session here, a
@@ -158,15 +169,12 @@ func (d *delegator) rerouteVia(key string) {
 	for _, p := range d.tracker.FailVia(key) {
 		target, ok := d.r.comps.pickComponent(p.Entity, p.Requester.Bare)
 		if !ok || target.Full != "" || isAccount(p.Entity) {
-			d.r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
-			p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
+			d.fail(p)
 			continue
 		}
 		d.r.deleg.Metrics.Done(&p.Request, delegation.OutcomeRerouted)
 		p.Via = target.Key
-		d.r.deleg.Metrics.Forwarded(&p.Request)
-		p.Requester.inflight.Add(1)
-		d.tracker.Add(p)
+		d.enter(p)
 		d.send(target, nil, p)
 	}
 }
@@ -320,8 +328,7 @@ func (d *delegator) failVia(key string) {
 		return
 	}
 	for _, p := range d.tracker.FailVia(key) {
-		d.r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
-		p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
+		d.fail(p)
 	}
 }
 

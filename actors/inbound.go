@@ -69,11 +69,7 @@ func (in inbound) DelegationAnswer(a *nodelink.Answer) { in.r.del.answerFromNode
 func (in inbound) Drained(m *pb.Drained) { in.r.drainedBy(m.Node) }
 
 func (in inbound) UserCarbon(m *pb.UserCarbon) {
-	kind := "sent"
-	if m.Received {
-		kind = "received"
-	}
-	in.r.users.ownerCarbons(m.Bare, kind, m.Stanza, func(res string, _ *resEntry) bool { return res == m.Resource })
+	in.r.users.ownerCarbonsExcept(m.Bare, m.Resource, m.Received, m.Stanza)
 }
 
 // ComponentClosed: a component connection on another node closed cleanly; its last

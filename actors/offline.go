@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"hash/maphash"
-	"sync"
 	"time"
 
 	"github.com/switchboard-im/switchboard/offline"
@@ -22,16 +21,10 @@ import (
 const NSDelay = "urn:xmpp:delay"
 
 // offlineWork serializes each user's offline writes: a user's always go to the same one
-// of a few queues, each worked by one goroutine while it has work.
+// of a few work queues.
 type offlineWork struct {
 	seed   maphash.Seed
-	shards [16]offlineShard
-}
-
-type offlineShard struct {
-	mu      sync.Mutex
-	q       []func()
-	running bool
+	shards [16]workQueue
 }
 
 // offlineQueueMax bounds what waits in one shard's queue: past it, a message is bounced
@@ -40,34 +33,7 @@ const offlineQueueMax = 1024
 
 // do queues f behind the user's earlier writes; false: the queue is full.
 func (w *offlineWork) do(bare string, f func()) bool {
-	sh := &w.shards[maphash.String(w.seed, bare)%uint64(len(w.shards))]
-	sh.mu.Lock()
-	if len(sh.q) >= offlineQueueMax {
-		sh.mu.Unlock()
-		return false
-	}
-	sh.q = append(sh.q, f)
-	if sh.running {
-		sh.mu.Unlock()
-		return true
-	}
-	sh.running = true
-	sh.mu.Unlock()
-	go func() {
-		for {
-			sh.mu.Lock()
-			if len(sh.q) == 0 {
-				sh.running, sh.q = false, nil
-				sh.mu.Unlock()
-				return
-			}
-			f := sh.q[0]
-			sh.q = sh.q[1:]
-			sh.mu.Unlock()
-			f()
-		}
-	}()
-	return true
+	return w.shards[maphash.String(w.seed, bare)%uint64(len(w.shards))].push(f, offlineQueueMax)
 }
 
 // storable: a message XEP-0160 keeps (normal or chat, with a body).
@@ -135,22 +101,30 @@ func (u *users) hasAvailable(bare string) bool {
 // flushOffline routes a user's stored messages again (to whichever resources are
 // available now; stored again if none is).
 func (u *users) flushOffline(host, local string) {
-	ctx, cancel := rosterCtx()
-	defer cancel()
-	msgs, err := u.r.offline.Take(ctx, host, local)
-	if err != nil {
-		u.r.log.Warn("offline messages not read", "user", local+"@"+host, "err", err)
-		return
-	}
 	bare := local + "@" + host
-	for _, m := range msgs {
-		data := withDelay(m.Stanza, host, m.Stamp)
+	for _, data := range u.takeOffline(host, local) {
 		env, err := xmpp.ParseStanza(data)
 		if err != nil {
 			continue
 		}
 		u.ownerStanza(bare, "", env.From, data, env, target{})
 	}
+}
+
+// takeOffline takes a user's stored messages, oldest first, each with its delay.
+func (u *users) takeOffline(host, local string) [][]byte {
+	ctx, cancel := rosterCtx()
+	defer cancel()
+	msgs, err := u.r.offline.Take(ctx, host, local)
+	if err != nil {
+		u.r.log.Warn("offline messages not read", "user", local+"@"+host, "err", err)
+		return nil
+	}
+	out := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		out[i] = withDelay(m.Stanza, host, m.Stamp)
+	}
+	return out
 }
 
 // deliverOffline gives a session that just sent initial presence the messages stored
@@ -160,15 +134,8 @@ func (u *users) deliverOffline(s *Session) {
 		return
 	}
 	s.later(func() {
-		ctx, cancel := rosterCtx()
-		defer cancel()
-		msgs, err := u.r.offline.Take(ctx, s.Host, s.Local)
-		if err != nil {
-			u.r.log.Warn("offline messages not read", "user", s.Bare, "err", err)
-			return
-		}
-		for _, m := range msgs {
-			s.Send(withDelay(m.Stanza, s.Host, m.Stamp))
+		for _, data := range u.takeOffline(s.Host, s.Local) {
+			s.Send(data)
 		}
 	})
 }

@@ -120,20 +120,6 @@ func (u *users) ownerRegister(m *pb.UserRegister, local *Session) bool {
 			res = make(resources)
 		}
 		anyBefore := anyCarbons(res)
-		defer func() {
-			if refused {
-				return
-			}
-			anyAfter = anyCarbons(res)
-			switch {
-			case anyAfter != anyBefore:
-				for _, o := range res {
-					tell = append(tell, o)
-				}
-			case anyAfter:
-				tell = append(tell, e) // a new session learns it
-			}
-		}()
 		old := res[m.Resource]
 		switch {
 		case old == nil && m.Replace && max > 0 && int64(len(res)) >= max:
@@ -146,6 +132,17 @@ func (u *users) ownerRegister(m *pb.UserRegister, local *Session) bool {
 			res[m.Resource] = e
 			loser, oldAvailable = old, old.Available
 			others = res.Available(m.Resource)
+		}
+		if !refused {
+			anyAfter = anyCarbons(res)
+			switch {
+			case anyAfter != anyBefore:
+				for _, o := range res {
+					tell = append(tell, o)
+				}
+			case anyAfter:
+				tell = append(tell, e) // a new session learns it
+			}
 		}
 		return res
 	})

@@ -293,8 +293,7 @@ func (r *Router) Stop(ctx context.Context) error {
 	// IQs still waiting for a managing entity are answered now: nobody will later.
 	if r.del.tracker != nil {
 		for _, p := range r.del.tracker.FailAll() {
-			r.deleg.Metrics.Done(&p.Request, delegation.OutcomeUnavailable)
-			p.Requester.Send(iqError(&p.Request, xmpp.ErrServiceUnavailable))
+			r.del.fail(p)
 		}
 	}
 	r.priv.tracker.FailAll()

@@ -38,30 +38,43 @@ func (s *Session) later(f func()) {
 		wq = s.queue.Load()
 	}
 	s.startWork()
+	wq.push(func() { f(); s.endWork() }, 0)
+}
+
+// push queues f behind what the queue holds, and starts its goroutine if none runs.
+// max bounds the queue (0: no bound); false: it is full and f was not queued.
+func (wq *workQueue) push(f func(), max int) bool {
 	wq.mu.Lock()
+	if max > 0 && len(wq.q) >= max {
+		wq.mu.Unlock()
+		return false
+	}
 	wq.q = append(wq.q, f)
 	if wq.running {
 		wq.mu.Unlock()
-		return
+		return true
 	}
 	wq.running = true
 	wq.mu.Unlock()
-	go func() {
-		for {
-			wq.mu.Lock()
-			if len(wq.q) == 0 {
-				wq.running = false
-				wq.q = nil
-				wq.mu.Unlock()
-				return
-			}
-			f := wq.q[0]
-			wq.q = wq.q[1:]
+	go wq.run()
+	return true
+}
+
+// run works the queue until it is empty.
+func (wq *workQueue) run() {
+	for {
+		wq.mu.Lock()
+		if len(wq.q) == 0 {
+			wq.running = false
+			wq.q = nil
 			wq.mu.Unlock()
-			f()
-			s.endWork()
+			return
 		}
-	}()
+		f := wq.q[0]
+		wq.q = wq.q[1:]
+		wq.mu.Unlock()
+		f()
+	}
 }
 
 func rosterCtx() (context.Context, context.CancelFunc) {

@@ -450,44 +450,13 @@ func (c *Cluster) Withdraw(ctx context.Context) error {
 	c.own.Version++
 	st := c.copyOwn()
 	c.mu.Unlock()
-	ml := c.ml.Load()
-	if ml == nil {
-		return nil
-	}
-	b, err := json.Marshal([]nodeState{st})
-	if err != nil {
-		return err
-	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	for _, n := range ml.Members() {
-		if n.Name == c.cfg.NodeID {
-			continue
-		}
-		dst := &memberlist.Node{Name: n.Name, Addr: n.Addr, Port: n.Port}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := ml.SendReliable(dst, b); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("%s: %w", dst.Name, err))
-				mu.Unlock()
-			}
-		}()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	done, errs := c.send(st)
 	select {
 	case <-done:
+		return errs()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	return errors.Join(errs...)
 }
 
 func (c *Cluster) copyOwn() nodeState {
@@ -507,26 +476,49 @@ func (c *Cluster) RemoteComponents() []ComponentEntry {
 	return out
 }
 
-// publish sends this node's state to every member over memberlist's reliable channel.
-func (c *Cluster) publish(st nodeState) {
-	ml := c.ml.Load()
-	if ml == nil {
-		return
+// publish sends this node's state to every member over memberlist's reliable channel
+// (what does not arrive, push/pull repairs).
+func (c *Cluster) publish(st nodeState) { c.send(st) }
+
+// send sends a state of this node to every other member at once; done is closed when
+// every send has ended, and errs then says which failed.
+func (c *Cluster) send(st nodeState) (done <-chan struct{}, errs func() error) {
+	ch := make(chan struct{})
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed []error
+	)
+	errs = func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return errors.Join(failed...)
 	}
+	ml := c.ml.Load()
 	b, err := json.Marshal([]nodeState{st})
-	if err != nil {
-		return
+	if ml == nil || err != nil {
+		close(ch)
+		return ch, func() error { return err }
 	}
 	for _, n := range ml.Members() {
 		if n.Name == c.cfg.NodeID {
 			continue
 		}
-		go func(n *memberlist.Node) {
-			if err := ml.SendReliable(n, b); err != nil {
-				c.log.Debug("directory push failed (push/pull will repair it)", "to", n.Name, "err", err)
+		// A copy: memberlist updates its Node in place while the send reads it.
+		dst := &memberlist.Node{Name: n.Name, Addr: n.Addr, Port: n.Port}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ml.SendReliable(dst, b); err != nil {
+				c.log.Debug("directory push failed (push/pull will repair it)", "to", dst.Name, "err", err)
+				mu.Lock()
+				failed = append(failed, fmt.Errorf("%s: %w", dst.Name, err))
+				mu.Unlock()
 			}
-		}(n)
+		}()
 	}
+	go func() { wg.Wait(); close(ch) }()
+	return ch, errs
 }
 
 // merge applies states received from another node.

@@ -22,15 +22,11 @@ func membersCmd(g *globals) *cobra.Command {
 		Short: "List the cluster's nodes with their state, addresses, sessions and components",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			admin, err := g.adminAddr(admin)
+			members, err := g.clusterMembers(admin)
 			if err != nil {
 				return err
 			}
 			hc := &http.Client{Timeout: 5 * time.Second}
-			var members []cluster.Member
-			if err := getJSON(hc, "http://"+admin+"/cluster/members", &members); err != nil {
-				return fmt.Errorf("asking the node at %s: %w", admin, err)
-			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NODE\tSTATE\tGOSSIP\tREMOTE\tADMIN\tSESSIONS\tCOMPONENTS")
 			for _, m := range members {
@@ -46,6 +42,20 @@ func membersCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&admin, "admin", "", "admin HTTP address of any node (default: listen.admin of the config)")
 	return cmd
+}
+
+// clusterMembers asks the node at the --admin address (flag), or else at listen.admin of
+// the configuration, for the cluster's members.
+func (g *globals) clusterMembers(flag string) ([]cluster.Member, error) {
+	admin, err := g.adminAddr(flag)
+	if err != nil {
+		return nil, err
+	}
+	var members []cluster.Member
+	if err := getJSON(&http.Client{Timeout: 5 * time.Second}, "http://"+admin+"/cluster/members", &members); err != nil {
+		return nil, fmt.Errorf("asking the node at %s: %w", admin, err)
+	}
+	return members, nil
 }
 
 // adminAddr is the --admin flag, or else listen.admin of the configuration.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/node"
 )
 
@@ -30,14 +29,9 @@ stanza's first bytes. Each node runs at most 4 traces at once and sends at most 
 second per trace; the end says how many it dropped. Nothing is traced unless asked.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			admin, err := g.adminAddr(admin)
+			members, err := g.clusterMembers(admin)
 			if err != nil {
 				return err
-			}
-			hc := &http.Client{Timeout: 5 * time.Second}
-			var members []cluster.Member
-			if err := getJSON(hc, "http://"+admin+"/cluster/members", &members); err != nil {
-				return fmt.Errorf("asking the node at %s: %w", admin, err)
 			}
 			secs := max(1, int(dur.Seconds()))
 			q := url.Values{"jid": {args[0]}, "seconds": {fmt.Sprint(secs)}}

@@ -226,17 +226,21 @@ func TestComponentOnTwoNodesSharesLoad(t *testing.T) {
 			}
 		}
 	}
-	stopAnswering := make(chan struct{})
-	go answer(a, "node2", 0, false, stopAnswering)
-	go answer(b, "node3", 0, false, stopAnswering)
-	untilBothUsed(c, j, &mu, count)
-	close(stopAnswering)
-	mu.Lock()
-	count = map[string]int{}
-	mu.Unlock()
+	// warm waits until node 1 uses both connections, then starts the count afresh.
+	warm := func() {
+		stop := make(chan struct{})
+		go answer(a, "node2", 0, false, stop)
+		go answer(b, "node3", 0, false, stop)
+		untilBothUsed(c, j, &mu, count)
+		close(stop)
+		mu.Lock()
+		count = map[string]int{}
+		mu.Unlock()
+	}
+	warm()
 
 	// 200 IQs, round-robin: both connections take a fair share.
-	stopAnswering = make(chan struct{})
+	stopAnswering := make(chan struct{})
 	go answer(a, "node2", 0, false, stopAnswering)
 	go answer(b, "node3", 0, false, stopAnswering)
 	const n = 200
@@ -305,14 +309,7 @@ func TestComponentOnTwoNodesSharesLoad(t *testing.T) {
 	mu.Lock()
 	count = map[string]int{}
 	mu.Unlock()
-	stopAnswering = make(chan struct{})
-	go answer(a, "node2", 0, false, stopAnswering)
-	go answer(b, "node3", 0, false, stopAnswering)
-	untilBothUsed(c, j, &mu, count)
-	close(stopAnswering)
-	mu.Lock()
-	count = map[string]int{}
-	mu.Unlock()
+	warm()
 	stopAnswering = make(chan struct{})
 	go answer(a, "node2", 20, false, stopAnswering)
 	go answer(b, "node3", 0, false, stopAnswering)
