@@ -951,35 +951,19 @@ func (c *Config) Validate() error {
 
 	// delegation, limits, accounts
 	v.positive("delegation.timeout", int64(c.Delegation.Timeout))
-	if c.Delegation.StallAfter < 0 {
-		v.add("delegation.stall_after", "must be >= 0 (0 = off)")
-	}
+	v.nonNegative("delegation.stall_after", int64(c.Delegation.StallAfter), "0 = off")
 	v.positive("limits.max_stanza_bytes", int64(c.Limits.MaxStanzaBytes))
 	v.positive("limits.negotiation_timeout", int64(c.Limits.NegotiationTimeout))
-	if c.Limits.ParkAfter < 0 {
-		v.add("limits.park_after", "must be >= 0 (0 = never)")
-	}
-	if c.Node.GCHeadroomBytes < 0 {
-		v.add("node.gc_headroom_bytes", "must be >= 0 (0 = GOGC alone)")
-	}
-	if c.Node.DrainTimeout < 0 {
-		v.add("node.drain_timeout", "must be >= 0 (0 = close at once)")
-	}
-	if c.Limits.IdleTimeout < 0 {
-		v.add("limits.idle_timeout", "must be >= 0 (0 = never)")
-	}
+	v.nonNegative("limits.park_after", int64(c.Limits.ParkAfter), "0 = never")
+	v.nonNegative("node.gc_headroom_bytes", int64(c.Node.GCHeadroomBytes), "0 = GOGC alone")
+	v.nonNegative("node.drain_timeout", int64(c.Node.DrainTimeout), "0 = close at once")
+	v.nonNegative("limits.idle_timeout", int64(c.Limits.IdleTimeout), "0 = never")
 	v.positive("limits.write_timeout", int64(c.Limits.WriteTimeout))
 	v.positive("limits.max_auth_attempts", int64(c.Limits.MaxAuthAttempts))
 	v.positive("limits.max_send_queue_bytes", int64(c.Limits.MaxSendQueueBytes))
-	if c.Limits.CSIMaxHeldBytes < 0 {
-		v.add("limits.csi_max_held_bytes", "must be >= 0 (0 = hold nothing)")
-	}
-	if c.Limits.OfflineMaxMessages < 0 {
-		v.add("limits.offline_max_messages", "must be >= 0 (0 = store nothing)")
-	}
-	if c.Limits.OfflineMaxBytes < 0 {
-		v.add("limits.offline_max_bytes", "must be >= 0 (0 = store nothing)")
-	}
+	v.nonNegative("limits.csi_max_held_bytes", int64(c.Limits.CSIMaxHeldBytes), "0 = hold nothing")
+	v.nonNegative("limits.offline_max_messages", int64(c.Limits.OfflineMaxMessages), "0 = store nothing")
+	v.nonNegative("limits.offline_max_bytes", int64(c.Limits.OfflineMaxBytes), "0 = store nothing")
 	v.positive("limits.max_roster_items", int64(c.Limits.MaxRosterItems))
 	v.positive("limits.max_pending_work", int64(c.Limits.MaxPendingWork))
 	v.positive("limits.max_inflight_iqs", int64(c.Limits.MaxInflightIQs))
@@ -1086,6 +1070,13 @@ func (v *validator) addf(path, format string, args ...any) {
 func (v *validator) positive(path string, n int64) {
 	if n <= 0 {
 		v.add(path, "must be > 0")
+	}
+}
+
+// nonNegative refuses a negative value; zero means what zeroMeans says.
+func (v *validator) nonNegative(path string, n int64, zeroMeans string) {
+	if n < 0 {
+		v.add(path, "must be >= 0 ("+zeroMeans+")")
 	}
 }
 
