@@ -192,8 +192,15 @@ func (l *load) write(c *conn, ids []string) bool {
 	l.mu.Unlock()
 	_ = c.c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.c.Conn.Write(b.Bytes()); err != nil {
-		_ = c.c.Conn.Close()
-		<-c.ended
+		// The reader goes on to the end of what the server sent: closing the
+		// connection now could lose its system-shutdown, and with it the knowledge
+		// that what is unanswered was never read (streamEnded).
+		select {
+		case <-c.ended:
+		case <-time.After(5 * time.Second):
+			_ = c.c.Conn.Close()
+			<-c.ended
+		}
 		return false
 	}
 	return true
