@@ -66,8 +66,7 @@ func (s *Session) csiWrite(data []byte) bool {
 	for _, env := range envs {
 		if !canWait(env) {
 			s.releaseHeld()
-			if _, err := s.writer().Write(env.Raw); err != nil {
-				s.abort()
+			if !s.put(env.Raw, false) {
 				return true
 			}
 			continue
@@ -114,10 +113,8 @@ func (s *Session) releaseHeld() {
 	if len(s.csi.held) == 0 {
 		return
 	}
-	w := s.writer()
 	for _, h := range s.csi.held {
-		if _, err := w.Write(h.data); err != nil {
-			s.abort()
+		if !s.put(h.data, false) {
 			break
 		}
 	}

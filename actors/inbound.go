@@ -94,11 +94,8 @@ func (s *Session) remoteMessage(m any) bool {
 		if s.closed.Load() {
 			return true
 		}
-		if !s.csiWrite(m.Data) {
-			if _, err := s.writer().Write(m.Data); err != nil {
-				s.abort()
-				return true
-			}
+		if !s.csiWrite(m.Data) && !s.put(m.Data, true) {
+			return true
 		}
 		// The mailbox may hold more stanzas from other nodes: flush behind them, one
 		// write for the burst, instead of one write per stanza.

@@ -734,7 +734,7 @@ func TestBindPastSessionCap(t *testing.T) {
 	if cr.handle(bind) {
 		t.Fatal("a third session was bound")
 	}
-	cr.finish()
+	cr.finish(nil)
 	deadline := time.Now().Add(5 * time.Second)
 	var out string
 	for !strings.Contains(out, "</stream:stream>") && time.Now().Before(deadline) {

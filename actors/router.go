@@ -41,14 +41,18 @@ type Rosters interface {
 
 // Limits the router enforces on sessions.
 type Limits struct {
-	MaxSendQueue    int64
-	CSIMaxHeld      int // bytes an inactive client's session may hold back (XEP-0352; 0: none)
-	WriteTimeout    time.Duration
-	IdleTimeout     time.Duration
-	ParkAfter       time.Duration // a client session silent this long parks (0: never)
-	PendingWork     int64         // a session with more work started is not read until it drains (0: no limit)
-	InflightIQs     int64         // IQs a session may have waiting for another entity's answer (0: no limit)
-	SessionsPerUser int64         // sessions one account may have bound at once, cluster-wide (0: no limit)
+	MaxSendQueue int64
+	CSIMaxHeld   int // bytes an inactive client's session may hold back (XEP-0352; 0: none)
+	// XEP-0198: the longest a detached session waits to be resumed (0: no resumption),
+	// and the stanzas and bytes it keeps until the client acknowledges them.
+	SMResume                    time.Duration
+	SMMaxUnacked, SMMaxUnackedB int
+	WriteTimeout                time.Duration
+	IdleTimeout                 time.Duration
+	ParkAfter                   time.Duration // a client session silent this long parks (0: never)
+	PendingWork                 int64         // a session with more work started is not read until it drains (0: no limit)
+	InflightIQs                 int64         // IQs a session may have waiting for another entity's answer (0: no limit)
+	SessionsPerUser             int64         // sessions one account may have bound at once, cluster-wide (0: no limit)
 	// ClientBytes and ClientStanzas shape what a bound client sends (per second, with a
 	// burst of ClientBurst; 0: no limit).
 	ClientBytes, ClientStanzas float64
@@ -93,6 +97,7 @@ type Router struct {
 
 	disp *Dispatcher // runs every mailbox of the router's actors
 	jids *jidCache
+	sm   smTable // resumable client sessions (XEP-0198)
 }
 
 // settings are swapped whole on reload; readers load the pointer once.
@@ -319,7 +324,8 @@ func (r *Router) IsHost(domain string) bool { _, ok := r.hosts[domain]; return o
 
 // newSession spawns the session's writer actor.
 func (r *Router) newSession(kind SessionKind, c *xmpp.Conn) *Session {
-	s := &Session{Kind: kind, conn: c, router: r}
+	s := &Session{Kind: kind, router: r}
+	s.conn.Store(c)
 	props := actor.PropsFromProducer(func() actor.Actor { return s }, r.onWorkers(),
 		actor.WithMailbox(actor.Unbounded(remoteBytes{s})))
 	s.pid = r.sys.Root.SpawnPrefix(props, r.actorPrefix)

@@ -40,6 +40,10 @@ type c2sReader struct {
 	// per stanza costs).
 	deadline time.Time
 	idleBy   time.Time // when limits.idle_timeout ends the session (zero: never)
+	// gen is the session's attachment this connection is (XEP-0198: a resumed session
+	// has several over its life); gone is closed when this reader has ended.
+	gen  uint32
+	gone chan struct{}
 }
 
 // run reads and routes until the session ends (then finish) or parks.
@@ -55,11 +59,11 @@ func (cr *c2sReader) run() {
 		}
 		if err != nil {
 			endWith(cr.c, cr.s, err)
-			cr.finish()
+			cr.finish(err)
 			return
 		}
 		if !cr.handle(env) {
-			cr.finish()
+			cr.finish(nil)
 			return
 		}
 	}
@@ -76,6 +80,9 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		return false
 	}
 	if s == nil {
+		if env.Kind == xmpp.KindOther && env.Name.Space == xmpp.NSSM {
+			return cr.smUnbound(env)
+		}
 		res, ok := xmpp.ParseBind(env)
 		if !ok {
 			c.Fail(&xmpp.StreamError{Condition: "not-authorized", Text: "bind a resource first"}, c.Host)
@@ -92,6 +99,8 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		s.Host, s.Local, s.Res = c.Host, full.Localpart(), full.Resourcepart()
 		s.Bare, s.Full = full.Bare().String(), full.String()
 		cr.s = s
+		cr.gone = make(chan struct{})
+		s.readerGone.Store(&cr.gone)
 		// The bind result is queued first but held back until the session is
 		// registered (with its owner, maybe on another node): once the client knows
 		// its JID, stanzas sent to it find it, and they follow the bind result.
@@ -120,8 +129,16 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 			r.sys.Root.Send(s.pid, csiState{inactive: inactive})
 			return true
 		}
+		if env.Name.Space == xmpp.NSSM {
+			return cr.smNonza(env)
+		}
 		s.Close(&xmpp.StreamError{Condition: "unsupported-stanza-type", Text: env.Name.Local})
 		return false
+	}
+	if s.smOn.Load() {
+		// XEP-0198: counted as handled once read; the routing below is its handling,
+		// and an <r/> read after it is answered after it.
+		s.smIn.Add(1)
 	}
 	if env.Kind == xmpp.KindIQ && !validIQ(env) {
 		s.Send(xmpp.ErrorReply(env, "", s.Full, xmpp.ErrBadRequest))
@@ -138,21 +155,30 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 	return true
 }
 
-// finish is the end of the session: what the reader held back goes, then the session.
-func (cr *c2sReader) finish() {
+// finish is the end of the reader (err: why it stopped reading, nil when it ended the
+// stream itself): what it held back goes, then the session. A resumable session
+// (XEP-0198) whose connection failed is only detached, to wait for its client.
+func (cr *c2sReader) finish(err error) {
 	cr.out.Flush()
 	r, s := cr.r, cr.s
-	if s == nil {
+	switch {
+	case s == nil:
 		_ = cr.c.Close()
-	} else {
-		r.users.unbindUser(s)
-		r.del.accountDown(s)
-		if !s.replaced.Load() {
-			r.users.goOffline(s)
-		}
-		r.stopSession(s)
+	case err != nil && s.resumable.Load() && !s.ended.Load() && !errors.Is(err, xmpp.ErrStreamEnd) && !isStreamError(err):
+		_ = cr.c.Close()
+		r.sys.Root.Send(s.pid, smDetach{gen: cr.gen})
+	default:
+		r.endSession(s)
+	}
+	if cr.gone != nil {
+		close(cr.gone)
 	}
 	cr.done()
+}
+
+func isStreamError(err error) bool {
+	_, ok := xmpp.AsStreamError(err)
+	return ok
 }
 
 // armDeadline moves the read deadline when a quarter of its window has passed. The
@@ -211,7 +237,7 @@ func (cr *c2sReader) park() {
 	r.metrics.Parked.Dec()
 	if err != nil {
 		endWith(cr.c, cr.s, err)
-		cr.finish()
+		cr.finish(err)
 		return
 	}
 	cr.run()

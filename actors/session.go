@@ -55,7 +55,7 @@ type Session struct {
 	Full   string // c2s: user@host/resource; component: the domain
 	Local  string
 	Res    string
-	conn   *xmpp.Conn
+	conn   atomic.Pointer[xmpp.Conn] // a resumed session (XEP-0198) changes it
 	pid    *actor.PID
 	router *Router
 
@@ -88,6 +88,17 @@ type Session struct {
 	dmu              sync.Mutex
 	directed         map[string]struct{}
 	csi              csi // XEP-0352: what an inactive client's actor holds back (csi.go)
+
+	// XEP-0198 (sm.go): sm is the actor's, smIn the reader's count of the client's
+	// stanzas; resumable: a lost connection detaches the session instead of ending it.
+	sm         *smState
+	smIn       atomic.Uint32
+	smOn       atomic.Bool
+	resumable  atomic.Bool
+	smToken    string                        // its key in the router's table of resumable sessions
+	readerGone atomic.Pointer[chan struct{}] // closed when the reader of its connection has ended
+	ended      atomic.Bool                   // the server ended its stream: it is not resumable
+	finished   atomic.Bool                   // endSession ran
 }
 
 // Send queues bytes for the peer. A peer that does not read while its queue grows past
@@ -110,6 +121,14 @@ func (s *Session) Send(b []byte) {
 // what is still in the mailbox is dropped unwritten.
 func (s *Session) count(n int) bool {
 	if q := s.queued.Add(int64(n)); q > s.router.limits().MaxSendQueue {
+		if s.resumable.Load() && !s.ended.Load() && q <= 2*s.router.limits().MaxSendQueue {
+			// Stream management: the client does not read; its connection goes, and
+			// what is sent waits for it to resume.
+			if c := s.conn.Load(); c != nil {
+				_ = c.Close()
+			}
+			return true
+		}
 		if !s.closed.Load() {
 			s.router.log.Debug("send queue overflow: disconnecting", "peer", s.Full, "queued", q)
 		}
@@ -162,11 +181,8 @@ func (s *Session) handle(msg any) {
 			s.queued.Add(-int64(len(m.data)))
 			return
 		}
-		if !s.csiWrite(m.data) {
-			if _, err := s.writer().Write(m.data); err != nil {
-				s.abort()
-				return
-			}
+		if !s.csiWrite(m.data) && !s.put(m.data, false) {
+			return
 		}
 		// Send counts bytes in before posting, so nothing left queued means no
 		// message is waiting behind this one: flush now. Under load the count
@@ -190,7 +206,7 @@ func (s *Session) handle(msg any) {
 		s.setCSI(m.inactive)
 	case dropHeld:
 		if s.w != nil {
-			s.w.Reset(s.conn.Conn) // unflushed bytes are discarded
+			s.w.Reset(s.conn.Load().Conn) // unflushed bytes are discarded
 			s.releaseWriter()
 		}
 		s.hold.Store(false)
@@ -203,6 +219,13 @@ func (s *Session) handle(msg any) {
 		if s.closed.Load() {
 			return
 		}
+		s.ended.Store(true)
+		if s.sm != nil && s.sm.detached {
+			// No connection to write to; its reader is gone, so the session ends here.
+			s.end()
+			go s.router.endSession(s)
+			return
+		}
 		w := s.writer()
 		if m.err != nil {
 			if s.router.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -211,17 +234,32 @@ func (s *Session) handle(msg any) {
 			_, _ = w.Write(m.err.Bytes())
 		}
 		_, _ = w.WriteString("</stream:stream>")
-		_ = s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_ = s.conn.Load().SetWriteDeadline(time.Now().Add(5 * time.Second))
 		_ = w.Flush()
-		s.abort()
+		s.end()
 	default:
-		s.remoteMessage(msg)
+		if !s.smHandle(msg) {
+			s.remoteMessage(msg)
+		}
 	}
 }
 
+// abort: the connection failed. A resumable session (XEP-0198) only loses the
+// connection: its reader detaches it.
 func (s *Session) abort() {
+	if s.resumable.Load() && !s.ended.Load() {
+		if c := s.conn.Load(); c != nil {
+			_ = c.Close()
+		}
+		return
+	}
+	s.end()
+}
+
+// end: the session takes nothing more, and its connection closes.
+func (s *Session) end() {
 	if s.closed.CompareAndSwap(false, true) {
-		_ = s.conn.Close()
+		_ = s.conn.Load().Close()
 	}
 }
 
@@ -232,7 +270,7 @@ var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) 
 func (s *Session) writer() *bufio.Writer {
 	if s.w == nil {
 		s.w = writers.Get().(*bufio.Writer)
-		s.w.Reset(s.conn.Conn)
+		s.w.Reset(s.conn.Load().Conn)
 		// A burst starts: the buffer may write through before the flush (a stanza bigger
 		// than it), so the deadline must be current already, not the last burst's.
 		s.armWriteDeadline()
@@ -248,6 +286,7 @@ func (s *Session) flush() {
 		s.releaseWriter()
 		return
 	}
+	s.smRequest()
 	s.armWriteDeadline()
 	if err := s.w.Flush(); err != nil {
 		s.logger().Debug("write failed", "err", err)
@@ -268,7 +307,7 @@ func (s *Session) armWriteDeadline() {
 		return
 	}
 	s.writeDeadline = now.Add(t)
-	_ = s.conn.SetWriteDeadline(s.writeDeadline)
+	_ = s.conn.Load().SetWriteDeadline(s.writeDeadline)
 }
 
 func (s *Session) releaseWriter() {

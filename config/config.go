@@ -522,6 +522,17 @@ type LimitsConfig struct {
 	// past this many bytes held, all of it is written. 0: nothing is held.
 	// Default: 65536.
 	CSIMaxHeldBytes int `yaml:"csi_max_held_bytes"`
+	// SMResumeTimeout is the longest a client's stream-management session
+	// (XEP-0198) waits to be resumed after its connection drops: the client's own
+	// 'max' is honoured up to it. 0: resumption is not offered (acks still are).
+	// Default: 300s.
+	SMResumeTimeout Duration `yaml:"sm_resume_timeout"`
+	// SMMaxUnacked and SMMaxUnackedBytes bound the stanzas a stream-management
+	// session keeps until the client acknowledges them (XEP-0198): past either, the
+	// session ends and what it kept goes to offline storage or back to its senders.
+	// Defaults: 500 and 1048576.
+	SMMaxUnacked      int `yaml:"sm_max_unacked"`
+	SMMaxUnackedBytes int `yaml:"sm_max_unacked_bytes"`
 	// OfflineMaxMessages and OfflineMaxBytes bound what is stored in etcd for one
 	// user while none of their resources is available (XEP-0160: messages of type
 	// normal or chat with a body); past either, a message is bounced with
@@ -672,6 +683,9 @@ func Default() *Config {
 			MaxAuthAttempts:         3,
 			MaxSendQueueBytes:       8 << 20,
 			CSIMaxHeldBytes:         64 << 10,
+			SMResumeTimeout:         Duration(300 * time.Second),
+			SMMaxUnacked:            500,
+			SMMaxUnackedBytes:       1 << 20,
 			OfflineMaxMessages:      100,
 			OfflineMaxBytes:         256 << 10,
 			MaxRosterItems:          1000,
@@ -962,6 +976,9 @@ func (c *Config) Validate() error {
 	v.positive("limits.max_auth_attempts", int64(c.Limits.MaxAuthAttempts))
 	v.positive("limits.max_send_queue_bytes", int64(c.Limits.MaxSendQueueBytes))
 	v.nonNegative("limits.csi_max_held_bytes", int64(c.Limits.CSIMaxHeldBytes), "0 = hold nothing")
+	v.nonNegative("limits.sm_resume_timeout", int64(c.Limits.SMResumeTimeout), "0 = no resumption")
+	v.positive("limits.sm_max_unacked", int64(c.Limits.SMMaxUnacked))
+	v.positive("limits.sm_max_unacked_bytes", int64(c.Limits.SMMaxUnackedBytes))
 	v.nonNegative("limits.offline_max_messages", int64(c.Limits.OfflineMaxMessages), "0 = store nothing")
 	v.nonNegative("limits.offline_max_bytes", int64(c.Limits.OfflineMaxBytes), "0 = store nothing")
 	v.positive("limits.max_roster_items", int64(c.Limits.MaxRosterItems))

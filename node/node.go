@@ -95,6 +95,9 @@ func routerLimits(c *config.Config) actors.Limits {
 	return actors.Limits{
 		MaxSendQueue:    int64(c.Limits.MaxSendQueueBytes),
 		CSIMaxHeld:      c.Limits.CSIMaxHeldBytes,
+		SMResume:        c.Limits.SMResumeTimeout.D(),
+		SMMaxUnacked:    c.Limits.SMMaxUnacked,
+		SMMaxUnackedB:   c.Limits.SMMaxUnackedBytes,
 		WriteTimeout:    c.Limits.WriteTimeout.D(),
 		IdleTimeout:     c.Limits.IdleTimeout.D(),
 		ParkAfter:       c.Limits.ParkAfter.D(),

@@ -87,10 +87,12 @@ func NegotiateC2S(ctx context.Context, c *Conn, o *C2SOptions) error {
 		if c.User != "" {
 			// Authenticated: offer binding; the caller takes over.
 			// rosterver: roster versioning (RFC 6121 §2.6), answered by the router;
-			// csi: client state indication (XEP-0352), kept by the session.
+			// csi: client state indication (XEP-0352), kept by the session;
+			// sm: stream management (XEP-0198), enabled after binding or resumed instead.
 			return c.WriteRaw([]byte("<stream:features><bind xmlns='" + NSBind + "'/>" +
 				"<session xmlns='" + NSSession + "'><optional/></session>" +
-				"<ver xmlns='urn:xmpp:features:rosterver'/><csi xmlns='" + NSCSI + "'/></stream:features>"))
+				"<ver xmlns='urn:xmpp:features:rosterver'/><csi xmlns='" + NSCSI + "'/>" +
+				"<sm xmlns='" + NSSM + "'/></stream:features>"))
 		}
 		var f bytes.Buffer
 		f.WriteString("<stream:features>")

@@ -25,6 +25,7 @@ const (
 	NSStanzas   = "urn:ietf:params:xml:ns:xmpp-stanzas"
 	NSStreams   = "urn:ietf:params:xml:ns:xmpp-streams"
 	NSCSI       = "urn:xmpp:csi:0" // client state indication (XEP-0352)
+	NSSM        = "urn:xmpp:sm:3"  // stream management (XEP-0198)
 )
 
 // ErrStreamEnd is returned by Next when the peer closed its stream with </stream:stream>.

@@ -480,3 +480,61 @@ func (l *LockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// DialResume logs in like DialClient but, instead of binding, resumes a stream-management
+// session (XEP-0198) with previd and the count h of what the client handled; full is the
+// session's JID. It returns the server's answer (<resumed/> or <failed/>); on <failed/>
+// the error says so and the connection is closed.
+func DialResume(t *testing.T, addr, local, password, full, previd string, h uint32) (*Peer, *Elem, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	var answer Elem
+	sess, err := xmpp.NewClientSession(ctx, jid.MustParse(local+"@localhost"), conn,
+		xmpp.StartTLS(&tls.Config{ServerName: "localhost", InsecureSkipVerify: true}),
+		xmpp.SASL("", password, sasl.ScramSha256),
+		resumeFeature(full, previd, h, &answer))
+	if err != nil {
+		_ = conn.Close()
+		return nil, &answer, err
+	}
+	p := NewPeer(t, sess)
+	t.Cleanup(p.Close)
+	return p, &answer, nil
+}
+
+func resumeFeature(full, previd string, h uint32, answer *Elem) xmpp.StreamFeature {
+	return xmpp.StreamFeature{
+		Name:       xml.Name{Space: "urn:xmpp:sm:3", Local: "sm"},
+		Necessary:  xmpp.Authn,
+		Prohibited: xmpp.Ready,
+		Parse: func(ctx context.Context, d *xml.Decoder, start *xml.StartElement) (bool, interface{}, error) {
+			return true, nil, d.Skip()
+		},
+		Negotiate: func(ctx context.Context, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, error) {
+			w := s.TokenWriter()
+			_, err := xmlstream.Copy(w, Tokens(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, previd, h)))
+			if err == nil {
+				err = w.Flush()
+			}
+			w.Close()
+			if err != nil {
+				return 0, nil, err
+			}
+			r := s.TokenReader()
+			err = xml.NewTokenDecoder(r).Decode(answer)
+			r.Close()
+			if err != nil {
+				return 0, nil, err
+			}
+			if answer.XMLName.Local != "resumed" {
+				return 0, nil, fmt.Errorf("resume: %s", answer)
+			}
+			s.UpdateAddr(jid.MustParse(full))
+			return xmpp.Ready, nil, nil
+		},
+	}
+}

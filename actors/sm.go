@@ -1,0 +1,505 @@
+package actors
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/xml"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// XEP-0198 stream management. A client that enables it after binding counts what it
+// handled and asks the server to count: the reader counts the client's stanzas
+// (Session.smIn) and answers its <r/>; the session actor numbers every stanza it writes
+// and keeps each until the client acknowledges it (<a h=…/>), asking for an
+// acknowledgement (<r/>) once per burst. With resumption, a connection that drops
+// without a closing tag detaches the session instead of ending it: it stays bound and
+// available, and what is sent to it waits in its queue, for at most the client's 'max'
+// up to limits.sm_resume_timeout. A new stream of the same account that resumes it
+// (<resume previd=… h=…/> instead of binding) takes its place: the server answers with
+// its own count and writes again what the client did not acknowledge. A session that
+// ends with stanzas unacknowledged (resumption timeout, a closing tag, the server ending
+// it, past limits.sm_max_unacked or sm_max_unacked_bytes) hands them on as if they had
+// never been sent: messages go to the account's other resources or offline storage,
+// IQ requests are answered service-unavailable, nothing is lost silently.
+
+// smState is a session's outbound half of stream management; only its actor touches it.
+type smState struct {
+	id    string        // resumption id; "" when the session is not resumable
+	max   time.Duration // how long a detached session waits to be resumed
+	out   uint32        // stanzas written since enable: the h the client should reach
+	queue [][]byte      // unacknowledged stanzas, oldest first: numbers out-len(queue)+1 … out
+	bytes int
+	// reqAt: out when the server last asked for an acknowledgement; requested: that
+	// request is not answered yet.
+	reqAt     uint32
+	requested bool
+	detached  bool   // the connection is gone: stanzas are kept, not written
+	gen       uint32 // the attachment: a reader's detach for an earlier one is stale
+	timer     *time.Timer
+}
+
+// Messages to a session actor.
+type (
+	smEnable struct {
+		id  string
+		max time.Duration
+	}
+	smAnswer struct{}             // the client sent <r/>: write <a h=smIn/>
+	smAck    struct{ h uint32 }   // the client acknowledged h stanzas
+	smDetach struct{ gen uint32 } // the reader of attachment gen lost its connection
+	smExpire struct{ gen uint32 } // the resumption window of a detachment ended
+	smEnd    struct{}             // the session ends: hand on what is unacknowledged
+	smAttach struct {             // a resumed stream takes over
+		conn *xmpp.Conn
+		h    uint32
+		prev string
+		done chan smAttached
+	}
+)
+
+type smAttached struct {
+	ok  bool
+	gen uint32
+}
+
+// smTable is this node's resumable sessions by resumption token.
+type smTable struct {
+	mu sync.Mutex
+	m  map[string]*Session
+}
+
+func (t *smTable) add(token string, s *Session) {
+	t.mu.Lock()
+	if t.m == nil {
+		t.m = make(map[string]*Session)
+	}
+	t.m[token] = s
+	t.mu.Unlock()
+}
+
+func (t *smTable) remove(token string, s *Session) {
+	t.mu.Lock()
+	if t.m[token] == s {
+		delete(t.m, token)
+	}
+	t.mu.Unlock()
+}
+
+func (t *smTable) get(token string) *Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[token]
+}
+
+// smID is a resumption id: the node that holds the session, and an unguessable token.
+func smID(node string) (id, token string) {
+	var b [18]byte
+	_, _ = rand.Read(b[:])
+	token = base64.RawURLEncoding.EncodeToString(b[:])
+	return base64.RawURLEncoding.EncodeToString([]byte(node)) + "." + token, token
+}
+
+// parseSMID splits a resumption id into its node and token.
+func parseSMID(id string) (node, token string, ok bool) {
+	n, token, ok := strings.Cut(id, ".")
+	if !ok || token == "" {
+		return "", "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(n)
+	if err != nil || len(b) == 0 {
+		return "", "", false
+	}
+	return string(b), token, true
+}
+
+// smFailed is the <failed/> nonza with a stanza error condition (and h, if known).
+func smFailed(cond string, h *uint32) []byte {
+	var b bytes.Buffer
+	b.WriteString("<failed xmlns='" + xmpp.NSSM + "'")
+	if h != nil {
+		b.WriteString(" h='" + strconv.FormatUint(uint64(*h), 10) + "'")
+	}
+	b.WriteString("><" + cond + " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
+	return b.Bytes()
+}
+
+// smAttrs are the attributes of enable, resume and a.
+type smAttrs struct {
+	Resume string `xml:"resume,attr"`
+	Max    string `xml:"max,attr"`
+	H      string `xml:"h,attr"`
+	PrevID string `xml:"previd,attr"`
+}
+
+func parseSMAttrs(raw []byte) (smAttrs, bool) {
+	var a smAttrs
+	return a, xml.Unmarshal(raw, &a) == nil
+}
+
+func parseH(v string) (uint32, bool) {
+	n, err := strconv.ParseUint(v, 10, 32)
+	return uint32(n), err == nil
+}
+
+// --- the reader's side ------------------------------------------------------------
+
+// smNonza handles a bound client's stream-management element; false ends the session.
+func (cr *c2sReader) smNonza(env *xmpp.Envelope) bool {
+	r, s := cr.r, cr.s
+	switch env.Name.Local {
+	case "enable":
+		a, ok := parseSMAttrs(env.Raw)
+		if !ok || s.smOn.Load() {
+			r.sys.Root.Send(s.pid, &smNonzaOut{data: smFailed("unexpected-request", nil)})
+			return true
+		}
+		m := &smEnable{}
+		lim := r.limits()
+		if (a.Resume == "true" || a.Resume == "1") && lim.SMResume > 0 {
+			m.max = lim.SMResume
+			if secs, err := strconv.Atoi(a.Max); err == nil && secs > 0 && time.Duration(secs)*time.Second < m.max {
+				m.max = time.Duration(secs) * time.Second
+			}
+			var token string
+			m.id, token = smID(r.nodeID)
+			s.smToken = token
+			s.resumable.Store(true)
+			r.sm.add(token, s)
+		}
+		s.smOn.Store(true)
+		r.sys.Root.Send(s.pid, m)
+		return true
+	case "r":
+		if s.smOn.Load() {
+			r.sys.Root.Send(s.pid, smAnswer{})
+			return true
+		}
+	case "a":
+		if s.smOn.Load() {
+			a, _ := parseSMAttrs(env.Raw)
+			h, ok := parseH(a.H)
+			if !ok {
+				s.Close(&xmpp.StreamError{Condition: "bad-format", Text: "h"})
+				return false
+			}
+			r.sys.Root.Send(s.pid, smAck{h: h})
+			return true
+		}
+	}
+	s.Close(&xmpp.StreamError{Condition: "unsupported-stanza-type", Text: env.Name.Local})
+	return false
+}
+
+// smNonzaOut is a nonza for the client (not a stanza: not counted).
+type smNonzaOut struct{ data []byte }
+
+// smUnbound handles a stream-management element before binding: resume, or an enable
+// that comes too early. It reports whether the stream goes on.
+func (cr *c2sReader) smUnbound(env *xmpp.Envelope) bool {
+	c := cr.c
+	if env.Name.Local != "resume" {
+		return c.WriteRaw(smFailed("unexpected-request", nil)) == nil
+	}
+	a, _ := parseSMAttrs(env.Raw)
+	h, hok := parseH(a.H)
+	node, token, ok := parseSMID(a.PrevID)
+	if !hok || !ok {
+		return c.WriteRaw(smFailed("item-not-found", nil)) == nil
+	}
+	if node != cr.r.nodeID {
+		return c.WriteRaw(smFailed("item-not-found", nil)) == nil
+	}
+	s := cr.r.sm.get(token)
+	if s == nil || s.Bare != c.User+"@"+c.Host {
+		return c.WriteRaw(smFailed("item-not-found", nil)) == nil
+	}
+	// The stream it was on may still look open here (the client moved networks before
+	// the server saw the old one drop): close it, and let its reader finish, so that
+	// the count of what the client sent is final.
+	if old := s.conn.Load(); old != nil {
+		_ = old.Close()
+	}
+	if g := s.readerGone.Load(); g != nil {
+		select {
+		case <-*g:
+		case <-time.After(5 * time.Second):
+			return c.WriteRaw(smFailed("item-not-found", nil)) == nil
+		}
+	}
+	gone := make(chan struct{})
+	s.readerGone.Store(&gone)
+	done := make(chan smAttached, 1)
+	cr.r.sys.Root.Send(s.pid, &smAttach{conn: c, h: h, prev: a.PrevID, done: done})
+	var res smAttached
+	select {
+	case res = <-done:
+	case <-time.After(5 * time.Second):
+	}
+	if !res.ok {
+		close(gone)
+		return c.WriteRaw(smFailed("item-not-found", nil)) == nil
+	}
+	cr.s, cr.gen, cr.gone = s, res.gen, gone
+	c.Deadline(0)
+	s.logger().Debug("stream resumed", "h", h)
+	return true
+}
+
+// --- the actor's side -------------------------------------------------------------
+
+// put writes a stanza (several: maybe more than one) for the client; with stream management each is
+// numbered and kept until acknowledged (and only kept while detached). false: the
+// connection failed, or the session ended past its limits.
+func (s *Session) put(data []byte, several bool) bool {
+	if sm := s.sm; sm != nil {
+		if !s.smKeep(data, several) {
+			return false
+		}
+		if sm.detached {
+			return true
+		}
+	}
+	if _, err := s.writer().Write(data); err != nil {
+		s.abort()
+		return false
+	}
+	return true
+}
+
+// smKeep numbers and keeps stanzas until the client acknowledges them; past
+// limits.sm_max_unacked(_bytes) the session ends.
+func (s *Session) smKeep(data []byte, several bool) bool {
+	sm := s.sm
+	n := 1
+	if several { // a Deliver from another node may carry several stanzas: count them
+		if envs, err := xmpp.Children(data, xmpp.NSClient); err == nil && len(envs) > 1 {
+			for _, e := range envs {
+				sm.queue = append(sm.queue, e.Raw)
+			}
+			n = len(envs)
+		} else {
+			sm.queue = append(sm.queue, data)
+		}
+	} else {
+		sm.queue = append(sm.queue, data)
+	}
+	sm.out += uint32(n)
+	sm.bytes += len(data)
+	lim := s.router.limits()
+	if len(sm.queue) > lim.SMMaxUnacked || sm.bytes > lim.SMMaxUnackedB {
+		s.logger().Debug("too many unacknowledged stanzas: ending the session", "stanzas", len(sm.queue), "bytes", sm.bytes)
+		s.smOverflow()
+		return false
+	}
+	return true
+}
+
+// smOverflow ends a session whose client does not acknowledge what it is sent.
+func (s *Session) smOverflow() {
+	if s.sm.detached {
+		go s.router.endSession(s)
+		return
+	}
+	s.ended.Store(true)
+	s.handle(&closeStream{err: &xmpp.StreamError{Condition: "policy-violation", Text: "too many unacknowledged stanzas"}})
+}
+
+// smRequest asks for an acknowledgement when stanzas were written since the last
+// request and it is answered (one request per round trip).
+func (s *Session) smRequest() {
+	sm := s.sm
+	if sm == nil || sm.detached || sm.requested || sm.out == sm.reqAt || len(sm.queue) == 0 {
+		return
+	}
+	sm.requested, sm.reqAt = true, sm.out
+	_, _ = s.w.WriteString("<r xmlns='" + xmpp.NSSM + "'/>")
+}
+
+// smHandle handles the stream-management messages of a session actor.
+func (s *Session) smHandle(msg any) bool {
+	switch m := msg.(type) {
+	case *smEnable:
+		s.sm = &smState{id: m.id, max: m.max}
+		b := "<enabled xmlns='" + xmpp.NSSM + "'"
+		if m.id != "" {
+			b += " id='" + m.id + "' resume='true' max='" + strconv.Itoa(int(m.max/time.Second)) + "'"
+		}
+		s.nonza([]byte(b + "/>"))
+	case *smNonzaOut:
+		s.nonza(m.data)
+	case smAnswer:
+		s.nonza([]byte("<a xmlns='" + xmpp.NSSM + "' h='" + strconv.FormatUint(uint64(s.smIn.Load()), 10) + "'/>"))
+	case smAck:
+		if s.sm != nil {
+			s.sm.requested = false
+			s.smAcked(m.h)
+		}
+	case smDetach:
+		s.smDetached(m.gen)
+	case smExpire:
+		if sm := s.sm; sm != nil && sm.detached && sm.gen == m.gen && !s.closed.Load() {
+			s.logger().Debug("resumption window ended")
+			go s.router.endSession(s)
+		}
+	case *smAttach:
+		m.done <- s.smAttach(m)
+	case smEnd:
+		if sm := s.sm; sm != nil && len(sm.queue) > 0 {
+			q := sm.queue
+			sm.queue, sm.bytes = nil, 0
+			go s.router.handOn(s, q)
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// nonza writes an element that is not a stanza (not counted), and flushes.
+func (s *Session) nonza(b []byte) {
+	if s.closed.Load() || (s.sm != nil && s.sm.detached) {
+		return
+	}
+	if _, err := s.writer().Write(b); err != nil {
+		s.abort()
+		return
+	}
+	if !s.hold.Load() {
+		s.flush()
+	}
+}
+
+// smAcked drops what the client acknowledged. An h beyond what was sent, or before
+// what it acknowledged already, is ignored.
+func (s *Session) smAcked(h uint32) {
+	sm := s.sm
+	n := int(h - (sm.out - uint32(len(sm.queue))))
+	if n <= 0 || n > len(sm.queue) {
+		return
+	}
+	for _, d := range sm.queue[:n] {
+		sm.bytes -= len(d)
+	}
+	clear(sm.queue[:n])
+	sm.queue = sm.queue[n:]
+}
+
+// smDetached: the reader of attachment gen lost its connection. A resumable session
+// waits to be resumed; its timer ends it.
+func (s *Session) smDetached(gen uint32) {
+	sm := s.sm
+	if sm == nil || sm.gen != gen || s.closed.Load() {
+		return
+	}
+	if !sm.detached {
+		// What CSI held is kept for the next stream, in order.
+		s.csi.inactive = false
+		sm.detached = true
+		s.releaseHeld()
+		if s.w != nil {
+			s.releaseWriter()
+		}
+		if c := s.conn.Load(); c != nil {
+			_ = c.Close()
+		}
+	}
+	if sm.timer != nil {
+		sm.timer.Stop()
+	}
+	r, pid := s.router, s.pid
+	sm.timer = time.AfterFunc(sm.max, func() { r.sys.Root.Send(pid, smExpire{gen: gen}) })
+	s.logger().Debug("connection lost: waiting for resumption", "for", sm.max, "unacked", len(sm.queue))
+}
+
+// smAttach makes a resumed stream the session's connection: the old one is closed, the
+// client's count drops what it had, and <resumed/> and what it had not are written.
+func (s *Session) smAttach(m *smAttach) smAttached {
+	sm := s.sm
+	if sm == nil || sm.id != m.prev || s.closed.Load() {
+		return smAttached{}
+	}
+	if sm.timer != nil {
+		sm.timer.Stop()
+		sm.timer = nil
+	}
+	if s.w != nil {
+		s.w.Reset(nil)
+		s.releaseWriter()
+	}
+	if old := s.conn.Load(); old != nil {
+		_ = old.Close()
+	}
+	s.conn.Store(m.conn)
+	s.writeDeadline = time.Time{}
+	s.csi = csi{}
+	sm.gen++
+	sm.detached, sm.requested = false, false
+	s.smAcked(m.h)
+	w := s.writer()
+	_, _ = w.WriteString("<resumed xmlns='" + xmpp.NSSM + "' previd='" + sm.id + "' h='" +
+		strconv.FormatUint(uint64(s.smIn.Load()), 10) + "'/>")
+	for _, d := range sm.queue {
+		_, _ = w.Write(d)
+	}
+	s.flush()
+	return smAttached{ok: true, gen: sm.gen}
+}
+
+// --- the end of a session -----------------------------------------------------------
+
+// handOn treats what a session's client never acknowledged as never delivered:
+// messages of type normal or chat go to the account's other resources, or offline
+// storage, or back to the sender, as a message to the bare JID would; IQ requests are
+// answered service-unavailable; presence, errors, carbon copies, groupchat and
+// headline messages are dropped (they would be noise once the session is gone).
+func (r *Router) handOn(s *Session, q [][]byte) {
+	for _, d := range q {
+		env, err := xmpp.ParseStanza(d)
+		if err != nil {
+			continue
+		}
+		switch env.Kind {
+		case xmpp.KindMessage:
+			if env.Type == "error" || env.Type == "groupchat" || env.Type == "headline" || isCarbonCopy(env) {
+				continue
+			}
+			r.users.toUser(s, env.From, s.Bare, "", s.Bare, env)
+		case xmpp.KindIQ:
+			if isRequest(env) {
+				if e, err := xmpp.ParseStanza(xmpp.ErrorReply(env, s.Full, env.From, xmpp.ErrServiceUnavailable)); err == nil {
+					r.Route(s, s.Full, e)
+				}
+			}
+		}
+	}
+}
+
+func isCarbonCopy(env *xmpp.Envelope) bool {
+	return env.HasChild && env.Child.Space == NSCarbons && (env.Child.Local == "received" || env.Child.Local == "sent")
+}
+
+// endSession ends a bound client session, once: it leaves the directory and its
+// owner, goes offline, and what its client did not acknowledge is handed on.
+func (r *Router) endSession(s *Session) {
+	if !s.finished.CompareAndSwap(false, true) {
+		return
+	}
+	if s.smToken != "" {
+		r.sm.remove(s.smToken, s)
+	}
+	r.users.unbindUser(s)
+	r.del.accountDown(s)
+	if !s.replaced.Load() {
+		r.users.goOffline(s)
+	}
+	if s.smOn.Load() {
+		r.sys.Root.Send(s.pid, smEnd{})
+	}
+	r.stopSession(s)
+}
