@@ -80,6 +80,9 @@ func (in inbound) ComponentClosed(m *pb.ComponentClosed) {
 	in.r.del.rerouteVia(m.Key)
 }
 
+func (in inbound) SMLocate(m *pb.SMLocate) *pb.SMLocation  { return in.r.users.ownerLocate(m) }
+func (in inbound) SMTakeover(m *pb.SMTakeover) *pb.SMState { return in.r.smTakeover(m) }
+
 func (in inbound) PrivilegedReply(m *pb.PrivilegedReply) {
 	if env, err := xmpp.ParseStanza(m.Stanza); err == nil {
 		in.r.priv.privilegedReply(env.From, env)

@@ -128,6 +128,10 @@ func (u *users) ownerRegister(m *pb.UserRegister, local *Session) bool {
 			res[m.Resource] = e
 		case !m.Replace:
 			loser = e
+		case m.Resumed:
+			// XEP-0198: the same session, resumed on another node; the old one forwards
+			// to it and stops by itself. No conflict, no unavailable.
+			res[m.Resource] = e
 		default:
 			res[m.Resource] = e
 			loser, oldAvailable = old, old.Available

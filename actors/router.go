@@ -97,7 +97,6 @@ type Router struct {
 
 	disp *Dispatcher // runs every mailbox of the router's actors
 	jids *jidCache
-	sm   smTable // resumable client sessions (XEP-0198)
 }
 
 // settings are swapped whole on reload; readers load the pointer once.
@@ -323,9 +322,12 @@ func (r *Router) allSessions() []*Session {
 func (r *Router) IsHost(domain string) bool { _, ok := r.hosts[domain]; return ok }
 
 // newSession spawns the session's writer actor.
-func (r *Router) newSession(kind SessionKind, c *xmpp.Conn) *Session {
+func (r *Router) newSession(kind SessionKind, c *xmpp.Conn, init ...func(*Session)) *Session {
 	s := &Session{Kind: kind, router: r}
 	s.conn.Store(c)
+	for _, f := range init {
+		f(s) // before its actor runs
+	}
 	props := actor.PropsFromProducer(func() actor.Actor { return s }, r.onWorkers(),
 		actor.WithMailbox(actor.Unbounded(remoteBytes{s})))
 	s.pid = r.sys.Root.SpawnPrefix(props, r.actorPrefix)

@@ -99,6 +99,16 @@ type Session struct {
 	readerGone atomic.Pointer[chan struct{}] // closed when the reader of its connection has ended
 	ended      atomic.Bool                   // the server ended its stream: it is not resumable
 	finished   atomic.Bool                   // endSession ran
+	// A session resumed on another node: movedTo is the new session there (what comes
+	// here is forwarded), moved says so to any goroutine. A session moving here is
+	// adopting until the state comes; what comes first waits in early. resumed: it
+	// registers as a resumption (replacing the old entry silently). The actor's, but
+	// resumed, set before the session is registered.
+	movedTo  *actor.PID
+	moved    atomic.Bool
+	adopting bool
+	early    [][]byte
+	resumed  bool
 }
 
 // Send queues bytes for the peer. A peer that does not read while its queue grows past

@@ -3,13 +3,16 @@ package actors
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/xml"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -55,7 +58,13 @@ type (
 	smDetach struct{ gen uint32 } // the reader of attachment gen lost its connection
 	smExpire struct{ gen uint32 } // the resumption window of a detachment ended
 	smEnd    struct{}             // the session ends: hand on what is unacknowledged
-	smAttach struct {             // a resumed stream takes over
+	smHandOver struct { // another node's resumed stream takes over (smTakeover)
+		h    uint32
+		to   *actor.PID
+		done chan *pb.SMState
+	}
+	smAdopt  struct{ st *pb.SMState } // a session moved here: its state
+	smAttach struct {                 // a resumed stream takes over
 		conn *xmpp.Conn
 		h    uint32
 		prev string
@@ -68,54 +77,31 @@ type smAttached struct {
 	gen uint32
 }
 
-// smTable is this node's resumable sessions by resumption token.
-type smTable struct {
-	mu sync.Mutex
-	m  map[string]*Session
-}
-
-func (t *smTable) add(token string, s *Session) {
-	t.mu.Lock()
-	if t.m == nil {
-		t.m = make(map[string]*Session)
-	}
-	t.m[token] = s
-	t.mu.Unlock()
-}
-
-func (t *smTable) remove(token string, s *Session) {
-	t.mu.Lock()
-	if t.m[token] == s {
-		delete(t.m, token)
-	}
-	t.mu.Unlock()
-}
-
-func (t *smTable) get(token string) *Session {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.m[token]
-}
-
-// smID is a resumption id: the node that holds the session, and an unguessable token.
-func smID(node string) (id, token string) {
+// smID is a resumption id: the session's resource (stable for its life, whichever node
+// it moves to: the user's owner knows where it is) and an unguessable token.
+func smID(res string) (id, token string) {
 	var b [18]byte
 	_, _ = rand.Read(b[:])
 	token = base64.RawURLEncoding.EncodeToString(b[:])
-	return base64.RawURLEncoding.EncodeToString([]byte(node)) + "." + token, token
+	return base64.RawURLEncoding.EncodeToString([]byte(res)) + "." + token, token
 }
 
-// parseSMID splits a resumption id into its node and token.
-func parseSMID(id string) (node, token string, ok bool) {
-	n, token, ok := strings.Cut(id, ".")
+// parseSMID splits a resumption id into its resource and token.
+func parseSMID(id string) (res, token string, ok bool) {
+	r, token, ok := strings.Cut(id, ".")
 	if !ok || token == "" {
 		return "", "", false
 	}
-	b, err := base64.RawURLEncoding.DecodeString(n)
+	b, err := base64.RawURLEncoding.DecodeString(r)
 	if err != nil || len(b) == 0 {
 		return "", "", false
 	}
 	return string(b), token, true
+}
+
+// tokenIs compares a session's resumption token in constant time.
+func (s *Session) tokenIs(token string) bool {
+	return s.smToken != "" && subtle.ConstantTimeCompare([]byte(s.smToken), []byte(token)) == 1
 }
 
 // smFailed is the <failed/> nonza with a stanza error condition (and h, if known).
@@ -166,11 +152,8 @@ func (cr *c2sReader) smNonza(env *xmpp.Envelope) bool {
 			if secs, err := strconv.Atoi(a.Max); err == nil && secs > 0 && time.Duration(secs)*time.Second < m.max {
 				m.max = time.Duration(secs) * time.Second
 			}
-			var token string
-			m.id, token = smID(r.nodeID)
-			s.smToken = token
+			m.id, s.smToken = smID(s.Res)
 			s.resumable.Store(true)
-			r.sm.add(token, s)
 		}
 		s.smOn.Store(true)
 		r.sys.Root.Send(s.pid, m)
@@ -208,47 +191,194 @@ func (cr *c2sReader) smUnbound(env *xmpp.Envelope) bool {
 	}
 	a, _ := parseSMAttrs(env.Raw)
 	h, hok := parseH(a.H)
-	node, token, ok := parseSMID(a.PrevID)
-	if !hok || !ok {
+	res, token, ok := parseSMID(a.PrevID)
+	if hok && ok {
+		bare := c.User + "@" + c.Host
+		if s := cr.r.users.lookupFull(bare, res); s != nil {
+			ok = cr.resumeLocal(s, token, a.PrevID, h)
+		} else {
+			ok = cr.resumeMoved(bare, res, token, h)
+		}
+	}
+	if !ok {
 		return c.WriteRaw(smFailed("item-not-found", nil)) == nil
 	}
-	if node != cr.r.nodeID {
-		return c.WriteRaw(smFailed("item-not-found", nil)) == nil
-	}
-	s := cr.r.sm.get(token)
-	if s == nil || s.Bare != c.User+"@"+c.Host {
-		return c.WriteRaw(smFailed("item-not-found", nil)) == nil
-	}
-	// The stream it was on may still look open here (the client moved networks before
-	// the server saw the old one drop): close it, and let its reader finish, so that
-	// the count of what the client sent is final.
+	cr.c.Deadline(0)
+	cr.s.logger().Debug("stream resumed", "h", h)
+	return true
+}
+
+// takeReader closes the connection a session is on and waits for its reader to end:
+// the client may have moved networks before the server saw the old one drop, and the
+// count of what it sent is final only then.
+func (s *Session) takeReader() bool {
 	if old := s.conn.Load(); old != nil {
 		_ = old.Close()
 	}
 	if g := s.readerGone.Load(); g != nil {
 		select {
 		case <-*g:
-		case <-time.After(5 * time.Second):
-			return c.WriteRaw(smFailed("item-not-found", nil)) == nil
+		case <-time.After(smWait):
+			return false
 		}
+	}
+	return true
+}
+
+// smWait bounds each step of a resumption (an old reader ending, a session actor or
+// another node answering).
+const smWait = 5 * time.Second
+
+// resumeLocal attaches this connection to a session of this node.
+func (cr *c2sReader) resumeLocal(s *Session, token, prev string, h uint32) bool {
+	if !s.tokenIs(token) || !s.takeReader() {
+		return false
 	}
 	gone := make(chan struct{})
 	s.readerGone.Store(&gone)
 	done := make(chan smAttached, 1)
-	cr.r.sys.Root.Send(s.pid, &smAttach{conn: c, h: h, prev: a.PrevID, done: done})
+	cr.r.sys.Root.Send(s.pid, &smAttach{conn: cr.c, h: h, prev: prev, done: done})
 	var res smAttached
 	select {
 	case res = <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(smWait):
 	}
 	if !res.ok {
 		close(gone)
-		return c.WriteRaw(smFailed("item-not-found", nil)) == nil
+		return false
 	}
 	cr.s, cr.gen, cr.gone = s, res.gen, gone
-	c.Deadline(0)
-	s.logger().Debug("stream resumed", "h", h)
 	return true
+}
+
+// resumeMoved resumes a session that is on another node (the client reconnected through
+// another node, or its node is stopping): the user's owner says where it is, that node
+// hands it over, and a new session here takes its place, its resource and its queue.
+// What is routed to the old one meanwhile follows it here.
+func (cr *c2sReader) resumeMoved(bare, res, token string, h uint32) bool {
+	r := cr.r
+	node, _, found := r.users.locate(bare, res)
+	if !found || node == r.nodeID {
+		return false
+	}
+	s := r.newSession(KindC2S, cr.c, func(s *Session) {
+		s.Host, s.Local, s.Res = cr.c.Host, cr.c.User, res
+		s.Bare, s.Full = bare, bare+"/"+res
+		s.adopting = true
+	})
+	answer, err := r.link.Request(node, &pb.SMTakeover{Bare: bare, Resource: res, Token: token, H: h, To: toRef(s.pid)}, 2*smWait)
+	st, _ := answer.(*pb.SMState)
+	if err != nil || st == nil || !st.Ok {
+		r.sys.Root.Stop(s.pid)
+		return false
+	}
+	s.available.Store(st.Available)
+	s.priority.Store(st.Priority)
+	if len(st.Presence) > 0 {
+		p := st.Presence
+		s.lastPresence.Store(&p)
+	}
+	s.rosterInterested.Store(st.RosterInterested)
+	s.carbons.Store(st.Carbons)
+	s.userCarbons.Store(st.UserCarbons)
+	for _, to := range st.Directed {
+		s.addDirected(to)
+	}
+	s.smIn.Store(st.In)
+	s.smToken = token
+	s.smOn.Store(true)
+	s.resumable.Store(true)
+	cr.gone = make(chan struct{})
+	s.readerGone.Store(&cr.gone)
+	r.sys.Root.Send(s.pid, &smAdopt{st: st})
+	s.resumed = true
+	r.users.sessions.Bind(bare, res, s)
+	r.users.register(s, true)
+	cr.s, cr.gen = s, 0
+	return true
+}
+
+// smTakeover hands a session of this node over to a resumed stream on another node
+// (pb.SMTakeover): nil when there is no such session or the token is wrong.
+func (r *Router) smTakeover(m *pb.SMTakeover) *pb.SMState {
+	s := r.users.lookupFull(m.Bare, m.Resource)
+	if s == nil || !s.tokenIs(m.Token) || !s.takeReader() {
+		return &pb.SMState{}
+	}
+	done := make(chan *pb.SMState, 1)
+	r.sys.Root.Send(s.pid, &smHandOver{h: m.H, to: fromRef(m.To), done: done})
+	var st *pb.SMState
+	select {
+	case st = <-done:
+	case <-time.After(smWait):
+	}
+	if st == nil || !st.Ok {
+		return &pb.SMState{}
+	}
+	// It is no longer this node's: it leaves the local table (the new session replaces
+	// it at the owner), forwards what still comes to it for a while, then stops.
+	r.users.sessions.Unbind(s.Bare, s.Res, s)
+	time.AfterFunc(movedLinger, func() { r.stopSession(s) })
+	s.logger().Debug("session moved to another node for its resumption")
+	return st
+}
+
+// movedLinger is how long a session that moved to another node forwards what is still
+// routed to it (by senders that looked it up before the owner knew).
+const movedLinger = 10 * time.Second
+
+// smHandOver (the actor's side of smTakeover) drops what the client acknowledged and
+// gives up the rest, and the session's state, to the new session; from then on what
+// comes for it goes there.
+func (s *Session) smHandOver(m *smHandOver) *pb.SMState {
+	sm := s.sm
+	if sm == nil || s.closed.Load() || s.movedTo != nil {
+		return &pb.SMState{}
+	}
+	if sm.timer != nil {
+		sm.timer.Stop()
+		sm.timer = nil
+	}
+	s.smAcked(m.h)
+	st := &pb.SMState{Ok: true, Id: sm.id, MaxMs: sm.max.Milliseconds(), In: s.smIn.Load(), Out: sm.out,
+		Queue: sm.queue, Available: s.available.Load(), Priority: s.priority.Load(),
+		RosterInterested: s.rosterInterested.Load(), Carbons: s.carbons.Load(), UserCarbons: s.userCarbons.Load(),
+		Directed: s.takeDirected()}
+	if p := s.lastPresence.Load(); p != nil {
+		st.Presence = *p
+	}
+	sm.queue, sm.bytes, sm.detached = nil, 0, true
+	s.movedTo = m.to
+	s.moved.Store(true)
+	if s.w != nil {
+		s.w.Reset(nil)
+		s.releaseWriter()
+	}
+	return st
+}
+
+// smAdopt (the new session's side of resumeMoved) takes the handed-over state: it
+// writes <resumed/>, what the client had not acknowledged, then what came for it
+// while it waited.
+func (s *Session) smAdopt(st *pb.SMState) {
+	s.sm = &smState{id: st.Id, max: time.Duration(st.MaxMs) * time.Millisecond, out: st.Out - uint32(len(st.Queue))}
+	s.adopting = false
+	w := s.writer()
+	_, _ = w.WriteString("<resumed xmlns='" + xmpp.NSSM + "' previd='" + st.Id + "' h='" +
+		strconv.FormatUint(uint64(st.In), 10) + "'/>")
+	early := s.early
+	s.early = nil
+	for _, d := range st.Queue {
+		if !s.put(d, false) {
+			return
+		}
+	}
+	for _, d := range early {
+		if !s.put(d, true) {
+			return
+		}
+	}
+	s.flush()
 }
 
 // --- the actor's side -------------------------------------------------------------
@@ -257,6 +387,14 @@ func (cr *c2sReader) smUnbound(env *xmpp.Envelope) bool {
 // numbered and kept until acknowledged (and only kept while detached). false: the
 // connection failed, or the session ended past its limits.
 func (s *Session) put(data []byte, several bool) bool {
+	switch {
+	case s.movedTo != nil: // resumed on another node: it follows the session there
+		s.router.link.Deliver(s.movedTo, data)
+		return true
+	case s.adopting: // moving here: written after <resumed/> and the handed-over queue
+		s.early = append(s.early, data)
+		return true
+	}
 	if sm := s.sm; sm != nil {
 		if !s.smKeep(data, several) {
 			return false
@@ -349,6 +487,10 @@ func (s *Session) smHandle(msg any) bool {
 		}
 	case *smAttach:
 		m.done <- s.smAttach(m)
+	case *smHandOver:
+		m.done <- s.smHandOver(m)
+	case *smAdopt:
+		s.smAdopt(m.st)
 	case smEnd:
 		if sm := s.sm; sm != nil && len(sm.queue) > 0 {
 			q := sm.queue
@@ -394,7 +536,7 @@ func (s *Session) smAcked(h uint32) {
 // waits to be resumed; its timer ends it.
 func (s *Session) smDetached(gen uint32) {
 	sm := s.sm
-	if sm == nil || sm.gen != gen || s.closed.Load() {
+	if sm == nil || sm.gen != gen || s.closed.Load() || s.movedTo != nil {
 		return
 	}
 	if !sm.detached {
@@ -490,8 +632,9 @@ func (r *Router) endSession(s *Session) {
 	if !s.finished.CompareAndSwap(false, true) {
 		return
 	}
-	if s.smToken != "" {
-		r.sm.remove(s.smToken, s)
+	if s.moved.Load() {
+		r.stopSession(s) // it lives on on another node
+		return
 	}
 	r.users.unbindUser(s)
 	r.del.accountDown(s)
@@ -502,4 +645,31 @@ func (r *Router) endSession(s *Session) {
 		r.sys.Root.Send(s.pid, smEnd{})
 	}
 	r.stopSession(s)
+}
+
+// locate finds where the session of bare/res is, through the user's owner.
+func (u *users) locate(bare, res string) (node string, pid *actor.PID, found bool) {
+	owner, self := u.owner(bare)
+	if !self {
+		answer, err := u.r.link.Request(owner, &pb.SMLocate{Bare: bare, Resource: res}, smWait)
+		loc, _ := answer.(*pb.SMLocation)
+		if err != nil || loc == nil || loc.Node == "" {
+			return "", nil, false
+		}
+		return loc.Node, fromRef(loc.Session), true
+	}
+	loc := u.ownerLocate(&pb.SMLocate{Bare: bare, Resource: res})
+	return loc.Node, fromRef(loc.Session), loc.Node != ""
+}
+
+// ownerLocate answers pb.SMLocate from the owner table.
+func (u *users) ownerLocate(m *pb.SMLocate) *pb.SMLocation {
+	loc := &pb.SMLocation{}
+	u.owners.Do(m.Bare, func(res resources) resources {
+		if e := res[m.Resource]; e != nil {
+			loc.Node, loc.Session = e.Node, toRef(e.PID)
+		}
+		return res
+	})
+	return loc
 }

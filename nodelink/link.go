@@ -60,6 +60,12 @@ type Handler interface {
 	// cleanly; every answer that came over it has been handed to DelegationAnswer (or
 	// DelegationReply) before this is called.
 	ComponentClosed(*pb.ComponentClosed)
+	// SMLocate: where the session of a user this node owns is (a stream-management
+	// resumption on another node, XEP-0198). SMTakeover: hand a session of this node
+	// over to such a resumption; it may block for seconds and runs on a goroutine of
+	// its own.
+	SMLocate(*pb.SMLocate) *pb.SMLocation
+	SMTakeover(*pb.SMTakeover) *pb.SMState
 }
 
 // Link sends to other nodes' actors and receives what they send this node.

@@ -41,12 +41,20 @@ func (l *Link) receive(ctx actor.Context) {
 	case *pb.UserRegister:
 		ok := h.UserRegister(m)
 		if sender := ctx.Sender(); sender != nil {
-			ack := &pb.Ack{Refused: !ok}
-			if sender.Address != l.sys.Address() {
-				cluster.Hand(sender.Address, int64(proto.Size(ack)), 0) // counted in as the codec will count it out
-			}
-			ctx.Respond(ack)
+			l.respond(sender, &pb.Ack{Refused: !ok})
 		}
+	case *pb.SMLocate:
+		if sender := ctx.Sender(); sender != nil {
+			l.respond(sender, h.SMLocate(m))
+		}
+	case *pb.SMTakeover:
+		sender := ctx.Sender()
+		go func() {
+			st := h.SMTakeover(m)
+			if sender != nil {
+				l.respond(sender, st)
+			}
+		}()
 	case *pb.UserUnregister:
 		h.UserUnregister(m)
 	case *pb.UserPresence:
@@ -118,4 +126,12 @@ func (l *Link) receiveReply(ctx actor.Context) {
 	case *pb.PrivilegedReply:
 		l.handler.PrivilegedReply(m)
 	}
+}
+
+// respond answers a request (to its future, here or on the node that asked).
+func (l *Link) respond(to *actor.PID, msg proto.Message) {
+	if to.Address != l.sys.Address() {
+		cluster.Hand(to.Address, int64(proto.Size(msg)), 0) // counted in as the codec will count it out
+	}
+	l.sys.Root.Send(to, msg)
 }

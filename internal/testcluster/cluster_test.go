@@ -1452,3 +1452,96 @@ func TestCarbonsAcrossNodes(t *testing.T) {
 		t.Fatalf("laptop: %s", e)
 	}
 }
+
+// XEP-0198 across nodes: juliet's phone enables stream management on node 1 and loses
+// its connection; it resumes through node 2 (a load balancer sent it there). Node 2 finds
+// the session through juliet's owner, node 1 hands it over, and the phone gets what it had
+// not acknowledged, what came while it was away, and what comes after, in order, on node
+// 2. Once node 2 dies, the session is gone: resuming fails and a new login works.
+func TestStreamResumedOnAnotherNode(t *testing.T) {
+	c := Start(t, 3, nil)
+	c.AddUser("juliet", "j")
+	c.AddUser("romeo", "r")
+	j := login(t, c, 0, "juliet", "j", "phone")
+	r := login(t, c, 2, "romeo", "r", "orchard")
+	j.Send(`<presence/>`)
+	j.Send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	var h uint32 // what the phone handled since enable
+	next := func(p *xmpptest.Peer) *xmpptest.Elem {
+		t.Helper()
+		for {
+			e := p.Next(wait)
+			if e.XMLName.Space == "urn:xmpp:sm:3" && e.XMLName.Local == "r" {
+				continue
+			}
+			if p == j && e.XMLName.Space != "urn:xmpp:sm:3" {
+				h++
+			}
+			return e
+		}
+	}
+	enabled := next(j)
+	if enabled.XMLName.Local != "enabled" || enabled.Attr("id") == "" {
+		t.Fatalf("enable: %s", enabled)
+	}
+	msg := func(id string) string {
+		return `<message to='juliet@localhost/phone' type='chat' id='` + id + `'><body>` + id + `</body></message>`
+	}
+	j.Send(`<message to='romeo@localhost/orchard' type='chat' id='j1'><body>hi</body></message>`)
+	if m := next(r); m.Attr("id") != "j1" {
+		t.Fatalf("romeo got %s", m)
+	}
+	r.Send(msg("m1"))
+	if m := next(j); m.Attr("id") != "m1" {
+		t.Fatalf("juliet got %s", m)
+	}
+	j.Send(`<a xmlns='urn:xmpp:sm:3' h='1'/>`)
+	r.Send(msg("m2"))
+	if m := next(j); m.Attr("id") != "m2" {
+		t.Fatalf("juliet got %s", m)
+	}
+	h-- // lost with the connection
+	_ = j.S.Conn().Close()
+	time.Sleep(300 * time.Millisecond)
+	r.Send(msg("m3"))
+	r.Send(`<iq type='get' id='q1' to='juliet@localhost/phone'><ping xmlns='urn:xmpp:ping'/></iq>`)
+
+	var p *xmpptest.Peer
+	var ans *xmpptest.Elem
+	p, ans, err := xmpptest.DialResume(t, c.Nodes[1].C2S, "juliet", "j", "juliet@localhost/phone", enabled.Attr("id"), h)
+	if err != nil {
+		t.Fatalf("resume on node 2: %v", err)
+	}
+	if ans.Attr("h") != "1" {
+		t.Fatalf("resumed: %s, want h='1' (j1)", ans)
+	}
+	j = p
+	for _, want := range []string{"m2", "m3", "q1"} {
+		if e := next(j); e.Attr("id") != want {
+			t.Fatalf("after resumption got %s, want %s", e, want)
+		}
+	}
+	j.Send(`<iq type='result' id='q1' to='romeo@localhost/orchard'/>`)
+	if e := next(r); e.Attr("id") != "q1" || e.Attr("type") != "result" {
+		t.Fatalf("romeo's IQ: %s", e)
+	}
+	r.Send(msg("m4"))
+	if e := next(j); e.Attr("id") != "m4" {
+		t.Fatalf("after resumption: %s", e)
+	}
+	j.Send(`<r xmlns='urn:xmpp:sm:3'/>`)
+	if e := j.Next(wait); e.XMLName.Local != "a" || e.Attr("h") != "2" {
+		t.Fatalf("count after resumption: %s, want h='2' (j1, q1)", e)
+	}
+	j.Send(`<message to='romeo@localhost/orchard' type='chat' id='j2'><body>back</body></message>`)
+	if e := next(r); e.Attr("id") != "j2" {
+		t.Fatalf("romeo got %s", e)
+	}
+
+	// Node 2 dies with the session: it cannot be resumed anywhere.
+	c.Kill(1)
+	if _, ans, err := xmpptest.DialResume(t, c.Nodes[2].C2S, "juliet", "j", "juliet@localhost/phone", enabled.Attr("id"), h); err == nil {
+		t.Fatalf("resumed a session of a dead node: %s", ans)
+	}
+	login(t, c, 2, "juliet", "j", "phone").Sync()
+}

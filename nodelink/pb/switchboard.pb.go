@@ -305,8 +305,11 @@ type UserRegister struct {
 	Replace          bool                   `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`                                           // a fresh bind: a session already on that resource gets a conflict
 	RosterInterested bool                   `protobuf:"varint,9,opt,name=roster_interested,json=rosterInterested,proto3" json:"roster_interested,omitempty"` // it asked for the roster: roster pushes go to it (RFC 6121 §2.1.6)
 	Carbons          bool                   `protobuf:"varint,10,opt,name=carbons,proto3" json:"carbons,omitempty"`                                          // it enabled message carbons (XEP-0280): copies of the user's chats go to it
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// resumed: a stream-management session moved here from another node (XEP-0198): it
+	// replaces the entry of its resource silently (no conflict, no unavailable). Proto 6.
+	Resumed       bool `protobuf:"varint,11,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UserRegister) Reset() {
@@ -405,6 +408,13 @@ func (x *UserRegister) GetRosterInterested() bool {
 func (x *UserRegister) GetCarbons() bool {
 	if x != nil {
 		return x.Carbons
+	}
+	return false
+}
+
+func (x *UserRegister) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
 	}
 	return false
 }
@@ -1261,6 +1271,334 @@ func (x *CarbonsWanted) GetAny() bool {
 	return false
 }
 
+// SMLocate asks a user's owner node where the session of one resource is: a client
+// resumes its stream-management session (XEP-0198) on another node. Proto version 6.
+type SMLocate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bare          string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
+	Resource      string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SMLocate) Reset() {
+	*x = SMLocate{}
+	mi := &file_switchboard_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SMLocate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SMLocate) ProtoMessage() {}
+
+func (x *SMLocate) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SMLocate.ProtoReflect.Descriptor instead.
+func (*SMLocate) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SMLocate) GetBare() string {
+	if x != nil {
+		return x.Bare
+	}
+	return ""
+}
+
+func (x *SMLocate) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+// SMLocation answers SMLocate (node "": no such session).
+type SMLocation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Session       *Ref                   `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SMLocation) Reset() {
+	*x = SMLocation{}
+	mi := &file_switchboard_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SMLocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SMLocation) ProtoMessage() {}
+
+func (x *SMLocation) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SMLocation.ProtoReflect.Descriptor instead.
+func (*SMLocation) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SMLocation) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *SMLocation) GetSession() *Ref {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// SMTakeover asks the node holding a stream-management session to hand it over to a
+// resumed stream on the sender's node: the session checks the token, drops what the
+// client acknowledged (h), forwards what comes for it from then on to the new session,
+// and answers with SMState. Proto version 6.
+type SMTakeover struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bare          string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
+	Resource      string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	Token         string                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	H             uint32                 `protobuf:"varint,4,opt,name=h,proto3" json:"h,omitempty"`
+	To            *Ref                   `protobuf:"bytes,5,opt,name=to,proto3" json:"to,omitempty"` // the new session
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SMTakeover) Reset() {
+	*x = SMTakeover{}
+	mi := &file_switchboard_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SMTakeover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SMTakeover) ProtoMessage() {}
+
+func (x *SMTakeover) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SMTakeover.ProtoReflect.Descriptor instead.
+func (*SMTakeover) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SMTakeover) GetBare() string {
+	if x != nil {
+		return x.Bare
+	}
+	return ""
+}
+
+func (x *SMTakeover) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *SMTakeover) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *SMTakeover) GetH() uint32 {
+	if x != nil {
+		return x.H
+	}
+	return 0
+}
+
+func (x *SMTakeover) GetTo() *Ref {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+// SMState is a session handed over (ok false: it could not be).
+type SMState struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Ok               bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Id               string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`                     // the resumption id
+	MaxMs            int64                  `protobuf:"varint,3,opt,name=max_ms,json=maxMs,proto3" json:"max_ms,omitempty"` // how long it waits to be resumed
+	In               uint32                 `protobuf:"varint,4,opt,name=in,proto3" json:"in,omitempty"`                    // stanzas the client sent: the h for <resumed/>
+	Out              uint32                 `protobuf:"varint,5,opt,name=out,proto3" json:"out,omitempty"`                  // stanzas written to the client, acknowledged or not
+	Queue            [][]byte               `protobuf:"bytes,6,rep,name=queue,proto3" json:"queue,omitempty"`               // the stanzas the client has not acknowledged, oldest first
+	Available        bool                   `protobuf:"varint,7,opt,name=available,proto3" json:"available,omitempty"`
+	Priority         int32                  `protobuf:"varint,8,opt,name=priority,proto3" json:"priority,omitempty"`
+	Presence         []byte                 `protobuf:"bytes,9,opt,name=presence,proto3" json:"presence,omitempty"` // its last available presence
+	RosterInterested bool                   `protobuf:"varint,10,opt,name=roster_interested,json=rosterInterested,proto3" json:"roster_interested,omitempty"`
+	Carbons          bool                   `protobuf:"varint,11,opt,name=carbons,proto3" json:"carbons,omitempty"`
+	UserCarbons      bool                   `protobuf:"varint,12,opt,name=user_carbons,json=userCarbons,proto3" json:"user_carbons,omitempty"`
+	Directed         []string               `protobuf:"bytes,13,rep,name=directed,proto3" json:"directed,omitempty"` // who got directed presence from it
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SMState) Reset() {
+	*x = SMState{}
+	mi := &file_switchboard_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SMState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SMState) ProtoMessage() {}
+
+func (x *SMState) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SMState.ProtoReflect.Descriptor instead.
+func (*SMState) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SMState) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *SMState) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SMState) GetMaxMs() int64 {
+	if x != nil {
+		return x.MaxMs
+	}
+	return 0
+}
+
+func (x *SMState) GetIn() uint32 {
+	if x != nil {
+		return x.In
+	}
+	return 0
+}
+
+func (x *SMState) GetOut() uint32 {
+	if x != nil {
+		return x.Out
+	}
+	return 0
+}
+
+func (x *SMState) GetQueue() [][]byte {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
+func (x *SMState) GetAvailable() bool {
+	if x != nil {
+		return x.Available
+	}
+	return false
+}
+
+func (x *SMState) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *SMState) GetPresence() []byte {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+func (x *SMState) GetRosterInterested() bool {
+	if x != nil {
+		return x.RosterInterested
+	}
+	return false
+}
+
+func (x *SMState) GetCarbons() bool {
+	if x != nil {
+		return x.Carbons
+	}
+	return false
+}
+
+func (x *SMState) GetUserCarbons() bool {
+	if x != nil {
+		return x.UserCarbons
+	}
+	return false
+}
+
+func (x *SMState) GetDirected() []string {
+	if x != nil {
+		return x.Directed
+	}
+	return nil
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -1282,7 +1620,7 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12+\n" +
 	"\x06sender\x18\x03 \x01(\v2\x13.switchboard.v1.RefR\x06sender\x12\x1f\n" +
 	"\vsender_bare\x18\x04 \x01(\tR\n" +
-	"senderBare\"\xb8\x02\n" +
+	"senderBare\"\xd2\x02\n" +
 	"\fUserRegister\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12-\n" +
@@ -1294,7 +1632,8 @@ const file_switchboard_proto_rawDesc = "" +
 	"\areplace\x18\b \x01(\bR\areplace\x12+\n" +
 	"\x11roster_interested\x18\t \x01(\bR\x10rosterInterested\x12\x18\n" +
 	"\acarbons\x18\n" +
-	" \x01(\bR\acarbons\"o\n" +
+	" \x01(\bR\acarbons\x12\x18\n" +
+	"\aresumed\x18\v \x01(\bR\aresumed\"o\n" +
 	"\x0eUserUnregister\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12-\n" +
@@ -1352,7 +1691,36 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x06stanza\x18\x03 \x01(\fR\x06stanza\x12\x1a\n" +
 	"\breceived\x18\x04 \x01(\bR\breceived\"!\n" +
 	"\rCarbonsWanted\x12\x10\n" +
-	"\x03any\x18\x01 \x01(\bR\x03anyB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
+	"\x03any\x18\x01 \x01(\bR\x03any\":\n" +
+	"\bSMLocate\x12\x12\n" +
+	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
+	"\bresource\x18\x02 \x01(\tR\bresource\"O\n" +
+	"\n" +
+	"SMLocation\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12-\n" +
+	"\asession\x18\x02 \x01(\v2\x13.switchboard.v1.RefR\asession\"\x85\x01\n" +
+	"\n" +
+	"SMTakeover\x12\x12\n" +
+	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
+	"\bresource\x18\x02 \x01(\tR\bresource\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12\f\n" +
+	"\x01h\x18\x04 \x01(\rR\x01h\x12#\n" +
+	"\x02to\x18\x05 \x01(\v2\x13.switchboard.v1.RefR\x02to\"\xd4\x02\n" +
+	"\aSMState\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x15\n" +
+	"\x06max_ms\x18\x03 \x01(\x03R\x05maxMs\x12\x0e\n" +
+	"\x02in\x18\x04 \x01(\rR\x02in\x12\x10\n" +
+	"\x03out\x18\x05 \x01(\rR\x03out\x12\x14\n" +
+	"\x05queue\x18\x06 \x03(\fR\x05queue\x12\x1c\n" +
+	"\tavailable\x18\a \x01(\bR\tavailable\x12\x1a\n" +
+	"\bpriority\x18\b \x01(\x05R\bpriority\x12\x1a\n" +
+	"\bpresence\x18\t \x01(\fR\bpresence\x12+\n" +
+	"\x11roster_interested\x18\n" +
+	" \x01(\bR\x10rosterInterested\x12\x18\n" +
+	"\acarbons\x18\v \x01(\bR\acarbons\x12!\n" +
+	"\fuser_carbons\x18\f \x01(\bR\vuserCarbons\x12\x1a\n" +
+	"\bdirected\x18\r \x03(\tR\bdirectedB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -1366,7 +1734,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),               // 0: switchboard.v1.Ref
 	(*Deliver)(nil),           // 1: switchboard.v1.Deliver
@@ -1388,6 +1756,10 @@ var file_switchboard_proto_goTypes = []any{
 	(*ComponentClosed)(nil),   // 17: switchboard.v1.ComponentClosed
 	(*UserCarbon)(nil),        // 18: switchboard.v1.UserCarbon
 	(*CarbonsWanted)(nil),     // 19: switchboard.v1.CarbonsWanted
+	(*SMLocate)(nil),          // 20: switchboard.v1.SMLocate
+	(*SMLocation)(nil),        // 21: switchboard.v1.SMLocation
+	(*SMTakeover)(nil),        // 22: switchboard.v1.SMTakeover
+	(*SMState)(nil),           // 23: switchboard.v1.SMState
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0,  // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -1396,11 +1768,13 @@ var file_switchboard_proto_depIdxs = []int32{
 	0,  // 3: switchboard.v1.UserPresence.session:type_name -> switchboard.v1.Ref
 	0,  // 4: switchboard.v1.PresenceReplay.session:type_name -> switchboard.v1.Ref
 	13, // 5: switchboard.v1.DelegationAnswers.answers:type_name -> switchboard.v1.DelegationAnswer
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	0,  // 6: switchboard.v1.SMLocation.session:type_name -> switchboard.v1.Ref
+	0,  // 7: switchboard.v1.SMTakeover.to:type_name -> switchboard.v1.Ref
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_proto_init() }
@@ -1414,7 +1788,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
