@@ -53,12 +53,12 @@ type (
 		id  string
 		max time.Duration
 	}
-	smAnswer struct{}             // the client sent <r/>: write <a h=smIn/>
-	smAck    struct{ h uint32 }   // the client acknowledged h stanzas
-	smDetach struct{ gen uint32 } // the reader of attachment gen lost its connection
-	smExpire struct{ gen uint32 } // the resumption window of a detachment ended
-	smEnd    struct{}             // the session ends: hand on what is unacknowledged
-	smHandOver struct { // another node's resumed stream takes over (smTakeover)
+	smAnswer   struct{}             // the client sent <r/>: write <a h=smIn/>
+	smAck      struct{ h uint32 }   // the client acknowledged h stanzas
+	smDetach   struct{ gen uint32 } // the reader of attachment gen lost its connection
+	smExpire   struct{ gen uint32 } // the resumption window of a detachment ended
+	smEnd      struct{}             // the session ends: hand on what is unacknowledged
+	smHandOver struct {             // another node's resumed stream takes over (smTakeover)
 		h    uint32
 		to   *actor.PID
 		done chan *pb.SMState
