@@ -286,7 +286,7 @@ func (r *Router) user(rt *routed) verdict {
 func (r *Router) component(rt *routed) verdict {
 	domain := rt.to.Domainpart()
 	if c, ok := r.comps.pickComponent(domain, bareOf(rt.from)); ok {
-		r.sendVia(c.Handle, rt.out, stamp(rt.env, rt.from, rt.toStr))
+		r.sendVia(c.Handle, rt.out, stampForComponent(rt.env, rt.from, rt.toStr))
 		return handled
 	}
 	if r.comps.isComponentDomain(domain) {

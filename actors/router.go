@@ -342,11 +342,25 @@ func (r *Router) stopSession(s *Session) {
 }
 
 // stamp returns the stanza bytes with the vouched-for from (raw bytes when unchanged).
+// What a component sent is in jabber:component:accept (the reader makes each stanza
+// self-contained): it is routed in jabber:client, as clients expect it.
 func stamp(env *xmpp.Envelope, from, to string) []byte {
+	if env.Name.Space == xmpp.NSComponent {
+		return env.RewriteNS(from, to, xmpp.NSClient)
+	}
 	if env.From == from && env.To == to {
 		return env.Raw
 	}
 	return env.Rewrite(from, to)
+}
+
+// stampForComponent is stamp for a stanza written to a component's stream: in its
+// namespace, jabber:component:accept (XEP-0114), whatever stream it came from.
+func stampForComponent(env *xmpp.Envelope, from, to string) []byte {
+	if env.Name.Space == xmpp.NSComponent && env.From == from && env.To == to {
+		return env.Raw
+	}
+	return env.RewriteNS(from, to, xmpp.NSComponent)
 }
 
 func parsePriority(env *xmpp.Envelope) int32 {
