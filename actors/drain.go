@@ -10,6 +10,7 @@ import (
 
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/nodelink/pb"
+	"github.com/switchboard-im/switchboard/xmpp"
 )
 
 // A graceful stop (node.drain_timeout) loses no delegated IQ:
@@ -23,6 +24,10 @@ import (
 //     clients and waits for the delegated IQs they already sent: each stanza it read
 //     gets its answer before the stream closes with system-shutdown, and what it did
 //     not read, the client sends again elsewhere.
+//  4. Clients with resumable stream management (XEP-0198) get system-shutdown at once,
+//     but their sessions stay, detached: the node waits (within the same timeout) for
+//     each to be resumed on another node, which takes it over with its queue. What is
+//     not resumed by then ends with the node (what it kept goes to offline storage).
 //
 // Members too old to know draining (cluster.ProtoVersion < 3) are not waited for.
 
@@ -32,6 +37,10 @@ type drainState struct {
 	paused    atomic.Bool // clients are no longer read (Drain's second step)
 	stopping  chan struct{}
 	stopOnce  sync.Once
+	// handover: resumable sessions are let go to be resumed elsewhere (Drain's last
+	// step); their paused readers end.
+	handover     chan struct{}
+	handoverOnce sync.Once
 
 	mu      sync.Mutex
 	drained map[string]bool // members that said Drained
@@ -74,11 +83,51 @@ func (r *Router) Drain(ctx context.Context) error {
 	for {
 		n := r.pendingDelegated()
 		if n == 0 {
-			return nil
+			break
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%d delegated IQs of this node's clients still unanswered", n)
+		case <-t.C:
+		}
+	}
+	return r.handOverResumable(ctx, t)
+}
+
+// handOverResumable lets the resumable sessions go to other nodes: each client gets
+// system-shutdown and resumes elsewhere; it returns once every one is taken over or
+// ended (or ctx ends).
+func (r *Router) handOverResumable(ctx context.Context, t *time.Ticker) error {
+	if r.cluster == nil {
+		return nil // nowhere to go
+	}
+	var left []*Session
+	for _, s := range r.users.sessions.All() {
+		if s.resumable.Load() {
+			left = append(left, s)
+		}
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	r.drain.handoverOnce.Do(func() { close(r.drain.handover) })
+	for _, s := range left {
+		r.sys.Root.Send(s.pid, &closeStream{err: &xmpp.StreamError{Condition: "system-shutdown"}, detach: true})
+	}
+	r.log.Info("draining: waiting for stream-management sessions to resume elsewhere", "sessions", len(left))
+	for {
+		n := 0
+		for _, s := range left {
+			if !s.moved.Load() && !s.finished.Load() {
+				n++
+			}
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d stream-management sessions not resumed elsewhere", n)
 		case <-t.C:
 		}
 	}

@@ -222,6 +222,7 @@ func NewRouter(c Config) *Router {
 		jids:     newJIDCache(),
 	}
 	r.drain.stopping = make(chan struct{})
+	r.drain.handover = make(chan struct{})
 	r.actorPrefix = c.ActorPrefix
 	r.offline = c.Offline
 	r.users = &users{r: r, sessions: directory.NewSessions[*Session](), owners: directory.NewOwners[*Session]()}

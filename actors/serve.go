@@ -42,8 +42,9 @@ type c2sReader struct {
 	idleBy   time.Time // when limits.idle_timeout ends the session (zero: never)
 	// gen is the session's attachment this connection is (XEP-0198: a resumed session
 	// has several over its life); gone is closed when this reader has ended.
-	gen  uint32
-	gone chan struct{}
+	gen    uint32
+	gone   chan struct{}
+	detach bool // it stopped reading for a draining node's hand-over: the session detaches
 }
 
 // run reads and routes until the session ends (then finish) or parks.
@@ -75,8 +76,17 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 	if r.drain.paused.Load() {
 		// A graceful stop: what was read before is answered, this is not handled. The
 		// stream closes with system-shutdown and the client sends it again elsewhere.
+		// A resumable session is let go earlier, detached (handOverResumable).
 		cr.out.Flush()
-		<-r.drain.stopping
+		if s != nil && s.resumable.Load() {
+			select {
+			case <-r.drain.stopping:
+			case <-r.drain.handover:
+				cr.detach = true
+			}
+		} else {
+			<-r.drain.stopping
+		}
 		return false
 	}
 	if s == nil {
@@ -164,7 +174,7 @@ func (cr *c2sReader) finish(err error) {
 	switch {
 	case s == nil:
 		_ = cr.c.Close()
-	case err != nil && s.resumable.Load() && !s.ended.Load() && !errors.Is(err, xmpp.ErrStreamEnd) && !isStreamError(err):
+	case (cr.detach || lostConnection(err)) && s.resumable.Load() && !s.ended.Load():
 		_ = cr.c.Close()
 		r.sys.Root.Send(s.pid, smDetach{gen: cr.gen})
 	default:
@@ -176,9 +186,14 @@ func (cr *c2sReader) finish(err error) {
 	cr.done()
 }
 
-func isStreamError(err error) bool {
-	_, ok := xmpp.AsStreamError(err)
-	return ok
+// lostConnection: the reader stopped on a failed connection (an error, a reset, a read
+// timeout), not on a closing tag or bad input.
+func lostConnection(err error) bool {
+	if err == nil || errors.Is(err, xmpp.ErrStreamEnd) {
+		return false
+	}
+	se, ok := xmpp.AsStreamError(err)
+	return !ok || se.Condition == "connection-timeout"
 }
 
 // armDeadline moves the read deadline when a quarter of its window has passed. The
@@ -270,6 +285,11 @@ func endWith(c *xmpp.Conn, s *Session, err error) {
 	}
 	if s == nil {
 		c.Fail(se, c.Host)
+		return
+	}
+	if se.Condition == "connection-timeout" && s.resumable.Load() {
+		// XEP-0198: a silent client may come back; it resumes the session.
+		s.router.sys.Root.Send(s.pid, &closeStream{err: se, detach: true})
 		return
 	}
 	s.Close(se)

@@ -43,8 +43,12 @@ type dropHeld struct{}
 // behind them, so a burst shares one write (see remoteMessage).
 type flushLater struct{}
 
-// closeStream asks the session actor to end the stream (with an error, if set).
-type closeStream struct{ err *xmpp.StreamError }
+// closeStream asks the session actor to end the stream (with an error, if set). detach:
+// a resumable session (XEP-0198) only loses its connection (a draining node).
+type closeStream struct {
+	err    *xmpp.StreamError
+	detach bool
+}
 
 // Session is one authenticated connection. Its reader goroutine reads and routes; its
 // actor is the only writer once the session is bound.
@@ -227,6 +231,10 @@ func (s *Session) handle(msg any) {
 		}
 	case *closeStream:
 		if s.closed.Load() {
+			return
+		}
+		if m.detach && s.sm != nil && s.resumable.Load() {
+			s.goodbye(m.err)
 			return
 		}
 		s.ended.Store(true)

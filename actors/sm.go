@@ -673,3 +673,19 @@ func (u *users) ownerLocate(m *pb.SMLocate) *pb.SMLocation {
 	})
 	return loc
 }
+
+// goodbye ends a resumable session's stream with err (a draining node's
+// system-shutdown) but keeps the session, detached, to be resumed on another node.
+func (s *Session) goodbye(err *xmpp.StreamError) {
+	sm := s.sm
+	if !sm.detached {
+		w := s.writer()
+		if err != nil {
+			_, _ = w.Write(err.Bytes())
+		}
+		_, _ = w.WriteString("</stream:stream>")
+		_ = s.conn.Load().SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_ = w.Flush()
+	}
+	s.smDetached(sm.gen)
+}

@@ -325,3 +325,25 @@ func TestStreamManagementUnackedLimit(t *testing.T) {
 		}
 	}
 }
+
+// A client silent past limits.idle_timeout gets connection-timeout, but a resumable
+// session waits for it: it resumes and gets what came meanwhile.
+func TestIdleTimeoutDetachesResumableSession(t *testing.T) {
+	s := startNode(t, func(c *config.Config) { c.Limits.IdleTimeout = config.Duration(time.Second) })
+	s.addUser("alice", "pw")
+	s.addUser("bob", "pw")
+	a := enableSM(t, s, "alice", "phone", true, "")
+	for range a.p.In { // silent until the server gives up on the connection
+	}
+	b := s.client("bob", "pw")
+	b.Send(chat("alice@localhost/phone", "m1"))
+	b.Sync()
+	p, ans, err := xmpptest.DialResume(t, s.n.Addrs.C2S, "alice", "pw", a.full, a.id, 0)
+	if err != nil {
+		t.Fatalf("resume after the idle timeout: %v %s", err, ans)
+	}
+	a.p = p
+	if m := a.nextMessage(); m.Attr("id") != "m1" {
+		t.Fatalf("after resumption: %s", m)
+	}
+}

@@ -1545,3 +1545,72 @@ func TestStreamResumedOnAnotherNode(t *testing.T) {
 	}
 	login(t, c, 2, "juliet", "j", "phone").Sync()
 }
+
+// A graceful stop lets stream-management sessions go to other nodes: juliet's phone on
+// node 1 gets system-shutdown, resumes through node 2 while node 1 drains, and gets what
+// it had not acknowledged and what came after; node 1 then stops.
+func TestDrainHandsResumableSessionsOn(t *testing.T) {
+	c := Start(t, 3, nil)
+	c.AddUser("juliet", "j")
+	c.AddUser("romeo", "r")
+	j := login(t, c, 0, "juliet", "j", "phone")
+	r := login(t, c, 2, "romeo", "r", "orchard")
+	j.Send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	skipR := func(p *xmpptest.Peer) *xmpptest.Elem {
+		t.Helper()
+		for {
+			if e := p.Next(wait); e.XMLName.Local != "r" {
+				return e
+			}
+		}
+	}
+	enabled := skipR(j)
+	if enabled.XMLName.Local != "enabled" {
+		t.Fatalf("enable: %s", enabled)
+	}
+	msg := func(id string) string {
+		return `<message to='juliet@localhost/phone' type='chat' id='` + id + `'><body>` + id + `</body></message>`
+	}
+	r.Send(msg("m1"))
+	if m := skipR(j); m.Attr("id") != "m1" {
+		t.Fatalf("juliet got %s", m)
+	}
+	j.Send(`<a xmlns='urn:xmpp:sm:3' h='1'/>`)
+	r.Send(msg("m2"))
+	if m := skipR(j); m.Attr("id") != "m2" {
+		t.Fatalf("juliet got %s", m)
+	}
+
+	stopped := make(chan struct{})
+	go func() { c.Stop(0); close(stopped) }()
+	for range j.In { // to the end of the stream (system-shutdown)
+	}
+	p, ans, err := xmpptest.DialResume(t, c.Nodes[1].C2S, "juliet", "j", "juliet@localhost/phone", enabled.Attr("id"), 1)
+	if err != nil {
+		t.Fatalf("resume on node 2 while node 1 drains: %v", err)
+	}
+	if ans.Attr("h") != "0" {
+		t.Fatalf("resumed: %s", ans)
+	}
+	if m := skipR(p); m.Attr("id") != "m2" {
+		t.Fatalf("after resumption: %s, want m2 again", m)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("node 1 did not stop")
+	}
+	if !strings.Contains(c.Logs(0), "stream-management sessions to resume elsewhere") {
+		t.Fatalf("node 1 did not hand its sessions on:\n%s", c.Logs(0))
+	}
+	c.WaitMembers(1, 2)
+	c.WaitMembers(2, 2)
+	// Node 1 owned juliet: her session registers with its new owner once the others
+	// see node 1 gone, asynchronously (what reaches the new owner first finds no
+	// resource: a message then goes to offline storage).
+	time.Sleep(time.Second)
+	r.Send(msg("m3"))
+	if m := skipR(p); m.Attr("id") != "m3" {
+		t.Fatalf("after node 1 stopped: %s", m)
+	}
+}
