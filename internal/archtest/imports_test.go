@@ -17,6 +17,7 @@ var allowed = map[string][]string{
 	"config":         {},
 	"roster":         {},
 	"offline":        {},
+	"blocking":       {"internal/etcdx"},
 	"cluster":        {},
 	"accounts":       {"internal/etcdx"},
 	"delegation":     {"xmpp", "internal/etcdx"},
