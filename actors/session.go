@@ -88,6 +88,9 @@ type Session struct {
 	dmu              sync.Mutex
 	directed         map[string]struct{}
 	csi              csi // XEP-0352: what an inactive client's actor holds back (csi.go)
+
+	// blocklistInterested: it asked for its blocklist, so blocklist pushes go to it (XEP-0191 §3.2)
+	blocklistInterested atomic.Bool
 }
 
 // Send queues bytes for the peer. A peer that does not read while its queue grows past

@@ -57,8 +57,13 @@ func NewCache(store *Store, log *slog.Logger) *Cache {
 	return c
 }
 
-// Store is the etcd store the cache follows.
-func (c *Cache) Store() *Store { return c.store }
+// Store is the etcd store the cache follows (nil: none, or no cache).
+func (c *Cache) Store() *Store {
+	if c == nil {
+		return nil
+	}
+	return c.store
+}
 
 // Start loads every list (its error is returned) and then follows changes in the
 // background until Stop. ctx bounds the initial load only.

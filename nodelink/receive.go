@@ -40,13 +40,10 @@ func (l *Link) receive(ctx actor.Context) {
 		l.sys.Root.Send(l.workers[n%uint64(len(l.workers))], m)
 	case *pb.UserRegister:
 		ok := h.UserRegister(m)
-		if sender := ctx.Sender(); sender != nil {
-			ack := &pb.Ack{Refused: !ok}
-			if sender.Address != l.sys.Address() {
-				cluster.Hand(sender.Address, int64(proto.Size(ack)), 0) // counted in as the codec will count it out
-			}
-			ctx.Respond(ack)
-		}
+		l.respond(ctx.Sender(), &pb.Ack{Refused: !ok})
+	case *pb.BlocklistSync:
+		sender := ctx.Sender()
+		h.BlocklistSync(m, func() { l.respond(sender, &pb.Ack{}) })
 	case *pb.UserUnregister:
 		h.UserUnregister(m)
 	case *pb.UserPresence:
@@ -72,6 +69,17 @@ func (l *Link) receive(ctx actor.Context) {
 			l.sys.Root.Send(w, b)
 		}
 	}
+}
+
+// respond answers a request (nothing when the sender did not wait for one).
+func (l *Link) respond(sender *actor.PID, ack *pb.Ack) {
+	if sender == nil {
+		return
+	}
+	if sender.Address != l.sys.Address() {
+		cluster.Hand(sender.Address, int64(proto.Size(ack)), 0) // counted in as the codec will count it out
+	}
+	l.sys.Root.Send(sender, ack)
 }
 
 // answerBatch is a reply worker's share of one burst of answers (pointers into the
