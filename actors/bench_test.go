@@ -13,6 +13,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchboard-im/switchboard/blocking"
 	"github.com/switchboard-im/switchboard/delegation"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
@@ -80,6 +81,12 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	quiet := slog.New(slog.DiscardHandler)
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
 	tbl := delegation.NewTable("localhost", map[string]delegation.Rule{benchNS: {JID: benchDomain}})
+	// Some users have blocklists (XEP-0191), as in a real deployment; the benchmarked
+	// ones have none, as most users: the blocking stage looks them up and lets them pass.
+	blocks := blocking.NewCache(nil, nil)
+	for i := range 1000 {
+		blocks.Set(fmt.Sprintf("user%d@localhost", i), []string{"spam@example.org", "example.net"})
+	}
 	r := NewRouter(Config{
 		System:   sys,
 		Log:      quiet,
@@ -89,7 +96,8 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		Components: map[string]ComponentOptions{
 			benchDomain: {DelegationNS: delegation.NS2, Balance: "round-robin"},
 		},
-		NodeID: "bench",
+		NodeID:     "bench",
+		Blocklists: blocks,
 		Delegation: &Delegation{
 			Rules:   fixedRules{tbl},
 			Disco:   delegation.NewDiscoCache(),

@@ -109,6 +109,8 @@ var domainIQs = map[string]iqHandler{
 	// RFC 3921 session establishment, a no-op kept for old clients.
 	xmpp.NSSession: {elem: "session", set: true, serve: func(c *iqCall) { c.ok(nil) }},
 	NSCarbons:      {elem: "*", set: true, feature: true, serve: (*iqCall).carbons}, // enable, disable
+	// XEP-0191: the user's own blocklist (blocklist, block, unblock)
+	NSBlocking: {elem: "*", get: true, set: true, feature: true, serve: (*iqCall).blocklist},
 }
 
 // bareIQs are what a user's bare JID answers on the user's behalf, by namespace.
@@ -122,6 +124,8 @@ var bareIQs = map[string]iqHandler{
 	}},
 	NSRoster:  {elem: "query", get: true, set: true, serve: (*iqCall).roster},
 	NSCarbons: {elem: "*", set: true, serve: (*iqCall).carbons}, // enable or disable
+	// XEP-0191 (an IQ without 'to' comes here): blocklist, block, unblock
+	NSBlocking: {elem: "*", get: true, set: true, serve: (*iqCall).blocklist},
 	NSDiscoInfo: {elem: "query", get: true, feature: true, serve: func(c *iqCall) {
 		if !c.exists {
 			c.fail(xmpp.ErrServiceUnavailable)

@@ -36,7 +36,7 @@ type inbound struct{ r *Router }
 func (in inbound) UserRegister(m *pb.UserRegister) bool { return in.r.users.ownerRegister(m, nil) }
 func (in inbound) UserUnregister(m *pb.UserUnregister)  { in.r.users.ownerUnregister(m) }
 func (in inbound) UserPresence(m *pb.UserPresence)      { in.r.users.ownerPresence(m) }
-func (in inbound) UserPush(m *pb.UserPush)              { in.r.users.ownerPush(m.Bare, m.Stanza) }
+func (in inbound) UserPush(m *pb.UserPush)              { in.r.users.ownerPush(m.Bare, m.Stanza, m.Blocklist) }
 func (in inbound) UserPresenceTo(m *pb.UserPresenceTo) {
 	in.r.users.ownerPresenceTo(m.Bare, m.To, m.Unavailable)
 }

@@ -54,6 +54,9 @@ func (u *users) storeOffline(bare string, data []byte, env *xmpp.Envelope, sende
 		return false
 	}
 	from := env.From
+	if u.r.blocked(bare, from) {
+		return true // XEP-0191: dropped, not kept
+	}
 	bounce := func(e *xmpp.StanzaError) {
 		if sender.IsLocal() || sender.PID != nil {
 			sender.Send(u.r.link, xmpp.ErrorReply(env, bare, from, e))
@@ -111,18 +114,26 @@ func (u *users) flushOffline(host, local string) {
 	}
 }
 
-// takeOffline takes a user's stored messages, oldest first, each with its delay.
+// takeOffline takes a user's stored messages, oldest first, each with its delay; those
+// from a JID the user blocked since they were stored are dropped (XEP-0191).
 func (u *users) takeOffline(host, local string) [][]byte {
 	ctx, cancel := rosterCtx()
 	defer cancel()
+	bare := local + "@" + host
 	msgs, err := u.r.offline.Take(ctx, host, local)
 	if err != nil {
-		u.r.log.Warn("offline messages not read", "user", local+"@"+host, "err", err)
+		u.r.log.Warn("offline messages not read", "user", bare, "err", err)
 		return nil
 	}
-	out := make([][]byte, len(msgs))
-	for i, m := range msgs {
-		out[i] = withDelay(m.Stanza, host, m.Stamp)
+	l := u.r.blocklists.Lookup(bare)
+	out := make([][]byte, 0, len(msgs))
+	for _, m := range msgs {
+		if l != nil {
+			if env, err := xmpp.ParseStanza(m.Stanza); err == nil && u.r.covers(l, env.From) {
+				continue
+			}
+		}
+		out = append(out, withDelay(m.Stanza, host, m.Stamp))
 	}
 	return out
 }

@@ -30,12 +30,13 @@ func (u *users) ownerReplayPresence(host, entity string, to target) {
 	}
 }
 
-// ownerPush writes a stanza to every interested resource of one of this node's users.
-func (u *users) ownerPush(bare string, stanza []byte) {
+// ownerPush writes a stanza to every interested resource of one of this node's users:
+// those that asked for the roster, or for the blocklist (XEP-0191).
+func (u *users) ownerPush(bare string, stanza []byte, blocklist bool) {
 	var targets []namedEntry
 	u.owners.Do(bare, func(res resources) resources {
 		for name, e := range res {
-			if e.Interested {
+			if (!blocklist && e.Interested) || (blocklist && e.BlocklistInterested) {
 				targets = append(targets, namedEntry{Res: name, Entry: e})
 			}
 		}
@@ -46,7 +47,15 @@ func (u *users) ownerPush(bare string, stanza []byte) {
 	}
 }
 
+// ownerPresenceTo sends to an address the presence of each available resource of one of
+// this node's users (or an unavailable presence from each), except between the user and
+// a JID it blocks, or a user that blocks the resource (XEP-0191; the unavailable presence
+// of a block goes).
 func (u *users) ownerPresenceTo(bare, to string, unavailable bool) {
+	if !unavailable && u.r.blocked(bare, to) {
+		return
+	}
+	var fulls []string
 	var out [][]byte
 	u.owners.Do(bare, func(entries resources) resources {
 		for res, e := range entries {
@@ -54,6 +63,7 @@ func (u *users) ownerPresenceTo(bare, to string, unavailable bool) {
 				continue
 			}
 			full := bare + "/" + res
+			fulls = append(fulls, full)
 			if unavailable {
 				out = append(out, xmpp.Presence("unavailable", full, to))
 			} else {
@@ -62,8 +72,11 @@ func (u *users) ownerPresenceTo(bare, to string, unavailable bool) {
 		}
 		return entries
 	})
-	for _, b := range out {
-		u.deliverTo(to, b)
+	toBare := bareOf(to)
+	for i, b := range out {
+		if !u.r.blocked(toBare, fulls[i]) {
+			u.deliverTo(to, b)
+		}
 	}
 }
 
@@ -108,7 +121,7 @@ func (u *users) deliverTo(to string, data []byte) {
 func (u *users) ownerRegister(m *pb.UserRegister, local *Session) bool {
 	e := &resEntry{Handle: directory.Handle[*Session]{Local: local, PID: fromRef(m.Session)}, Node: m.Node,
 		Available: m.Available, Priority: m.Priority, Presence: m.Presence, Interested: m.RosterInterested,
-		Carbons: m.Carbons}
+		Carbons: m.Carbons, BlocklistInterested: m.BlocklistInterested}
 	var loser *resEntry
 	var others []namedEntry
 	var tell []*resEntry // sessions to tell whether the user wants carbons

@@ -108,7 +108,7 @@ func (sub *subscriptions) rosterPush(host, bare, ver string, it roster.Item) {
 	payload := roster.PushQuery(ver, it)
 	push := xmpp.IQSet("push-"+xmpp.NewID(), bare, bare, payload)
 	if node, self := sub.r.users.owner(bare); self {
-		sub.r.users.ownerPush(bare, push)
+		sub.r.users.ownerPush(bare, push, false)
 	} else {
 		sub.r.link.ToNode(node, &pb.UserPush{Bare: bare, Stanza: push})
 	}

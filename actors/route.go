@@ -22,12 +22,13 @@ import (
 //                   for the account (delegation first); a message goes to the own bare JID
 //  2. subscription: a client's presence subscription stanza (RFC 6121 §3)
 //  3. address:      'to' must be a JID
-//  4. managing:     an answer to an IQ the server forwarded to a managing entity
-//  5. delegation:   an IQ request in a delegated namespace (XEP-0355)
-//  6. privileged:   what a privileged entity sends on behalf of users (XEP-0356)
-//  7. server:       what the served domain, or a user's bare JID, answers itself
-//  8. user:         delivery to a user's sessions (RFC 6121 §8.5)
-//  9. component:    a connected component's domain; anything else is a remote domain
+//  4. blocking:     between a user and the JIDs it blocks, both ways (XEP-0191, blocking.go)
+//  5. managing:     an answer to an IQ the server forwarded to a managing entity
+//  6. delegation:   an IQ request in a delegated namespace (XEP-0355)
+//  7. privileged:   what a privileged entity sends on behalf of users (XEP-0356)
+//  8. server:       what the served domain, or a user's bare JID, answers itself
+//  9. user:         delivery to a user's sessions (RFC 6121 §8.5)
+// 10. component:    a connected component's domain; anything else is a remote domain
 //                   (no s2s yet: remote-server-not-found)
 //
 // Stages take the stanza as a *routed that lives on route's stack, and are called
@@ -130,6 +131,9 @@ func (r *Router) decide(rt *routed) verdict {
 		return v
 	}
 	if v := r.address(rt); v.state != passed {
+		return v
+	}
+	if v := r.blocking(rt); v.state != passed {
 		return v
 	}
 	if rt.host == nil {

@@ -590,7 +590,10 @@ func TestAdvertisedServerFeaturesAnswer(t *testing.T) {
 		if !domainIQs[ns].get {
 			typ = "set"
 		}
-		if elem == "*" {
+		switch {
+		case ns == NSBlocking:
+			elem = "blocklist" // XEP-0191: blocklist (get), block or unblock (sets)
+		case elem == "*":
 			elem = "enable" // carbons: enable or disable
 		}
 		w.send(w.alice1, `<iq type='`+typ+`' to='example.test' id='`+id+`'><`+elem+` xmlns='`+ns+`'/></iq>`)

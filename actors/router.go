@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchboard-im/switchboard/blocking"
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
@@ -84,6 +85,9 @@ type Router struct {
 	deleg   *Delegation    // nil: no XEP-0355
 	rosters Rosters        // nil: no roster storage (empty rosters are answered)
 	offline *offline.Store // nil: no offline storage (messages to offline users bounce)
+	// blocklists are every user's XEP-0191 blocklist (nil: nobody blocks anyone, and
+	// blocking IQs find no storage)
+	blocklists *blocking.Cache
 
 	nodeID  string
 	metrics *Metrics
@@ -156,6 +160,9 @@ type Config struct {
 	UnreachableFor time.Duration
 	// Offline stores messages for users with no available resource (XEP-0160; nil: none).
 	Offline *offline.Store
+	// Blocklists are the users' XEP-0191 blocklists, this node's copy of them and their
+	// store (nil: none).
+	Blocklists *blocking.Cache
 	// ActorPrefix begins the names of session actors: cluster.ActorPrefix of this run's
 	// incarnation, so that no name is given out again by a later run.
 	ActorPrefix string
@@ -225,6 +232,7 @@ func NewRouter(c Config) *Router {
 	r.drain.handover = make(chan struct{})
 	r.actorPrefix = c.ActorPrefix
 	r.offline = c.Offline
+	r.blocklists = c.Blocklists
 	r.users = &users{r: r, sessions: directory.NewSessions[*Session](), owners: directory.NewOwners[*Session]()}
 	r.users.offline.seed = maphash.MakeSeed()
 	r.del, r.priv, r.subs = &delegator{r: r}, &privileged{r: r}, &subscriptions{r}

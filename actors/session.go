@@ -93,6 +93,8 @@ type Session struct {
 	directed         map[string]struct{}
 	csi              csi // XEP-0352: what an inactive client's actor holds back (csi.go)
 
+	// blocklistInterested: it asked for its blocklist, so blocklist pushes go to it (XEP-0191 §3.2)
+	blocklistInterested atomic.Bool
 	// XEP-0198 (sm.go): sm is the actor's, smIn the reader's count of the client's
 	// stanzas; resumable: a lost connection detaches the session instead of ending it.
 	sm         *smState

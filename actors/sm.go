@@ -279,6 +279,7 @@ func (cr *c2sReader) resumeMoved(bare, res, token string, h uint32) bool {
 		s.lastPresence.Store(&p)
 	}
 	s.rosterInterested.Store(st.RosterInterested)
+	s.blocklistInterested.Store(st.BlocklistInterested)
 	s.carbons.Store(st.Carbons)
 	s.userCarbons.Store(st.UserCarbons)
 	for _, to := range st.Directed {
@@ -343,7 +344,7 @@ func (s *Session) smHandOver(m *smHandOver) *pb.SMState {
 	st := &pb.SMState{Ok: true, Id: sm.id, MaxMs: sm.max.Milliseconds(), In: s.smIn.Load(), Out: sm.out,
 		Queue: sm.queue, Available: s.available.Load(), Priority: s.priority.Load(),
 		RosterInterested: s.rosterInterested.Load(), Carbons: s.carbons.Load(), UserCarbons: s.userCarbons.Load(),
-		Directed: s.takeDirected()}
+		Directed: s.takeDirected(), BlocklistInterested: s.blocklistInterested.Load()}
 	if p := s.lastPresence.Load(); p != nil {
 		st.Presence = *p
 	}

@@ -123,8 +123,8 @@ func (sub *subscriptions) outboundSubscription(s *Session, env *xmpp.Envelope) {
 		return // presence errors are not answered
 	}
 	contact := to.Bare().String()
-	if contact == s.Bare {
-		return
+	if contact == s.Bare || sub.r.blocked(s.Bare, contact) {
+		return // to oneself, or to a JID one blocks (XEP-0191: not routed)
 	}
 	typ := env.Type
 	stanza := env.Rewrite(s.Bare, contact)
@@ -144,8 +144,12 @@ func (sub *subscriptions) outboundSubscription(s *Session, env *xmpp.Envelope) {
 
 // sendSubscription delivers a subscription stanza from user to contact, and the presence
 // that goes with an approval, or with the cancellation of a subscription the contact had
-// (saw: RFC 6121 §3.1.5, §3.2.2).
+// (saw: RFC 6121 §3.1.5, §3.2.2). Between a user and a JID it blocks, nothing goes
+// (XEP-0191): the contact's roster does not change either.
 func (sub *subscriptions) sendSubscription(user, contact, typ string, stanza []byte, saw bool) {
+	if sub.r.blocked(user, contact) || sub.r.blocked(contact, user) {
+		return
+	}
 	if h, _, ok := sub.isLocalUser(contact); ok {
 		sub.inboundSubscription(h, contact, user, typ, stanza)
 	} else if _, domain, _ := cutAt(contact); domain != "" {
@@ -216,6 +220,9 @@ func (sub *subscriptions) broadcastToContacts(s *Session, presence []byte, initi
 	}
 	hosts := map[string]bool{}
 	for _, it := range ros.Items {
+		if sub.r.blocked(s.Bare, it.JID) || sub.r.blocked(it.JID, s.Full) {
+			continue // XEP-0191: neither way between a user and a JID it blocks
+		}
 		if it.Subscription == roster.SubFrom || it.Subscription == roster.SubBoth {
 			sub.r.users.deliverTo(it.JID, readdress(presence, s.Full, it.JID))
 			if _, domain, _ := cutAt(it.JID); sub.r.hosts[domain] != nil {
@@ -228,12 +235,14 @@ func (sub *subscriptions) broadcastToContacts(s *Session, presence []byte, initi
 		return
 	}
 	for _, it := range ros.Items {
-		if it.Subscription == roster.SubTo || it.Subscription == roster.SubBoth {
+		if (it.Subscription == roster.SubTo || it.Subscription == roster.SubBoth) && !sub.r.blocked(s.Bare, it.JID) {
 			sub.presenceTo(it.JID, s.Full, false)
 		}
 	}
 	for _, from := range ros.PendingIn {
-		s.Send(xmpp.Presence(roster.Subscribe, from, s.Bare))
+		if !sub.r.blocked(s.Bare, from) {
+			s.Send(xmpp.Presence(roster.Subscribe, from, s.Bare))
+		}
 	}
 }
 

@@ -87,7 +87,8 @@ func (u *users) bindUser(s *Session) bool {
 func (u *users) register(s *Session, replace bool) bool {
 	m := &pb.UserRegister{Bare: s.Bare, Resource: s.Res, Session: toRef(s.pid), Node: u.r.nodeID,
 		Available: s.available.Load(), Priority: s.priority.Load(), Replace: replace,
-		RosterInterested: s.rosterInterested.Load(), Carbons: s.carbons.Load(), Resumed: replace && s.resumed}
+		RosterInterested: s.rosterInterested.Load(), Carbons: s.carbons.Load(),
+		BlocklistInterested: s.blocklistInterested.Load(), Resumed: replace && s.resumed}
 	if p := s.lastPresence.Load(); p != nil {
 		m.Presence = *p
 	}

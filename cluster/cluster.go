@@ -78,7 +78,10 @@ type Member struct {
 //	3: draining (a node's state says it withdrew its component connections) and Drained
 //	4: clean component closes (a node's state names them) and ComponentClosed
 //	5: UserCarbon, UserRegister.carbons and CarbonsWanted (XEP-0280; an older node drops them)
-//	6: SMLocate, SMTakeover and UserRegister.resumed (XEP-0198 resumption on another node)
+//	6: SMLocate, SMTakeover, SMState.blocklist_interested and UserRegister.resumed (XEP-0198
+//	   resumption on another node); BlocklistSync, UserRegister.blocklist_interested and
+//	   UserPush.blocklist (XEP-0191; an older node is not waited for, and gets no
+//	   blocklist push to make)
 const ProtoVersion = 6
 
 // ComponentEntry is one connected component session somewhere in the cluster.

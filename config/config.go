@@ -543,6 +543,9 @@ type LimitsConfig struct {
 	// MaxRosterItems is how many items one user's roster may hold; a roster set
 	// beyond it gets resource-constraint. Default: 1000.
 	MaxRosterItems int `yaml:"max_roster_items"`
+	// BlocklistMaxItems is how many JIDs one user may block (XEP-0191); a block
+	// beyond it gets resource-constraint. Default: 1000.
+	BlocklistMaxItems int `yaml:"blocklist_max_items"`
 	// MaxPendingWork is how much work one session's stanzas may have started and
 	// not finished (server IQs waiting for the host, roster reads and writes,
 	// presence to contacts) before the session is not read until it drains to
@@ -689,6 +692,7 @@ func Default() *Config {
 			OfflineMaxMessages:      100,
 			OfflineMaxBytes:         256 << 10,
 			MaxRosterItems:          1000,
+			BlocklistMaxItems:       1000,
 			MaxPendingWork:          64,
 			MaxInflightIQs:          256,
 			MaxEtcdRequests:         64,
@@ -982,6 +986,7 @@ func (c *Config) Validate() error {
 	v.nonNegative("limits.offline_max_messages", int64(c.Limits.OfflineMaxMessages), "0 = store nothing")
 	v.nonNegative("limits.offline_max_bytes", int64(c.Limits.OfflineMaxBytes), "0 = store nothing")
 	v.positive("limits.max_roster_items", int64(c.Limits.MaxRosterItems))
+	v.positive("limits.blocklist_max_items", int64(c.Limits.BlocklistMaxItems))
 	v.positive("limits.max_pending_work", int64(c.Limits.MaxPendingWork))
 	v.positive("limits.max_inflight_iqs", int64(c.Limits.MaxInflightIQs))
 	v.positive("limits.max_etcd_requests", int64(c.Limits.MaxEtcdRequests))

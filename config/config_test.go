@@ -78,7 +78,7 @@ func TestDefaultValidates(t *testing.T) {
 	want := LimitsConfig{
 		MaxStanzaBytes: 262144, NegotiationTimeout: Duration(30 * time.Second),
 		IdleTimeout: Duration(10 * time.Minute), ParkAfter: Duration(5 * time.Second), WriteTimeout: Duration(30 * time.Second),
-		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, CSIMaxHeldBytes: 65536, SMResumeTimeout: Duration(300 * time.Second), SMMaxUnacked: 500, SMMaxUnackedBytes: 1 << 20, OfflineMaxMessages: 100, OfflineMaxBytes: 262144, MaxRosterItems: 1000, MaxPendingWork: 64, MaxInflightIQs: 256, MaxEtcdRequests: 64,
+		MaxAuthAttempts: 3, MaxSendQueueBytes: 8388608, CSIMaxHeldBytes: 65536, SMResumeTimeout: Duration(300 * time.Second), SMMaxUnacked: 500, SMMaxUnackedBytes: 1 << 20, OfflineMaxMessages: 100, OfflineMaxBytes: 262144, MaxRosterItems: 1000, BlocklistMaxItems: 1000, MaxPendingWork: 64, MaxInflightIQs: 256, MaxEtcdRequests: 64,
 		MaxUnauthenticated: 4096, MaxUnauthenticatedPerIP: 64,
 		AuthFailuresPerIP: 10, AuthFailureWindow: Duration(10 * time.Minute), MaxSessionsPerUser: 10,
 		ClientBytesPerSecond: 262144, ClientStanzasPerSecond: 2000, ClientRateBurst: Duration(2 * time.Second),
@@ -600,8 +600,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 61 {
-		t.Errorf("checked %d keys, want 61 (update this test when adding keys)", n)
+	if n != 62 {
+		t.Errorf("checked %d keys, want 62 (update this test when adding keys)", n)
 	}
 }
 

@@ -35,6 +35,9 @@ type Entry[S Local] struct {
 	Interested bool
 	// Carbons: the session enabled message carbons (XEP-0280).
 	Carbons bool
+	// BlocklistInterested: the session asked for its blocklist, so blocklist pushes go
+	// to it (XEP-0191 §3.2).
+	BlocklistInterested bool
 }
 
 // Named is an entry with its resource.

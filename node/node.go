@@ -28,6 +28,7 @@ import (
 
 	"github.com/switchboard-im/switchboard/accounts"
 	"github.com/switchboard-im/switchboard/actors"
+	"github.com/switchboard-im/switchboard/blocking"
 	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/delegation"
@@ -63,6 +64,7 @@ type Node struct {
 	privs    *privileges.Watcher
 	rosters  *roster.Store
 	offline  *offline.Store
+	blocks   *blocking.Cache
 	sys      *actor.ActorSystem
 	router   *actors.Router
 	link     *nodelink.Link
@@ -187,6 +189,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 	n.router.SetSettings(routerLimits(cfg), componentOptions(cfg))
 	n.rosters.SetMaxItems(cfg.Limits.MaxRosterItems)
 	n.offline.SetLimits(cfg.Limits.OfflineMaxMessages, cfg.Limits.OfflineMaxBytes)
+	n.blocks.Store().SetMaxItems(cfg.Limits.BlocklistMaxItems)
 	n.rosters.SetMaxRequests(cfg.Limits.MaxEtcdRequests)
 	n.link.SetMaxQueued(int64(cfg.Cluster.MaxQueuedBytes))
 	n.accounts.SetMaxIterations(cfg.Accounts.MaxSCRAMIterations)
@@ -346,6 +349,12 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 	n.rosters = roster.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.MaxRosterItems)
 	n.rosters.SetMaxRequests(cfg.Limits.MaxEtcdRequests)
 	n.offline = offline.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.OfflineMaxMessages, cfg.Limits.OfflineMaxBytes)
+	// Every blocklist, in memory before the first stanza is routed (XEP-0191).
+	n.blocks = blocking.NewCache(blocking.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.BlocklistMaxItems), n.log)
+	if err = n.blocks.Start(ctx); err != nil {
+		return fmt.Errorf("blocklists: %w", err)
+	}
+	n.started("blocklists", n.blocks.Stop)
 	var (
 		members nodelink.Members // nil: standalone
 		cl      actors.Cluster   // nil: standalone
@@ -386,9 +395,10 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 			Timeout:    cfg.Delegation.Timeout.D(),
 			StallAfter: cfg.Delegation.StallAfter.D(),
 		},
-		Metrics: actors.NewMetrics(n.metrics.reg),
-		Rosters: n.rosters,
-		Offline: n.offline,
+		Metrics:    actors.NewMetrics(n.metrics.reg),
+		Rosters:    n.rosters,
+		Offline:    n.offline,
+		Blocklists: n.blocks,
 		// Long enough for the membership to declare a dead node dead (probe interval ×
 		// suspicion multiplier, plus probe timeouts).
 		UnreachableFor: max(time.Second, cfg.Cluster.ProbeInterval.D()*time.Duration(cfg.Cluster.SuspicionMult+3)),

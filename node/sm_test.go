@@ -84,10 +84,6 @@ func (c *smClient) ack() {
 // drop loses the connection without a closing tag, as a phone changing networks does.
 func (c *smClient) drop() { _ = c.p.S.Conn().Close() }
 
-func chat(to, id string) string {
-	return `<message to='` + to + `' type='chat' id='` + id + `'><body>` + id + `</body></message>`
-}
-
 // XEP-0198 acks: the server counts what the client sent exactly (IQs, messages,
 // presence, errors to bad stanzas), asks once per burst for the client's count, and
 // enable before bind or twice fails.

@@ -48,6 +48,9 @@ type Handler interface {
 	UserStanza(*pb.UserStanza)
 	// UserCarbon: copy a message the user sent to the user's other resources (XEP-0280).
 	UserCarbon(*pb.UserCarbon)
+	// BlocklistSync: call done once this node enforces the blocklists as of the
+	// revision (XEP-0191); it must not block (done may be called from any goroutine).
+	BlocklistSync(m *pb.BlocklistSync, done func())
 	// DelegationReply is a managing entity's raw answer that another node could not
 	// unwrap for us (an older node); DelegationAnswer an answer it unwrapped.
 	DelegationReply(*pb.DelegationReply)

@@ -40,21 +40,15 @@ func (l *Link) receive(ctx actor.Context) {
 		l.sys.Root.Send(l.workers[n%uint64(len(l.workers))], m)
 	case *pb.UserRegister:
 		ok := h.UserRegister(m)
-		if sender := ctx.Sender(); sender != nil {
-			l.respond(sender, &pb.Ack{Refused: !ok})
-		}
+		l.respond(ctx.Sender(), &pb.Ack{Refused: !ok})
+	case *pb.BlocklistSync:
+		sender := ctx.Sender()
+		h.BlocklistSync(m, func() { l.respond(sender, &pb.Ack{}) })
 	case *pb.SMLocate:
-		if sender := ctx.Sender(); sender != nil {
-			l.respond(sender, h.SMLocate(m))
-		}
+		l.respond(ctx.Sender(), h.SMLocate(m))
 	case *pb.SMTakeover:
 		sender := ctx.Sender()
-		go func() {
-			st := h.SMTakeover(m)
-			if sender != nil {
-				l.respond(sender, st)
-			}
-		}()
+		go func() { l.respond(sender, h.SMTakeover(m)) }()
 	case *pb.UserUnregister:
 		h.UserUnregister(m)
 	case *pb.UserPresence:
@@ -130,6 +124,9 @@ func (l *Link) receiveReply(ctx actor.Context) {
 
 // respond answers a request (to its future, here or on the node that asked).
 func (l *Link) respond(to *actor.PID, msg proto.Message) {
+	if to == nil {
+		return
+	}
 	if to.Address != l.sys.Address() {
 		cluster.Hand(to.Address, int64(proto.Size(msg)), 0) // counted in as the codec will count it out
 	}

@@ -47,6 +47,9 @@ type StanzaError struct {
 	Type      string
 	Condition string
 	Text      string
+	// App is an application-specific condition, as XML with its namespace declared
+	// (e.g. `<blocked xmlns='urn:xmpp:blocking:errors'/>`), written after the text.
+	App string
 }
 
 func (e *StanzaError) Error() string { return "stanza error: " + e.Type + "/" + e.Condition }
@@ -82,6 +85,7 @@ func (e *StanzaError) writeElement(b *bytes.Buffer, by string) {
 		xml.EscapeText(b, []byte(e.Text))
 		b.WriteString("</text>")
 	}
+	b.WriteString(e.App)
 	b.WriteString("</error>")
 }
 

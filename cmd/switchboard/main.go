@@ -24,6 +24,8 @@ import (
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/internal/gcpace"
 	"github.com/switchboard-im/switchboard/node"
+	"github.com/switchboard-im/switchboard/blocking"
+	"github.com/switchboard-im/switchboard/offline"
 	"github.com/switchboard-im/switchboard/roster"
 )
 
@@ -240,7 +242,7 @@ func userCmd(g *globals) *cobra.Command {
 	add.Flags().BoolVar(&stdin, "password-stdin", false, "read the password from standard input (first line)")
 	rm := &cobra.Command{
 		Use:   "rm USER@HOST",
-		Short: "Remove an account (and its roster)",
+		Short: "Remove an account (and its roster, offline messages and blocklist)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			host, local, err := accounts.ParseUser(args[0])
@@ -252,6 +254,12 @@ func userCmd(g *globals) *cobra.Command {
 					return err
 				}
 				if err := roster.New(cli, cfg.Etcd.Prefix, 0).Delete(ctx, host, local); err != nil {
+					return err
+				}
+				if _, err := offline.New(cli, cfg.Etcd.Prefix, 1, 1).Take(ctx, host, local); err != nil {
+					return err
+				}
+				if _, _, err := blocking.New(cli, cfg.Etcd.Prefix, 0).Unblock(ctx, host, local, nil); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %s@%s\n", local, host)

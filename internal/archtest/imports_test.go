@@ -17,6 +17,7 @@ var allowed = map[string][]string{
 	"config":         {},
 	"roster":         {},
 	"offline":        {},
+	"blocking":       {"internal/etcdx"},
 	"cluster":        {},
 	"accounts":       {"internal/etcdx"},
 	"delegation":     {"xmpp", "internal/etcdx"},
@@ -24,8 +25,8 @@ var allowed = map[string][]string{
 	"nodelink/pb":    {},
 	"nodelink":       {"cluster", "delegation", "nodelink/pb"},
 	"directory":      {"config"},
-	"actors":         {"cluster", "config", "delegation", "directory", "nodelink", "nodelink/pb", "offline", "privileges", "roster", "xmpp"},
-	"node":           {"accounts", "actors", "cluster", "config", "delegation", "nodelink", "offline", "privileges", "roster", "xmpp", "internal/etcdx"},
+	"actors":         {"blocking", "cluster", "config", "delegation", "directory", "nodelink", "nodelink/pb", "offline", "privileges", "roster", "xmpp"},
+	"node":           {"accounts", "actors", "blocking", "cluster", "config", "delegation", "nodelink", "offline", "privileges", "roster", "xmpp", "internal/etcdx"},
 	"internal/etcdx": {},
 }
 

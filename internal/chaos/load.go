@@ -162,7 +162,7 @@ func (l *load) send(ctx context.Context, c *conn, again []string) bool {
 			last = now
 			n := int(owed)
 			owed -= float64(n)
-			if n == 0 {
+			if n <= 0 { // a tick delayed behind its ticker's start can owe less than nothing
 				continue
 			}
 			ids := make([]string, n)

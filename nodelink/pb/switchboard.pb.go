@@ -294,20 +294,21 @@ func (x *UserStanza) GetSenderBare() string {
 
 // UserRegister tells a user's owner node that a session is bound (or rebound) to a resource.
 type UserRegister struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	Bare             string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
-	Resource         string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	Session          *Ref                   `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
-	Node             string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
-	Available        bool                   `protobuf:"varint,5,opt,name=available,proto3" json:"available,omitempty"`
-	Priority         int32                  `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
-	Presence         []byte                 `protobuf:"bytes,7,opt,name=presence,proto3" json:"presence,omitempty"`
-	Replace          bool                   `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`                                           // a fresh bind: a session already on that resource gets a conflict
-	RosterInterested bool                   `protobuf:"varint,9,opt,name=roster_interested,json=rosterInterested,proto3" json:"roster_interested,omitempty"` // it asked for the roster: roster pushes go to it (RFC 6121 §2.1.6)
-	Carbons          bool                   `protobuf:"varint,10,opt,name=carbons,proto3" json:"carbons,omitempty"`                                          // it enabled message carbons (XEP-0280): copies of the user's chats go to it
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Bare                string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
+	Resource            string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	Session             *Ref                   `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
+	Node                string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Available           bool                   `protobuf:"varint,5,opt,name=available,proto3" json:"available,omitempty"`
+	Priority            int32                  `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
+	Presence            []byte                 `protobuf:"bytes,7,opt,name=presence,proto3" json:"presence,omitempty"`
+	Replace             bool                   `protobuf:"varint,8,opt,name=replace,proto3" json:"replace,omitempty"`                                                     // a fresh bind: a session already on that resource gets a conflict
+	RosterInterested    bool                   `protobuf:"varint,9,opt,name=roster_interested,json=rosterInterested,proto3" json:"roster_interested,omitempty"`           // it asked for the roster: roster pushes go to it (RFC 6121 §2.1.6)
+	Carbons             bool                   `protobuf:"varint,10,opt,name=carbons,proto3" json:"carbons,omitempty"`                                                    // it enabled message carbons (XEP-0280): copies of the user's chats go to it
+	BlocklistInterested bool                   `protobuf:"varint,11,opt,name=blocklist_interested,json=blocklistInterested,proto3" json:"blocklist_interested,omitempty"` // it asked for the blocklist: blocklist pushes go to it (XEP-0191 §3.2)
 	// resumed: a stream-management session moved here from another node (XEP-0198): it
 	// replaces the entry of its resource silently (no conflict, no unavailable). Proto 6.
-	Resumed       bool `protobuf:"varint,11,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	Resumed       bool `protobuf:"varint,12,opt,name=resumed,proto3" json:"resumed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -408,6 +409,13 @@ func (x *UserRegister) GetRosterInterested() bool {
 func (x *UserRegister) GetCarbons() bool {
 	if x != nil {
 		return x.Carbons
+	}
+	return false
+}
+
+func (x *UserRegister) GetBlocklistInterested() bool {
+	if x != nil {
+		return x.BlocklistInterested
 	}
 	return false
 }
@@ -613,12 +621,13 @@ func (x *Ack) GetRefused() bool {
 	return false
 }
 
-// UserPush asks a user's owner node to write a stanza (a roster push) to every bound
-// resource of the user, each addressed to that resource's full JID.
+// UserPush asks a user's owner node to write a stanza (a roster push) to every
+// interested resource of the user, each addressed to that resource's full JID.
 type UserPush struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Bare          string                 `protobuf:"bytes,1,opt,name=bare,proto3" json:"bare,omitempty"`
 	Stanza        []byte                 `protobuf:"bytes,2,opt,name=stanza,proto3" json:"stanza,omitempty"`
+	Blocklist     bool                   `protobuf:"varint,3,opt,name=blocklist,proto3" json:"blocklist,omitempty"` // a blocklist push (XEP-0191): to the resources that asked for the blocklist
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -665,6 +674,13 @@ func (x *UserPush) GetStanza() []byte {
 		return x.Stanza
 	}
 	return nil
+}
+
+func (x *UserPush) GetBlocklist() bool {
+	if x != nil {
+		return x.Blocklist
+	}
+	return false
 }
 
 // PrivilegedReply is the answer to an IQ a privileged entity sent on behalf of a user
@@ -1460,22 +1476,23 @@ func (x *SMTakeover) GetTo() *Ref {
 
 // SMState is a session handed over (ok false: it could not be).
 type SMState struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	Ok               bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
-	Id               string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`                     // the resumption id
-	MaxMs            int64                  `protobuf:"varint,3,opt,name=max_ms,json=maxMs,proto3" json:"max_ms,omitempty"` // how long it waits to be resumed
-	In               uint32                 `protobuf:"varint,4,opt,name=in,proto3" json:"in,omitempty"`                    // stanzas the client sent: the h for <resumed/>
-	Out              uint32                 `protobuf:"varint,5,opt,name=out,proto3" json:"out,omitempty"`                  // stanzas written to the client, acknowledged or not
-	Queue            [][]byte               `protobuf:"bytes,6,rep,name=queue,proto3" json:"queue,omitempty"`               // the stanzas the client has not acknowledged, oldest first
-	Available        bool                   `protobuf:"varint,7,opt,name=available,proto3" json:"available,omitempty"`
-	Priority         int32                  `protobuf:"varint,8,opt,name=priority,proto3" json:"priority,omitempty"`
-	Presence         []byte                 `protobuf:"bytes,9,opt,name=presence,proto3" json:"presence,omitempty"` // its last available presence
-	RosterInterested bool                   `protobuf:"varint,10,opt,name=roster_interested,json=rosterInterested,proto3" json:"roster_interested,omitempty"`
-	Carbons          bool                   `protobuf:"varint,11,opt,name=carbons,proto3" json:"carbons,omitempty"`
-	UserCarbons      bool                   `protobuf:"varint,12,opt,name=user_carbons,json=userCarbons,proto3" json:"user_carbons,omitempty"`
-	Directed         []string               `protobuf:"bytes,13,rep,name=directed,proto3" json:"directed,omitempty"` // who got directed presence from it
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Ok                  bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Id                  string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`                     // the resumption id
+	MaxMs               int64                  `protobuf:"varint,3,opt,name=max_ms,json=maxMs,proto3" json:"max_ms,omitempty"` // how long it waits to be resumed
+	In                  uint32                 `protobuf:"varint,4,opt,name=in,proto3" json:"in,omitempty"`                    // stanzas the client sent: the h for <resumed/>
+	Out                 uint32                 `protobuf:"varint,5,opt,name=out,proto3" json:"out,omitempty"`                  // stanzas written to the client, acknowledged or not
+	Queue               [][]byte               `protobuf:"bytes,6,rep,name=queue,proto3" json:"queue,omitempty"`               // the stanzas the client has not acknowledged, oldest first
+	Available           bool                   `protobuf:"varint,7,opt,name=available,proto3" json:"available,omitempty"`
+	Priority            int32                  `protobuf:"varint,8,opt,name=priority,proto3" json:"priority,omitempty"`
+	Presence            []byte                 `protobuf:"bytes,9,opt,name=presence,proto3" json:"presence,omitempty"` // its last available presence
+	RosterInterested    bool                   `protobuf:"varint,10,opt,name=roster_interested,json=rosterInterested,proto3" json:"roster_interested,omitempty"`
+	Carbons             bool                   `protobuf:"varint,11,opt,name=carbons,proto3" json:"carbons,omitempty"`
+	UserCarbons         bool                   `protobuf:"varint,12,opt,name=user_carbons,json=userCarbons,proto3" json:"user_carbons,omitempty"`
+	Directed            []string               `protobuf:"bytes,13,rep,name=directed,proto3" json:"directed,omitempty"` // who got directed presence from it
+	BlocklistInterested bool                   `protobuf:"varint,14,opt,name=blocklist_interested,json=blocklistInterested,proto3" json:"blocklist_interested,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SMState) Reset() {
@@ -1599,6 +1616,60 @@ func (x *SMState) GetDirected() []string {
 	return nil
 }
 
+func (x *SMState) GetBlocklistInterested() bool {
+	if x != nil {
+		return x.BlocklistInterested
+	}
+	return false
+}
+
+// BlocklistSync asks a node to answer (an Ack) once its copy of the blocklists has applied
+// an etcd revision: the node where a user blocked or unblocked someone answers the IQ
+// when every member enforces the change (XEP-0191). Proto version 6.
+type BlocklistSync struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlocklistSync) Reset() {
+	*x = BlocklistSync{}
+	mi := &file_switchboard_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlocklistSync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlocklistSync) ProtoMessage() {}
+
+func (x *BlocklistSync) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlocklistSync.ProtoReflect.Descriptor instead.
+func (*BlocklistSync) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *BlocklistSync) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -1620,7 +1691,7 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12+\n" +
 	"\x06sender\x18\x03 \x01(\v2\x13.switchboard.v1.RefR\x06sender\x12\x1f\n" +
 	"\vsender_bare\x18\x04 \x01(\tR\n" +
-	"senderBare\"\xd2\x02\n" +
+	"senderBare\"\x85\x03\n" +
 	"\fUserRegister\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12-\n" +
@@ -1632,8 +1703,9 @@ const file_switchboard_proto_rawDesc = "" +
 	"\areplace\x18\b \x01(\bR\areplace\x12+\n" +
 	"\x11roster_interested\x18\t \x01(\bR\x10rosterInterested\x12\x18\n" +
 	"\acarbons\x18\n" +
-	" \x01(\bR\acarbons\x12\x18\n" +
-	"\aresumed\x18\v \x01(\bR\aresumed\"o\n" +
+	" \x01(\bR\acarbons\x121\n" +
+	"\x14blocklist_interested\x18\v \x01(\bR\x13blocklistInterested\x12\x18\n" +
+	"\aresumed\x18\f \x01(\bR\aresumed\"o\n" +
 	"\x0eUserUnregister\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12-\n" +
@@ -1646,10 +1718,11 @@ const file_switchboard_proto_rawDesc = "" +
 	"\bpresence\x18\x05 \x01(\fR\bpresence\x12-\n" +
 	"\asession\x18\x06 \x01(\v2\x13.switchboard.v1.RefR\asession\"\x1f\n" +
 	"\x03Ack\x12\x18\n" +
-	"\arefused\x18\x01 \x01(\bR\arefused\"6\n" +
+	"\arefused\x18\x01 \x01(\bR\arefused\"T\n" +
 	"\bUserPush\x12\x12\n" +
 	"\x04bare\x18\x01 \x01(\tR\x04bare\x12\x16\n" +
-	"\x06stanza\x18\x02 \x01(\fR\x06stanza\")\n" +
+	"\x06stanza\x18\x02 \x01(\fR\x06stanza\x12\x1c\n" +
+	"\tblocklist\x18\x03 \x01(\bR\tblocklist\")\n" +
 	"\x0fPrivilegedReply\x12\x16\n" +
 	"\x06stanza\x18\x01 \x01(\fR\x06stanza\"k\n" +
 	"\x0ePresenceReplay\x12\x12\n" +
@@ -1705,7 +1778,7 @@ const file_switchboard_proto_rawDesc = "" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\tR\x05token\x12\f\n" +
 	"\x01h\x18\x04 \x01(\rR\x01h\x12#\n" +
-	"\x02to\x18\x05 \x01(\v2\x13.switchboard.v1.RefR\x02to\"\xd4\x02\n" +
+	"\x02to\x18\x05 \x01(\v2\x13.switchboard.v1.RefR\x02to\"\x87\x03\n" +
 	"\aSMState\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x15\n" +
@@ -1720,7 +1793,10 @@ const file_switchboard_proto_rawDesc = "" +
 	" \x01(\bR\x10rosterInterested\x12\x18\n" +
 	"\acarbons\x18\v \x01(\bR\acarbons\x12!\n" +
 	"\fuser_carbons\x18\f \x01(\bR\vuserCarbons\x12\x1a\n" +
-	"\bdirected\x18\r \x03(\tR\bdirectedB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
+	"\bdirected\x18\r \x03(\tR\bdirected\x121\n" +
+	"\x14blocklist_interested\x18\x0e \x01(\bR\x13blocklistInterested\"+\n" +
+	"\rBlocklistSync\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevisionB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -1734,7 +1810,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),               // 0: switchboard.v1.Ref
 	(*Deliver)(nil),           // 1: switchboard.v1.Deliver
@@ -1760,6 +1836,7 @@ var file_switchboard_proto_goTypes = []any{
 	(*SMLocation)(nil),        // 21: switchboard.v1.SMLocation
 	(*SMTakeover)(nil),        // 22: switchboard.v1.SMTakeover
 	(*SMState)(nil),           // 23: switchboard.v1.SMState
+	(*BlocklistSync)(nil),     // 24: switchboard.v1.BlocklistSync
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0,  // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -1788,7 +1865,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
