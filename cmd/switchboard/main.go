@@ -20,11 +20,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/switchboard-im/switchboard/accounts"
+	"github.com/switchboard-im/switchboard/blocking"
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
 	"github.com/switchboard-im/switchboard/internal/gcpace"
 	"github.com/switchboard-im/switchboard/node"
-	"github.com/switchboard-im/switchboard/blocking"
 	"github.com/switchboard-im/switchboard/offline"
 	"github.com/switchboard-im/switchboard/roster"
 )
