@@ -8,7 +8,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"mellium.im/sasl"
-	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 
@@ -131,7 +129,7 @@ func session(user int, final xmpp.StreamFeature) (*xmpp.Session, net.Conn, error
 // dialErr logs user (0 alice, 1 bob) in with a fresh resource of the suite's own.
 func (k *check) dialErr(user int) (*client, error) {
 	res := "cmp-" + randHex(4)
-	sess, conn, err := session(user, bindFeature(res))
+	sess, conn, err := session(user, xmpptest.BindFeature(res))
 	if err != nil {
 		return nil, err
 	}
@@ -157,90 +155,17 @@ func (k *check) online(user int) *client {
 	return c
 }
 
-// bindFeature binds the given resource (mellium's own bind never sends it).
-func bindFeature(resource string) xmpp.StreamFeature {
-	return xmpp.StreamFeature{
-		Name:       xml.Name{Space: "urn:ietf:params:xml:ns:xmpp-bind", Local: "bind"},
-		Necessary:  xmpp.Authn,
-		Prohibited: xmpp.Ready,
-		Parse: func(ctx context.Context, d *xml.Decoder, start *xml.StartElement) (bool, interface{}, error) {
-			return true, nil, d.Skip()
-		},
-		Negotiate: func(ctx context.Context, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, error) {
-			req := `<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>` + resource + `</resource></bind></iq>`
-			if err := writeRaw(s, req); err != nil {
-				return 0, nil, err
-			}
-			var reply struct {
-				Type string `xml:"type,attr"`
-				JID  string `xml:"bind>jid"`
-			}
-			r := s.TokenReader()
-			err := xml.NewTokenDecoder(r).Decode(&reply)
-			r.Close()
-			if err != nil || reply.Type != "result" {
-				return 0, nil, fmt.Errorf("bind: %v (type %q)", err, reply.Type)
-			}
-			full, err := jid.Parse(reply.JID)
-			if err != nil {
-				return 0, nil, err
-			}
-			s.UpdateAddr(full)
-			return xmpp.Ready, nil, nil
-		},
-	}
-}
-
-// resumeFeature sends <resume/> instead of binding and keeps the server's answer.
-func resumeFeature(full, previd string, h uint32, answer *Elem) xmpp.StreamFeature {
-	return xmpp.StreamFeature{
-		Name:       xml.Name{Space: nsSM, Local: "sm"},
-		Necessary:  xmpp.Authn,
-		Prohibited: xmpp.Ready,
-		Parse: func(ctx context.Context, d *xml.Decoder, start *xml.StartElement) (bool, interface{}, error) {
-			return true, nil, d.Skip()
-		},
-		Negotiate: func(ctx context.Context, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, error) {
-			if err := writeRaw(s, fmt.Sprintf(`<resume xmlns='%s' previd='%s' h='%d'/>`, nsSM, xmlEscape(previd), h)); err != nil {
-				return 0, nil, err
-			}
-			r := s.TokenReader()
-			err := xml.NewTokenDecoder(r).Decode(answer)
-			r.Close()
-			if err != nil {
-				return 0, nil, err
-			}
-			if answer.XMLName.Local != "resumed" {
-				return 0, nil, fmt.Errorf("resume answered %s", answer)
-			}
-			if full != "" {
-				s.UpdateAddr(jid.MustParse(full))
-			}
-			return xmpp.Ready, nil, nil
-		},
-	}
-}
-
 // dialResume logs user in and resumes previd with h; answer is the server's <resumed/>
 // or <failed/> (then err is set and the connection closed).
 func (k *check) dialResume(user int, full, previd string, h uint32) (*client, *Elem, error) {
 	var answer Elem
-	sess, conn, err := session(user, resumeFeature(full, previd, h, &answer))
+	sess, conn, err := session(user, xmpptest.ResumeFeature(full, previd, h, &answer))
 	if err != nil {
 		return nil, &answer, err
 	}
 	c := &client{k: k, p: xmpptest.NewPeer(k.t, sess), tcp: conn, user: user, full: full, sm: true, smID: previd}
 	k.t.Cleanup(c.closeClean)
 	return c, &answer, nil
-}
-
-func writeRaw(s *xmpp.Session, raw string) error {
-	w := s.TokenWriter()
-	defer w.Close()
-	if _, err := xmlstream.Copy(w, xmpptest.Tokens(raw)); err != nil {
-		return err
-	}
-	return w.Flush()
 }
 
 func xmlEscape(s string) string {

@@ -114,7 +114,7 @@ func DialClient(t *testing.T, addr, local, password, resource string, mech sasl.
 	sess, err := xmpp.NewClientSession(ctx, origin, conn,
 		xmpp.StartTLS(&tls.Config{ServerName: "localhost", InsecureSkipVerify: true}),
 		xmpp.SASL("", password, mech),
-		bindFeature(resource))
+		BindFeature(resource))
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
@@ -133,7 +133,9 @@ func Client(t *testing.T, addr, local, password string) *Peer {
 	return p
 }
 
-func bindFeature(resource string) xmpp.StreamFeature {
+// BindFeature binds resource ("": the server picks one): mellium's own client-side bind
+// never sends the requested resource.
+func BindFeature(resource string) xmpp.StreamFeature {
 	return xmpp.StreamFeature{
 		Name:       xml.Name{Space: "urn:ietf:params:xml:ns:xmpp-bind", Local: "bind"},
 		Necessary:  xmpp.Authn,
@@ -496,7 +498,7 @@ func DialResume(t *testing.T, addr, local, password, full, previd string, h uint
 	sess, err := xmpp.NewClientSession(ctx, jid.MustParse(local+"@localhost"), conn,
 		xmpp.StartTLS(&tls.Config{ServerName: "localhost", InsecureSkipVerify: true}),
 		xmpp.SASL("", password, sasl.ScramSha256),
-		resumeFeature(full, previd, h, &answer))
+		ResumeFeature(full, previd, h, &answer))
 	if err != nil {
 		_ = conn.Close()
 		return nil, &answer, err
@@ -506,7 +508,9 @@ func DialResume(t *testing.T, addr, local, password, full, previd string, h uint
 	return p, &answer, nil
 }
 
-func resumeFeature(full, previd string, h uint32, answer *Elem) xmpp.StreamFeature {
+// ResumeFeature sends <resume/> (XEP-0198) instead of binding and keeps the server's
+// answer; anything but <resumed/> fails the negotiation. full: the session's JID, if known.
+func ResumeFeature(full, previd string, h uint32, answer *Elem) xmpp.StreamFeature {
 	return xmpp.StreamFeature{
 		Name:       xml.Name{Space: "urn:xmpp:sm:3", Local: "sm"},
 		Necessary:  xmpp.Authn,
@@ -516,7 +520,9 @@ func resumeFeature(full, previd string, h uint32, answer *Elem) xmpp.StreamFeatu
 		},
 		Negotiate: func(ctx context.Context, s *xmpp.Session, _ interface{}) (xmpp.SessionState, io.ReadWriter, error) {
 			w := s.TokenWriter()
-			_, err := xmlstream.Copy(w, Tokens(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, previd, h)))
+			var id strings.Builder
+			_ = xml.EscapeText(&id, []byte(previd))
+			_, err := xmlstream.Copy(w, Tokens(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id.String(), h)))
 			if err == nil {
 				err = w.Flush()
 			}
@@ -533,7 +539,9 @@ func resumeFeature(full, previd string, h uint32, answer *Elem) xmpp.StreamFeatu
 			if answer.XMLName.Local != "resumed" {
 				return 0, nil, fmt.Errorf("resume: %s", answer)
 			}
-			s.UpdateAddr(jid.MustParse(full))
+			if full != "" {
+				s.UpdateAddr(jid.MustParse(full))
+			}
 			return xmpp.Ready, nil, nil
 		},
 	}
