@@ -219,10 +219,46 @@ func TestNewcomerPath(t *testing.T) {
 		t.Fatalf("bob got %s", got)
 	}
 
+	// What bob leaves behind goes with his account: his blocklist, his offline messages.
+	if err := bob.Send(ctx, tokens(`<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='carol@localhost'/></block></iq>`)); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, bob, "blk")
+	_ = bob.Close()
+	time.Sleep(200 * time.Millisecond)
+	if err := alice.Send(ctx, tokens(`<message to='bob@localhost' type='chat' id='kept'><body>for-bob</body></message>`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // stored
 	run(t, e, "", "user", "rm", "bob@localhost")
 	if out := run(t, e, "", "user", "ls", "localhost"); out != "alice@localhost\n" {
 		t.Fatalf("user ls after rm: %q", out)
 	}
+	run(t, e, "bob-pw\n", "user", "add", "bob@localhost", "--password-stdin")
+	var bob2 *xmpp.Session
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if bob2, err = tryLogin(c2s, "bob", "bob-pw"); err == nil || time.Now().After(deadline) {
+			if err != nil {
+				t.Fatalf("the new bob cannot log in: %v", err)
+			}
+			break
+		}
+	}
+	for _, st := range []string{`<presence/>`, `<iq type='get' id='bl'><blocklist xmlns='urn:xmpp:blocking'/></iq>`} {
+		if err := bob2.Send(ctx, tokens(st)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // offline messages, if any, are given after the presence
+	if err := bob2.Send(ctx, tokens(`<iq type='get' id='last' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readUntil(t, bob2, "last"); strings.Contains(got, "carol") || strings.Contains(got, "for-bob") || !strings.Contains(got, "blocklist") {
+		t.Fatalf("the new bob got the old one's blocklist or offline message: %s", got)
+	}
+	_ = bob2.Close()
+	run(t, e, "", "user", "rm", "bob@localhost")
 	if out, err := command(e, "", "user", "rm", "bob@localhost").CombinedOutput(); err == nil {
 		t.Fatalf("removing a missing user succeeded: %s", out)
 	}
