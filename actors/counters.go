@@ -36,13 +36,13 @@ func (c *stripedCounter) load() uint64 {
 // stanzaCounters exports the striped stanza counters as switchboard_stanzas_in_total
 // {kind, source} and switchboard_stanzas_out_total.
 type stanzaCounters struct {
-	in      [2][xmpp.KindIQ + 1]stripedCounter // [source][kind]
+	in      [3][xmpp.KindIQ + 1]stripedCounter // [source][kind]
 	out     stripedCounter
 	inDesc  *prometheus.Desc
 	outDesc *prometheus.Desc
 }
 
-var sourceNames = [...]string{fromC2S: "c2s", fromComponent: "component"}
+var sourceNames = [...]string{fromC2S: "c2s", fromComponent: "component", fromS2S: "s2s"}
 
 func newStanzaCounters() *stanzaCounters {
 	return &stanzaCounters{

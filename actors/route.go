@@ -28,8 +28,8 @@ import (
 //  7. privileged:   what a privileged entity sends on behalf of users (XEP-0356)
 //  8. server:       what the served domain, or a user's bare JID, answers itself
 //  9. user:         delivery to a user's sessions (RFC 6121 §8.5)
-// 10. component:    a connected component's domain; anything else is a remote domain
-//                   (no s2s yet: remote-server-not-found)
+// 10. component:    a connected component's domain; anything else a user sends is for a
+//                   remote domain: federation (s2s.go), or remote-server-not-found
 //
 // Stages take the stanza as a *routed that lives on route's stack, and are called
 // directly (not through a table of functions) so that it stays there: the routing of a
@@ -295,6 +295,11 @@ func (r *Router) component(rt *routed) verdict {
 	}
 	if r.comps.isComponentDomain(domain) {
 		return refuse(rt.toStr, xmpp.ErrServiceUnavailable)
+	}
+	if local := rt.sender.Host; r.s2s.enabled() && rt.sender.Kind == KindC2S && r.hosts[local] != nil {
+		// A user's stanza for another domain: federation (s2s.go).
+		r.s2s.send(local, domain, stamp(rt.env, rt.from, rt.toStr))
+		return handled
 	}
 	if rt.env.Kind == xmpp.KindPresence {
 		return handled // presence to nowhere is dropped, not answered

@@ -101,6 +101,7 @@ type Router struct {
 
 	disp *Dispatcher // runs every mailbox of the router's actors
 	jids *jidCache
+	s2s  *s2sOut // outgoing server streams (s2s.go)
 }
 
 // settings are swapped whole on reload; readers load the pointer once.
@@ -166,6 +167,8 @@ type Config struct {
 	// ActorPrefix begins the names of session actors: cluster.ActorPrefix of this run's
 	// incarnation, so that no name is given out again by a later run.
 	ActorPrefix string
+	// S2S is federation (zero: none; stanzas to other domains get remote-server-not-found).
+	S2S S2S
 }
 
 // Metrics are the router's Prometheus counters.
@@ -173,6 +176,10 @@ type Metrics struct {
 	RoutingErrors *prometheus.CounterVec // stanza errors sent, by condition
 	Parked        prometheus.Gauge       // client sessions parked (limits.park_after)
 	Parks         prometheus.Counter     // times a client session parked
+	// S2S: outgoing server streams up, and those that could not be opened, by the
+	// condition what waited for them was bounced with.
+	S2SStreams  prometheus.Gauge
+	S2SFailures *prometheus.CounterVec
 
 	// stanzas counts stanzas in (by kind and source) and out (switchboard_stanzas_in_total,
 	// switchboard_stanzas_out_total), striped: see stripedCounter.
@@ -183,6 +190,7 @@ type Metrics struct {
 const (
 	fromC2S = iota
 	fromComponent
+	fromS2S
 )
 
 // stanzaIn counts a stanza read from a session; by is the session or connection (it picks
@@ -207,9 +215,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Parks = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "switchboard_c2s_parks_total", Help: "Times a client session parked (went silent for limits.park_after).",
 	})
-	reg.MustRegister(m.stanzas, m.RoutingErrors, m.Parked, m.Parks)
+	m.S2SStreams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "switchboard_s2s_outgoing_streams", Help: "Outgoing server-to-server streams up on this node.",
+	})
+	m.S2SFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_s2s_failures_total", Help: "Outgoing server-to-server streams that could not be opened, by the condition their stanzas were bounced with.",
+	}, []string{"condition"})
+	reg.MustRegister(m.stanzas, m.RoutingErrors, m.Parked, m.Parks, m.S2SStreams, m.S2SFailures)
 	return m
 }
+
+func (m *Metrics) s2sStreams(d float64)    { m.S2SStreams.Add(d) }
+func (m *Metrics) s2sFailures(cond string) { m.S2SFailures.WithLabelValues(cond).Inc() }
 
 // NewRouter builds the router; Start spawns its actors.
 func NewRouter(c Config) *Router {
@@ -228,6 +245,7 @@ func NewRouter(c Config) *Router {
 		disp:     c.Dispatcher,
 		jids:     newJIDCache(),
 	}
+	r.s2s = &s2sOut{r: r, cfg: c.S2S}
 	r.drain.stopping = make(chan struct{})
 	r.drain.handover = make(chan struct{})
 	r.actorPrefix = c.ActorPrefix
@@ -313,6 +331,7 @@ func (r *Router) Stop(ctx context.Context) error {
 	for _, s := range r.allSessions() {
 		s.Close(&xmpp.StreamError{Condition: "system-shutdown"})
 	}
+	r.s2s.stop()
 	r.stopDraining() // after the closes: a paused reader's session ends behind its close
 	for _, h := range r.hosts {
 		if h.pid != nil {
@@ -351,10 +370,12 @@ func (r *Router) stopSession(s *Session) {
 }
 
 // stamp returns the stanza bytes with the vouched-for from (raw bytes when unchanged).
-// What a component sent is in jabber:component:accept (the reader makes each stanza
-// self-contained): it is routed in jabber:client, as clients expect it.
+// What a component or a remote server sent is in jabber:component:accept or
+// jabber:server (the reader makes each stanza self-contained): it is routed in
+// jabber:client, as clients expect it.
 func stamp(env *xmpp.Envelope, from, to string) []byte {
-	if env.Name.Space == xmpp.NSComponent {
+	if env.Name.Space != xmpp.NSClient { // a component's or a remote server's
+
 		return env.RewriteNS(from, to, xmpp.NSClient)
 	}
 	if env.From == from && env.To == to {

@@ -123,6 +123,10 @@ func (s *Session) Send(b []byte) {
 	if b == nil || s.closed.Load() {
 		return
 	}
+	if s.Kind == KindS2S { // a remote domain: its outgoing stream (s2s.go)
+		s.router.s2s.send(s.Host, s.Bare, b)
+		return
+	}
 	if !s.count(len(b)) {
 		return
 	}

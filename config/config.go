@@ -136,6 +136,8 @@ type Config struct {
 	Accounts AccountsConfig `yaml:"accounts"`
 	// Admin configures what the admin HTTP listener (listen.admin) serves.
 	Admin AdminConfig `yaml:"admin"`
+	// S2S configures federation with other XMPP servers (listen.s2s).
+	S2S S2SConfig `yaml:"s2s"`
 	// Log configures the process log.
 	Log LogConfig `yaml:"log"`
 }
@@ -180,6 +182,38 @@ type ListenConfig struct {
 	// Admin is the HTTP listener for /healthz, /readyz and /metrics.
 	// Default: "127.0.0.1:5280".
 	Admin string `yaml:"admin"`
+	// S2S is the server-to-server listener (RFC 6120 federation). Empty: no
+	// federation (stanzas to other domains get remote-server-not-found).
+	// Default: "".
+	S2S string `yaml:"s2s"`
+}
+
+// S2SConfig configures federation (key `s2s`): the certificate is tls.cert/tls.key,
+// which must name every served domain for the remote servers to accept it.
+type S2SConfig struct {
+	// CAFile is a PEM file of CA certificates trusted, besides the system's, for
+	// remote servers' certificates (a private federation). Default: "".
+	CAFile string `yaml:"ca_file"`
+	// RequireEncryption: streams without TLS are refused, both ways. Default: true.
+	RequireEncryption bool `yaml:"require_encryption"`
+	// Dialback enables XEP-0220 server dialback where certificates do not
+	// authenticate a peer. Not implemented yet: only SASL EXTERNAL (XEP-0178)
+	// authenticates; true is refused. Default: false.
+	Dialback bool `yaml:"dialback"`
+	// StaticRoutes pins remote domains to host:port addresses instead of DNS
+	// (SRV _xmpp-server._tcp, then A/AAAA on 5269). Not settable from the
+	// environment.
+	StaticRoutes map[string]string `yaml:"static_routes,omitempty"`
+	// ConnectTimeout bounds the setup of an outgoing stream (DNS, TCP, TLS,
+	// authentication); past it what waits for it is bounced with
+	// remote-server-timeout. Default: 10s.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// MaxQueuedBytes bounds what waits for one outgoing stream being set up;
+	// past it a stanza is bounced with resource-constraint. Default: 1048576.
+	MaxQueuedBytes int `yaml:"max_queued_bytes"`
+	// MaxStreamsPerDomain caps the incoming streams from one remote domain (on
+	// this node). Default: 4.
+	MaxStreamsPerDomain int `yaml:"max_streams_per_domain"`
 }
 
 // TLSConfig configures the c2s certificate (key `tls`).
@@ -659,6 +693,8 @@ func Default() *Config {
 			Admin:     "127.0.0.1:5280",
 		},
 		TLS: TLSConfig{Required: true},
+		S2S: S2SConfig{RequireEncryption: true, ConnectTimeout: Duration(10 * time.Second),
+			MaxQueuedBytes: 1 << 20, MaxStreamsPerDomain: 4},
 		Etcd: EtcdConfig{
 			Endpoints:        []string{},
 			Prefix:           "/switchboard",
@@ -823,6 +859,16 @@ func (c *Config) Validate() error {
 	v.addr(addrs, "listen.c2s_tls", c.Listen.C2STLS, false)
 	v.addr(addrs, "listen.component", c.Listen.Component, false)
 	v.addr(addrs, "listen.admin", c.Listen.Admin, false)
+	v.addr(addrs, "listen.s2s", c.Listen.S2S, false)
+	if c.S2S.Dialback {
+		v.add("s2s.dialback", "XEP-0220 dialback is not implemented yet: servers authenticate with certificates (SASL EXTERNAL)")
+	}
+	v.positive("s2s.connect_timeout", int64(c.S2S.ConnectTimeout))
+	v.positive("s2s.max_queued_bytes", int64(c.S2S.MaxQueuedBytes))
+	v.positive("s2s.max_streams_per_domain", int64(c.S2S.MaxStreamsPerDomain))
+	for d, a := range c.S2S.StaticRoutes {
+		v.addr(nil, "s2s.static_routes."+d, a, true)
+	}
 	if c.Cluster.Bind != "" {
 		v.addr(addrs, "cluster.bind", c.Cluster.Bind, true)
 		v.addr(addrs, "cluster.remote", c.Cluster.Remote, true)

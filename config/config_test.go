@@ -600,8 +600,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 62 {
-		t.Errorf("checked %d keys, want 62 (update this test when adding keys)", n)
+	if n != 69 {
+		t.Errorf("checked %d keys, want 69 (update this test when adding keys)", n)
 	}
 }
 

@@ -23,6 +23,9 @@ func (n *Node) startListeners() error {
 	if err := n.listen(cfg.Listen.C2STLS, &n.Addrs.C2STLS, func(c net.Conn, ip string, done func()) { n.serveC2S(c, true, ip, done) }); err != nil {
 		return err
 	}
+	if err := n.listen(cfg.Listen.S2S, &n.Addrs.S2S, n.serveS2S); err != nil {
+		return err
+	}
 	return n.listen(cfg.Listen.Component, &n.Addrs.Component, n.serveComponent)
 }
 

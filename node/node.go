@@ -44,9 +44,9 @@ var Version = "dev"
 
 // Addrs are the addresses the listeners actually bound (useful with port 0).
 type Addrs struct {
-	C2S, C2STLS, Component, Admin string
-	Remote, Gossip                string
-	EtcdClient                    []string
+	C2S, C2STLS, Component, Admin, S2S string
+	Remote, Gossip                     string
+	EtcdClient                         []string
 }
 
 // Node is one running Switchboard node.
@@ -69,6 +69,7 @@ type Node struct {
 	router   *actors.Router
 	link     *nodelink.Link
 	tls      *tls.Config
+	s2s      s2sState // federation (s2s.go)
 
 	listeners []net.Listener
 	admin     *http.Server
@@ -346,6 +347,10 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	fed, err := n.setupS2S()
+	if err != nil {
+		return err
+	}
 	n.rosters = roster.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.MaxRosterItems)
 	n.rosters.SetMaxRequests(cfg.Limits.MaxEtcdRequests)
 	n.offline = offline.New(n.etcd, cfg.Etcd.Prefix, cfg.Limits.OfflineMaxMessages, cfg.Limits.OfflineMaxBytes)
@@ -403,6 +408,7 @@ func (n *Node) startRouter(ctx context.Context) (err error) {
 		// suspicion multiplier, plus probe timeouts).
 		UnreachableFor: max(time.Second, cfg.Cluster.ProbeInterval.D()*time.Duration(cfg.Cluster.SuspicionMult+3)),
 		ActorPrefix:    cluster.ActorPrefix(incarnation),
+		S2S:            fed,
 	})
 	if err = n.router.Start(ctx); err != nil {
 		return err

@@ -62,6 +62,7 @@ var (
 	ErrBadRequest            = &StanzaError{Type: ErrModify, Condition: "bad-request"}
 	ErrJIDMalformed          = &StanzaError{Type: ErrModify, Condition: "jid-malformed"}
 	ErrRemoteServerNotFound  = &StanzaError{Type: ErrCancel, Condition: "remote-server-not-found"}
+	ErrRemoteServerTimeout   = &StanzaError{Type: ErrWait, Condition: "remote-server-timeout"}
 	ErrItemNotFound          = &StanzaError{Type: ErrCancel, Condition: "item-not-found"}
 	ErrForbidden             = &StanzaError{Type: ErrAuth, Condition: "forbidden"}
 	ErrNotAllowed            = &StanzaError{Type: ErrCancel, Condition: "not-allowed"}

@@ -18,6 +18,7 @@ var allowed = map[string][]string{
 	"roster":         {},
 	"offline":        {},
 	"blocking":       {"internal/etcdx"},
+	"s2s":            {},
 	"cluster":        {},
 	"accounts":       {"internal/etcdx"},
 	"delegation":     {"xmpp", "internal/etcdx"},
@@ -26,7 +27,7 @@ var allowed = map[string][]string{
 	"nodelink":       {"cluster", "delegation", "nodelink/pb"},
 	"directory":      {"config"},
 	"actors":         {"blocking", "cluster", "config", "delegation", "directory", "nodelink", "nodelink/pb", "offline", "privileges", "roster", "xmpp"},
-	"node":           {"accounts", "actors", "blocking", "cluster", "config", "delegation", "nodelink", "offline", "privileges", "roster", "xmpp", "internal/etcdx"},
+	"node":           {"accounts", "actors", "blocking", "cluster", "config", "delegation", "nodelink", "offline", "privileges", "roster", "s2s", "xmpp", "internal/etcdx"},
 	"internal/etcdx": {},
 }
 

@@ -99,20 +99,25 @@ type Peer struct {
 // DialClient logs in to a c2s STARTTLS listener with mellium (STARTTLS, SASL with mech,
 // bind; resource "" lets the server pick one). The host is "localhost".
 func DialClient(t *testing.T, addr, local, password, resource string, mech sasl.Mechanism) (*Peer, error) {
+	return DialClientAt(t, addr, local+"@localhost", password, resource, mech)
+}
+
+// DialClientAt is DialClient for the account bare (user@domain).
+func DialClientAt(t *testing.T, addr, bare, password, resource string, mech sasl.Mechanism) (*Peer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	origin := jid.MustParse(local + "@localhost")
+	origin := jid.MustParse(bare)
 	if resource != "" {
 		origin, _ = origin.WithResource(resource)
 	}
 	// mellium's client-side bind never sends the requested resource (it writes the empty
 	// JID instead), so the harness brings its own client bind feature.
 	sess, err := xmpp.NewClientSession(ctx, origin, conn,
-		xmpp.StartTLS(&tls.Config{ServerName: "localhost", InsecureSkipVerify: true}),
+		xmpp.StartTLS(&tls.Config{ServerName: origin.Domainpart(), InsecureSkipVerify: true}),
 		xmpp.SASL("", password, mech),
 		BindFeature(resource))
 	if err != nil {

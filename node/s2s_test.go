@@ -1,0 +1,339 @@
+package node_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+
+	"github.com/switchboard-im/switchboard/config"
+	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/xmpptest"
+	"github.com/switchboard-im/switchboard/xmpp"
+)
+
+// testCA is a private CA for federation tests: it issues a certificate per domain.
+type testCA struct {
+	t    *testing.T
+	dir  string
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string // the CA certificate, PEM
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test federation CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	ca := &testCA{t: t, dir: t.TempDir(), cert: cert, key: key}
+	ca.file = filepath.Join(ca.dir, "ca.pem")
+	writePEM(t, ca.file, "CERTIFICATE", der)
+	return ca
+}
+
+// issue writes a certificate for domain (server and client use) and its key; by another
+// CA's key when rogue.
+func (ca *testCA) issue(domain string, rogue bool) (certFile, keyFile string) {
+	t := ca.t
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: domain}, DNSNames: []string{domain},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	parent, signer := ca.cert, ca.key
+	if rogue {
+		other := newTestCA(t)
+		parent, signer = other.cert, other.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(ca.dir, domain+".pem"), filepath.Join(ca.dir, domain+".key")
+	writePEM(t, certFile, "CERTIFICATE", der)
+	writePEM(t, keyFile, "EC PRIVATE KEY", kb)
+	return certFile, keyFile
+}
+
+func writePEM(t *testing.T, file, typ string, der []byte) {
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// federated is a node serving one domain with federation on, on its own loopback address.
+type federated struct {
+	*server
+	domain, s2s string
+}
+
+// startFederated starts nodes serving the domains, each with a certificate of ca, routes
+// to each other (and the extra routes), and the accounts alice and bob on each.
+func startFederated(t *testing.T, ca *testCA, extra map[string]string, mutate func(*config.Config), domains ...string) []*federated {
+	t.Helper()
+	routes := map[string]string{}
+	for k, v := range extra {
+		routes[k] = v
+	}
+	var out []*federated
+	for i, d := range domains {
+		addrs, err := etcdx.FreeAddrs("127.0.0."+strconv.Itoa(31+i), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes[d] = addrs[0]
+		out = append(out, &federated{domain: d, s2s: addrs[0]})
+	}
+	for _, f := range out {
+		cert, key := ca.issue(f.domain, false)
+		f.server = startNode(t, func(c *config.Config) {
+			c.Hosts = []config.HostConfig{{Domain: f.domain}}
+			c.Listen.S2S = f.s2s
+			c.TLS.Cert, c.TLS.Key = cert, key
+			c.S2S.CAFile = ca.file
+			c.S2S.StaticRoutes = routes
+			c.S2S.ConnectTimeout = config.Duration(2 * time.Second)
+			if mutate != nil {
+				mutate(c)
+			}
+		})
+		for _, u := range []string{"alice", "bob"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := f.store.Add(ctx, f.domain, u, "pw", 4096); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		}
+	}
+	return out
+}
+
+// login logs user in at the node's domain and sends initial presence.
+func (f *federated) login(t *testing.T, user, res string) *peer {
+	t.Helper()
+	var p *peer
+	waitFor(t, wait, user+"@"+f.domain+" logs in", func() bool {
+		var err error
+		p, err = xmpptest.DialClientAt(t, f.n.Addrs.C2S, user+"@"+f.domain, "pw", res, sasl.ScramSha256)
+		return err == nil
+	})
+	t.Cleanup(p.Close)
+	p.Send(`<presence/>`)
+	return p
+}
+
+// nextOf is the next stanza that is not presence.
+func nextOf(t *testing.T, p *peer) *elem {
+	t.Helper()
+	for {
+		if e := p.Next(wait); e.XMLName.Local != "presence" {
+			return e
+		}
+	}
+}
+
+// RFC 6120 federation between two Switchboard servers, each its own domain on its own
+// loopback address, authenticated with certificates of a private CA (SASL EXTERNAL):
+// messages both ways, IQs to the other server and to a user there, disco, errors.
+func TestS2S(t *testing.T) {
+	ca := newTestCA(t)
+	nodes := startFederated(t, ca, nil, func(c *config.Config) {
+		c.Hosts[0].Delegations = map[string]config.DelegationRule{"urn:example:fed": {JID: "comp.localhost"}}
+	}, "a.test", "b.test")
+	a, b := nodes[0], nodes[1]
+	alice := a.login(t, "alice", "phone")
+	bob := b.login(t, "bob", "laptop")
+
+	alice.Send(`<message to='bob@b.test/laptop' type='chat' id='m1'><body>hello from a</body></message>`)
+	m := nextOf(t, bob)
+	if m.Attr("id") != "m1" || m.Attr("from") != "alice@a.test/phone" || m.XMLName.Space != "jabber:client" ||
+		!strings.Contains(m.String(), "hello from a") {
+		t.Fatalf("bob got %s", m)
+	}
+	bob.Send(`<message to='alice@a.test/phone' type='chat' id='m2'><body>hello from b</body></message>`)
+	if m := nextOf(t, alice); m.Attr("id") != "m2" || m.Attr("from") != "bob@b.test/laptop" {
+		t.Fatalf("alice got %s", m)
+	}
+	// To the bare JID: the available resource gets it.
+	alice.Send(`<message to='bob@b.test' type='chat' id='m3'><body>bare</body></message>`)
+	if m := nextOf(t, bob); m.Attr("id") != "m3" {
+		t.Fatalf("bob got %s", m)
+	}
+
+	// IQs: the other server answers ping and disco#info; a user there answers her own.
+	alice.Send(`<iq type='get' id='p1' to='b.test'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	if r := nextOf(t, alice); r.Attr("id") != "p1" || r.Attr("type") != "result" || r.Attr("from") != "b.test" {
+		t.Fatalf("ping b.test: %s", r)
+	}
+	alice.Send(`<iq type='get' id='d1' to='b.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+	if r := nextOf(t, alice); r.Attr("id") != "d1" || r.Attr("type") != "result" || !strings.Contains(r.String(), "urn:xmpp:ping") {
+		t.Fatalf("disco#info b.test: %s", r)
+	}
+	alice.Send(`<iq type='get' id='p2' to='bob@b.test/laptop'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	q := nextOf(t, bob)
+	if q.Attr("id") != "p2" || q.Attr("from") != "alice@a.test/phone" {
+		t.Fatalf("bob got %s", q)
+	}
+	bob.Send(`<iq type='result' id='p2' to='alice@a.test/phone'/>`)
+	if r := nextOf(t, alice); r.Attr("id") != "p2" || r.Attr("type") != "result" || r.Attr("from") != "bob@b.test/laptop" {
+		t.Fatalf("bob's answer: %s", r)
+	}
+
+	// XEP-0355 across federation: a remote user's IQ to a local bare JID, in a delegated
+	// namespace, goes to the managing entity, and its answer back.
+	me := b.managingEntity("comp.localhost", nil)
+	me.NextAd(wait)
+	alice.Send(`<iq type='get' id='dg' to='bob@b.test'><query xmlns='urn:example:fed'/></iq>`)
+	f := me.NextForward(wait)
+	if f.Inner.Attr("from") != "alice@a.test/phone" || f.Inner.Attr("to") != "bob@b.test" {
+		t.Fatalf("forwarded: %s", f.Outer)
+	}
+	me.Answer(f, `<query xmlns='urn:example:fed'><answered/></query>`)
+	if r := nextOf(t, alice); r.Attr("id") != "dg" || r.Attr("type") != "result" || r.Attr("from") != "bob@b.test" ||
+		r.Child("query") == nil || r.Child("query").Child("answered") == nil {
+		t.Fatalf("delegated answer: %s", r)
+	}
+
+	// Errors from the other server: no such user, no such resource (an IQ).
+	alice.Send(`<message to='nobody@b.test' type='chat' id='e1'><body>x</body></message>`)
+	if r := nextOf(t, alice); r.Attr("id") != "e1" || r.ErrorCondition() != "service-unavailable" || r.Attr("from") != "nobody@b.test" {
+		t.Fatalf("to nobody@b.test: %s", r)
+	}
+	alice.Send(`<iq type='get' id='e2' to='bob@b.test/gone'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	if r := nextOf(t, alice); r.Attr("id") != "e2" || r.ErrorCondition() != "service-unavailable" {
+		t.Fatalf("to bob@b.test/gone: %s", r)
+	}
+
+	// 200 messages each way arrive complete and in order.
+	for i := 0; i < 200; i++ {
+		alice.Send(`<message to='bob@b.test/laptop' type='chat' id='a` + strconv.Itoa(i) + `'><body>x</body></message>`)
+		bob.Send(`<message to='alice@a.test/phone' type='chat' id='b` + strconv.Itoa(i) + `'><body>y</body></message>`)
+	}
+	for i := 0; i < 200; i++ {
+		if m := nextOf(t, bob); m.Attr("id") != "a"+strconv.Itoa(i) {
+			t.Fatalf("bob's message %d: %s", i, m)
+		}
+		if m := nextOf(t, alice); m.Attr("id") != "b"+strconv.Itoa(i) {
+			t.Fatalf("alice's message %d: %s", i, m)
+		}
+	}
+	if !strings.Contains(a.logs.String(), "s2s: stream up") && a.cfg.Log.Level == "debug" {
+		t.Log(a.logs.String())
+	}
+}
+
+// What cannot reach its domain is bounced: remote-server-not-found for a domain with no
+// server, remote-server-timeout for one that does not finish the stream in
+// s2s.connect_timeout, and no stream for a server whose certificate the CA did not sign.
+func TestS2SErrors(t *testing.T) {
+	ca := newTestCA(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, says nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	refused, _ := etcdx.FreeAddrs("127.0.0.1", 1)
+	nodes := startFederated(t, ca, map[string]string{"silent.test": silent.Addr().String(), "closed.test": refused[0]},
+		func(c *config.Config) { c.S2S.ConnectTimeout = config.Duration(time.Second) }, "a.test")
+	a := nodes[0]
+	alice := a.login(t, "alice", "phone")
+	alice.Send(`<message to='x@closed.test' type='chat' id='nf'><body>x</body></message>`)
+	if r := nextOf(t, alice); r.Attr("id") != "nf" || r.ErrorCondition() != "remote-server-not-found" || r.Attr("from") != "x@closed.test" {
+		t.Fatalf("to closed.test: %s", r)
+	}
+	alice.Send(`<iq type='get' id='to' to='silent.test'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	start := time.Now()
+	if r := nextOf(t, alice); r.Attr("id") != "to" || r.ErrorCondition() != "remote-server-timeout" {
+		t.Fatalf("to silent.test: %s", r)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the timeout took %v (s2s.connect_timeout 1s)", d)
+	}
+
+	// A server whose certificate is not from a trusted CA gets no SASL EXTERNAL.
+	cert, key := ca.issue("rogue.test", true)
+	if err := dialAs(t, a, "rogue.test", cert, key, ""); err == nil || !strings.Contains(err.Error(), "EXTERNAL") {
+		t.Fatalf("a rogue certificate authenticated: %v", err)
+	}
+	// A trusted server may only send from its own domain.
+	cert, key = ca.issue("c.test", false)
+	stanza := `<message from='alice@b.test/x' to='alice@a.test' type='chat' id='spoof'><body>x</body></message>`
+	if err := dialAs(t, a, "c.test", cert, key, stanza); err == nil || !strings.Contains(err.Error(), "invalid-from") {
+		t.Fatalf("a spoofed from: %v", err)
+	}
+	alice.ExpectNothing(300 * time.Millisecond)
+}
+
+// dialAs opens a stream to node f as domain with the given certificate, sends stanza
+// (if any) and returns the negotiation error, or the stream error the node answers with.
+func dialAs(t *testing.T, f *federated, domain, certFile, keyFile, stanza string) error {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.DialTimeout("tcp", f.s2s, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(wait))
+	c := xmpp.NewConn(raw, 1<<16, false)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true}
+	if err := xmpp.NegotiateS2SOut(ctx, c, domain, f.domain, &xmpp.S2SOutOptions{TLS: cfg, RequireTLS: true}); err != nil {
+		return err
+	}
+	if err := c.WriteRaw([]byte(stanza)); err != nil {
+		return err
+	}
+	for {
+		env, err := c.R.Next()
+		if err != nil {
+			return err
+		}
+		if env.Name.Local == "error" {
+			return errors.New("stream error: " + string(env.Raw))
+		}
+	}
+}
