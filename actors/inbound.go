@@ -81,6 +81,8 @@ func (in inbound) ComponentClosed(m *pb.ComponentClosed) {
 }
 
 func (in inbound) SMLocate(m *pb.SMLocate) *pb.SMLocation  { return in.r.users.ownerLocate(m) }
+func (in inbound) S2SStanza(m *pb.S2SStanza)               { in.r.s2s.fromNode(m) }
+func (in inbound) S2SAck(m *pb.S2SAck)                     { in.r.s2s.acked(m.Node, m.Seq) }
 func (in inbound) SMTakeover(m *pb.SMTakeover) *pb.SMState { return in.r.smTakeover(m) }
 
 func (in inbound) PrivilegedReply(m *pb.PrivilegedReply) {

@@ -304,6 +304,9 @@ func (r *Router) Start(ctx context.Context) error {
 		sub := r.sys.EventStream.Subscribe(func(evt any) {
 			if e, ok := evt.(*remote.EndpointTerminatedEvent); ok {
 				r.comps.nodeUnreachable(e.Address)
+				if id := r.memberAt(e.Address); id != "" {
+					go r.s2s.ownerGone(id)
+				}
 			}
 		})
 		r.unwatch = func() { r.sys.EventStream.Unsubscribe(sub) }
@@ -472,6 +475,20 @@ func (r *Router) NodeRestarted(node string, incarnation int64) {
 // MembersChanged is told about membership (cluster.Listener); users move owners (owners.go).
 func (r *Router) MembersChanged(members []cluster.Member, left []string) {
 	r.users.membersChanged(members, left)
+	r.s2s.rehome()
+	for _, n := range left {
+		r.s2s.ownerGone(n)
+	}
+}
+
+// memberAt is the member whose remote address is addr ("" if none is known).
+func (r *Router) memberAt(addr string) string {
+	for _, m := range r.cluster.Members() {
+		if m.Remote == addr {
+			return m.ID
+		}
+	}
+	return ""
 }
 
 // ConnInfo is one component connection as the directory lists it.

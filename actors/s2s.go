@@ -3,13 +3,16 @@ package actors
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/switchboard-im/switchboard/cluster"
 	"github.com/switchboard-im/switchboard/nodelink"
+	"github.com/switchboard-im/switchboard/nodelink/pb"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
 
@@ -41,13 +44,34 @@ type S2S struct {
 // s2sPair names an outgoing stream.
 type s2sPair struct{ local, remote string }
 
-// s2sOut is this node's outgoing streams.
+// s2sOut is this node's outgoing streams, and what it handed to other nodes' streams.
 type s2sOut struct {
 	r     *Router
 	cfg   S2S
 	mu    sync.Mutex
 	links map[s2sPair]*s2sLink
+
+	// Forwarding: what this node gave another node's stream (by owner node, by number)
+	// until the owner acknowledges it; sent again to the next owner if that one dies.
+	fmu     sync.Mutex
+	seq     uint64
+	unacked map[string]map[uint64]forwarded
+	fbytes  int
+	// Owning: the highest number each other node's stanzas reached here, acknowledged
+	// by a ticker (one S2SAck per node and tick, not one per stanza).
+	amu    sync.Mutex
+	toAck  map[string]uint64
+	acking bool
 }
+
+// forwarded is a stanza handed to another node's stream, kept until acknowledged.
+type forwarded struct {
+	pair s2sPair
+	data []byte
+}
+
+// s2sAckEvery is how often an owner acknowledges what other nodes handed it.
+const s2sAckEvery = 50 * time.Millisecond
 
 // s2sLink is one outgoing stream: being opened (queue) or up (w).
 type s2sLink struct {
@@ -59,8 +83,126 @@ type s2sLink struct {
 
 func (o *s2sOut) enabled() bool { return o != nil && o.cfg.Dial != nil }
 
-// send writes a stanza to the remote domain's server, from the local domain.
+// owner is the node that owns the cluster's stream from local to remote ("" and true:
+// this one).
+func (o *s2sOut) owner(p s2sPair) (cluster.Member, bool) {
+	if o.r.cluster == nil {
+		return cluster.Member{}, true
+	}
+	key := "s2s\x00" + p.local + "\x00" + p.remote
+	m := o.r.cluster.Owner(key)
+	if m.ID != "" && m.ID != o.r.nodeID && o.r.comps.dir.AddressDown(m.Remote) {
+		// The owner just died (its transport failed) and the membership does not know
+		// yet: the node that will own the stream once it does, owns it now.
+		var live []cluster.Member
+		for _, x := range o.r.cluster.Members() {
+			if x.ID == o.r.nodeID || !o.r.comps.dir.AddressDown(x.Remote) {
+				live = append(live, x)
+			}
+		}
+		m = cluster.OwnerAmong(live, key)
+	}
+	return m, m.ID == "" || m.ID == o.r.nodeID
+}
+
+// send writes a stanza to the remote domain's server, from the local domain: on this
+// node's stream if it owns the pair's, else through the owner.
 func (o *s2sOut) send(local, remote string, data []byte) {
+	if m, self := o.owner(s2sPair{local, remote}); !self {
+		o.forward(m.ID, s2sPair{local, remote}, data)
+		return
+	}
+	o.sendHere(local, remote, data)
+}
+
+// forward hands a stanza to the owner of its pair's stream and keeps it until the owner
+// acknowledges it (past s2s.max_queued_bytes kept, it is bounced instead).
+func (o *s2sOut) forward(node string, p s2sPair, data []byte) {
+	o.fmu.Lock()
+	if o.fbytes+len(data) > o.cfg.MaxQueuedBytes {
+		o.fmu.Unlock()
+		o.r.s2sBounce(p, data, xmpp.ErrResourceConstraint)
+		return
+	}
+	o.seq++
+	seq := o.seq
+	if o.unacked == nil {
+		o.unacked = make(map[string]map[uint64]forwarded)
+	}
+	if o.unacked[node] == nil {
+		o.unacked[node] = make(map[uint64]forwarded)
+	}
+	o.unacked[node][seq] = forwarded{p, data}
+	o.fbytes += len(data)
+	o.fmu.Unlock()
+	o.r.link.ToNode(node, &pb.S2SStanza{Local: p.local, Remote: p.remote, Stanza: data, Node: o.r.nodeID, Seq: seq})
+}
+
+// acked forgets what node acknowledged, up to seq.
+func (o *s2sOut) acked(node string, seq uint64) {
+	o.fmu.Lock()
+	defer o.fmu.Unlock()
+	for n, f := range o.unacked[node] {
+		if n <= seq {
+			o.fbytes -= len(f.data)
+			delete(o.unacked[node], n)
+		}
+	}
+}
+
+// ownerGone sends again, in order, what node had not acknowledged: it died (or its
+// transport ended), and the pairs' streams have, or will have, another owner.
+func (o *s2sOut) ownerGone(node string) {
+	o.fmu.Lock()
+	pending := o.unacked[node]
+	delete(o.unacked, node)
+	seqs := make([]uint64, 0, len(pending))
+	for n, f := range pending {
+		seqs = append(seqs, n)
+		o.fbytes -= len(f.data)
+	}
+	o.fmu.Unlock()
+	if len(seqs) == 0 {
+		return
+	}
+	slices.Sort(seqs)
+	o.r.log.Info("s2s: sending again what a stream's owner did not acknowledge", "owner", node, "stanzas", len(seqs))
+	for _, n := range seqs {
+		f := pending[n]
+		o.send(f.pair.local, f.pair.remote, f.data)
+	}
+}
+
+// fromNode takes a stanza another node handed to this node's stream, and acknowledges it
+// with the next tick.
+func (o *s2sOut) fromNode(m *pb.S2SStanza) {
+	o.sendHere(m.Local, m.Remote, m.Stanza)
+	o.amu.Lock()
+	if o.toAck == nil {
+		o.toAck = make(map[string]uint64)
+	}
+	if m.Seq > o.toAck[m.Node] {
+		o.toAck[m.Node] = m.Seq
+	}
+	if !o.acking {
+		o.acking = true
+		time.AfterFunc(s2sAckEvery, o.ack)
+	}
+	o.amu.Unlock()
+}
+
+func (o *s2sOut) ack() {
+	o.amu.Lock()
+	acks := o.toAck
+	o.toAck, o.acking = nil, false
+	o.amu.Unlock()
+	for node, seq := range acks {
+		o.r.link.ToNode(node, &pb.S2SAck{Node: o.r.nodeID, Seq: seq})
+	}
+}
+
+// sendHere writes a stanza on this node's stream from local to remote, opening it first.
+func (o *s2sOut) sendHere(local, remote string, data []byte) {
 	env, err := xmpp.ParseStanza(data)
 	if err != nil {
 		return
@@ -125,6 +267,13 @@ func (o *s2sOut) open(l *s2sLink) {
 		s.Host, s.Bare, s.Full = l.pair.local, l.pair.remote, l.pair.remote
 	})
 	o.mu.Lock()
+	if o.links[l.pair] != l {
+		// The stream moved to another node while this one was opening (rehome): what
+		// waited went there; this stream closes unused.
+		o.mu.Unlock()
+		r.stopSession(w)
+		return
+	}
 	for _, d := range l.queue {
 		w.Send(d)
 	}
@@ -148,6 +297,33 @@ func (o *s2sOut) open(l *s2sLink) {
 		r.stopSession(w)
 		r.log.Info("s2s: stream closed", "from", l.pair.local, "to", l.pair.remote)
 	}()
+}
+
+// rehome closes the streams of pairs this node no longer owns (the membership changed):
+// their new owners open their own. What waited for one being opened goes to the owner.
+func (o *s2sOut) rehome() {
+	var moved [][]byte
+	var pairs []s2sPair
+	o.mu.Lock()
+	for p, l := range o.links {
+		if _, self := o.owner(p); self {
+			continue
+		}
+		delete(o.links, p)
+		if l.w != nil {
+			l.w.Close(nil) // after what it was given
+			continue
+		}
+		for _, d := range l.queue {
+			moved = append(moved, d)
+			pairs = append(pairs, p)
+		}
+		l.queue, l.queued = nil, 0
+	}
+	o.mu.Unlock()
+	for i, d := range moved {
+		o.send(pairs[i].local, pairs[i].remote, d)
+	}
 }
 
 // stop closes every outgoing stream.

@@ -81,7 +81,8 @@ type Member struct {
 //	6: SMLocate, SMTakeover, SMState.blocklist_interested and UserRegister.resumed (XEP-0198
 //	   resumption on another node); BlocklistSync, UserRegister.blocklist_interested and
 //	   UserPush.blocklist (XEP-0191; an older node is not waited for, and gets no
-//	   blocklist push to make)
+//	   blocklist push to make); S2SStanza (federation's outgoing streams, one per
+//	   domain pair in the cluster)
 const ProtoVersion = 6
 
 // ComponentEntry is one connected component session somewhere in the cluster.
@@ -382,6 +383,16 @@ func (c *Cluster) Owner(key string) Member {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return ownerOf(c.members, key)
+}
+
+// OwnerAmong is Owner's choice among the given members only (the live ones less those
+// known unreachable): the one Owner picks once the others are gone.
+func OwnerAmong(members []Member, key string) Member {
+	m := make(map[string]Member, len(members))
+	for _, x := range members {
+		m[x.ID] = x
+	}
+	return ownerOf(m, key)
 }
 
 func ownerOf(members map[string]Member, key string) Member {

@@ -2,18 +2,9 @@ package node_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,73 +14,10 @@ import (
 
 	"github.com/switchboard-im/switchboard/config"
 	"github.com/switchboard-im/switchboard/internal/etcdx"
+	"github.com/switchboard-im/switchboard/internal/testca"
 	"github.com/switchboard-im/switchboard/internal/xmpptest"
 	"github.com/switchboard-im/switchboard/xmpp"
 )
-
-// testCA is a private CA for federation tests: it issues a certificate per domain.
-type testCA struct {
-	t    *testing.T
-	dir  string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA certificate, PEM
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test federation CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{t: t, dir: t.TempDir(), cert: cert, key: key}
-	ca.file = filepath.Join(ca.dir, "ca.pem")
-	writePEM(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-// issue writes a certificate for domain (server and client use) and its key; by another
-// CA's key when rogue.
-func (ca *testCA) issue(domain string, rogue bool) (certFile, keyFile string) {
-	t := ca.t
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: domain}, DNSNames: []string{domain},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	parent, signer := ca.cert, ca.key
-	if rogue {
-		other := newTestCA(t)
-		parent, signer = other.cert, other.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile = filepath.Join(ca.dir, domain+".pem"), filepath.Join(ca.dir, domain+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kb)
-	return certFile, keyFile
-}
-
-func writePEM(t *testing.T, file, typ string, der []byte) {
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // federated is a node serving one domain with federation on, on its own loopback address.
 type federated struct {
@@ -99,7 +27,7 @@ type federated struct {
 
 // startFederated starts nodes serving the domains, each with a certificate of ca, routes
 // to each other (and the extra routes), and the accounts alice and bob on each.
-func startFederated(t *testing.T, ca *testCA, extra map[string]string, mutate func(*config.Config), domains ...string) []*federated {
+func startFederated(t *testing.T, ca *testca.CA, extra map[string]string, mutate func(*config.Config), domains ...string) []*federated {
 	t.Helper()
 	routes := map[string]string{}
 	for k, v := range extra {
@@ -115,12 +43,12 @@ func startFederated(t *testing.T, ca *testCA, extra map[string]string, mutate fu
 		out = append(out, &federated{domain: d, s2s: addrs[0]})
 	}
 	for _, f := range out {
-		cert, key := ca.issue(f.domain, false)
+		cert, key := ca.Issue(f.domain, false)
 		f.server = startNode(t, func(c *config.Config) {
 			c.Hosts = []config.HostConfig{{Domain: f.domain}}
 			c.Listen.S2S = f.s2s
 			c.TLS.Cert, c.TLS.Key = cert, key
-			c.S2S.CAFile = ca.file
+			c.S2S.CAFile = ca.File
 			c.S2S.StaticRoutes = routes
 			c.S2S.ConnectTimeout = config.Duration(2 * time.Second)
 			if mutate != nil {
@@ -166,7 +94,7 @@ func nextOf(t *testing.T, p *peer) *elem {
 // loopback address, authenticated with certificates of a private CA (SASL EXTERNAL):
 // messages both ways, IQs to the other server and to a user there, disco, errors.
 func TestS2S(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	nodes := startFederated(t, ca, nil, func(c *config.Config) {
 		c.Hosts[0].Delegations = map[string]config.DelegationRule{"urn:example:fed": {JID: "comp.localhost"}}
 	}, "a.test", "b.test")
@@ -256,7 +184,7 @@ func TestS2S(t *testing.T) {
 // server, remote-server-timeout for one that does not finish the stream in
 // s2s.connect_timeout, and no stream for a server whose certificate the CA did not sign.
 func TestS2SErrors(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, says nothing
 	if err != nil {
 		t.Fatal(err)
@@ -290,12 +218,12 @@ func TestS2SErrors(t *testing.T) {
 	}
 
 	// A server whose certificate is not from a trusted CA gets no SASL EXTERNAL.
-	cert, key := ca.issue("rogue.test", true)
+	cert, key := ca.Issue("rogue.test", true)
 	if err := dialAs(t, a, "rogue.test", cert, key, ""); err == nil || !strings.Contains(err.Error(), "EXTERNAL") {
 		t.Fatalf("a rogue certificate authenticated: %v", err)
 	}
 	// A trusted server may only send from its own domain.
-	cert, key = ca.issue("c.test", false)
+	cert, key = ca.Issue("c.test", false)
 	stanza := `<message from='alice@b.test/x' to='alice@a.test' type='chat' id='spoof'><body>x</body></message>`
 	if err := dialAs(t, a, "c.test", cert, key, stanza); err == nil || !strings.Contains(err.Error(), "invalid-from") {
 		t.Fatalf("a spoofed from: %v", err)

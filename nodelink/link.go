@@ -69,6 +69,10 @@ type Handler interface {
 	// its own.
 	SMLocate(*pb.SMLocate) *pb.SMLocation
 	SMTakeover(*pb.SMTakeover) *pb.SMState
+	// S2SStanza: a stanza for the outgoing server stream this node owns; S2SAck: the
+	// owner has what this node sent it, up to a number.
+	S2SStanza(*pb.S2SStanza)
+	S2SAck(*pb.S2SAck)
 }
 
 // Link sends to other nodes' actors and receives what they send this node.

@@ -44,6 +44,10 @@ func (l *Link) receive(ctx actor.Context) {
 	case *pb.BlocklistSync:
 		sender := ctx.Sender()
 		h.BlocklistSync(m, func() { l.respond(sender, &pb.Ack{}) })
+	case *pb.S2SStanza:
+		h.S2SStanza(m)
+	case *pb.S2SAck:
+		h.S2SAck(m)
 	case *pb.SMLocate:
 		l.respond(ctx.Sender(), h.SMLocate(m))
 	case *pb.SMTakeover:

@@ -1623,6 +1623,140 @@ func (x *SMState) GetBlocklistInterested() bool {
 	return false
 }
 
+// S2SStanza hands a stanza for a remote domain to the node that owns the cluster's
+// outgoing stream from local to remote (federation: one stream per domain pair, on the
+// node rendezvous hashing picks). Proto version 6.
+type S2SStanza struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Local         string                 `protobuf:"bytes,1,opt,name=local,proto3" json:"local,omitempty"`
+	Remote        string                 `protobuf:"bytes,2,opt,name=remote,proto3" json:"remote,omitempty"`
+	Stanza        []byte                 `protobuf:"bytes,3,opt,name=stanza,proto3" json:"stanza,omitempty"`
+	Node          string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"` // the sending node, which keeps the stanza until it is acknowledged
+	Seq           uint64                 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`  // its number among what that node sent this one
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *S2SStanza) Reset() {
+	*x = S2SStanza{}
+	mi := &file_switchboard_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *S2SStanza) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*S2SStanza) ProtoMessage() {}
+
+func (x *S2SStanza) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use S2SStanza.ProtoReflect.Descriptor instead.
+func (*S2SStanza) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *S2SStanza) GetLocal() string {
+	if x != nil {
+		return x.Local
+	}
+	return ""
+}
+
+func (x *S2SStanza) GetRemote() string {
+	if x != nil {
+		return x.Remote
+	}
+	return ""
+}
+
+func (x *S2SStanza) GetStanza() []byte {
+	if x != nil {
+		return x.Stanza
+	}
+	return nil
+}
+
+func (x *S2SStanza) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *S2SStanza) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// S2SAck tells a node that its S2SStanza up to seq are on their outgoing streams (or
+// bounced): it forgets them. What is not acknowledged when the owner dies is sent again
+// to the next owner. Proto version 6.
+type S2SAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // the owner that acknowledges
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *S2SAck) Reset() {
+	*x = S2SAck{}
+	mi := &file_switchboard_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *S2SAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*S2SAck) ProtoMessage() {}
+
+func (x *S2SAck) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use S2SAck.ProtoReflect.Descriptor instead.
+func (*S2SAck) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *S2SAck) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *S2SAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // BlocklistSync asks a node to answer (an Ack) once its copy of the blocklists has applied
 // an etcd revision: the node where a user blocked or unblocked someone answers the IQ
 // when every member enforces the change (XEP-0191). Proto version 6.
@@ -1635,7 +1769,7 @@ type BlocklistSync struct {
 
 func (x *BlocklistSync) Reset() {
 	*x = BlocklistSync{}
-	mi := &file_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1781,7 @@ func (x *BlocklistSync) String() string {
 func (*BlocklistSync) ProtoMessage() {}
 
 func (x *BlocklistSync) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1794,7 @@ func (x *BlocklistSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlocklistSync.ProtoReflect.Descriptor instead.
 func (*BlocklistSync) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{24}
+	return file_switchboard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BlocklistSync) GetRevision() int64 {
@@ -1794,7 +1928,16 @@ const file_switchboard_proto_rawDesc = "" +
 	"\acarbons\x18\v \x01(\bR\acarbons\x12!\n" +
 	"\fuser_carbons\x18\f \x01(\bR\vuserCarbons\x12\x1a\n" +
 	"\bdirected\x18\r \x03(\tR\bdirected\x121\n" +
-	"\x14blocklist_interested\x18\x0e \x01(\bR\x13blocklistInterested\"+\n" +
+	"\x14blocklist_interested\x18\x0e \x01(\bR\x13blocklistInterested\"w\n" +
+	"\tS2SStanza\x12\x14\n" +
+	"\x05local\x18\x01 \x01(\tR\x05local\x12\x16\n" +
+	"\x06remote\x18\x02 \x01(\tR\x06remote\x12\x16\n" +
+	"\x06stanza\x18\x03 \x01(\fR\x06stanza\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\".\n" +
+	"\x06S2SAck\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"+\n" +
 	"\rBlocklistSync\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevisionB3Z1github.com/switchboard-im/switchboard/nodelink/pbb\x06proto3"
 
@@ -1810,7 +1953,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_switchboard_proto_goTypes = []any{
 	(*Ref)(nil),               // 0: switchboard.v1.Ref
 	(*Deliver)(nil),           // 1: switchboard.v1.Deliver
@@ -1836,7 +1979,9 @@ var file_switchboard_proto_goTypes = []any{
 	(*SMLocation)(nil),        // 21: switchboard.v1.SMLocation
 	(*SMTakeover)(nil),        // 22: switchboard.v1.SMTakeover
 	(*SMState)(nil),           // 23: switchboard.v1.SMState
-	(*BlocklistSync)(nil),     // 24: switchboard.v1.BlocklistSync
+	(*S2SStanza)(nil),         // 24: switchboard.v1.S2SStanza
+	(*S2SAck)(nil),            // 25: switchboard.v1.S2SAck
+	(*BlocklistSync)(nil),     // 26: switchboard.v1.BlocklistSync
 }
 var file_switchboard_proto_depIdxs = []int32{
 	0,  // 0: switchboard.v1.UserStanza.sender:type_name -> switchboard.v1.Ref
@@ -1865,7 +2010,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
