@@ -91,6 +91,13 @@ func (u *users) deliverTo(to string, data []byte) {
 	if u.r.hosts[domain] == nil || local == "" {
 		if c, ok := u.r.comps.pickComponent(domain, ""); ok {
 			c.Send(u.r.link, data)
+		} else if u.r.hosts[domain] == nil && u.r.s2s.enabled() {
+			// Another server's: on the stream from the sender's domain (s2s.go).
+			if env, err := xmpp.ParseStanza(data); err == nil {
+				if _, fd, _ := cutAt(bareOf(env.From)); u.r.hosts[fd] != nil {
+					u.r.s2s.send(fd, domain, data)
+				}
+			}
 		}
 		return
 	}

@@ -185,11 +185,20 @@ func (r *Router) noTo(rt *routed) verdict {
 // rosters before it goes on (RFC 6121 §3); without roster storage it is routed as it is.
 func (r *Router) subscription(rt *routed) verdict {
 	env := rt.env
-	if env.Kind != xmpp.KindPresence || rt.sender.Kind != KindC2S || r.rosters == nil || !roster.IsSubscription(env.Type) {
+	if env.Kind != xmpp.KindPresence || r.rosters == nil {
 		return pass
 	}
-	r.subs.outboundSubscription(rt.sender, env)
-	return handled
+	switch {
+	case rt.sender.Kind == KindC2S && roster.IsSubscription(env.Type):
+		r.subs.outboundSubscription(rt.sender, env)
+		return handled
+	case rt.sender.Kind == KindS2S && (roster.IsSubscription(env.Type) || env.Type == "probe"):
+		// From a remote server: its user's subscription stanza, or its probe, for one
+		// of this cluster's users (s2s.go).
+		r.subs.fromRemote(rt.sender, env)
+		return handled
+	}
+	return pass
 }
 
 // address parses 'to' and finds its served host, if any.

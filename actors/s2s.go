@@ -406,6 +406,13 @@ func (r *Router) ServeS2S(c *xmpp.Conn, remote string) {
 		}
 		r.metrics.stanzaIn(env.Kind, fromS2S, unsafe.Pointer(s))
 		r.route(out, s, env.From, env)
+		if s.work.n.Load() > 0 {
+			// A subscription stanza or probe changes or reads a roster first (on the
+			// stream's work queue): what the remote server sent after it waits, so that
+			// its user's presence does not overtake its approval.
+			out.Flush()
+			s.waitWork(1)
+		}
 		if d := r.limits().IdleTimeout; d > 0 {
 			c.Deadline(d)
 		}

@@ -155,6 +155,8 @@ func (sub *subscriptions) sendSubscription(user, contact, typ string, stanza []b
 	} else if _, domain, _ := cutAt(contact); domain != "" {
 		if c, ok := sub.r.comps.pickComponent(domain, user); ok {
 			c.Send(sub.r.link, stanza)
+		} else if sub.r.hosts[domain] == nil {
+			sub.r.users.deliverTo(contact, stanza) // another server's user (s2s)
 		}
 	}
 	switch typ {
@@ -236,7 +238,12 @@ func (sub *subscriptions) broadcastToContacts(s *Session, presence []byte, initi
 	}
 	for _, it := range ros.Items {
 		if (it.Subscription == roster.SubTo || it.Subscription == roster.SubBoth) && !sub.r.blocked(s.Bare, it.JID) {
-			sub.presenceTo(it.JID, s.Full, false)
+			if _, _, ok := sub.isLocalUser(it.JID); ok {
+				sub.presenceTo(it.JID, s.Full, false)
+			} else {
+				// Another server's user: a probe, answered by that server (§4.3).
+				sub.r.users.deliverTo(it.JID, xmpp.Presence("probe", s.Bare, it.JID))
+			}
 		}
 	}
 	for _, from := range ros.PendingIn {
@@ -257,4 +264,36 @@ func (sub *subscriptions) removedItem(user string, prev roster.Item) {
 		sub.sendSubscription(user, prev.JID, roster.Unsubscribed,
 			xmpp.Presence(roster.Unsubscribed, user, prev.JID), true)
 	}
+}
+
+// fromRemote handles, for one of this cluster's users, a subscription stanza or a probe
+// that another server's user sent (RFC 6121 §3, §4.3), on the incoming stream's own work
+// queue: the user's roster changes as for a local contact; a probe from a contact the
+// user lets see its presence gets the presence of each available resource (else nothing:
+// §4.3.2 lets the server say nothing).
+func (sub *subscriptions) fromRemote(s *Session, env *xmpp.Envelope) {
+	to, err := jid.Parse(env.To)
+	from, ferr := jid.Parse(env.From)
+	if err != nil || ferr != nil {
+		return
+	}
+	user, contact := to.Bare().String(), from.Bare().String()
+	h, local, ok := sub.isLocalUser(user)
+	if !ok || sub.r.blocked(user, contact) {
+		return
+	}
+	typ := env.Type
+	stanza := env.RewriteNS(contact, user, xmpp.NSClient)
+	s.later(func() {
+		if typ != "probe" {
+			sub.inboundSubscription(h, user, contact, typ, stanza)
+			return
+		}
+		ctx, cancel := rosterCtx()
+		ros, err := sub.r.rosters.Get(ctx, h.Domain, local)
+		cancel()
+		if err == nil && ros.Sees(contact) {
+			sub.presenceTo(user, from.String(), false)
+		}
+	})
 }

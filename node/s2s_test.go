@@ -265,3 +265,74 @@ func dialAs(t *testing.T, f *federated, domain, certFile, keyFile, stanza string
 		}
 	}
 }
+
+// skipTo is the next stanza p gets that ok accepts; others are skipped (roster pushes
+// answered).
+func skipTo(t *testing.T, p *peer, what string, ok func(*elem) bool) *elem {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		e := p.Next(wait)
+		if ok(e) {
+			return e
+		}
+		if e.XMLName.Local == "iq" && e.Attr("type") == "set" && e.Child("query") != nil {
+			p.Send(`<iq type='result' id='` + e.Attr("id") + `'/>`)
+		}
+	}
+	t.Fatalf("%s: no %s", p.JID, what)
+	return nil
+}
+
+func presenceFrom(from, typ string) func(*elem) bool {
+	return func(e *elem) bool {
+		return e.XMLName.Local == "presence" && e.Attr("type") == typ && strings.HasPrefix(e.Attr("from"), from)
+	}
+}
+
+// RFC 6121 across federation: a subscription handshake between users of two servers
+// changes both rosters, presence follows the subscription both ways, a new resource's
+// initial presence probes the remote contact, and logging out sends unavailable.
+func TestS2SPresence(t *testing.T) {
+	ca := testca.New(t)
+	nodes := startFederated(t, ca, nil, nil, "a.test", "b.test")
+	a, b := nodes[0], nodes[1]
+	alice := a.login(t, "alice", "phone")
+	bob := b.login(t, "bob", "laptop")
+	rosterGet(t, alice, "r1")
+	rosterGet(t, bob, "r2")
+
+	alice.Send(`<presence to='bob@b.test' type='subscribe'/>`)
+	if e := skipTo(t, bob, "alice's request", presenceFrom("alice@a.test", "subscribe")); e.Attr("from") != "alice@a.test" {
+		t.Fatalf("bob got %s", e)
+	}
+	bob.Send(`<presence to='alice@a.test' type='subscribed'/>`)
+	skipTo(t, alice, "bob's approval", presenceFrom("bob@b.test", "subscribed"))
+	skipTo(t, alice, "bob's presence after the approval", presenceFrom("bob@b.test/laptop", ""))
+	bob.Send(`<presence><show>away</show></presence>`)
+	if e := skipTo(t, alice, "bob's new presence", presenceFrom("bob@b.test/laptop", "")); !strings.Contains(e.String(), "away") {
+		t.Fatalf("alice got %s", e)
+	}
+	// Both rosters say so.
+	alice.Send(`<iq type='get' id='r3'><query xmlns='jabber:iq:roster'/></iq>`)
+	if r := skipTo(t, alice, "her roster", func(e *elem) bool { return e.Attr("id") == "r3" }); !strings.Contains(r.String(), `jid="bob@b.test"`) || !strings.Contains(r.String(), `subscription="to"`) {
+		t.Fatalf("alice's roster: %s", r)
+	}
+	bob.Send(`<iq type='get' id='r4'><query xmlns='jabber:iq:roster'/></iq>`)
+	if r := skipTo(t, bob, "his roster", func(e *elem) bool { return e.Attr("id") == "r4" }); !strings.Contains(r.String(), `jid="alice@a.test"`) || !strings.Contains(r.String(), `subscription="from"`) {
+		t.Fatalf("bob's roster: %s", r)
+	}
+	// And the other way: bob subscribes to alice.
+	bob.Send(`<presence to='alice@a.test' type='subscribe'/>`)
+	skipTo(t, alice, "bob's request", presenceFrom("bob@b.test", "subscribe"))
+	alice.Send(`<presence to='bob@b.test' type='subscribed'/>`)
+	skipTo(t, bob, "alice's approval", presenceFrom("alice@a.test", "subscribed"))
+	skipTo(t, bob, "alice's presence after the approval", presenceFrom("alice@a.test/phone", ""))
+	// A new resource of alice's probes bob at its initial presence.
+	tablet := a.login(t, "alice", "tablet")
+	skipTo(t, tablet, "bob's presence (probe)", presenceFrom("bob@b.test/laptop", ""))
+	// Bob logs out: alice's resources get unavailable.
+	bob.CloseClean()
+	skipTo(t, alice, "bob's unavailable", presenceFrom("bob@b.test/laptop", "unavailable"))
+	_ = tablet
+}

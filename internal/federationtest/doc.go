@@ -4,9 +4,8 @@
 // logged in to their own server, do what clients would across the two domains: messages
 // to full and bare JIDs both ways, IQ ping to the other server, an IQ to the other user's
 // full JID and its answer, disco#info of the other server, errors for a user who does not
-// exist there, and 200 messages each way that arrive complete and in order. The presence
-// subscription handshake (RFC 6121 §3) across the domains runs only with
-// SWITCHBOARD_FED_PRESENCE=1 (not in Switchboard yet).
+// exist there, 200 messages each way that arrive complete and in order, and the presence
+// subscription handshake (RFC 6121 §3) both ways with the presence that follows it.
 //
 // The tests need both servers running and federating, so `go test ./...` skips them.
 // deploy/test-federation-prosody.sh sets everything up (a private CA, Prosody,
@@ -19,7 +18,6 @@
 //	SWITCHBOARD_FED_PEER_DOMAIN  the domain the peer serves (default pr.test)
 //	SWITCHBOARD_FED_PEER_USER    localpart:password of bob, on the peer
 //	SWITCHBOARD_FED_PEER_NAME    the peer's name, for messages (default prosody)
-//	SWITCHBOARD_FED_PRESENCE     1: also run the subscription handshake
 //
 // Clients log in with the first SASL mechanism the server offers of SCRAM-SHA-256,
 // SCRAM-SHA-1 (Prosody 0.12) and PLAIN, over STARTTLS without certificate checks. It has

@@ -444,15 +444,19 @@ func TestFederation(t *testing.T) {
 	// RFC 6121 §3: alice subscribes to bob's presence and bob approves, then the other
 	// way round; each then sees the other's available presence. Not in Switchboard yet.
 	t.Run("presence_subscription", func(t *testing.T) {
-		if os.Getenv("SWITCHBOARD_FED_PRESENCE") != "1" {
-			t.Skip("presence subscription across domains is not in Switchboard yet: SWITCHBOARD_FED_PRESENCE=1 runs it")
-		}
 		t.Cleanup(func() { // leave the rosters as they were (best effort)
 			for _, x := range []struct{ c, o *client }{{alice, bob}, {bob, alice}} {
 				_ = x.c.p.S.Send(context.Background(), xmpptest.Tokens(`<iq type='set' id='cleanup-`+randHex(3)+`'><query xmlns='`+
 					nsRoster+`'><item jid='`+x.o.acct.bare()+`' subscription='remove'/></query></iq>`))
 			}
 		})
+		// Real clients fetch the roster first: a server sends roster pushes, and inbound
+		// approvals, only to resources that did (RFC 6121 §2.1.6; Prosody holds to it).
+		for _, c := range []*client{alice, bob} {
+			id := "roster-" + randHex(3)
+			c.send(t, `<iq type='get' id='`+id+`'><query xmlns='`+nsRoster+`'/></iq>`)
+			c.await(t, "the roster", func(e *Elem) bool { return e.Attr("id") == id })
+		}
 		presence := func(from *client, typ string) func(*Elem) bool {
 			return func(e *Elem) bool {
 				return e.XMLName.Local == "presence" && bareOf(e.Attr("from")) == from.acct.bare() && e.Attr("type") == typ
