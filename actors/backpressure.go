@@ -101,8 +101,13 @@ type shaper struct {
 // delay takes one stanza of n bytes from the buckets and returns how long the reader
 // must wait before the next (0: none).
 func (sh *shaper) delay(lim Limits, n int) time.Duration {
-	if lim.ClientBytes != sh.bps || lim.ClientStanzas != sh.sps || lim.ClientBurst != sh.burst {
-		sh.bps, sh.sps, sh.burst = lim.ClientBytes, lim.ClientStanzas, lim.ClientBurst
+	return sh.delayAt(lim.ClientBytes, lim.ClientStanzas, lim.ClientBurst, n)
+}
+
+// delayAt is delay with the rates given (an incoming server stream's).
+func (sh *shaper) delayAt(bps, sps float64, burst time.Duration, n int) time.Duration {
+	if bps != sh.bps || sps != sh.sps || burst != sh.burst {
+		sh.bps, sh.sps, sh.burst = bps, sps, burst
 		sh.bytes, sh.stanzas = bucket(sh.bps, sh.burst), bucket(sh.sps, sh.burst)
 	}
 	now := time.Now()

@@ -55,8 +55,10 @@ type Limits struct {
 	InflightIQs                 int64         // IQs a session may have waiting for another entity's answer (0: no limit)
 	SessionsPerUser             int64         // sessions one account may have bound at once, cluster-wide (0: no limit)
 	// ClientBytes and ClientStanzas shape what a bound client sends (per second, with a
-	// burst of ClientBurst; 0: no limit).
+	// burst of ClientBurst; 0: no limit); S2SBytes and S2SStanzas what an incoming
+	// server stream sends.
 	ClientBytes, ClientStanzas float64
+	S2SBytes, S2SStanzas       float64
 	ClientBurst                time.Duration
 }
 

@@ -39,6 +39,7 @@ type S2S struct {
 	Dial           func(ctx context.Context, local, remote string) (*xmpp.Conn, error)
 	ConnectTimeout time.Duration
 	MaxQueuedBytes int
+	IdleTimeout    time.Duration // an outgoing stream nothing was written to this long closes
 }
 
 // s2sPair names an outgoing stream.
@@ -79,6 +80,7 @@ type s2sLink struct {
 	queue  [][]byte
 	queued int
 	w      *Session // nil while connecting
+	used   bool     // something was written since the idle check last looked
 }
 
 func (o *s2sOut) enabled() bool { return o != nil && o.cfg.Dial != nil }
@@ -222,6 +224,7 @@ func (o *s2sOut) sendHere(local, remote string, data []byte) {
 		go o.open(l)
 	}
 	if l.w != nil {
+		l.used = true
 		o.mu.Unlock()
 		l.w.Send(data)
 		return
@@ -281,6 +284,9 @@ func (o *s2sOut) open(l *s2sLink) {
 	o.mu.Unlock()
 	r.log.Info("s2s: stream up", "from", l.pair.local, "to", l.pair.remote)
 	r.metrics.s2sStreams(+1)
+	if o.cfg.IdleTimeout > 0 {
+		go o.closeIdle(l)
+	}
 	// The receiving server sends nothing on it but its closing tag or a stream error.
 	go func() {
 		for {
@@ -297,6 +303,35 @@ func (o *s2sOut) open(l *s2sLink) {
 		r.stopSession(w)
 		r.log.Info("s2s: stream closed", "from", l.pair.local, "to", l.pair.remote)
 	}()
+}
+
+// closeIdle closes an outgoing stream once nothing was written to it for the idle
+// timeout (checked twice per timeout: a stream idles between one and one and a half).
+func (o *s2sOut) closeIdle(l *s2sLink) {
+	t := time.NewTicker(o.cfg.IdleTimeout / 2)
+	defer t.Stop()
+	idle := 0
+	for range t.C {
+		o.mu.Lock()
+		if o.links[l.pair] != l {
+			o.mu.Unlock()
+			return
+		}
+		if l.used {
+			l.used, idle = false, 0
+			o.mu.Unlock()
+			continue
+		}
+		if idle++; idle < 2 {
+			o.mu.Unlock()
+			continue
+		}
+		delete(o.links, l.pair)
+		o.mu.Unlock()
+		o.r.log.Info("s2s: idle stream closed", "from", l.pair.local, "to", l.pair.remote)
+		l.w.Close(nil)
+		return
+	}
 }
 
 // rehome closes the streams of pairs this node no longer owns (the membership changed):
@@ -364,6 +399,7 @@ func (r *Router) s2sPeer(local, remote string) *Session {
 // and go to a domain served here or a component's (else host-unknown).
 func (r *Router) ServeS2S(c *xmpp.Conn, remote string) {
 	s := r.s2sPeer(c.Host, remote)
+	var rate shaper // s2s.bytes_per_second, s2s.stanzas_per_second
 	out := nodelink.NewOutbox(r.link)
 	c.R.BeforeFill = out.Flush
 	defer out.Flush()
@@ -406,6 +442,11 @@ func (r *Router) ServeS2S(c *xmpp.Conn, remote string) {
 		}
 		r.metrics.stanzaIn(env.Kind, fromS2S, unsafe.Pointer(s))
 		r.route(out, s, env.From, env)
+		lim := r.limits()
+		if d := rate.delayAt(lim.S2SBytes, lim.S2SStanzas, lim.ClientBurst, len(env.Raw)); d > 0 {
+			out.Flush()
+			time.Sleep(d)
+		}
 		if s.work.n.Load() > 0 {
 			// A subscription stanza or probe changes or reads a roster first (on the
 			// stream's work queue): what the remote server sent after it waits, so that

@@ -214,6 +214,14 @@ type S2SConfig struct {
 	// MaxStreamsPerDomain caps the incoming streams from one remote domain (on
 	// this node). Default: 4.
 	MaxStreamsPerDomain int `yaml:"max_streams_per_domain"`
+	// BytesPerSecond and StanzasPerSecond shape what one incoming stream may send
+	// (a token bucket each, with limits.client_rate_burst of burst); past them its
+	// reading waits. 0: no limit. Defaults: 4194304 and 20000.
+	BytesPerSecond   int `yaml:"bytes_per_second"`
+	StanzasPerSecond int `yaml:"stanzas_per_second"`
+	// IdleTimeout closes an outgoing stream nothing was written to for this long
+	// (the next stanza opens it again). Default: 5m.
+	IdleTimeout Duration `yaml:"idle_timeout"`
 }
 
 // TLSConfig configures the c2s certificate (key `tls`).
@@ -694,7 +702,8 @@ func Default() *Config {
 		},
 		TLS: TLSConfig{Required: true},
 		S2S: S2SConfig{RequireEncryption: true, ConnectTimeout: Duration(10 * time.Second),
-			MaxQueuedBytes: 1 << 20, MaxStreamsPerDomain: 4},
+			MaxQueuedBytes: 1 << 20, MaxStreamsPerDomain: 4, BytesPerSecond: 4 << 20, StanzasPerSecond: 20000,
+			IdleTimeout: Duration(5 * time.Minute)},
 		Etcd: EtcdConfig{
 			Endpoints:        []string{},
 			Prefix:           "/switchboard",
@@ -866,6 +875,9 @@ func (c *Config) Validate() error {
 	v.positive("s2s.connect_timeout", int64(c.S2S.ConnectTimeout))
 	v.positive("s2s.max_queued_bytes", int64(c.S2S.MaxQueuedBytes))
 	v.positive("s2s.max_streams_per_domain", int64(c.S2S.MaxStreamsPerDomain))
+	v.nonNegative("s2s.bytes_per_second", int64(c.S2S.BytesPerSecond), "0 = no limit")
+	v.nonNegative("s2s.stanzas_per_second", int64(c.S2S.StanzasPerSecond), "0 = no limit")
+	v.positive("s2s.idle_timeout", int64(c.S2S.IdleTimeout))
 	for d, a := range c.S2S.StaticRoutes {
 		v.addr(nil, "s2s.static_routes."+d, a, true)
 	}

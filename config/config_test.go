@@ -600,8 +600,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", "SWITCHBOARD")
-	if n != 69 {
-		t.Errorf("checked %d keys, want 69 (update this test when adding keys)", n)
+	if n != 72 {
+		t.Errorf("checked %d keys, want 72 (update this test when adding keys)", n)
 	}
 }
 

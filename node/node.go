@@ -110,6 +110,8 @@ func routerLimits(c *config.Config) actors.Limits {
 		ClientBytes:     float64(c.Limits.ClientBytesPerSecond),
 		ClientStanzas:   float64(c.Limits.ClientStanzasPerSecond),
 		ClientBurst:     c.Limits.ClientRateBurst.D(),
+		S2SBytes:        float64(c.S2S.BytesPerSecond),
+		S2SStanzas:      float64(c.S2S.StanzasPerSecond),
 	}
 }
 

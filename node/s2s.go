@@ -39,7 +39,8 @@ func (n *Node) setupS2S() (actors.S2S, error) {
 	st.server = n.tls.Clone()
 	st.server.ClientAuth = tls.RequestClientCert
 	st.client = &tls.Config{Certificates: n.tls.Certificates, RootCAs: roots, MinVersion: tls.VersionTLS12}
-	return actors.S2S{Dial: n.dialS2S, ConnectTimeout: cfg.S2S.ConnectTimeout.D(), MaxQueuedBytes: cfg.S2S.MaxQueuedBytes}, nil
+	return actors.S2S{Dial: n.dialS2S, ConnectTimeout: cfg.S2S.ConnectTimeout.D(), MaxQueuedBytes: cfg.S2S.MaxQueuedBytes,
+		IdleTimeout: cfg.S2S.IdleTimeout.D()}, nil
 }
 
 // dialS2S opens an authenticated stream from local to the server of remote.

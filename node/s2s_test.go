@@ -336,3 +336,42 @@ func TestS2SPresence(t *testing.T) {
 	skipTo(t, alice, "bob's unavailable", presenceFrom("bob@b.test/laptop", "unavailable"))
 	_ = tablet
 }
+
+// An incoming server stream is read at s2s.stanzas_per_second at most (past its burst), and an outgoing
+// stream nothing was written to for s2s.idle_timeout closes (the next stanza opens it
+// again).
+func TestS2SLimits(t *testing.T) {
+	ca := testca.New(t)
+	nodes := startFederated(t, ca, nil, func(c *config.Config) {
+		c.S2S.StanzasPerSecond = 100
+		c.Limits.ClientRateBurst = config.Duration(time.Second) // a burst of 100
+		c.S2S.IdleTimeout = config.Duration(400 * time.Millisecond)
+		c.Log.Level = "info"
+	}, "a.test", "b.test")
+	a, b := nodes[0], nodes[1]
+	alice := a.login(t, "alice", "phone")
+	bob := b.login(t, "bob", "laptop")
+	alice.Send(`<message to='bob@b.test/laptop' type='chat' id='first'><body>x</body></message>`)
+	if m := nextOf(t, bob); m.Attr("id") != "first" {
+		t.Fatalf("bob got %s", m)
+	}
+	start := time.Now()
+	for i := 0; i < 200; i++ {
+		alice.Send(`<message to='bob@b.test/laptop' type='chat' id='r` + strconv.Itoa(i) + `'><body>x</body></message>`)
+	}
+	for i := 0; i < 200; i++ {
+		if m := nextOf(t, bob); m.Attr("id") != "r"+strconv.Itoa(i) {
+			t.Fatalf("bob's message %d: %s", i, m)
+		}
+	}
+	if d := time.Since(start); d < 700*time.Millisecond {
+		t.Fatalf("200 stanzas at 100/s with a burst of 100 took %v", d)
+	}
+	waitFor(t, wait, "the idle outgoing stream closed", func() bool {
+		return strings.Contains(a.logs.String(), "s2s: idle stream closed")
+	})
+	alice.Send(`<message to='bob@b.test/laptop' type='chat' id='again'><body>x</body></message>`)
+	if m := nextOf(t, bob); m.Attr("id") != "again" {
+		t.Fatalf("after the idle close: %s", m)
+	}
+}
