@@ -197,8 +197,9 @@ type S2SConfig struct {
 	// RequireEncryption: streams without TLS are refused, both ways. Default: true.
 	RequireEncryption bool `yaml:"require_encryption"`
 	// Dialback enables XEP-0220 server dialback where certificates do not
-	// authenticate a peer. Not implemented yet: only SASL EXTERNAL (XEP-0178)
-	// authenticates; true is refused. Default: false.
+	// authenticate a peer (SASL EXTERNAL, XEP-0178, is always offered first): the
+	// peer's domain is checked by asking its server (found by static route or DNS)
+	// to vouch for the key. Default: true.
 	Dialback bool `yaml:"dialback"`
 	// StaticRoutes pins remote domains to host:port addresses instead of DNS
 	// (SRV _xmpp-server._tcp, then A/AAAA on 5269). Not settable from the
@@ -701,7 +702,7 @@ func Default() *Config {
 			Admin:     "127.0.0.1:5280",
 		},
 		TLS: TLSConfig{Required: true},
-		S2S: S2SConfig{RequireEncryption: true, ConnectTimeout: Duration(10 * time.Second),
+		S2S: S2SConfig{RequireEncryption: true, Dialback: true, ConnectTimeout: Duration(10 * time.Second),
 			MaxQueuedBytes: 1 << 20, MaxStreamsPerDomain: 4, BytesPerSecond: 4 << 20, StanzasPerSecond: 20000,
 			IdleTimeout: Duration(5 * time.Minute)},
 		Etcd: EtcdConfig{
@@ -869,9 +870,6 @@ func (c *Config) Validate() error {
 	v.addr(addrs, "listen.component", c.Listen.Component, false)
 	v.addr(addrs, "listen.admin", c.Listen.Admin, false)
 	v.addr(addrs, "listen.s2s", c.Listen.S2S, false)
-	if c.S2S.Dialback {
-		v.add("s2s.dialback", "XEP-0220 dialback is not implemented yet: servers authenticate with certificates (SASL EXTERNAL)")
-	}
 	v.positive("s2s.connect_timeout", int64(c.S2S.ConnectTimeout))
 	v.positive("s2s.max_queued_bytes", int64(c.S2S.MaxQueuedBytes))
 	v.positive("s2s.max_streams_per_domain", int64(c.S2S.MaxStreamsPerDomain))

@@ -375,3 +375,49 @@ func TestS2SLimits(t *testing.T) {
 		t.Fatalf("after the idle close: %s", m)
 	}
 }
+
+// XEP-0220 dialback where certificates do not authenticate: a.test's certificate is
+// from a CA b.test does not trust, so b.test offers it no SASL EXTERNAL; a.test says who
+// it is with a dialback key, which b.test has a.test's server vouch for. A key a.test's
+// server did not make is refused.
+func TestS2SDialback(t *testing.T) {
+	ca := testca.New(t)
+	rogueCert, rogueKey := ca.Issue("a.test", true)
+	nodes := startFederated(t, ca, nil, func(c *config.Config) {
+		if c.Hosts[0].Domain == "a.test" {
+			c.TLS.Cert, c.TLS.Key = rogueCert, rogueKey
+		}
+	}, "a.test", "b.test")
+	a, b := nodes[0], nodes[1]
+	alice := a.login(t, "alice", "phone")
+	bob := b.login(t, "bob", "laptop")
+	alice.Send(`<message to='bob@b.test/laptop' type='chat' id='d1'><body>by dialback</body></message>`)
+	if m := nextOf(t, bob); m.Attr("id") != "d1" || m.Attr("from") != "alice@a.test/phone" {
+		t.Fatalf("bob got %s", m)
+	}
+	bob.Send(`<message to='alice@a.test/phone' type='chat' id='d2'><body>back</body></message>`)
+	if m := nextOf(t, alice); m.Attr("id") != "d2" {
+		t.Fatalf("alice got %s", m)
+	}
+
+	// Someone else claiming a.test, with a key a.test's server did not give.
+	pair, err := tls.LoadX509KeyPair(rogueCert, rogueKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.DialTimeout("tcp", b.s2s, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(wait))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	forged := &xmpp.Dialback{Key: func(_, _, _ string) string { return strings.Repeat("ab", 32) }}
+	err = xmpp.NegotiateS2SOut(ctx, xmpp.NewConn(raw, 1<<16, false), "a.test", "b.test", &xmpp.S2SOutOptions{
+		TLS: &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true}, RequireTLS: true, Dialback: forged})
+	if !errors.Is(err, xmpp.ErrS2SAuth) {
+		t.Fatalf("a forged dialback key: %v", err)
+	}
+	bob.ExpectNothing(200 * time.Millisecond)
+}

@@ -3,6 +3,7 @@ package xmpp
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/xml"
@@ -15,6 +16,22 @@ import (
 // certificate (XEP-0178). The receiving side (NegotiateS2SIn) learns which remote domain
 // the stream speaks for; the initiating side (NegotiateS2SOut) proves its own.
 
+// XEP-0220 server dialback.
+const (
+	NSDialback        = "jabber:server:dialback"
+	NSDialbackFeature = "urn:xmpp:features:dialback"
+)
+
+// Dialback is what XEP-0220 needs from the server: its keys (XEP-0185), and asking the
+// authoritative server of a domain whether a key is its own.
+type Dialback struct {
+	// Key is this server's key for a stream from originating to receiving with id.
+	Key func(receiving, originating, id string) string
+	// Verify asks the server of originating (db:verify) whether key is its key for the
+	// stream id it opened to receiving.
+	Verify func(ctx context.Context, receiving, originating, id, key string) bool
+}
+
 // S2SInOptions configure an incoming server stream.
 type S2SInOptions struct {
 	// TLS is the server side's configuration; it should request (not require) a
@@ -24,6 +41,9 @@ type S2SInOptions struct {
 	IsHost     func(domain string) bool
 	// Verify reports whether the TLS peer's certificate is valid for domain.
 	Verify func(domain string, cs tls.ConnectionState) error
+	// Dialback, if set, authenticates a peer whose certificate does not (XEP-0220),
+	// and answers other servers' db:verify for this server's domains.
+	Dialback *Dialback
 }
 
 // NegotiateS2SIn runs negotiation on an accepted server connection up to the stream
@@ -84,6 +104,9 @@ func NegotiateS2SIn(ctx context.Context, c *Conn, o *S2SInOptions) (string, erro
 		if external {
 			f.WriteString("<mechanisms xmlns='" + NSSASL + "'><mechanism>EXTERNAL</mechanism></mechanisms>")
 		}
+		if o.Dialback != nil && (c.Secure || !o.RequireTLS) {
+			f.WriteString("<dialback xmlns='" + NSDialbackFeature + "'><errors/></dialback>")
+		}
 		f.WriteString("</stream:features>")
 		if err := c.WriteRaw(f.Bytes()); err != nil {
 			return "", err
@@ -127,6 +150,28 @@ func NegotiateS2SIn(ctx context.Context, c *Conn, o *S2SInOptions) (string, erro
 				authed = true
 				c.R.Restart()
 				break elements
+			case env.Name.Space == NSDialback && env.Name.Local == "verify" && o.Dialback != nil:
+				// An authoritative server's part (XEP-0220 §2.2): is this key ours?
+				from, to, id := attrOf(env.Raw, "from"), attrOf(env.Raw, "to"), attrOf(env.Raw, "id")
+				valid := o.IsHost(to) && subtle.ConstantTimeCompare([]byte(o.Dialback.Key(from, to, id)), []byte(strings.TrimSpace(string(env.Content())))) == 1
+				if err := c.WriteRaw(dbElement("verify", to, from, id, valid)); err != nil {
+					return "", err
+				}
+			case env.Name.Space == NSDialback && env.Name.Local == "result" && o.Dialback != nil && (c.Secure || !o.RequireTLS):
+				// A receiving server's part (XEP-0220 §2.1): ask the originating domain's
+				// server whether the key it gives is its own.
+				from, to := strings.ToLower(attrOf(env.Raw, "from")), strings.ToLower(attrOf(env.Raw, "to"))
+				if from != remote || to != host {
+					return "", c.fail(&StreamError{Condition: "invalid-from", Text: "dialback for another pair of domains"}, host)
+				}
+				if !o.Dialback.Verify(ctx, host, remote, c.StreamID, strings.TrimSpace(string(env.Content()))) {
+					_ = c.WriteRaw(dbElement("result", host, remote, "", false))
+					return "", c.fail(&StreamError{Condition: "not-authorized", Text: "dialback: " + remote + " did not vouch for the key"}, host)
+				}
+				if err := c.WriteRaw(dbElement("result", host, remote, "", true)); err != nil {
+					return "", err
+				}
+				return remote, nil // no restart with dialback
 			case env.Kind != KindOther:
 				return "", c.fail(&StreamError{Condition: "not-authorized"}, host)
 			default:
@@ -136,12 +181,57 @@ func NegotiateS2SIn(ctx context.Context, c *Conn, o *S2SInOptions) (string, erro
 	}
 }
 
+// dbElement is a db:verify or db:result answer.
+func dbElement(name, from, to, id string, valid bool) []byte {
+	var b bytes.Buffer
+	b.WriteString("<db:" + name + " xmlns:db='" + NSDialback + "'")
+	writeAttr(&b, "from", from)
+	writeAttr(&b, "to", to)
+	if id != "" {
+		writeAttr(&b, "id", id)
+	}
+	if valid {
+		b.WriteString(" type='valid'/>")
+	} else {
+		b.WriteString(" type='invalid'/>")
+	}
+	return b.Bytes()
+}
+
 // S2SOutOptions configure an outgoing server stream.
 type S2SOutOptions struct {
 	// TLS is the client side's configuration (its certificate, the roots); ServerName
 	// is set to the remote domain.
 	TLS        *tls.Config
 	RequireTLS bool
+	// Dialback, if set, is used where the remote server offers no SASL EXTERNAL for
+	// this one (XEP-0220).
+	Dialback *Dialback
+	// VerifyServer, if set, checks the remote server's certificate instead of the TLS
+	// library: a certificate it refuses ends the stream, unless Dialback is set, which
+	// then stands for the authentication (XEP-0220 with TLS for encryption only).
+	VerifyServer func(domain string, cs tls.ConnectionState) error
+}
+
+// clientTLS is the TLS client configuration for a stream to remote.
+func (o *S2SOutOptions) clientTLS(remote string) *tls.Config {
+	cfg := o.TLS.Clone()
+	cfg.ServerName = remote
+	if o.VerifyServer != nil {
+		cfg.InsecureSkipVerify = true // checked by VerifyServer, after the handshake
+	}
+	return cfg
+}
+
+// checkServer applies VerifyServer after a handshake.
+func (o *S2SOutOptions) checkServer(remote string, tc *tls.Conn) error {
+	if o.VerifyServer == nil {
+		return nil
+	}
+	if err := o.VerifyServer(remote, tc.ConnectionState()); err != nil && o.Dialback == nil {
+		return fmt.Errorf("s2s: the certificate of %s: %w", remote, err)
+	}
+	return nil
 }
 
 // ErrS2SAuth: the remote server did not let this one authenticate.
@@ -167,7 +257,8 @@ func NegotiateS2SOut(ctx context.Context, c *Conn, local, remote string, o *S2SO
 		if err != nil {
 			return c.failWith(err, local)
 		}
-		if h := ParseHeader(hdr); h.NS != NSServer || !versionOK(h.Version) {
+		h := ParseHeader(hdr)
+		if h.NS != NSServer || !versionOK(h.Version) {
 			return c.fail(&StreamError{Condition: "invalid-namespace"}, local)
 		}
 		env, err := c.R.Next()
@@ -183,6 +274,7 @@ func NegotiateS2SOut(ctx context.Context, c *Conn, local, remote string, o *S2SO
 		var f struct {
 			StartTLS   *struct{} `xml:"urn:ietf:params:xml:ns:xmpp-tls starttls"`
 			Mechanisms []string  `xml:"urn:ietf:params:xml:ns:xmpp-sasl mechanisms>mechanism"`
+			Dialback   *struct{} `xml:"urn:xmpp:features:dialback dialback"`
 		}
 		if err := xml.Unmarshal(env.Raw, &f); err != nil {
 			return c.fail(&StreamError{Condition: "bad-format"}, local)
@@ -200,12 +292,14 @@ func NegotiateS2SOut(ctx context.Context, c *Conn, local, remote string, o *S2SO
 				_ = c.Conn.Close()
 				return fmt.Errorf("s2s: STARTTLS refused by %s", remote)
 			}
-			cfg := o.TLS.Clone()
-			cfg.ServerName = remote
-			tc := tls.Client(c.Conn, cfg)
+			tc := tls.Client(c.Conn, o.clientTLS(remote))
 			if err := tc.HandshakeContext(ctx); err != nil {
 				_ = c.Conn.Close()
 				return fmt.Errorf("s2s: TLS with %s: %w", remote, err)
+			}
+			if err := o.checkServer(remote, tc); err != nil {
+				_ = tc.Close()
+				return err
 			}
 			c.Conn, c.Secure = tc, true
 			c.R.Reset(tc)
@@ -226,6 +320,20 @@ func NegotiateS2SOut(ctx context.Context, c *Conn, local, remote string, o *S2SO
 			}
 			authed = true
 			c.R.Restart()
+		case f.Dialback != nil && o.Dialback != nil:
+			if err := c.WriteRaw([]byte("<db:result xmlns:db='" + NSDialback + "' from='" + local + "' to='" + remote + "'>" +
+				o.Dialback.Key(remote, local, h.ID) + "</db:result>")); err != nil {
+				return err
+			}
+			res, err := c.R.Next()
+			if err != nil {
+				return c.failWith(err, local)
+			}
+			if res.Name.Space != NSDialback || res.Name.Local != "result" || attrOf(res.Raw, "type") != "valid" {
+				_ = c.Conn.Close()
+				return fmt.Errorf("%w: %s refused dialback for %s", ErrS2SAuth, remote, local)
+			}
+			return nil // no restart with dialback
 		default:
 			c.Fail(&StreamError{Condition: "policy-violation", Text: "no way to authenticate"}, local)
 			return fmt.Errorf("%w: %s offers no SASL EXTERNAL for %s", ErrS2SAuth, remote, local)
@@ -256,4 +364,74 @@ func attrOf(raw []byte, name string) string {
 		}
 	}
 	return ""
+}
+
+// DialbackVerify asks, on a fresh connection c to the server of originating, whether key
+// is its key for the stream id it opened to receiving (XEP-0220 §2.1.3): STARTTLS if
+// offered (required with o.RequireTLS), then db:verify.
+func DialbackVerify(ctx context.Context, c *Conn, receiving, originating, id, key string, o *S2SOutOptions) (bool, error) {
+	c.NS, c.Host = NSServer, receiving
+	defer c.Close()
+	for {
+		var hb bytes.Buffer
+		hb.WriteString("<?xml version='1.0'?><stream:stream xmlns='" + NSServer + "' xmlns:stream='" + NSStream +
+			"' xmlns:db='" + NSDialback + "'")
+		writeAttr(&hb, "from", receiving)
+		writeAttr(&hb, "to", originating)
+		hb.WriteString(" version='1.0'>")
+		if err := c.WriteRaw(hb.Bytes()); err != nil {
+			return false, err
+		}
+		if _, err := c.R.ReadHeader(); err != nil {
+			return false, err
+		}
+		env, err := c.R.Next()
+		if err != nil {
+			return false, err
+		}
+		var f struct {
+			StartTLS *struct{} `xml:"urn:ietf:params:xml:ns:xmpp-tls starttls"`
+		}
+		_ = xml.Unmarshal(env.Raw, &f)
+		if !c.Secure && f.StartTLS != nil && o.TLS != nil {
+			if err := c.WriteRaw([]byte("<starttls xmlns='" + NSTLS + "'/>")); err != nil {
+				return false, err
+			}
+			if p, err := c.R.Next(); err != nil || p.Name.Local != "proceed" {
+				return false, fmt.Errorf("dialback verify: STARTTLS refused by %s", originating)
+			}
+			tc := tls.Client(c.Conn, o.clientTLS(originating))
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return false, err
+			}
+			c.Conn, c.Secure = tc, true
+			c.R.Reset(tc)
+			continue
+		}
+		if !c.Secure && o.RequireTLS {
+			return false, fmt.Errorf("dialback verify: %s offers no TLS", originating)
+		}
+		break
+	}
+	var b bytes.Buffer
+	b.WriteString("<db:verify xmlns:db='" + NSDialback + "'")
+	writeAttr(&b, "from", receiving)
+	writeAttr(&b, "to", originating)
+	writeAttr(&b, "id", id)
+	b.WriteString(">")
+	_ = xml.EscapeText(&b, []byte(key))
+	b.WriteString("</db:verify>")
+	if err := c.WriteRaw(b.Bytes()); err != nil {
+		return false, err
+	}
+	for {
+		env, err := c.R.Next()
+		if err != nil {
+			return false, err
+		}
+		if env.Name.Space == NSDialback && env.Name.Local == "verify" {
+			_ = c.WriteRaw([]byte("</stream:stream>"))
+			return attrOf(env.Raw, "type") == "valid" && attrOf(env.Raw, "id") == id, nil
+		}
+	}
 }

@@ -101,7 +101,7 @@ func AsStreamError(err error) (*StreamError, bool) {
 
 // StreamHeader is the peer's opening tag, checked.
 type StreamHeader struct {
-	To, From, Version, Lang, NS string
+	To, From, Version, Lang, NS, ID string
 }
 
 // ParseHeader extracts the attributes that matter from a stream start tag.
@@ -115,6 +115,8 @@ func ParseHeader(se xml.StartElement) StreamHeader {
 			h.From = a.Value
 		case a.Name.Space == "" && a.Name.Local == "version":
 			h.Version = a.Value
+		case a.Name.Space == "" && a.Name.Local == "id":
+			h.ID = a.Value
 		case a.Name.Space == xmlURL && a.Name.Local == "lang":
 			h.Lang = a.Value
 		case a.Name.Space == "" && a.Name.Local == "xmlns":

@@ -29,16 +29,20 @@ const (
 	Idle       = "idle"
 	Floor      = "floor"
 	Flood      = "flood"
+	S2S        = "s2s"
 )
 
 // Scenarios lists the scenario names.
-var Scenarios = []string{Delegation, Message, LoginScen, Idle, Floor, Flood}
+var Scenarios = []string{Delegation, Message, LoginScen, Idle, Floor, Flood, S2S}
 
 // Options of a run.
 type Options struct {
 	Client ClientConfig // Addr is --server
 
-	Target string // message: the receivers' server (default: Client.Addr)
+	Target string // message: the receivers' server (default: Client.Addr); s2s: server B's c2s
+
+	TargetDomain string // s2s: domain B, served by Target (must differ from Client.Domain)
+	Reverse      bool   // s2s: also send from B to A at the same rate, on the same connections
 
 	Component       string // XEP-0114 address of the server ("" : run no echo component)
 	ComponentJID    string // default bench.<domain>
@@ -53,7 +57,7 @@ type Options struct {
 	Window int
 	Count  int64         // operations in all (0 with Duration: as many as fit)
 	Dur    time.Duration // run for this long instead of Count
-	Rate   float64       // delegation, floor: total requests per second (0: as fast as the window allows)
+	Rate   float64       // delegation, floor, s2s (per direction): total requests per second (0: as fast as the window allows)
 
 	Namespace string // delegation: the namespace of the IQ's payload
 	To        string // delegation: where the IQs go (default: the domain)
@@ -152,6 +156,8 @@ func Run(ctx context.Context, scenario string, o Options) (*Result, error) {
 		return runFloor(ctx, &o)
 	case Flood:
 		return runFlood(ctx, &o)
+	case S2S:
+		return runS2S(ctx, &o)
 	}
 	return nil, fmt.Errorf("bench: unknown scenario %q (one of %v)", scenario, Scenarios)
 }
@@ -175,6 +181,11 @@ func runID() string {
 func loginAll(ctx context.Context, o *Options, addr string, n, first int, base time.Time) ([]*Client, error) {
 	cfg := o.Client
 	cfg.Addr = addr
+	return loginAllCfg(ctx, o, cfg, n, first, base)
+}
+
+// loginAllCfg logs in n clients (client i as user i) with cfg (another server and domain).
+func loginAllCfg(ctx context.Context, o *Options, cfg ClientConfig, n, first int, base time.Time) ([]*Client, error) {
 	out := make([]*Client, n)
 	errs := make([]error, n)
 	rid := runID()

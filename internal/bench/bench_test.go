@@ -28,6 +28,12 @@ const (
 // the bench namespace delegated to the bench component, and the bench accounts.
 func startNode(t *testing.T) *node.Node {
 	t.Helper()
+	return startNodeFor(t, "localhost", nil)
+}
+
+// startNodeFor is startNode serving domain, its config changed by mutate (if not nil).
+func startNodeFor(t *testing.T, domain string, mutate func(*config.Config)) *node.Node {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -45,6 +51,13 @@ func startNode(t *testing.T) *node.Node {
 	cfg.Hosts = []config.HostConfig{{Domain: "localhost", Delegations: map[string]config.DelegationRule{benchNS: {JID: benchComp}}}}
 	cfg.Components = []config.ComponentConfig{{JID: benchComp, Secret: benchSecret, DelegationNS: delegation.NS2, Balance: "round-robin"}}
 	cfg.Log.Level = "error"
+	if domain != "localhost" {
+		cfg.Hosts = []config.HostConfig{{Domain: domain}}
+		cfg.Components = nil
+	}
+	if mutate != nil {
+		mutate(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -62,10 +75,10 @@ func startNode(t *testing.T) *node.Node {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	if err := bench.CreateUsers(ctx, accounts.New(cli, cfg.Etcd.Prefix), "localhost", "bench", password, users, 4096); err != nil {
+	if err := bench.CreateUsers(ctx, accounts.New(cli, cfg.Etcd.Prefix), domain, "bench", password, users, 4096); err != nil {
 		t.Fatal(err)
 	}
-	cc := bench.ClientConfig{Addr: n.Addrs.C2S, Domain: "localhost", Insecure: true, Timeout: 5 * time.Second}
+	cc := bench.ClientConfig{Addr: n.Addrs.C2S, Domain: domain, Insecure: true, Timeout: 5 * time.Second}
 	if err := bench.WaitLogin(ctx, cc, "bench"+string(rune('0'+users-1)), password, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +130,7 @@ func clean(t *testing.T, res *bench.Result, ops uint64) {
 // One node for every scenario: each runs briefly and must come out with no errors and
 // exactly the requested count.
 func TestScenarios(t *testing.T) {
+	t.Parallel() // beside TestS2SScenario, whose nodes take 5 s to stop
 	n := startNode(t)
 
 	t.Run("delegation", func(t *testing.T) {

@@ -159,10 +159,13 @@ func runIdle(ctx context.Context, o *Options) (*Result, error) {
 	return res, nil
 }
 
-func ping(c *Client, o *Options) error {
-	_ = c.Conn.SetDeadline(time.Now().Add(o.Timeout))
+func ping(c *Client, o *Options) error { return pingDomain(c, o.Client.Domain, o.Timeout) }
+
+// pingDomain pings the server of domain (the one c is logged in to) and waits for its result.
+func pingDomain(c *Client, domain string, timeout time.Duration) error {
+	_ = c.Conn.SetDeadline(time.Now().Add(timeout))
 	defer func() { _ = c.Conn.SetDeadline(time.Time{}) }()
-	if err := c.writeNow("<iq type='get' id='idle-ping' to='" + string(appendEscaped(nil, o.Client.Domain)) + "'><ping xmlns='" + nsPing + "'/></iq>"); err != nil {
+	if err := c.writeNow("<iq type='get' id='idle-ping' to='" + string(appendEscaped(nil, domain)) + "'><ping xmlns='" + nsPing + "'/></iq>"); err != nil {
 		return err
 	}
 	for {

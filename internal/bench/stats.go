@@ -221,6 +221,11 @@ type Result struct {
 	FloodAnswered  uint64 `json:"flood_answered,omitempty"`  // stanzas the flooder got back
 	FloodDelivered uint64 `json:"flood_delivered,omitempty"` // messages the third user got
 	FloodCut       string `json:"flood_cut,omitempty"`       // the server ended the flooder's stream early
+
+	// s2s: each direction's figures (ops above are both together), and arrivals behind
+	// a message sent later on the same pair and direction
+	Directions []Direction `json:"directions,omitempty"`
+	OutOfOrder uint64      `json:"out_of_order,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -315,6 +320,13 @@ func (r *Result) WriteText(w io.Writer) {
 		if r.FloodCut != "" {
 			fmt.Fprintf(w, "cut         the server ended the flood early: %s\n", r.FloodCut)
 		}
+	}
+	for _, d := range r.Directions {
+		fmt.Fprintf(w, "%-11s %d delivered (%.0f/s), p50 %.3f  p99 %.3f  max %.3f ms, %d errors, %d out of order\n",
+			d.From+" → "+d.To, d.Ops, d.Throughput, d.LatencyMS.P50, d.LatencyMS.P99, d.LatencyMS.Max, d.Errors, d.OutOfOrder)
+	}
+	if r.Scenario == S2S {
+		fmt.Fprintf(w, "order       %d delivered out of order\n", r.OutOfOrder)
 	}
 	if r.Sessions > 0 {
 		fmt.Fprintf(w, "sessions    %d", r.Sessions)

@@ -69,7 +69,11 @@ func (ca *CA) Issue(domain string, rogue bool) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	kb, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile = filepath.Join(ca.dir, domain+".pem"), filepath.Join(ca.dir, domain+".key")
+	name := domain
+	if rogue {
+		name += ".rogue"
+	}
+	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+".key")
 	writePEM(t, certFile, "CERTIFICATE", der)
 	writePEM(t, keyFile, "EC PRIVATE KEY", kb)
 	return certFile, keyFile
