@@ -180,8 +180,9 @@ type Metrics struct {
 	Parks         prometheus.Counter     // times a client session parked
 	// S2S: outgoing server streams up, and those that could not be opened, by the
 	// condition what waited for them was bounced with.
-	S2SStreams  prometheus.Gauge
+	S2SStreams  *prometheus.GaugeVec // by direction (in, out) and remote domain
 	S2SFailures *prometheus.CounterVec
+	S2SOut      prometheus.Counter // stanzas written to outgoing server streams here
 
 	// stanzas counts stanzas in (by kind and source) and out (switchboard_stanzas_in_total,
 	// switchboard_stanzas_out_total), striped: see stripedCounter.
@@ -217,17 +218,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Parks = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "switchboard_c2s_parks_total", Help: "Times a client session parked (went silent for limits.park_after).",
 	})
-	m.S2SStreams = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "switchboard_s2s_outgoing_streams", Help: "Outgoing server-to-server streams up on this node.",
+	m.S2SStreams = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "switchboard_s2s_streams", Help: "Server-to-server streams up on this node, by direction (in, out) and remote domain.",
+	}, []string{"direction", "remote"})
+	m.S2SOut = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "switchboard_s2s_stanzas_out_total", Help: "Stanzas handed to outgoing server-to-server streams on this node (those from other nodes included).",
 	})
 	m.S2SFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "switchboard_s2s_failures_total", Help: "Outgoing server-to-server streams that could not be opened, by the condition their stanzas were bounced with.",
 	}, []string{"condition"})
-	reg.MustRegister(m.stanzas, m.RoutingErrors, m.Parked, m.Parks, m.S2SStreams, m.S2SFailures)
+	reg.MustRegister(m.stanzas, m.RoutingErrors, m.Parked, m.Parks, m.S2SStreams, m.S2SFailures, m.S2SOut)
 	return m
 }
 
-func (m *Metrics) s2sStreams(d float64)    { m.S2SStreams.Add(d) }
+func (m *Metrics) s2sStreams(dir, remote string, d float64) {
+	m.S2SStreams.WithLabelValues(dir, remote).Add(d)
+}
 func (m *Metrics) s2sFailures(cond string) { m.S2SFailures.WithLabelValues(cond).Inc() }
 
 // NewRouter builds the router; Start spawns its actors.

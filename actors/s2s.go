@@ -226,6 +226,7 @@ func (o *s2sOut) sendHere(local, remote string, data []byte) {
 	if l.w != nil {
 		l.used = true
 		o.mu.Unlock()
+		o.r.metrics.S2SOut.Inc()
 		l.w.Send(data)
 		return
 	}
@@ -280,10 +281,11 @@ func (o *s2sOut) open(l *s2sLink) {
 	for _, d := range l.queue {
 		w.Send(d)
 	}
+	r.metrics.S2SOut.Add(float64(len(l.queue)))
 	l.queue, l.queued, l.w = nil, 0, w
 	o.mu.Unlock()
 	r.log.Info("s2s: stream up", "from", l.pair.local, "to", l.pair.remote)
-	r.metrics.s2sStreams(+1)
+	r.metrics.s2sStreams("out", l.pair.remote, +1)
 	if o.cfg.IdleTimeout > 0 {
 		go o.closeIdle(l)
 	}
@@ -299,7 +301,7 @@ func (o *s2sOut) open(l *s2sLink) {
 			delete(o.links, l.pair)
 		}
 		o.mu.Unlock()
-		r.metrics.s2sStreams(-1)
+		r.metrics.s2sStreams("out", l.pair.remote, -1)
 		r.stopSession(w)
 		r.log.Info("s2s: stream closed", "from", l.pair.local, "to", l.pair.remote)
 	}()
@@ -398,6 +400,8 @@ func (r *Router) s2sPeer(local, remote string) *Session {
 // local domain it was opened for): each stanza must come from remote (else invalid-from)
 // and go to a domain served here or a component's (else host-unknown).
 func (r *Router) ServeS2S(c *xmpp.Conn, remote string) {
+	r.metrics.s2sStreams("in", remote, +1)
+	defer r.metrics.s2sStreams("in", remote, -1)
 	s := r.s2sPeer(c.Host, remote)
 	var rate shaper // s2s.bytes_per_second, s2s.stanzas_per_second
 	out := nodelink.NewOutbox(r.link)

@@ -127,8 +127,9 @@ type Stats struct {
 	Ops    uint64
 	Lat    Histogram
 	Errs   map[string]uint64
-	First  string // the first error, for the report
-	extras uint64 // component-handled count and the like
+	First  string            // the first error, for the report
+	extras uint64            // component-handled count and the like
+	firsts map[string]string // the first error of each kind
 }
 
 // Err counts n errors of a kind, remembering the first one's detail.
@@ -140,6 +141,12 @@ func (s *Stats) Err(kind string, n uint64, detail string) {
 		s.Errs = make(map[string]uint64)
 	}
 	s.Errs[kind] += n
+	if _, ok := s.firsts[kind]; !ok {
+		if s.firsts == nil {
+			s.firsts = make(map[string]string)
+		}
+		s.firsts[kind] = detail
+	}
 	if s.First == "" {
 		s.First = kind
 		if detail != "" {
@@ -160,6 +167,14 @@ func (s *Stats) Merge(o *Stats) {
 			s.Errs = make(map[string]uint64)
 		}
 		s.Errs[k] += v
+	}
+	for k, v := range o.firsts {
+		if _, ok := s.firsts[k]; !ok {
+			if s.firsts == nil {
+				s.firsts = make(map[string]string)
+			}
+			s.firsts[k] = v
+		}
 	}
 	s.extras += o.extras
 }
@@ -195,9 +210,11 @@ type Result struct {
 	Errors     uint64            `json:"errors"`
 	ErrorKinds map[string]uint64 `json:"error_kinds,omitempty"`
 	FirstError string            `json:"first_error,omitempty"`
-	Seconds    float64           `json:"seconds"`
-	Throughput float64           `json:"throughput"`
-	LatencyMS  Latency           `json:"latency_ms"`
+	// FirstErrors is the first error of each kind, when there were several kinds.
+	FirstErrors map[string]string `json:"first_errors,omitempty"`
+	Seconds     float64           `json:"seconds"`
+	Throughput  float64           `json:"throughput"`
+	LatencyMS   Latency           `json:"latency_ms"`
 
 	// ToolCPUPercent is the load tool's own CPU use while the load ran, in % of one core
 	// (what a server sharing the machine could not have). Read from the process's own
@@ -265,6 +282,9 @@ func (r *Result) fill(s *Stats, m measured) {
 	if r.Errors > 0 {
 		r.ErrorKinds = s.Errs
 		r.FirstError = s.First
+		if len(s.firsts) > 1 {
+			r.FirstErrors = s.firsts
+		}
 	}
 	r.Seconds = m.elapsed.Seconds()
 	if r.Seconds > 0 {
@@ -346,6 +366,11 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "  %s=%d", k, r.ErrorKinds[k])
 		}
 		fmt.Fprintf(w, "\n            first: %s", r.FirstError)
+		if len(r.FirstErrors) > 1 {
+			for _, k := range kinds {
+				fmt.Fprintf(w, "\n            first %s: %s", k, r.FirstErrors[k])
+			}
+		}
 	}
 	fmt.Fprintln(w)
 }

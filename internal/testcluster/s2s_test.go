@@ -86,7 +86,7 @@ func TestS2SInACluster(t *testing.T) {
 	}
 	owner, streams := -1, 0
 	for i := range a.Nodes {
-		if a.Metric(i, "switchboard_s2s_outgoing_streams") == "1" {
+		if a.Metric(i, `switchboard_s2s_streams{direction="out",remote="b.test"}`) == "1" {
 			owner = i
 			streams++
 		}
