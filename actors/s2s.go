@@ -407,8 +407,23 @@ func (r *Router) ServeS2S(c *xmpp.Conn, remote string) {
 	out := nodelink.NewOutbox(r.link)
 	c.R.BeforeFill = out.Flush
 	defer out.Flush()
-	if r.limits().IdleTimeout > 0 {
-		c.Deadline(r.limits().IdleTimeout)
+	// Silent for half of limits.idle_timeout, the remote server gets an XEP-0199 ping
+	// (over the outgoing stream to it); its answer comes back on this stream. Silent for
+	// the other half too, the stream ends (connection-timeout).
+	pinged := false
+	half := func() time.Duration { return r.limits().IdleTimeout / 2 }
+	if half() > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(half()))
+		c.R.OnTimeout = func(between bool) (park, again bool) {
+			if pinged || half() <= 0 {
+				return false, false
+			}
+			pinged = true
+			r.s2s.send(c.Host, remote, []byte("<iq type='get' id='sbping-"+xmpp.NewID()[:8]+"' from='"+c.Host+
+				"' to='"+remote+"'><ping xmlns='urn:xmpp:ping'/></iq>"))
+			_ = c.SetReadDeadline(time.Now().Add(half()))
+			return false, true
+		}
 	}
 	fail := func(cond, text string) {
 		c.Fail(&xmpp.StreamError{Condition: cond, Text: text}, c.Host)
@@ -458,8 +473,9 @@ func (r *Router) ServeS2S(c *xmpp.Conn, remote string) {
 			out.Flush()
 			s.waitWork(1)
 		}
-		if d := r.limits().IdleTimeout; d > 0 {
-			c.Deadline(d)
+		if d := half(); d > 0 {
+			pinged = false
+			_ = c.SetReadDeadline(time.Now().Add(d))
 		}
 	}
 }

@@ -421,3 +421,45 @@ func TestS2SDialback(t *testing.T) {
 	}
 	bob.ExpectNothing(200 * time.Millisecond)
 }
+
+// An incoming server stream silent for half of limits.idle_timeout gets an XEP-0199 ping
+// through the outgoing stream to its server, whose answer keeps it open: a quiet link
+// stays up as long as the other server answers.
+func TestS2SPingsIdleLinks(t *testing.T) {
+	ca := testca.New(t)
+	nodes := startFederated(t, ca, nil, func(c *config.Config) {
+		c.Limits.IdleTimeout = config.Duration(600 * time.Millisecond)
+		c.Limits.ParkAfter = config.Duration(100 * time.Millisecond)
+		c.Log.Level = "info"
+	}, "a.test", "b.test")
+	a, b := nodes[0], nodes[1]
+	alice := a.login(t, "alice", "phone")
+	bob := b.login(t, "bob", "laptop")
+	alice.Send(`<message to='bob@b.test/laptop' type='chat' id='p1'><body>x</body></message>`)
+	if m := nextOf(t, bob); m.Attr("id") != "p1" {
+		t.Fatalf("bob got %s", m)
+	}
+	incoming := func() int { return strings.Count(b.logs.String(), `s2s: incoming stream" node=test from=a.test`) }
+	if incoming() != 1 {
+		t.Fatalf("%d incoming streams from a.test", incoming())
+	}
+	for i := 0; i < 4; i++ { // 2 s, over three idle timeouts; the clients stay active
+		time.Sleep(500 * time.Millisecond)
+		for _, x := range []struct {
+			p      *peer
+			domain string
+		}{{alice, "a.test"}, {bob, "b.test"}} {
+			x.p.Send(`<iq type='get' id='s' to='` + x.domain + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
+			if r := nextOf(t, x.p); r.Attr("id") != "s" || r.Attr("type") != "result" {
+				t.Fatalf("%s: %s", x.p.JID, r)
+			}
+		}
+	}
+	alice.Send(`<message to='bob@b.test/laptop' type='chat' id='p2'><body>x</body></message>`)
+	if m := nextOf(t, bob); m.Attr("id") != "p2" {
+		t.Fatalf("bob got %s", m)
+	}
+	if n := incoming(); n != 1 {
+		t.Fatalf("the quiet stream was not kept: %d incoming streams from a.test\n%s", n, b.logs.String())
+	}
+}
