@@ -84,6 +84,52 @@ func TestS2SInACluster(t *testing.T) {
 			t.Fatalf("%s got %s", u.JID, m)
 		}
 	}
+	// IQs to the other servers, disco, an error, both ways.
+	alice, carol := users[0], users[1]
+	for _, x := range []struct {
+		p      *xmpptest.Peer
+		domain string
+	}{{alice, "b.test"}, {bob, "a.test"}} {
+		x.p.Send(`<iq type='get' id='ping' to='` + x.domain + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		if r := next(x.p); r.Attr("id") != "ping" || r.Attr("type") != "result" || r.Attr("from") != x.domain {
+			t.Fatalf("%s pings %s: %s", x.p.JID, x.domain, r)
+		}
+		x.p.Send(`<iq type='get' id='disco' to='` + x.domain + `'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+		if r := next(x.p); r.Attr("id") != "disco" || r.Attr("type") != "result" || r.Child("query") == nil {
+			t.Fatalf("%s disco#info of %s: %s", x.p.JID, x.domain, r)
+		}
+		x.p.Send(`<message to='nobody@` + x.domain + `' type='chat' id='nobody'><body>x</body></message>`)
+		if r := next(x.p); r.Attr("id") != "nobody" || r.ErrorCondition() != "service-unavailable" {
+			t.Fatalf("%s to nobody@%s: %s", x.p.JID, x.domain, r)
+		}
+	}
+	// A presence subscription from carol (node 3) to bob, and his presence after it.
+	for _, p := range []*xmpptest.Peer{carol, bob} {
+		p.Send(`<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>`)
+		for next(p).Attr("id") != "roster" {
+		}
+	}
+	bob.Send(`<presence/>`)
+	carol.Send(`<presence/>`)
+	carol.Send(`<presence to='bob@b.test' type='subscribe'/>`)
+	untilPresence := func(p *xmpptest.Peer, from, typ string) {
+		t.Helper()
+		for {
+			e := p.Next(wait)
+			if e.XMLName.Local == "iq" && e.Attr("type") == "set" {
+				p.Send(`<iq type='result' id='` + e.Attr("id") + `'/>`)
+				continue
+			}
+			if e.XMLName.Local == "presence" && e.Attr("from") == from && e.Attr("type") == typ {
+				return
+			}
+		}
+	}
+	untilPresence(bob, "carol@a.test", "subscribe")
+	bob.Send(`<presence to='carol@a.test' type='subscribed'/>`)
+	untilPresence(carol, "bob@b.test", "subscribed")
+	untilPresence(carol, "bob@b.test/laptop", "")
+
 	owner, streams := -1, 0
 	for i := range a.Nodes {
 		if a.Metric(i, `switchboard_s2s_streams{direction="out",remote="b.test"}`) == "1" {
