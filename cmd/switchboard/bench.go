@@ -27,7 +27,7 @@ func benchCmd(g *globals) *cobra.Command {
 		cpuProfile  string
 	)
 	cmd := &cobra.Command{
-		Use:   "bench delegation|message|login|idle|floor|flood|chaos",
+		Use:   "bench delegation|message|login|idle|floor|flood|s2s|chaos",
 		Short: "Generate XMPP load against a server (Switchboard or any other) and report throughput, latency and errors",
 		Long: `bench speaks standard XMPP c2s (STARTTLS or direct TLS, SCRAM/PLAIN, bind) and runs
 its own XEP-0114 echo component, so the same run can target Switchboard or another server.
@@ -44,6 +44,11 @@ Scenarios:
   flood       one client floods --flood roster|presence|message for --duration (default 5s)
               as fast as the server reads; another user pings every 100 ms (the latency
               reported); with --server-pid, the server's RSS before, at most and after
+  s2s         federation: --conns clients on --server (--domain) send chat messages to as
+              many on --target (--target-domain, another server), paced at --rate in all
+              (0: as fast as --window allows); --reverse sends B to A as well, at the same
+              time; reports delivered/s, one-way latency, losses and out-of-order arrivals
+              (per direction too). Create the accounts on each server with its own tool
 
 Every reply is matched to its request by id; a missing, extra, duplicate or wrong reply
 is an error. The exit status is non-zero if there were errors (unless --allow-errors).`,
@@ -102,7 +107,9 @@ is an error. The exit status is non-zero if there were errors (unless --allow-er
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Client.Addr, "server", "127.0.0.1:5222", "c2s address of the server under test")
-	f.StringVar(&o.Target, "target", "", "message: c2s address for the receivers (another node; default --server)")
+	f.StringVar(&o.Target, "target", "", "message: c2s address for the receivers (another node; default --server); s2s: c2s address of the other server")
+	f.StringVar(&o.TargetDomain, "target-domain", "", "s2s: the other server's domain (its users PREFIX0..)")
+	f.BoolVar(&o.Reverse, "reverse", false, "s2s: also send from --target-domain to --domain, at the same rate and time")
 	f.StringVar(&o.Client.Domain, "domain", "localhost", "XMPP domain of the users")
 	f.BoolVar(&o.Client.DirectTLS, "direct-tls", false, "TLS from the first byte (e.g. port 5223) instead of STARTTLS")
 	f.BoolVar(&o.Client.Insecure, "insecure", false, "do not verify the server's certificate (self-signed test servers)")
@@ -119,7 +126,7 @@ is an error. The exit status is non-zero if there were errors (unless --allow-er
 	f.IntVar(&o.Window, "window", 50, "requests outstanding per connection (1: sequential, for latency)")
 	f.Int64Var(&o.Count, "count", 0, "operations in all (default 100000; login: 500)")
 	f.DurationVar(&o.Dur, "duration", 0, "run for this long instead of --count")
-	f.Float64Var(&o.Rate, "rate", 0, "delegation, floor: total requests per second, paced (0: as fast as the window allows)")
+	f.Float64Var(&o.Rate, "rate", 0, "delegation, floor, s2s (each direction): total requests per second, paced (0: as fast as the window allows)")
 	f.StringVar(&o.Namespace, "namespace", "urn:example:bench", "delegation: namespace of the IQ payload")
 	f.StringVar(&o.To, "to", "", "delegation: the IQs' 'to' (default the domain; the component's JID sends them to it directly)")
 	f.IntVar(&o.Sessions, "sessions", 1000, "idle: sessions to open")

@@ -3,6 +3,7 @@ package bench
 import (
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestS2SID(t *testing.T) {
@@ -39,5 +40,28 @@ func TestOrderCheck(t *testing.T) {
 	}
 	if p.late != 0 {
 		t.Fatalf("late %d, want 0", p.late)
+	}
+}
+
+// The report keeps the first error of each kind, across merged workers.
+func TestFirstErrors(t *testing.T) {
+	var a, b, total Stats
+	a.Err(ErrTimeout, 3, "lost")
+	b.Err(ErrErrorReply, 1, "<message type='error'/>")
+	b.Err(ErrTimeout, 1, "lost later")
+	total.Merge(&a)
+	total.Merge(&b)
+	var r Result
+	r.fill(&total, measured{elapsed: time.Second})
+	if r.Errors != 5 || r.FirstError != "timeout: lost" || len(r.FirstErrors) != 2 ||
+		r.FirstErrors[ErrTimeout] != "lost" || r.FirstErrors[ErrErrorReply] != "<message type='error'/>" {
+		t.Fatalf("%+v", r)
+	}
+	var one Stats
+	one.Err(ErrTimeout, 2, "x")
+	r = Result{}
+	r.fill(&one, measured{elapsed: time.Second})
+	if r.FirstErrors != nil {
+		t.Fatalf("one kind: first_errors %v, want none (first_error says it)", r.FirstErrors)
 	}
 }
