@@ -51,6 +51,7 @@ type s2sOut struct {
 	cfg   S2S
 	mu    sync.Mutex
 	links map[s2sPair]*s2sLink
+	in    map[*xmpp.Conn]struct{} // incoming streams being read here (closed at stop)
 
 	// Forwarding: what this node gave another node's stream (by owner node, by number)
 	// until the owner acknowledges it; sent again to the next owner if that one dies.
@@ -226,6 +227,13 @@ func (o *s2sOut) sendHere(local, remote string, data []byte) {
 	if l.w != nil {
 		l.used = true
 		o.mu.Unlock()
+		// The stream's writer would be cut off at limits.max_send_queue_bytes, and what
+		// it held lost: past three quarters of it, the remote server is not keeping up,
+		// and the sender hears so instead.
+		if l.w.queued.Load()+int64(len(data)) > o.r.limits().MaxSendQueue*3/4 {
+			o.r.s2sBounce(p, data, xmpp.ErrResourceConstraint)
+			return
+		}
 		o.r.metrics.S2SOut.Inc()
 		l.w.Send(data)
 		return
@@ -363,7 +371,7 @@ func (o *s2sOut) rehome() {
 	}
 }
 
-// stop closes every outgoing stream.
+// stop closes every outgoing stream, and every incoming one with system-shutdown.
 func (o *s2sOut) stop() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -371,6 +379,12 @@ func (o *s2sOut) stop() {
 		if l.w != nil {
 			l.w.Close(&xmpp.StreamError{Condition: "system-shutdown"})
 		}
+	}
+	for c := range o.in {
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = c.WriteRaw((&xmpp.StreamError{Condition: "system-shutdown"}).Bytes())
+		_ = c.WriteRaw([]byte("</stream:stream>"))
+		_ = c.Close()
 	}
 }
 
@@ -402,6 +416,18 @@ func (r *Router) s2sPeer(local, remote string) *Session {
 func (r *Router) ServeS2S(c *xmpp.Conn, remote string) {
 	r.metrics.s2sStreams("in", remote, +1)
 	defer r.metrics.s2sStreams("in", remote, -1)
+	o := r.s2s
+	o.mu.Lock()
+	if o.in == nil {
+		o.in = make(map[*xmpp.Conn]struct{})
+	}
+	o.in[c] = struct{}{}
+	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		delete(o.in, c)
+		o.mu.Unlock()
+	}()
 	s := r.s2sPeer(c.Host, remote)
 	var rate shaper // s2s.bytes_per_second, s2s.stanzas_per_second
 	out := nodelink.NewOutbox(r.link)

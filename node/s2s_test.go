@@ -463,3 +463,59 @@ func TestS2SPingsIdleLinks(t *testing.T) {
 		t.Fatalf("the quiet stream was not kept: %d incoming streams from a.test\n%s", n, b.logs.String())
 	}
 }
+
+// A remote server that does not keep up does not cost silent losses: past three
+// quarters of limits.max_send_queue_bytes waiting for its stream, what comes is bounced
+// resource-constraint, and everything else arrives.
+func TestS2SOverloadBounces(t *testing.T) {
+	ca := testca.New(t)
+	nodes := startFederated(t, ca, nil, func(c *config.Config) {
+		if c.Hosts[0].Domain == "a.test" {
+			c.Limits.MaxSendQueueBytes = 256 << 10 // what may wait for a.test's stream to b.test
+		}
+		c.Limits.ClientBytesPerSecond, c.Limits.ClientStanzasPerSecond = 0, 0
+		c.S2S.StanzasPerSecond = 300 // b.test reads a.test's stream slowly
+	}, "a.test", "b.test")
+	a, b := nodes[0], nodes[1]
+	alice := a.login(t, "alice", "phone")
+	bob := b.login(t, "bob", "laptop")
+	alice.Send(`<message to='bob@b.test/laptop' type='chat' id='w'><body>x</body></message>`)
+	if m := nextOf(t, bob); m.Attr("id") != "w" {
+		t.Fatalf("bob got %s", m)
+	}
+	const n = 600
+	body := strings.Repeat("x", 16<<10)
+	go func() {
+		for i := 0; i < n; i++ {
+			alice.Send(`<message to='bob@b.test/laptop' type='chat' id='o` + strconv.Itoa(i) + `'><body>` + body + `</body></message>`)
+		}
+	}()
+	got, bounced := 0, 0
+	deadline := time.Now().Add(20 * time.Second)
+	for got+bounced < n && time.Now().Before(deadline) {
+		select {
+		case e, ok := <-bob.In:
+			if !ok {
+				t.Fatalf("bob's stream ended: %v", <-bob.Errc)
+			}
+			if e.XMLName.Local == "message" {
+				got++
+			}
+		case e, ok := <-alice.In:
+			if !ok {
+				t.Fatalf("alice's stream ended: %v", <-alice.Errc)
+			}
+			if e.Attr("type") == "error" {
+				if e.ErrorCondition() != "resource-constraint" {
+					t.Fatalf("alice got %s", e.ErrorCondition())
+				}
+				bounced++
+			}
+		case <-time.After(time.Second):
+		}
+	}
+	t.Logf("%d delivered, %d bounced of %d", got, bounced, n)
+	if got+bounced != n || bounced == 0 {
+		t.Fatalf("%d delivered and %d bounced of %d: lost %d", got, bounced, n, n-got-bounced)
+	}
+}
