@@ -97,11 +97,7 @@ func NegotiateC2S(ctx context.Context, c *Conn, o *C2SOptions) error {
 		var f bytes.Buffer
 		f.WriteString("<stream:features>")
 		if !c.Secure && o.TLS != nil {
-			f.WriteString("<starttls xmlns='" + NSTLS + "'>")
-			if o.RequireTLS {
-				f.WriteString("<required/>")
-			}
-			f.WriteString("</starttls>")
+			writeStartTLS(&f, o.RequireTLS)
 		}
 		if c.Secure || !o.RequireTLS {
 			f.WriteString("<mechanisms xmlns='" + NSSASL + "'>")
@@ -384,4 +380,13 @@ func (c *Conn) Deadline(d time.Duration) {
 		return
 	}
 	_ = c.Conn.SetDeadline(time.Now().Add(d))
+}
+
+// writeStartTLS writes the STARTTLS stream feature (RFC 6120 §5.3.1).
+func writeStartTLS(f *bytes.Buffer, required bool) {
+	f.WriteString("<starttls xmlns='" + NSTLS + "'>")
+	if required {
+		f.WriteString("<required/>")
+	}
+	f.WriteString("</starttls>")
 }

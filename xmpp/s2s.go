@@ -91,11 +91,7 @@ func NegotiateS2SIn(ctx context.Context, c *Conn, o *S2SInOptions) (string, erro
 		var f bytes.Buffer
 		f.WriteString("<stream:features>")
 		if !c.Secure && o.TLS != nil {
-			f.WriteString("<starttls xmlns='" + NSTLS + "'>")
-			if o.RequireTLS {
-				f.WriteString("<required/>")
-			}
-			f.WriteString("</starttls>")
+			writeStartTLS(&f, o.RequireTLS)
 		}
 		external := false
 		if tc, ok := c.Conn.(*tls.Conn); ok && c.Secure {

@@ -421,29 +421,10 @@ func bareOf(j string) string {
 	return j
 }
 
-func child(e *Elem, space, local string) *Elem {
-	if e == nil {
-		return nil
-	}
-	for i := range e.Nodes {
-		if e.Nodes[i].XMLName.Local == local && e.Nodes[i].XMLName.Space == space {
-			return &e.Nodes[i]
-		}
-	}
-	return nil
-}
-
-func body(e *Elem) string {
-	if b := e.Child("body"); b != nil {
-		return b.Text
-	}
-	return ""
-}
-
 // msgBody matches a message (not an error) whose body is text.
 func msgBody(text string) func(*Elem) bool {
 	return func(e *Elem) bool {
-		return e.XMLName.Local == "message" && e.Attr("type") != "error" && body(e) == text
+		return e.XMLName.Local == "message" && e.Attr("type") != "error" && xmpptest.Body(e) == text
 	}
 }
 
@@ -461,12 +442,12 @@ func carbon(dir, text string) func(*Elem) bool {
 		if e.XMLName.Local != "message" {
 			return false
 		}
-		fw := child(child(e, nsCarbons, dir), nsForward, "forwarded")
+		fw := xmpptest.ChildNS(xmpptest.ChildNS(e, nsCarbons, dir), nsForward, "forwarded")
 		if fw == nil {
 			return false
 		}
 		inner := fw.Child("message")
-		return inner != nil && body(inner) == text
+		return inner != nil && xmpptest.Body(inner) == text
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboard-im/switchboard/internal/xmpptest"
 )
 
 // quiet is how long a check waits to be sure that something does not arrive once what
@@ -130,7 +132,7 @@ func TestCompliance(t *testing.T) {
 func rosterGet(k *check) {
 	a := k.dial(0)
 	r := a.iqOK("roster get", "get", "", `<query xmlns='`+nsRoster+`'/>`)
-	if child(r, nsRoster, "query") == nil {
+	if xmpptest.ChildNS(r, nsRoster, "query") == nil {
 		k.fatalf("roster result without <query xmlns='%s'/>: %s", nsRoster, short(r))
 	}
 }
@@ -175,7 +177,7 @@ func subscription(k *check) {
 		if e.XMLName.Local != "iq" || e.Attr("type") != "set" {
 			return false
 		}
-		it := child(e, nsRoster, "query")
+		it := xmpptest.ChildNS(e, nsRoster, "query")
 		if it == nil || it.Child("item") == nil {
 			return false
 		}
@@ -227,7 +229,7 @@ func ping(k *check) {
 func discoFeatures(c *client) (map[string]bool, *Elem) {
 	c.k.t.Helper()
 	r := c.iqOK("disco#info of the server", "get", srv.domain, `<query xmlns='`+nsDiscoInfo+`'/>`)
-	q := child(r, nsDiscoInfo, "query")
+	q := xmpptest.ChildNS(r, nsDiscoInfo, "query")
 	if q == nil {
 		c.k.fatalf("disco#info result without <query/>: %s", short(r))
 	}
@@ -279,7 +281,7 @@ func offlineDelay(k *check) {
 	if bareOf(m.Attr("from")) != srv.bare(1) {
 		k.fatalf("offline message from %q, want bob", m.Attr("from"))
 	}
-	d := child(m, nsDelay, "delay")
+	d := xmpptest.ChildNS(m, nsDelay, "delay")
 	if d == nil {
 		k.fatalf("offline message without XEP-0203 <delay xmlns='%s'/>: %s", nsDelay, short(m))
 	}
@@ -345,7 +347,7 @@ func carbonsReceived(k *check) {
 	if m.Attr("from") != srv.bare(0) {
 		k.fatalf("carbon from %q, want alice's bare JID", m.Attr("from"))
 	}
-	inner := child(child(m, nsCarbons, "received"), nsForward, "forwarded").Child("message")
+	inner := xmpptest.ChildNS(xmpptest.ChildNS(m, nsCarbons, "received"), nsForward, "forwarded").Child("message")
 	if inner.Attr("to") != a1.full || inner.Attr("from") != b.full {
 		k.fatalf("forwarded message from %q to %q, want from %q to %q", inner.Attr("from"), inner.Attr("to"), b.full, a1.full)
 	}
@@ -360,7 +362,7 @@ func carbonsSent(k *check) {
 	if m.Attr("from") != srv.bare(0) {
 		k.fatalf("carbon from %q, want alice's bare JID", m.Attr("from"))
 	}
-	inner := child(child(m, nsCarbons, "sent"), nsForward, "forwarded").Child("message")
+	inner := xmpptest.ChildNS(xmpptest.ChildNS(m, nsCarbons, "sent"), nsForward, "forwarded").Child("message")
 	if inner.Attr("to") != srv.bare(1) {
 		k.fatalf("forwarded message to %q, want %q", inner.Attr("to"), srv.bare(1))
 	}
@@ -398,7 +400,7 @@ func blockingFeature(k *check) {
 func blocklistGet(k *check) {
 	a := k.dial(0)
 	r := a.iqOK("blocklist get", "get", "", `<blocklist xmlns='`+nsBlocking+`'/>`)
-	if child(r, nsBlocking, "blocklist") == nil {
+	if xmpptest.ChildNS(r, nsBlocking, "blocklist") == nil {
 		k.fatalf("blocklist result without <blocklist/>: %s", short(r))
 	}
 }
@@ -447,7 +449,7 @@ func blockOutgoing(k *check) {
 	e := a.expect("an error for its message to the contact it blocked", msgError(srv.bare(1)))
 	k.t.Logf("error: %s", e)
 	cond := e.ErrorCondition()
-	blocked := child(e.Child("error"), nsBlockErr, "blocked") != nil
+	blocked := xmpptest.ChildNS(e.Child("error"), nsBlockErr, "blocked") != nil
 	b.expectNone("the message from alice, who blocked him", 300*time.Millisecond, msgBody(text))
 	switch {
 	case cond != "not-acceptable" && !blocked:
@@ -464,7 +466,7 @@ func blockItem(op, j string) func(*Elem) bool {
 		if e.XMLName.Local != "iq" || e.Attr("type") != "set" {
 			return false
 		}
-		p := child(e, nsBlocking, op)
+		p := xmpptest.ChildNS(e, nsBlocking, op)
 		return p != nil && p.Child("item") != nil && p.Child("item").Attr("jid") == j
 	}
 }
@@ -706,7 +708,7 @@ func smResumeBogus(k *check) {
 	if ans.XMLName.Local != "failed" {
 		k.fatalf("resuming an unknown id: %v (no <sm/> stream feature?)", err)
 	}
-	if child(ans, nsStanzas, "item-not-found") == nil {
+	if xmpptest.ChildNS(ans, nsStanzas, "item-not-found") == nil {
 		k.fatalf("<failed/> without item-not-found: %s", short(ans))
 	}
 }

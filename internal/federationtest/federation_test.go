@@ -285,29 +285,13 @@ func short(e *Elem) string {
 	return s
 }
 
-func child(e *Elem, space, local string) *Elem {
-	for i := range e.Nodes {
-		if e.Nodes[i].XMLName.Local == local && e.Nodes[i].XMLName.Space == space {
-			return &e.Nodes[i]
-		}
-	}
-	return nil
-}
-
-func body(e *Elem) string {
-	if b := e.Child("body"); b != nil {
-		return b.Text
-	}
-	return ""
-}
-
 func isMessage(id string) func(*Elem) bool {
 	return func(e *Elem) bool { return e.XMLName.Local == "message" && e.Attr("id") == id }
 }
 
 // discoHas reports whether a disco#info result has the identity category/type and feature.
 func discoHas(e *Elem, category, typ, feature string) (identity, feat bool) {
-	q := child(e, nsDiscoInfo, "query")
+	q := xmpptest.ChildNS(e, nsDiscoInfo, "query")
 	if q == nil {
 		return false, false
 	}
@@ -340,7 +324,7 @@ func TestFederation(t *testing.T) {
 		text := "hello from " + from.name + " " + id
 		from.send(t, `<message to='`+toJID+`' type='chat' id='`+id+`'><body>`+text+`</body></message>`)
 		m := to.await(t, "message "+id+" from "+from.name, isMessage(id))
-		if m.Attr("type") != "chat" || m.Attr("from") != from.full || bareOf(m.Attr("to")) != to.acct.bare() || body(m) != text {
+		if m.Attr("type") != "chat" || m.Attr("from") != from.full || bareOf(m.Attr("to")) != to.acct.bare() || xmpptest.Body(m) != text {
 			t.Fatalf("%s got %s", to.name, short(m))
 		}
 	}
@@ -365,12 +349,12 @@ func TestFederation(t *testing.T) {
 		id := from.id()
 		from.send(t, `<iq type='get' id='`+id+`' to='`+to.full+`'><query xmlns='`+nsTest+`'/></iq>`)
 		q := to.await(t, "iq "+id+" from "+from.name, func(e *Elem) bool { return e.XMLName.Local == "iq" && e.Attr("id") == id })
-		if q.Attr("type") != "get" || q.Attr("from") != from.full || child(q, nsTest, "query") == nil {
+		if q.Attr("type") != "get" || q.Attr("from") != from.full || xmpptest.ChildNS(q, nsTest, "query") == nil {
 			t.Fatalf("%s got %s", to.name, short(q))
 		}
 		to.send(t, `<iq type='result' id='`+xmlEscape(id)+`' to='`+xmlEscape(q.Attr("from"))+`'><query xmlns='`+nsTest+`'><answer>42 from `+to.name+`</answer></query></iq>`)
 		r := from.await(t, "answer to iq "+id, func(e *Elem) bool { return e.XMLName.Local == "iq" && e.Attr("id") == id })
-		qr := child(r, nsTest, "query")
+		qr := xmpptest.ChildNS(r, nsTest, "query")
 		if r.Attr("type") != "result" || r.Attr("from") != to.full || qr == nil || qr.Child("answer") == nil ||
 			qr.Child("answer").Text != "42 from "+to.name {
 			t.Fatalf("%s got the answer %s", from.name, short(r))

@@ -551,3 +551,28 @@ func ResumeFeature(full, previd string, h uint32, answer *Elem) xmpp.StreamFeatu
 		},
 	}
 }
+
+// ChildNS is e's first child element named local in namespace space (nil if none, or if
+// e is nil).
+func ChildNS(e *Elem, space, local string) *Elem {
+	if e == nil {
+		return nil
+	}
+	for i := range e.Nodes {
+		if e.Nodes[i].XMLName.Local == local && e.Nodes[i].XMLName.Space == space {
+			return &e.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// Body is the text of e's <body/> ("" if none).
+func Body(e *Elem) string {
+	if e == nil {
+		return ""
+	}
+	if b := e.Child("body"); b != nil {
+		return b.Text
+	}
+	return ""
+}
