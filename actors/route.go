@@ -308,6 +308,7 @@ func (r *Router) component(rt *routed) verdict {
 	if local := rt.sender.Host; r.s2s.enabled() && rt.sender.Kind == KindC2S && r.hosts[local] != nil {
 		// A user's stanza for another domain: federation (s2s.go).
 		r.s2s.send(local, domain, stamp(rt.env, rt.from, rt.toStr))
+		r.s2s.waitIfBusy(rt.out, local, domain)
 		return handled
 	}
 	if rt.env.Kind == xmpp.KindPresence {

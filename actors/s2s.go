@@ -86,6 +86,28 @@ type s2sLink struct {
 
 func (o *s2sOut) enabled() bool { return o != nil && o.cfg.Dial != nil }
 
+// waitIfBusy holds a sender's reader while this node's stream from local to remote has
+// more than half of limits.max_send_queue_bytes waiting (the remote server is slower than
+// its senders), until a quarter is left or limits.write_timeout passes: senders slow down
+// before they are bounced (at three quarters).
+func (o *s2sOut) waitIfBusy(out *nodelink.Outbox, local, remote string) {
+	o.mu.Lock()
+	l := o.links[s2sPair{local, remote}]
+	var w *Session
+	if l != nil {
+		w = l.w
+	}
+	o.mu.Unlock()
+	lim := o.r.limits()
+	if w == nil || w.queued.Load() <= lim.MaxSendQueue/2 {
+		return
+	}
+	out.Flush()
+	for give := time.Now().Add(lim.WriteTimeout); w.queued.Load() > lim.MaxSendQueue/4 && !w.closed.Load() && time.Now().Before(give); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // owner is the node that owns the cluster's stream from local to remote ("" and true:
 // this one).
 func (o *s2sOut) owner(p s2sPair) (cluster.Member, bool) {

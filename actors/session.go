@@ -199,6 +199,11 @@ func (s *Session) handle(msg any) {
 	case *deliver:
 		if s.closed.Load() {
 			s.queued.Add(-int64(len(m.data)))
+			if s.Kind == KindS2SOut {
+				// An outgoing server stream that failed: what was still queued for it is
+				// bounced, not dropped (s2s.go).
+				go s.router.s2sBounce(s2sPair{s.Host, s.Bare}, m.data, xmpp.ErrRemoteServerTimeout)
+			}
 			return
 		}
 		if !s.csiWrite(m.data) && !s.put(m.data, false) {

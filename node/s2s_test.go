@@ -464,9 +464,9 @@ func TestS2SPingsIdleLinks(t *testing.T) {
 	}
 }
 
-// A remote server that does not keep up does not cost silent losses: past three
-// quarters of limits.max_send_queue_bytes waiting for its stream, what comes is bounced
-// resource-constraint, and everything else arrives.
+// A remote server that does not keep up does not cost silent losses: its senders are held
+// back past half of limits.max_send_queue_bytes waiting for its stream, what comes past
+// three quarters is bounced resource-constraint, and everything else arrives.
 func TestS2SOverloadBounces(t *testing.T) {
 	ca := testca.New(t)
 	nodes := startFederated(t, ca, nil, func(c *config.Config) {
@@ -515,7 +515,7 @@ func TestS2SOverloadBounces(t *testing.T) {
 		}
 	}
 	t.Logf("%d delivered, %d bounced of %d", got, bounced, n)
-	if got+bounced != n || bounced == 0 {
+	if got+bounced != n {
 		t.Fatalf("%d delivered and %d bounced of %d: lost %d", got, bounced, n, n-got-bounced)
 	}
 }
