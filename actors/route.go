@@ -299,7 +299,7 @@ func (r *Router) user(rt *routed) verdict {
 func (r *Router) component(rt *routed) verdict {
 	domain := rt.to.Domainpart()
 	if c, ok := r.comps.pickComponent(domain, bareOf(rt.from)); ok {
-		r.sendVia(c.Handle, rt.out, stampForComponent(rt.env, rt.from, rt.toStr))
+		r.sendVia(c.Handle, rt.out, stampIn(rt.env, rt.from, rt.toStr, xmpp.NSComponent))
 		return handled
 	}
 	if r.comps.isComponentDomain(domain) {
@@ -307,7 +307,7 @@ func (r *Router) component(rt *routed) verdict {
 	}
 	if local := rt.sender.Host; r.s2s.enabled() && rt.sender.Kind == KindC2S && r.hosts[local] != nil {
 		// A user's stanza for another domain: federation (s2s.go).
-		r.s2s.send(local, domain, stamp(rt.env, rt.from, rt.toStr))
+		r.s2s.send(local, domain, stampIn(rt.env, rt.from, rt.toStr, xmpp.NSServer))
 		r.s2s.waitIfBusy(rt.out, local, domain)
 		return handled
 	}

@@ -395,13 +395,14 @@ func stamp(env *xmpp.Envelope, from, to string) []byte {
 	return env.Rewrite(from, to)
 }
 
-// stampForComponent is stamp for a stanza written to a component's stream: in its
-// namespace, jabber:component:accept (XEP-0114), whatever stream it came from.
-func stampForComponent(env *xmpp.Envelope, from, to string) []byte {
-	if env.Name.Space == xmpp.NSComponent && env.From == from && env.To == to {
+// stampIn is stamp for a stanza written to a stream whose namespace is ns, whatever
+// stream it came from: a component's (jabber:component:accept, XEP-0114) or another
+// server's (jabber:server).
+func stampIn(env *xmpp.Envelope, from, to, ns string) []byte {
+	if env.Name.Space == ns && env.From == from && env.To == to {
 		return env.Raw
 	}
-	return env.RewriteNS(from, to, xmpp.NSComponent)
+	return env.RewriteNS(from, to, ns)
 }
 
 func parsePriority(env *xmpp.Envelope) int32 {

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -228,11 +229,11 @@ func (o *s2sOut) ack() {
 
 // sendHere writes a stanza on this node's stream from local to remote, opening it first.
 func (o *s2sOut) sendHere(local, remote string, data []byte) {
-	env, err := xmpp.ParseStanza(data)
-	if err != nil {
-		return
-	}
-	if env.Name.Space != xmpp.NSServer {
+	if !inServerNS(data) { // made by the server (presence, subscriptions) in jabber:client
+		env, err := xmpp.ParseStanza(data)
+		if err != nil {
+			return
+		}
 		data = env.RewriteNS(env.From, env.To, xmpp.NSServer)
 	}
 	p := s2sPair{local, remote}
@@ -526,4 +527,13 @@ func (r *Router) ServeS2S(c *xmpp.Conn, remote string) {
 			_ = c.SetReadDeadline(time.Now().Add(d))
 		}
 	}
+}
+
+// inServerNS reports whether a stanza was written for an s2s stream already: stampIn (and
+// Envelope.RewriteNS) put its namespace first, right after the element's name. Only that
+// exact form counts (an attribute value elsewhere in the tag proves nothing), so that it
+// needs no parsing and rewriting.
+func inServerNS(data []byte) bool {
+	i := bytes.IndexAny(data, " />")
+	return i > 1 && data[0] == '<' && bytes.HasPrefix(data[i:], []byte(" xmlns='"+xmpp.NSServer+"'"))
 }

@@ -109,8 +109,7 @@ func (cr *c2sReader) handle(env *xmpp.Envelope) bool {
 		s.Host, s.Local, s.Res = c.Host, full.Localpart(), full.Resourcepart()
 		s.Bare, s.Full = full.Bare().String(), full.String()
 		cr.s = s
-		cr.gone = make(chan struct{})
-		s.readerGone.Store(&cr.gone)
+		cr.gone = s.newReader()
 		// The bind result is queued first but held back until the session is
 		// registered (with its owner, maybe on another node): once the client knows
 		// its JID, stanzas sent to it find it, and they follow the bind result.

@@ -230,10 +230,7 @@ func (s *Session) handle(msg any) {
 	case csiState:
 		s.setCSI(m.inactive)
 	case dropHeld:
-		if s.w != nil {
-			s.w.Reset(s.conn.Load().Conn) // unflushed bytes are discarded
-			s.releaseWriter()
-		}
+		s.dropWriter() // unflushed bytes are discarded
 		s.hold.Store(false)
 	case flushLater:
 		s.flushQueued = false
@@ -337,6 +334,13 @@ func (s *Session) armWriteDeadline() {
 	}
 	s.writeDeadline = now.Add(t)
 	_ = s.conn.Load().SetWriteDeadline(s.writeDeadline)
+}
+
+// dropWriter gives the writer back with what it holds unflushed discarded (if it has one).
+func (s *Session) dropWriter() {
+	if s.w != nil {
+		s.releaseWriter()
+	}
 }
 
 func (s *Session) releaseWriter() {

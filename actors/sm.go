@@ -225,6 +225,27 @@ func (s *Session) takeReader() bool {
 	return true
 }
 
+// resumed is the <resumed/> nonza: the resumption id, and the count of what the client sent.
+func resumed(id string, h uint32) string {
+	return "<resumed xmlns='" + xmpp.NSSM + "' previd='" + id + "' h='" + strconv.FormatUint(uint64(h), 10) + "'/>"
+}
+
+// stopTimer stops the resumption window's timer, if one runs.
+func (sm *smState) stopTimer() {
+	if sm.timer != nil {
+		sm.timer.Stop()
+		sm.timer = nil
+	}
+}
+
+// newReader notes that a new reader serves the session's connection; the channel is to
+// be closed when that reader ends (takeReader waits for it).
+func (s *Session) newReader() chan struct{} {
+	gone := make(chan struct{})
+	s.readerGone.Store(&gone)
+	return gone
+}
+
 // smWait bounds each step of a resumption (an old reader ending, a session actor or
 // another node answering).
 const smWait = 5 * time.Second
@@ -234,8 +255,7 @@ func (cr *c2sReader) resumeLocal(s *Session, token, prev string, h uint32) bool 
 	if !s.tokenIs(token) || !s.takeReader() {
 		return false
 	}
-	gone := make(chan struct{})
-	s.readerGone.Store(&gone)
+	gone := s.newReader()
 	done := make(chan smAttached, 1)
 	cr.r.sys.Root.Send(s.pid, &smAttach{conn: cr.c, h: h, prev: prev, done: done})
 	var res smAttached
@@ -289,8 +309,7 @@ func (cr *c2sReader) resumeMoved(bare, res, token string, h uint32) bool {
 	s.smToken = token
 	s.smOn.Store(true)
 	s.resumable.Store(true)
-	cr.gone = make(chan struct{})
-	s.readerGone.Store(&cr.gone)
+	cr.gone = s.newReader()
 	r.sys.Root.Send(s.pid, &smAdopt{st: st})
 	s.resumed = true
 	r.users.sessions.Bind(bare, res, s)
@@ -300,7 +319,8 @@ func (cr *c2sReader) resumeMoved(bare, res, token string, h uint32) bool {
 }
 
 // smTakeover hands a session of this node over to a resumed stream on another node
-// (pb.SMTakeover): nil when there is no such session or the token is wrong.
+// (pb.SMTakeover): a state that is not Ok when there is no such session, the token is
+// wrong or the session could not be handed over.
 func (r *Router) smTakeover(m *pb.SMTakeover) *pb.SMState {
 	s := r.users.lookupFull(m.Bare, m.Resource)
 	if s == nil || !s.tokenIs(m.Token) || !s.takeReader() {
@@ -336,10 +356,7 @@ func (s *Session) smHandOver(m *smHandOver) *pb.SMState {
 	if sm == nil || s.closed.Load() || s.movedTo != nil {
 		return &pb.SMState{}
 	}
-	if sm.timer != nil {
-		sm.timer.Stop()
-		sm.timer = nil
-	}
+	sm.stopTimer()
 	s.smAcked(m.h)
 	st := &pb.SMState{Ok: true, Id: sm.id, MaxMs: sm.max.Milliseconds(), In: s.smIn.Load(), Out: sm.out,
 		Queue: sm.queue, Available: s.available.Load(), Priority: s.priority.Load(),
@@ -351,10 +368,7 @@ func (s *Session) smHandOver(m *smHandOver) *pb.SMState {
 	sm.queue, sm.bytes, sm.detached = nil, 0, true
 	s.movedTo = m.to
 	s.moved.Store(true)
-	if s.w != nil {
-		s.w.Reset(nil)
-		s.releaseWriter()
-	}
+	s.dropWriter()
 	return st
 }
 
@@ -365,8 +379,7 @@ func (s *Session) smAdopt(st *pb.SMState) {
 	s.sm = &smState{id: st.Id, max: time.Duration(st.MaxMs) * time.Millisecond, out: st.Out - uint32(len(st.Queue))}
 	s.adopting = false
 	w := s.writer()
-	_, _ = w.WriteString("<resumed xmlns='" + xmpp.NSSM + "' previd='" + st.Id + "' h='" +
-		strconv.FormatUint(uint64(st.In), 10) + "'/>")
+	_, _ = w.WriteString(resumed(st.Id, st.In))
 	early := s.early
 	s.early = nil
 	for _, d := range st.Queue {
@@ -545,16 +558,12 @@ func (s *Session) smDetached(gen uint32) {
 		s.csi.inactive = false
 		sm.detached = true
 		s.releaseHeld()
-		if s.w != nil {
-			s.releaseWriter()
-		}
+		s.dropWriter()
 		if c := s.conn.Load(); c != nil {
 			_ = c.Close()
 		}
 	}
-	if sm.timer != nil {
-		sm.timer.Stop()
-	}
+	sm.stopTimer()
 	r, pid := s.router, s.pid
 	sm.timer = time.AfterFunc(sm.max, func() { r.sys.Root.Send(pid, smExpire{gen: gen}) })
 	s.logger().Debug("connection lost: waiting for resumption", "for", sm.max, "unacked", len(sm.queue))
@@ -567,14 +576,8 @@ func (s *Session) smAttach(m *smAttach) smAttached {
 	if sm == nil || sm.id != m.prev || s.closed.Load() {
 		return smAttached{}
 	}
-	if sm.timer != nil {
-		sm.timer.Stop()
-		sm.timer = nil
-	}
-	if s.w != nil {
-		s.w.Reset(nil)
-		s.releaseWriter()
-	}
+	sm.stopTimer()
+	s.dropWriter()
 	if old := s.conn.Load(); old != nil {
 		_ = old.Close()
 	}
@@ -585,8 +588,7 @@ func (s *Session) smAttach(m *smAttach) smAttached {
 	sm.detached, sm.requested = false, false
 	s.smAcked(m.h)
 	w := s.writer()
-	_, _ = w.WriteString("<resumed xmlns='" + xmpp.NSSM + "' previd='" + sm.id + "' h='" +
-		strconv.FormatUint(uint64(s.smIn.Load()), 10) + "'/>")
+	_, _ = w.WriteString(resumed(sm.id, s.smIn.Load()))
 	for _, d := range sm.queue {
 		_, _ = w.Write(d)
 	}

@@ -234,6 +234,11 @@ func TestS2SErrors(t *testing.T) {
 // dialAs opens a stream to node f as domain with the given certificate, sends stanza
 // (if any) and returns the negotiation error, or the stream error the node answers with.
 func dialAs(t *testing.T, f *federated, domain, certFile, keyFile, stanza string) error {
+	return dialAsWith(t, f, domain, certFile, keyFile, stanza, nil)
+}
+
+// dialAsWith is dialAs offering dialback with db where certificates do not do.
+func dialAsWith(t *testing.T, f *federated, domain, certFile, keyFile, stanza string, db *xmpp.Dialback) error {
 	t.Helper()
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
@@ -249,7 +254,7 @@ func dialAs(t *testing.T, f *federated, domain, certFile, keyFile, stanza string
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true}
-	if err := xmpp.NegotiateS2SOut(ctx, c, domain, f.domain, &xmpp.S2SOutOptions{TLS: cfg, RequireTLS: true}); err != nil {
+	if err := xmpp.NegotiateS2SOut(ctx, c, domain, f.domain, &xmpp.S2SOutOptions{TLS: cfg, RequireTLS: true, Dialback: db}); err != nil {
 		return err
 	}
 	if err := c.WriteRaw([]byte(stanza)); err != nil {
@@ -401,22 +406,8 @@ func TestS2SDialback(t *testing.T) {
 	}
 
 	// Someone else claiming a.test, with a key a.test's server did not give.
-	pair, err := tls.LoadX509KeyPair(rogueCert, rogueKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := net.DialTimeout("tcp", b.s2s, wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	_ = raw.SetDeadline(time.Now().Add(wait))
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
 	forged := &xmpp.Dialback{Key: func(_, _, _ string) string { return strings.Repeat("ab", 32) }}
-	err = xmpp.NegotiateS2SOut(ctx, xmpp.NewConn(raw, 1<<16, false), "a.test", "b.test", &xmpp.S2SOutOptions{
-		TLS: &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true}, RequireTLS: true, Dialback: forged})
-	if !errors.Is(err, xmpp.ErrS2SAuth) {
+	if err := dialAsWith(t, b, "a.test", rogueCert, rogueKey, "", forged); !errors.Is(err, xmpp.ErrS2SAuth) {
 		t.Fatalf("a forged dialback key: %v", err)
 	}
 	bob.ExpectNothing(200 * time.Millisecond)

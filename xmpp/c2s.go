@@ -122,17 +122,9 @@ func NegotiateC2S(ctx context.Context, c *Conn, o *C2SOptions) error {
 				if c.Secure || o.TLS == nil {
 					return c.fail(&StreamError{Condition: "policy-violation", Text: "STARTTLS not available"}, host)
 				}
-				if err := c.WriteRaw([]byte("<proceed xmlns='" + NSTLS + "'/>")); err != nil {
+				if err := c.proceedTLS(ctx, o.TLS); err != nil {
 					return err
 				}
-				tc := tls.Server(c.Conn, o.TLS)
-				if err := tc.HandshakeContext(ctx); err != nil {
-					_ = c.Conn.Close()
-					return err
-				}
-				c.Conn = tc
-				c.Secure = true
-				c.R.Reset(tc)
 				break elements
 			case env.Name.Space == NSSASL && env.Name.Local == "auth":
 				if !c.Secure && o.RequireTLS {
@@ -389,4 +381,20 @@ func writeStartTLS(f *bytes.Buffer, required bool) {
 		f.WriteString("<required/>")
 	}
 	f.WriteString("</starttls>")
+}
+
+// proceedTLS answers <starttls/> and runs the server side of the TLS handshake (RFC 6120
+// §5.4.3); the stream goes on over TLS. On failure the connection is closed.
+func (c *Conn) proceedTLS(ctx context.Context, cfg *tls.Config) error {
+	if err := c.WriteRaw([]byte("<proceed xmlns='" + NSTLS + "'/>")); err != nil {
+		return err
+	}
+	tc := tls.Server(c.Conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = c.Conn.Close()
+		return err
+	}
+	c.Conn, c.Secure = tc, true
+	c.R.Reset(tc)
+	return nil
 }

@@ -119,16 +119,9 @@ func NegotiateS2SIn(ctx context.Context, c *Conn, o *S2SInOptions) (string, erro
 				if c.Secure || o.TLS == nil {
 					return "", c.fail(&StreamError{Condition: "policy-violation", Text: "STARTTLS not available"}, host)
 				}
-				if err := c.WriteRaw([]byte("<proceed xmlns='" + NSTLS + "'/>")); err != nil {
+				if err := c.proceedTLS(ctx, o.TLS); err != nil {
 					return "", err
 				}
-				tc := tls.Server(c.Conn, o.TLS)
-				if err := tc.HandshakeContext(ctx); err != nil {
-					_ = c.Conn.Close()
-					return "", err
-				}
-				c.Conn, c.Secure = tc, true
-				c.R.Reset(tc)
 				break elements
 			case env.Name.Space == NSSASL && env.Name.Local == "auth":
 				if !external || attrOf(env.Raw, "mechanism") != "EXTERNAL" {
@@ -240,29 +233,9 @@ func NegotiateS2SOut(ctx context.Context, c *Conn, local, remote string, o *S2SO
 	c.NS, c.Host = NSServer, local
 	authed := false
 	for {
-		var hb bytes.Buffer
-		hb.WriteString("<?xml version='1.0'?><stream:stream xmlns='" + NSServer + "' xmlns:stream='" + NSStream + "'")
-		writeAttr(&hb, "from", local)
-		writeAttr(&hb, "to", remote)
-		hb.WriteString(" version='1.0'>")
-		if err := c.WriteRaw(hb.Bytes()); err != nil {
-			return err
-		}
-		c.headerSent = true
-		hdr, err := c.R.ReadHeader()
+		h, env, err := c.openS2S(local, remote)
 		if err != nil {
 			return c.failWith(err, local)
-		}
-		h := ParseHeader(hdr)
-		if h.NS != NSServer || !versionOK(h.Version) {
-			return c.fail(&StreamError{Condition: "invalid-namespace"}, local)
-		}
-		env, err := c.R.Next()
-		if err != nil {
-			return c.failWith(err, local)
-		}
-		if env.Name.Space != NSStream || env.Name.Local != "features" {
-			return c.fail(&StreamError{Condition: "not-authorized", Text: "expected stream features"}, local)
 		}
 		if authed {
 			return nil
@@ -277,28 +250,14 @@ func NegotiateS2SOut(ctx context.Context, c *Conn, local, remote string, o *S2SO
 		}
 		switch {
 		case !c.Secure && f.StartTLS != nil && o.TLS != nil:
-			if err := c.WriteRaw([]byte("<starttls xmlns='" + NSTLS + "'/>")); err != nil {
-				return err
-			}
-			p, err := c.R.Next()
+			tc, err := c.startTLS(ctx, o.clientTLS(remote))
 			if err != nil {
 				return c.failWith(err, local)
-			}
-			if p.Name.Space != NSTLS || p.Name.Local != "proceed" {
-				_ = c.Conn.Close()
-				return fmt.Errorf("s2s: STARTTLS refused by %s", remote)
-			}
-			tc := tls.Client(c.Conn, o.clientTLS(remote))
-			if err := tc.HandshakeContext(ctx); err != nil {
-				_ = c.Conn.Close()
-				return fmt.Errorf("s2s: TLS with %s: %w", remote, err)
 			}
 			if err := o.checkServer(remote, tc); err != nil {
 				_ = tc.Close()
 				return err
 			}
-			c.Conn, c.Secure = tc, true
-			c.R.Reset(tc)
 		case !c.Secure && o.RequireTLS:
 			return c.fail(&StreamError{Condition: "policy-violation", Text: "encryption is required"}, local)
 		case hasString(f.Mechanisms, "EXTERNAL"):
@@ -369,39 +328,18 @@ func DialbackVerify(ctx context.Context, c *Conn, receiving, originating, id, ke
 	c.NS, c.Host = NSServer, receiving
 	defer c.Close()
 	for {
-		var hb bytes.Buffer
-		hb.WriteString("<?xml version='1.0'?><stream:stream xmlns='" + NSServer + "' xmlns:stream='" + NSStream +
-			"' xmlns:db='" + NSDialback + "'")
-		writeAttr(&hb, "from", receiving)
-		writeAttr(&hb, "to", originating)
-		hb.WriteString(" version='1.0'>")
-		if err := c.WriteRaw(hb.Bytes()); err != nil {
-			return false, err
-		}
-		if _, err := c.R.ReadHeader(); err != nil {
-			return false, err
-		}
-		env, err := c.R.Next()
+		_, env, err := c.openS2S(receiving, originating)
 		if err != nil {
-			return false, err
+			return false, fmt.Errorf("dialback verify: %w", err)
 		}
 		var f struct {
 			StartTLS *struct{} `xml:"urn:ietf:params:xml:ns:xmpp-tls starttls"`
 		}
 		_ = xml.Unmarshal(env.Raw, &f)
 		if !c.Secure && f.StartTLS != nil && o.TLS != nil {
-			if err := c.WriteRaw([]byte("<starttls xmlns='" + NSTLS + "'/>")); err != nil {
-				return false, err
+			if _, err := c.startTLS(ctx, o.clientTLS(originating)); err != nil {
+				return false, fmt.Errorf("dialback verify: %w", err)
 			}
-			if p, err := c.R.Next(); err != nil || p.Name.Local != "proceed" {
-				return false, fmt.Errorf("dialback verify: STARTTLS refused by %s", originating)
-			}
-			tc := tls.Client(c.Conn, o.clientTLS(originating))
-			if err := tc.HandshakeContext(ctx); err != nil {
-				return false, err
-			}
-			c.Conn, c.Secure = tc, true
-			c.R.Reset(tc)
 			continue
 		}
 		if !c.Secure && o.RequireTLS {
@@ -430,4 +368,59 @@ func DialbackVerify(ctx context.Context, c *Conn, receiving, originating, id, ke
 			return attrOf(env.Raw, "type") == "valid" && attrOf(env.Raw, "id") == id, nil
 		}
 	}
+}
+
+// openS2S opens an initiating server stream from local to remote (or restarts it): it
+// writes the header, and reads the answer's header and its stream features.
+func (c *Conn) openS2S(local, remote string) (StreamHeader, *Envelope, error) {
+	var hb bytes.Buffer
+	hb.WriteString("<?xml version='1.0'?><stream:stream xmlns='" + NSServer + "' xmlns:stream='" + NSStream +
+		"' xmlns:db='" + NSDialback + "'")
+	writeAttr(&hb, "from", local)
+	writeAttr(&hb, "to", remote)
+	hb.WriteString(" version='1.0'>")
+	if err := c.WriteRaw(hb.Bytes()); err != nil {
+		return StreamHeader{}, nil, err
+	}
+	c.headerSent = true
+	hdr, err := c.R.ReadHeader()
+	if err != nil {
+		return StreamHeader{}, nil, err
+	}
+	h := ParseHeader(hdr)
+	if h.NS != NSServer || !versionOK(h.Version) {
+		return h, nil, &StreamError{Condition: "invalid-namespace"}
+	}
+	env, err := c.R.Next()
+	if err != nil {
+		return h, nil, err
+	}
+	if env.Name.Space != NSStream || env.Name.Local != "features" {
+		return h, nil, &StreamError{Condition: "not-authorized", Text: "expected stream features"}
+	}
+	return h, env, nil
+}
+
+// startTLS asks the receiving server for STARTTLS and runs the client side of the
+// handshake with cfg (its ServerName the remote domain); the stream goes on over TLS.
+func (c *Conn) startTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
+	if err := c.WriteRaw([]byte("<starttls xmlns='" + NSTLS + "'/>")); err != nil {
+		return nil, err
+	}
+	p, err := c.R.Next()
+	if err != nil {
+		return nil, err
+	}
+	if p.Name.Space != NSTLS || p.Name.Local != "proceed" {
+		_ = c.Conn.Close()
+		return nil, fmt.Errorf("s2s: STARTTLS refused by %s", cfg.ServerName)
+	}
+	tc := tls.Client(c.Conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = c.Conn.Close()
+		return nil, fmt.Errorf("s2s: TLS with %s: %w", cfg.ServerName, err)
+	}
+	c.Conn, c.Secure = tc, true
+	c.R.Reset(tc)
+	return tc, nil
 }
