@@ -19,6 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 start=$SECONDS
+# shellcheck source=deploy/lib.sh
+source deploy/lib.sh
 servers=${SERVERS:-prosody ejabberd switchboard}
 domain=localhost
 
@@ -36,35 +38,12 @@ skip() { # server reason...
   skipped+=("$s: $*")
 }
 
-# descendants PID: the process ids under PID (ejabberdctl runs the VM through su, which
-# starts a new session: a process group kill would miss it).
-descendants() {
-  local c
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$c"
-    descendants "$c"
-  done
-}
-
-stop() { # pid: TERM to it and everything under it, KILL after 15 s
-  local pid=$1 all p i
-  all="$pid $(descendants "$pid" | tr '\n' ' ')"
-  for p in $all; do kill -TERM "$p" 2>/dev/null || true; done
-  for i in $(seq 150); do
-    alive=
-    for p in $all; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ -z "$alive" ] && break
-    sleep 0.1
-  done
-  for p in $all; do kill -KILL "$p" 2>/dev/null || true; done
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   rc=$?
   set +e
   [ -n "${ejabberd_stop:-}" ] && eval "$ejabberd_stop" >/dev/null 2>&1
-  for p in "${pids[@]}"; do stop "$p"; done
+  for p in "${pids[@]}"; do stop_tree "$p"; done
   if [ "${KEEP:-}" = 1 ]; then echo "--- KEEP=1: $tmp left behind"; else rm -rf "$tmp"; fi
   echo "--- compare-servers: $((SECONDS - start)) s"
   exit "$rc"
@@ -94,25 +73,11 @@ pick() { # VAR
   next_port=$((next_port + 1))
 }
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-
-# install PACKAGE: apt-get install (apt-get update first if that fails); 1 if impossible.
-install_reason=
+# install PACKAGE: installed already, or apt-get installs it; 1 if impossible (install_reason).
 install() {
-  local p=$1 aptlog=$tmp/apt-$1.log
-  installed "$p" && return 0
-  if ! command -v apt-get >/dev/null; then install_reason="no apt-get"; return 1; fi
-  if [ "$(id -u)" != 0 ]; then install_reason="not root"; return 1; fi
-  log "apt-get install $p"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! timeout 900 apt-get install -y -q "$p" >"$aptlog" 2>&1; then
-    timeout 300 apt-get update -q >>"$aptlog" 2>&1 || true
-    if ! timeout 900 apt-get install -y -q "$p" >>"$aptlog" 2>&1; then
-      install_reason="apt-get cannot install $p: $(grep -E '^E:' "$aptlog" | tail -1 || true)"
-      return 1
-    fi
-  fi
-  installed "$p" || { install_reason="$p not installed after apt-get"; return 1; }
+  installed_pkgs "$1" && return 0
+  apt_install "$1" || return 1
+  installed_pkgs "$1" || { install_reason="$1 not installed after apt-get"; return 1; }
 }
 
 # One self-signed certificate for localhost, for Prosody and ejabberd.
@@ -196,7 +161,7 @@ EOF
     return
   fi
   run_checks prosody "$c2s"
-  stop "$pid"
+  stop_tree "$pid"
 }
 
 # ---------------------------------------------------------------- ejabberd
@@ -273,7 +238,7 @@ EOF
   run_checks ejabberd "$c2s"
   timeout 30 $ctl stop >/dev/null 2>&1 || true
   ejabberd_stop=
-  stop "$pid"
+  stop_tree "$pid"
 }
 
 # ---------------------------------------------------------------- Switchboard
@@ -308,7 +273,7 @@ EOF
     echo "$bob_pw" | "$d/switchboard" user add "bob@$domain" --password-stdin --config "$d/switchboard.yaml" >>"$d/register.log" 2>&1 ||
     { cat "$d/register.log"; skip switchboard "user add failed"; return; }
   run_checks switchboard "$c2s"
-  stop "$pid"
+  stop_tree "$pid"
 }
 
 for s in $servers; do

@@ -29,6 +29,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 start=$SECONDS
+# shellcheck source=deploy/lib.sh
+source deploy/lib.sh
 
 sb_domain=sb.test sb_ip=127.0.0.41
 pr_domain=pr.test pr_ip=127.0.0.42
@@ -41,27 +43,10 @@ skip() {
 # --- packages
 packages=(prosody lua-unbound openssl) # lua-unbound: the resolver the hosts file below is for
 installed() {
-  local p
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1
-  done
-  command -v prosody >/dev/null && command -v prosodyctl >/dev/null && command -v openssl >/dev/null
+  installed_pkgs "${packages[@]}" && command -v prosody >/dev/null && command -v prosodyctl >/dev/null && command -v openssl >/dev/null
 }
 if ! installed; then
-  command -v apt-get >/dev/null || skip "no apt-get, and prosody or openssl is not installed"
-  [ "$(id -u)" = 0 ] || skip "not root, and prosody or openssl is not installed"
-  echo "--- apt-get install ${packages[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  aptlog=$(mktemp)
-  if ! timeout 900 apt-get install -y -q "${packages[@]}" >"$aptlog" 2>&1; then
-    timeout 300 apt-get update -q >>"$aptlog" 2>&1 || true
-    if ! timeout 900 apt-get install -y -q "${packages[@]}" >>"$aptlog" 2>&1; then
-      reason=$(grep -E '^E:' "$aptlog" | tail -1 || true)
-      rm -f "$aptlog"
-      skip "apt-get cannot install ${packages[*]}: ${reason:-no E: line in the apt-get output}"
-    fi
-  fi
-  rm -f "$aptlog"
+  apt_install "${packages[@]}" || skip "$install_reason, and prosody or openssl is not installed"
   installed || skip "apt-get installed ${packages[*]}, but prosody, prosodyctl or openssl is missing"
 fi
 # The Debian package starts its own service; this script leaves it alone (its own config,
@@ -80,28 +65,6 @@ as_prosody() {
   if [ "$(id -u)" = 0 ]; then runuser -u prosody -- "$@"; else "$@"; fi
 }
 
-# descendants PID: the process ids under PID (prosody under runuser).
-descendants() {
-  local c
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$c"
-    descendants "$c"
-  done
-}
-
-stop() { # pid: TERM to it and everything under it, KILL after 15 s
-  local pid=$1 all p i alive
-  all="$(descendants "$pid" | tr '\n' ' ') $pid"
-  for p in $all; do kill -TERM "$p" 2>/dev/null || true; done
-  for i in $(seq 150); do
-    alive=
-    for p in $all; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ -z "$alive" ] && break
-    sleep 0.1
-  done
-  for p in $all; do kill -KILL "$p" 2>/dev/null || true; done
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   rc=$?
@@ -112,8 +75,8 @@ cleanup() {
       [ -f "$f" ] && { echo "--- tail $f"; tail -n 60 "$f" | cut -c1-2000; }
     done
   fi
-  [ -n "$pr_pid" ] && stop "$pr_pid"
-  [ -n "$sb_pid" ] && stop "$sb_pid"
+  [ -n "$pr_pid" ] && stop_tree "$pr_pid"
+  [ -n "$sb_pid" ] && stop_tree "$sb_pid"
   if [ "${KEEP:-}" = 1 ]; then echo "--- KEEP=1: $tmp left behind"; else rm -rf "$tmp"; fi
   echo "--- test-federation-prosody: $((SECONDS - start)) s"
   exit "$rc"

@@ -15,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 start=$SECONDS
+# shellcheck source=deploy/lib.sh
+source deploy/lib.sh
 
 skip() {
   echo "libervia integration test: SKIPPED ($*)"
@@ -24,27 +26,10 @@ skip() {
 # --- packages
 packages=(libervia-pubsub postgresql)
 installed() {
-  local p
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1
-  done
-  command -v twistd3 >/dev/null && [ -d /usr/share/libervia/sat_pubsub ]
+  installed_pkgs "${packages[@]}" && command -v twistd3 >/dev/null && [ -d /usr/share/libervia/sat_pubsub ]
 }
 if ! installed; then
-  command -v apt-get >/dev/null || skip "no apt-get, and libervia-pubsub or postgresql is not installed"
-  [ "$(id -u)" = 0 ] || skip "not root, and libervia-pubsub or postgresql is not installed"
-  echo "--- apt-get install ${packages[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  aptlog=$(mktemp)
-  if ! timeout 900 apt-get install -y -q "${packages[@]}" >"$aptlog" 2>&1; then
-    timeout 300 apt-get update -q >>"$aptlog" 2>&1 || true
-    if ! timeout 900 apt-get install -y -q "${packages[@]}" >>"$aptlog" 2>&1; then
-      reason=$(grep -E '^E:' "$aptlog" | tail -1 || true)
-      rm -f "$aptlog"
-      skip "apt-get cannot install ${packages[*]}: ${reason:-no E: line in the apt-get output}"
-    fi
-  fi
-  rm -f "$aptlog"
+  apt_install "${packages[@]}" || skip "$install_reason, and libervia-pubsub or postgresql is not installed"
   installed || skip "apt-get installed ${packages[*]}, but twistd3 or /usr/share/libervia/sat_pubsub is missing"
 fi
 pgbin=$( (ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true) | sort -V | tail -1)
