@@ -214,7 +214,7 @@ func (c *client) id() string {
 	return "cmp" + strconv.Itoa(c.ids) + "-" + randHex(3)
 }
 
-var errTimeout = errors.New("timeout")
+var errTimeout = xmpptest.ErrTimeout
 
 // recv reads the next element, answering what a client must answer on the way: the
 // server's IQ requests and pushes, and its ack requests once stream management is on.
@@ -222,31 +222,24 @@ func (c *client) recv(deadline <-chan time.Time) (*Elem, error) {
 	if c.ended != nil {
 		return nil, c.ended
 	}
-	select {
-	case e, ok := <-c.p.In:
-		if !ok {
-			var err error
-			select {
-			case err = <-c.p.Errc:
-			default:
-			}
-			c.ended = fmt.Errorf("stream ended (%v)", err)
-			return nil, c.ended
+	e, err := c.p.Recv(deadline)
+	if err != nil {
+		if err != errTimeout {
+			c.ended = err
 		}
-		if isStanzaElem(e) {
-			if c.sm {
-				c.handled++
-			}
-			if e.XMLName.Local == "iq" && (e.Attr("type") == "get" || e.Attr("type") == "set") {
-				c.answerIQ(e)
-			}
-		} else if c.sm && e.XMLName.Space == nsSM && e.XMLName.Local == "r" {
-			_ = c.trySend(fmt.Sprintf(`<a xmlns='%s' h='%d'/>`, nsSM, c.handled))
-		}
-		return e, nil
-	case <-deadline:
-		return nil, errTimeout
+		return nil, err
 	}
+	if isStanzaElem(e) {
+		if c.sm {
+			c.handled++
+		}
+		if e.XMLName.Local == "iq" && (e.Attr("type") == "get" || e.Attr("type") == "set") {
+			c.answerIQ(e)
+		}
+	} else if c.sm && e.XMLName.Space == nsSM && e.XMLName.Local == "r" {
+		_ = c.trySend(fmt.Sprintf(`<a xmlns='%s' h='%d'/>`, nsSM, c.handled))
+	}
+	return e, nil
 }
 
 func isStanzaElem(e *Elem) bool {

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/xml"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -85,7 +84,7 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-var errTimeout = errors.New("timeout")
+var errTimeout = xmpptest.ErrTimeout
 
 // client is one logged-in resource as a client sees its stream: the stanzas it has read
 // and not yet matched stay in its backlog, in order.
@@ -150,25 +149,18 @@ func (c *client) recv(deadline <-chan time.Time) (*Elem, error) {
 	if c.ended != nil {
 		return nil, c.ended
 	}
-	select {
-	case e, ok := <-c.p.In:
-		if !ok {
-			var err error
-			select {
-			case err = <-c.p.Errc:
-			default:
-			}
-			c.ended = fmt.Errorf("stream ended (%v)", err)
-			return nil, c.ended
+	e, err := c.p.Recv(deadline)
+	if err != nil {
+		if err != errTimeout {
+			c.ended = err
 		}
-		if e.XMLName.Local == "iq" && e.Attr("type") == "set" && e.Child("query") != nil &&
-			e.Child("query").XMLName.Space == nsRoster {
-			_ = c.p.S.Send(context.Background(), xmpptest.Tokens(`<iq type='result' id='`+xmlEscape(e.Attr("id"))+`'/>`))
-		}
-		return e, nil
-	case <-deadline:
-		return nil, errTimeout
+		return nil, err
 	}
+	if e.XMLName.Local == "iq" && e.Attr("type") == "set" && e.Child("query") != nil &&
+		e.Child("query").XMLName.Space == nsRoster {
+		_ = c.p.S.Send(context.Background(), xmpptest.Tokens(`<iq type='result' id='`+xmlEscape(e.Attr("id"))+`'/>`))
+	}
+	return e, nil
 }
 
 // await returns the first element, in the backlog or read within wait, that match

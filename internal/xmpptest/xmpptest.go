@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -575,4 +576,26 @@ func Body(e *Elem) string {
 		return b.Text
 	}
 	return ""
+}
+
+// ErrTimeout is Recv's error when its deadline comes first.
+var ErrTimeout = errors.New("timeout")
+
+// Recv is the next element p reads, or why it cannot be: the stream ended (with its
+// error), or the deadline came (ErrTimeout). Unlike Next it does not fail the test.
+func (p *Peer) Recv(deadline <-chan time.Time) (*Elem, error) {
+	select {
+	case e, ok := <-p.In:
+		if !ok {
+			var err error
+			select {
+			case err = <-p.Errc:
+			default:
+			}
+			return nil, fmt.Errorf("stream ended (%v)", err)
+		}
+		return e, nil
+	case <-deadline:
+		return nil, ErrTimeout
+	}
 }
