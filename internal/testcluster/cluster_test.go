@@ -1474,24 +1474,17 @@ func TestStreamResumedOnAnotherNode(t *testing.T) {
 	var h uint32 // what the phone handled since enable
 	next := func(p *xmpptest.Peer) *xmpptest.Elem {
 		t.Helper()
-		for {
-			e := p.Next(wait)
-			if e.XMLName.Space == "urn:xmpp:sm:3" && e.XMLName.Local == "r" {
-				continue
-			}
-			if p == j && e.XMLName.Space != "urn:xmpp:sm:3" {
-				h++
-			}
-			return e
+		e := skipAckRequests(t, p)
+		if p == j && e.XMLName.Space != "urn:xmpp:sm:3" {
+			h++
 		}
+		return e
 	}
 	enabled := next(j)
 	if enabled.XMLName.Local != "enabled" || enabled.Attr("id") == "" {
 		t.Fatalf("enable: %s", enabled)
 	}
-	msg := func(id string) string {
-		return `<message to='juliet@localhost/phone' type='chat' id='` + id + `'><body>` + id + `</body></message>`
-	}
+	msg := chatToPhone
 	j.Send(`<message to='romeo@localhost/orchard' type='chat' id='j1'><body>hi</body></message>`)
 	if m := next(r); m.Attr("id") != "j1" {
 		t.Fatalf("romeo got %s", m)
@@ -1561,21 +1554,12 @@ func TestDrainHandsResumableSessionsOn(t *testing.T) {
 	j := login(t, c, 0, "juliet", "j", "phone")
 	r := login(t, c, 2, "romeo", "r", "orchard")
 	j.Send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
-	skipR := func(p *xmpptest.Peer) *xmpptest.Elem {
-		t.Helper()
-		for {
-			if e := p.Next(wait); e.XMLName.Local != "r" {
-				return e
-			}
-		}
-	}
+	skipR := func(p *xmpptest.Peer) *xmpptest.Elem { t.Helper(); return skipAckRequests(t, p) }
 	enabled := skipR(j)
 	if enabled.XMLName.Local != "enabled" {
 		t.Fatalf("enable: %s", enabled)
 	}
-	msg := func(id string) string {
-		return `<message to='juliet@localhost/phone' type='chat' id='` + id + `'><body>` + id + `</body></message>`
-	}
+	msg := chatToPhone
 	r.Send(msg("m1"))
 	if m := skipR(j); m.Attr("id") != "m1" {
 		t.Fatalf("juliet got %s", m)
@@ -1731,4 +1715,20 @@ func TestBlockingAcrossNodes(t *testing.T) {
 		pushed = true
 	}
 	push(laptop, "unblock")
+}
+
+// skipAckRequests is the next element p gets that is not a stream-management ack
+// request (<r/>, XEP-0198).
+func skipAckRequests(t *testing.T, p *xmpptest.Peer) *xmpptest.Elem {
+	t.Helper()
+	for {
+		if e := p.Next(wait); e.XMLName.Space != "urn:xmpp:sm:3" || e.XMLName.Local != "r" {
+			return e
+		}
+	}
+}
+
+// chatToPhone is a chat message to juliet's phone whose id and body are id.
+func chatToPhone(id string) string {
+	return `<message to='juliet@localhost/phone' type='chat' id='` + id + `'><body>` + id + `</body></message>`
 }
