@@ -77,6 +77,14 @@ func (r *Router) Route(sender *Session, from string, env *xmpp.Envelope) {
 	r.route(nil, sender, from, env)
 }
 
+// routeMade routes a stanza the server made (an error, a presence) as sent by sender from
+// from.
+func (r *Router) routeMade(sender *Session, from string, b []byte) {
+	if env, err := xmpp.ParseStanza(b); err == nil {
+		r.Route(sender, from, env)
+	}
+}
+
 // route is Route for a stanza a connection's reader read: what goes to other nodes is
 // gathered in out (nil: sent at once).
 func (r *Router) route(out *nodelink.Outbox, sender *Session, from string, env *xmpp.Envelope) {

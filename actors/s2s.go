@@ -421,11 +421,7 @@ func (r *Router) s2sBounce(p s2sPair, data []byte, e *xmpp.StanzaError) {
 	if env.Kind == xmpp.KindPresence && env.Type != "subscribe" && env.Type != "probe" {
 		return // directed and broadcast presence to an unreachable server: nobody waits for it
 	}
-	reply, err := xmpp.ParseStanza(xmpp.ErrorReply(env, env.To, env.From, e))
-	if err != nil {
-		return
-	}
-	r.Route(r.s2sPeer(p.local, p.remote), reply.From, reply)
+	r.routeMade(r.s2sPeer(p.local, p.remote), env.To, xmpp.ErrorReply(env, env.To, env.From, e))
 }
 
 // s2sPeer is the session that stands for a remote domain as a sender.

@@ -617,9 +617,7 @@ func (r *Router) handOn(s *Session, q [][]byte) {
 			r.users.toUser(s, env.From, s.Bare, "", s.Bare, env)
 		case xmpp.KindIQ:
 			if isRequest(env) {
-				if e, err := xmpp.ParseStanza(xmpp.ErrorReply(env, s.Full, env.From, xmpp.ErrServiceUnavailable)); err == nil {
-					r.Route(s, s.Full, e)
-				}
+				r.routeMade(s, s.Full, xmpp.ErrorReply(env, s.Full, env.From, xmpp.ErrServiceUnavailable))
 			}
 		}
 	}

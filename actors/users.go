@@ -210,12 +210,7 @@ func (u *users) goOffline(s *Session) {
 		}
 	}
 	for _, to := range s.takeDirected() {
-		b := xmpp.Presence("unavailable", s.Full, to)
-		env, err := xmpp.ParseStanza(b)
-		if err != nil {
-			continue
-		}
-		u.r.Route(s, s.Full, env)
+		u.r.routeMade(s, s.Full, xmpp.Presence("unavailable", s.Full, to))
 	}
 }
 
